@@ -1,0 +1,86 @@
+# vmq_pgevents - build, test, run, bench.
+#
+#   make            the plugin directory: priv/vmq_pgevents_nif.so + ebin/
+#   make test       C tests, then the Erlang suite against a private PostgreSQL
+#   make run        replay a recorded session into a private PostgreSQL and show the rows
+#   make bench      benchmarks (see README, "Performance")
+#
+# Switches: ERTS_INCLUDE_DIR=... (build against another erts, e.g. a VerneMQ
+# release's), DEBUG=1 (no optimisation), SANITIZE=1 (ASan + UBSan).
+
+ERL ?= erl
+ERLC ?= erlc
+ERTS_INCLUDE_DIR ?= $(shell $(ERL) -noshell -eval 'io:format("~ts/erts-~ts/include", [code:root_dir(), erlang:system_info(version)])' -s init stop 2>/dev/null)
+PKGS := libpq jansson
+PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CC ?= cc
+ifeq ($(DEBUG),1)
+OPT := -O0 -g3
+else
+OPT := -O2 -g
+endif
+ifeq ($(SANITIZE),1)
+SAN := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+endif
+WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
+CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hidden -pthread $(CFLAGS)
+
+CORE_SRC := c_src/buf.c c_src/text.c c_src/jsonw.c c_src/event.c c_src/queue.c c_src/copy.c c_src/writer.c
+NIF_SRC := $(CORE_SRC) c_src/terms.c c_src/nif.c
+HDRS := $(wildcard c_src/*.h)
+NIF_SO := priv/vmq_pgevents_nif.so
+BUILD := _build/make
+
+ERL_SRC := $(wildcard erl_src/*.erl)
+BEAMS := $(patsubst erl_src/%.erl,ebin/%.beam,$(ERL_SRC))
+TEST_ERL := $(wildcard test/*.erl)
+
+.PHONY: all nif ebin test test-c test-erl run bench clean deps
+
+all: nif ebin
+
+nif: $(NIF_SO)
+
+$(NIF_SO): $(NIF_SRC) $(HDRS)
+	@test -f "$(ERTS_INCLUDE_DIR)/erl_nif.h" || { echo "erl_nif.h not found in '$(ERTS_INCLUDE_DIR)': install erlang-dev or set ERTS_INCLUDE_DIR" >&2; exit 1; }
+	@pkg-config --exists $(PKGS) || { echo "pkg-config cannot find $(PKGS): install libpq-dev libjansson-dev" >&2; exit 1; }
+	@mkdir -p priv
+	$(CC) $(CFLAGS_ALL) -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) $(LDFLAGS)
+
+ebin: $(BEAMS) ebin/vmq_pgevents.app
+
+ebin/%.beam: erl_src/%.erl
+	@mkdir -p ebin
+	$(ERLC) +debug_info -Werror -o ebin $<
+
+ebin/vmq_pgevents.app: erl_src/vmq_pgevents.app.src $(ERL_SRC)
+	@mkdir -p ebin
+	$(ERL) -noshell -eval '{ok, [{application, A, P}]} = file:consult("erl_src/vmq_pgevents.app.src"), Mods = lists:sort([list_to_atom(filename:basename(F, ".erl")) || F <- filelib:wildcard("erl_src/*.erl")]), ok = file:write_file("$@", io_lib:format("~p.~n", [{application, A, lists:keystore(modules, 1, P, {modules, Mods})}])), halt().'
+
+# ---- tests ---------------------------------------------------------------
+
+$(BUILD)/test_core: test/c/test_core.c $(CORE_SRC) $(HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_ALL) -Ic_src $(PKG_CFLAGS) -o $@ test/c/test_core.c $(CORE_SRC) $(PKG_LIBS) $(LDFLAGS)
+
+$(BUILD)/test_ebin/.built: $(TEST_ERL) $(BEAMS)
+	@mkdir -p $(BUILD)/test_ebin
+	$(ERLC) +debug_info -I erl_src -o $(BUILD)/test_ebin $(TEST_ERL)
+	@touch $@
+
+test: all $(BUILD)/test_core $(BUILD)/test_ebin/.built
+	@bash test/run_tests.sh
+
+test-c: $(BUILD)/test_core
+	$(BUILD)/test_core
+
+run: all
+	@bash test/run_demo.sh
+
+bench: all
+	@bash bench/run_bench.sh
+
+clean:
+	rm -rf ebin $(NIF_SO) _build

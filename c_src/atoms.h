@@ -1,0 +1,31 @@
+/* atoms.h - every atom the NIF uses, made once in load (nif.c).
+ * X(name): the C member am_name for the atom 'name'. */
+#ifndef VMQ_PGEV_ATOMS_H
+#define VMQ_PGEV_ATOMS_H
+
+#include <erl_nif.h>
+
+#define ATOM_LIST(X)                                                        \
+    X(ok) X(error) X(true) X(false) X(undefined) X(empty) X(all_topics)     \
+    X(all) X(unknown_hook) X(not_a_list) X(queue_full) X(no_memory)         \
+    X(disabled) X(already_started) X(not_started) X(badconfig)              \
+    X(vmq_pgevents_log) X(info) X(warning)                                  \
+    X(p_user_property) X(p_authentication_data) X(p_response_topic)         \
+    X(dsn) X(table) X(schema_sql) X(node) X(batch_size)                     \
+    X(flush_interval_ms) X(queue_max_events) X(queue_max_bytes)             \
+    X(payload_max_bytes) X(payload_json_max_bytes) X(hooks)                 \
+    X(backoff_min_ms) X(backoff_max_ms)                                     \
+    X(state) X(starting) X(connected) X(disconnected) X(stopped)            \
+    X(queued) X(queued_bytes) X(queue_peak) X(queue_peak_bytes) X(last_seq) \
+    X(written) X(batches) X(dead_lettered) X(reconnects) X(dropped)         \
+    X(discarded_at_stop) X(write_errors) X(inflight) X(pending)             \
+    X(last_write_us) X(last_error) X(dsn_masked) X(incarnation)             \
+    X(recorded) X(malformed) X(rejected) X(per_hook)
+
+typedef struct atoms {
+#define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;
+    ATOM_LIST(ATOM_MEMBER)
+#undef ATOM_MEMBER
+} atoms_t;
+
+#endif

@@ -1,0 +1,32 @@
+/* buf.h - a growable byte buffer.
+ *
+ * Owns: nothing global. A buf may start on a caller's stack array (the hook
+ * path uses this to avoid malloc for small values) and moves to the heap only
+ * when it outgrows it. Any thread; a buf is never shared. */
+#ifndef VMQ_PGEV_BUF_H
+#define VMQ_PGEV_BUF_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+typedef struct buf {
+    char *p;
+    size_t len;
+    size_t cap;
+    int on_heap;   /* p was malloc'd by buf_reserve */
+    int failed;    /* an allocation failed; contents are incomplete */
+} buf_t;
+
+void buf_init(buf_t *b, char *stack, size_t stack_cap);
+void buf_free(buf_t *b);
+/* make room for n more bytes; 0 on success, -1 (and b->failed) on failure */
+int buf_reserve(buf_t *b, size_t n);
+void buf_put(buf_t *b, const void *src, size_t n);
+void buf_putc(buf_t *b, char c);
+void buf_puts(buf_t *b, const char *s);
+void buf_put_be16(buf_t *b, uint16_t v);
+void buf_put_be32(buf_t *b, uint32_t v);
+void buf_put_be64(buf_t *b, uint64_t v);
+
+#endif

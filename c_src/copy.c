@@ -1,0 +1,229 @@
+/* copy.c - COPY BINARY encoding of events (see copy.h).
+ * Format: PostgreSQL docs, "COPY ... Binary Format"; types in their
+ * send/recv wire form (int8/int4/int2/bool big-endian, timestamptz as
+ * microseconds since 2000-01-01, jsonb as version byte 1 + text, inet as
+ * family/bits/is_cidr/len/address). */
+#include "copy.h"
+
+#include <jansson.h>
+
+#include "hooks.h"
+
+const char copy_columns[] =
+    "node, incarnation, seq, ts, hook, conn_id, mountpoint, client_id, "
+    "username, peer_addr, peer_port, qos, topic, topics, retain, "
+    "clean_session, payload, payload_size, payload_truncated, payload_json, "
+    "properties, reason, extra";
+
+#define PG_EPOCH_US 946684800000000LL
+#define PGSQL_AF_INET 2
+#define PGSQL_AF_INET6 3
+
+static const char *const text_field_names[] = {
+    "mountpoint", "client_id", "username", "topic", "reason"};
+
+void copy_header(buf_t *b)
+{
+    static const char sig[11] = {'P', 'G', 'C', 'O', 'P', 'Y', '\n', '\377', '\r', '\n', '\0'};
+    buf_put(b, sig, sizeof sig);
+    buf_put_be32(b, 0); /* flags */
+    buf_put_be32(b, 0); /* header extension length */
+}
+
+void copy_trailer(buf_t *b)
+{
+    buf_put_be16(b, 0xFFFF);
+}
+
+static void put_null(buf_t *b)
+{
+    buf_put_be32(b, 0xFFFFFFFFu);
+}
+
+static void put_bytes(buf_t *b, const char *p, size_t n)
+{
+    buf_put_be32(b, (uint32_t)n);
+    buf_put(b, p, n);
+}
+
+static void put_field(buf_t *b, const event_t *ev, int f)
+{
+    if (ev->len[f] < 0)
+        put_null(b);
+    else
+        put_bytes(b, event_field(ev, f), (size_t)ev->len[f]);
+}
+
+static void put_int8(buf_t *b, int64_t v)
+{
+    buf_put_be32(b, 8);
+    buf_put_be64(b, (uint64_t)v);
+}
+
+static void put_int4(buf_t *b, int32_t v)
+{
+    buf_put_be32(b, 4);
+    buf_put_be32(b, (uint32_t)v);
+}
+
+static void put_int2_or_null(buf_t *b, int v)
+{
+    if (v < 0) {
+        put_null(b);
+        return;
+    }
+    buf_put_be32(b, 2);
+    buf_put_be16(b, (uint16_t)v);
+}
+
+static void put_bool_or_null(buf_t *b, int v)
+{
+    if (v < 0) {
+        put_null(b);
+        return;
+    }
+    buf_put_be32(b, 1);
+    buf_putc(b, v ? 1 : 0);
+}
+
+static void put_jsonb(buf_t *b, const char *p, size_t n)
+{
+    buf_put_be32(b, (uint32_t)(n + 1));
+    buf_putc(b, 1);
+    buf_put(b, p, n);
+}
+
+static void put_jsonb_field(buf_t *b, const event_t *ev, int f)
+{
+    if (ev->len[f] < 0)
+        put_null(b);
+    else
+        put_jsonb(b, event_field(ev, f), (size_t)ev->len[f]);
+}
+
+static void put_inet(buf_t *b, const event_t *ev)
+{
+    int n = ev->peer_family == 4 ? 4 : 16;
+
+    if (ev->peer_family != 4 && ev->peer_family != 6) {
+        put_null(b);
+        return;
+    }
+    buf_put_be32(b, (uint32_t)(4 + n));
+    buf_putc(b, ev->peer_family == 4 ? PGSQL_AF_INET : PGSQL_AF_INET6);
+    buf_putc(b, (char)(n * 8));
+    buf_putc(b, 0);
+    buf_putc(b, (char)n);
+    buf_put(b, ev->peer_addr, (size_t)n);
+}
+
+/* payload_json: the payload itself when jansson accepts it as JSON */
+static void put_payload_json(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
+{
+    const char *p = event_field(ev, F_PAYLOAD);
+    size_t n = (size_t)ev->len[F_PAYLOAD];
+    json_error_t err;
+    json_t *j;
+
+    if (ev->len[F_PAYLOAD] <= 0 || n > ctx->json_max || n < ev->payload_size) {
+        put_null(b);
+        return;
+    }
+    j = json_loadb(p, n, JSON_DECODE_ANY, &err);
+    if (!j) {
+        put_null(b);
+        return;
+    }
+    json_decref(j);
+    put_jsonb(b, p, n);
+}
+
+/* extra: the members the decoder collected, plus which text fields were
+ * stored escaped */
+static void put_extra(buf_t *b, const event_t *ev)
+{
+    size_t lenpos, start;
+    int64_t inner = ev->len[F_EXTRA];
+    int f, first = 1;
+
+    if (inner <= 0 && !ev->escaped) {
+        put_null(b);
+        return;
+    }
+    buf_put_be32(b, 0); /* patched below */
+    lenpos = b->len - 4;
+    start = b->len;
+    buf_putc(b, 1);
+    buf_putc(b, '{');
+    if (inner > 0) {
+        buf_put(b, event_field(ev, F_EXTRA), (size_t)inner);
+        first = 0;
+    }
+    if (ev->escaped) {
+        if (!first)
+            buf_putc(b, ',');
+        buf_puts(b, "\"escaped\":[");
+        first = 1;
+        for (f = 0; f <= F_TEXT_LAST; f++) {
+            if (!(ev->escaped & (1u << f)))
+                continue;
+            if (!first)
+                buf_putc(b, ',');
+            first = 0;
+            buf_putc(b, '"');
+            buf_puts(b, text_field_names[f]);
+            buf_putc(b, '"');
+        }
+        buf_putc(b, ']');
+    }
+    buf_putc(b, '}');
+    if (!b->failed) {
+        uint32_t n = (uint32_t)(b->len - start);
+        unsigned char *l = (unsigned char *)b->p + lenpos;
+        l[0] = (unsigned char)(n >> 24);
+        l[1] = (unsigned char)(n >> 16);
+        l[2] = (unsigned char)(n >> 8);
+        l[3] = (unsigned char)n;
+    }
+}
+
+void copy_row(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
+{
+    const char *hook = hook_defs[ev->hook].name;
+
+    buf_put_be16(b, COPY_NCOLS);
+    put_bytes(b, ctx->node, ctx->node_len);                  /* node */
+    put_int8(b, ctx->incarnation);                           /* incarnation */
+    put_int8(b, (int64_t)ev->seq);                           /* seq */
+    put_int8(b, ev->ts_us - PG_EPOCH_US);                    /* ts */
+    put_bytes(b, hook, strlen(hook));                        /* hook */
+    if (ev->has_conn)                                        /* conn_id */
+        put_int8(b, ev->conn_id);
+    else
+        put_null(b);
+    put_field(b, ev, F_MOUNTPOINT);                          /* mountpoint */
+    put_field(b, ev, F_CLIENT_ID);                           /* client_id */
+    put_field(b, ev, F_USERNAME);                            /* username */
+    put_inet(b, ev);                                         /* peer_addr */
+    if (ev->peer_family)                                     /* peer_port */
+        put_int4(b, ev->peer_port);
+    else
+        put_null(b);
+    put_int2_or_null(b, ev->qos);                            /* qos */
+    put_field(b, ev, F_TOPIC);                               /* topic */
+    put_jsonb_field(b, ev, F_TOPICS);                        /* topics */
+    put_bool_or_null(b, ev->retain);                         /* retain */
+    put_bool_or_null(b, ev->clean);                          /* clean_session */
+    put_field(b, ev, F_PAYLOAD);                             /* payload */
+    if (ev->len[F_PAYLOAD] >= 0) {
+        put_int4(b, (int32_t)(ev->payload_size > INT32_MAX ? INT32_MAX : ev->payload_size));
+        put_bool_or_null(b, (uint64_t)ev->len[F_PAYLOAD] < ev->payload_size);
+    } else {
+        put_null(b);                                         /* payload_size */
+        put_null(b);                                         /* payload_truncated */
+    }
+    put_payload_json(b, ctx, ev);                            /* payload_json */
+    put_jsonb_field(b, ev, F_PROPERTIES);                    /* properties */
+    put_field(b, ev, F_REASON);                              /* reason */
+    put_extra(b, ev);                                        /* extra */
+}

@@ -1,0 +1,29 @@
+/* copy.h - encodes events as PostgreSQL COPY BINARY rows.
+ *
+ * Runs on the writer thread only. Checks payloads for JSON with jansson
+ * (off the hook path). Knows nothing of erl_nif or of the connection. */
+#ifndef VMQ_PGEV_COPY_H
+#define VMQ_PGEV_COPY_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "event.h"
+
+typedef struct copy_ctx {
+    const char *node;
+    size_t node_len;
+    int64_t incarnation;
+    size_t json_max;        /* parse payloads up to this size as JSON; 0: never */
+} copy_ctx_t;
+
+/* the column list, in the order copy_row writes them */
+extern const char copy_columns[];
+#define COPY_NCOLS 23
+
+void copy_header(buf_t *b);
+void copy_row(buf_t *b, const copy_ctx_t *ctx, const event_t *ev);
+void copy_trailer(buf_t *b);
+
+#endif

@@ -1,0 +1,80 @@
+/* event.h - one recorded hook call, as a plain C record.
+ *
+ * An event is one malloc: the header below followed by its variable-length
+ * fields. It is built on the calling scheduler thread (event_build), owned
+ * by the queue while queued, then by the writer thread, which frees it
+ * after the row is committed or dead-lettered.
+ * Knows nothing of erl_nif or libpq. */
+#ifndef VMQ_PGEV_EVENT_H
+#define VMQ_PGEV_EVENT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+/* variable-length fields; the text ones are escaped when not clean UTF-8 */
+enum event_field {
+    F_MOUNTPOINT,  /* text */
+    F_CLIENT_ID,   /* text */
+    F_USERNAME,    /* text */
+    F_TOPIC,       /* text */
+    F_REASON,      /* text */
+    F_TOPICS,      /* JSON array */
+    F_PROPERTIES,  /* JSON object */
+    F_EXTRA,       /* JSON object members, without the braces */
+    F_PAYLOAD,     /* bytes, possibly truncated */
+    F_COUNT
+};
+#define F_TEXT_LAST F_REASON
+
+typedef struct span {
+    const char *p;
+    size_t n;
+    int present;   /* 0: SQL NULL */
+} span_t;
+
+/* what the decoder hands to event_build; pointers are borrowed */
+typedef struct event_in {
+    int hook;
+    int64_t ts_us;          /* wall clock, microseconds since 1970 */
+    int64_t conn_id;
+    int has_conn;
+    int qos;                /* -1: NULL */
+    int retain;             /* -1: NULL, else 0/1 */
+    int clean;              /* -1: NULL, else 0/1 */
+    int peer_family;        /* 0: no peer, 4, 6 */
+    uint8_t peer_addr[16];
+    int peer_port;
+    uint64_t payload_size;  /* size before truncation */
+    span_t f[F_COUNT];
+} event_in_t;
+
+typedef struct event {
+    struct event *next;     /* queue link, owned by whoever holds the event */
+    uint64_t seq;
+    int64_t ts_us;
+    int64_t conn_id;
+    uint64_t payload_size;
+    size_t bytes;           /* size of this allocation */
+    uint16_t hook;
+    int8_t qos, retain, clean;
+    uint8_t peer_family, has_conn;
+    uint8_t escaped;        /* bit i: text field i was escaped */
+    uint16_t peer_port;
+    uint8_t peer_addr[16];
+    uint32_t off[F_COUNT];
+    int64_t len[F_COUNT];   /* -1: NULL */
+    char data[];
+} event_t;
+
+void event_in_init(event_in_t *in, int hook, int64_t ts_us);
+/* One allocation holding everything; NULL when out of memory. */
+event_t *event_build(const event_in_t *in);
+void event_free(event_t *ev);
+void event_free_list(event_t *ev);
+
+static inline const char *event_field(const event_t *ev, int f)
+{
+    return ev->data + ev->off[f];
+}
+
+#endif

@@ -1,0 +1,579 @@
+/* nif.c - the NIF: load/unload, the hook entry point, start/stop of the
+ * writer, status.
+ *
+ * All state lives in one priv_t handed to load as priv data. The hook
+ * entry point (event/3) runs on the calling process's scheduler: it
+ * decodes, builds one event, pushes it on the queue and returns; it never
+ * waits for PostgreSQL. The writer thread (writer.c) is started by
+ * start/2 and joined by stop/1 (a dirty I/O NIF) or by unload. */
+#include <erl_nif.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "atoms.h"
+#include "event.h"
+#include "hooks.h"
+#include "queue.h"
+#include "terms.h"
+#include "writer.h"
+
+#define ARGS_MAX 8
+#define DEFAULT_QUEUE_EVENTS 100000
+#define DEFAULT_QUEUE_BYTES (64u * 1024 * 1024)
+#define DEFAULT_BATCH 5000
+#define DEFAULT_PAYLOAD_MAX 65536
+#define UNLOAD_STOP_MS 2000
+
+typedef struct priv {
+    atoms_t am;
+    ERL_NIF_TERM hook_atom[HOOK_COUNT];
+    unsigned hook_arity[HOOK_COUNT];
+    queue_t q;
+    int64_t incarnation;
+
+    /* read on the hook path without a lock */
+    uint64_t enabled;            /* bit per hook id */
+    size_t payload_max;
+    uint64_t recorded[HOOK_COUNT], dropped[HOOK_COUNT], malformed[HOOK_COUNT];
+    uint64_t rejected;           /* unknown hook or arity */
+
+    /* guarded by mu */
+    pthread_mutex_t mu;
+    writer_t *w;
+    ErlNifPid owner;
+    int has_owner;
+    char dsn_masked[512];
+} priv_t;
+
+static int64_t wall_us(void)
+{
+    return enif_monotonic_time(ERL_NIF_USEC) + enif_time_offset(ERL_NIF_USEC);
+}
+
+static ERL_NIF_TERM error_tuple(ErlNifEnv *env, const priv_t *p, ERL_NIF_TERM why)
+{
+    return enif_make_tuple2(env, p->am.am_error, why);
+}
+
+static ERL_NIF_TERM error_msg(ErlNifEnv *env, const priv_t *p, const char *msg)
+{
+    ERL_NIF_TERM bin;
+    size_t n = strlen(msg);
+    unsigned char *d = enif_make_new_binary(env, n, &bin);
+
+    if (d)
+        memcpy(d, msg, n);
+    return error_tuple(env, p, bin);
+}
+
+/* ---- the hook path ---------------------------------------------------- */
+
+static int find_hook(const priv_t *p, ERL_NIF_TERM name, unsigned arity)
+{
+    int i;
+
+    for (i = 0; i < HOOK_COUNT; i++)
+        if (p->hook_arity[i] == arity && enif_is_identical(p->hook_atom[i], name))
+            return i;
+    return -1;
+}
+
+/* event(Hook, Args, ConnId) -> ok | {error, Reason}. Never raises. */
+static ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    ERL_NIF_TERM args[ARGS_MAX], head, tail = argv[1];
+    unsigned n = 0;
+    int hook, bad;
+    ErlNifSInt64 conn;
+    decoded_t d;
+    event_t *ev;
+    uint64_t seq;
+
+    (void)argc;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        if (n == ARGS_MAX)
+            goto unknown;
+        args[n++] = head;
+    }
+    if (!enif_is_empty_list(env, tail))
+        goto unknown;
+    hook = find_hook(p, argv[0], n);
+    if (hook < 0)
+        goto unknown;
+    if (!(__atomic_load_n(&p->enabled, __ATOMIC_RELAXED) & (1ull << hook)))
+        return p->am.am_disabled;
+    if (queue_full_hint(&p->q)) {
+        queue_drop(&p->q);
+        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
+        return error_tuple(env, p, p->am.am_queue_full);
+    }
+
+    event_in_init(&d.in, hook, wall_us());
+    if (enif_get_int64(env, argv[2], &conn)) {
+        d.in.conn_id = conn;
+        d.in.has_conn = 1;
+    }
+    decode_event(env, &p->am, hook, args,
+                 __atomic_load_n(&p->payload_max, __ATOMIC_RELAXED), &d);
+    bad = d.malformed != 0;
+    ev = event_build(&d.in);
+    decoded_free(&d);
+    if (!ev) {
+        queue_drop(&p->q);
+        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
+        return error_tuple(env, p, p->am.am_no_memory);
+    }
+    if (queue_push(&p->q, ev, &seq) != 0) {
+        event_free(ev);
+        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
+        return error_tuple(env, p, p->am.am_queue_full);
+    }
+    __atomic_fetch_add(&p->recorded[hook], 1, __ATOMIC_RELAXED);
+    if (bad)
+        __atomic_fetch_add(&p->malformed[hook], 1, __ATOMIC_RELAXED);
+    return p->am.am_ok;
+unknown:
+    __atomic_fetch_add(&p->rejected, 1, __ATOMIC_RELAXED);
+    return error_tuple(env, p, p->am.am_unknown_hook);
+}
+
+/* ---- configuration ---------------------------------------------------- */
+
+/* hooks: all | [Name :: atom()] -> bit mask over every arity of each name */
+static int hooks_mask(ErlNifEnv *env, const priv_t *p, ERL_NIF_TERM t, uint64_t *mask)
+{
+    ERL_NIF_TERM head, tail = t;
+    int i;
+
+    if (enif_is_identical(t, p->am.am_all)) {
+        *mask = (HOOK_COUNT >= 64) ? ~0ull : ((1ull << HOOK_COUNT) - 1);
+        return 0;
+    }
+    *mask = 0;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        int found = 0;
+        for (i = 0; i < HOOK_COUNT; i++) {
+            if (enif_is_identical(p->hook_atom[i], head)) {
+                *mask |= 1ull << i;
+                found = 1;
+            }
+        }
+        if (!found)
+            return -1;
+    }
+    return enif_is_empty_list(env, tail) ? 0 : -1;
+}
+
+/* a binary map value as a fresh C string; NULL when absent or not text */
+static char *get_cstr(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key, int *missing)
+{
+    ERL_NIF_TERM v;
+    ErlNifBinary bin;
+    char *s;
+
+    *missing = 0;
+    if (!enif_get_map_value(env, map, key, &v)) {
+        *missing = 1;
+        return NULL;
+    }
+    if (!enif_inspect_binary(env, v, &bin) || memchr(bin.data, 0, bin.size))
+        return NULL;
+    s = malloc(bin.size + 1);
+    if (!s)
+        return NULL;
+    memcpy(s, bin.data, bin.size);
+    s[bin.size] = '\0';
+    return s;
+}
+
+static int get_num(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
+                   ErlNifSInt64 lo, ErlNifSInt64 hi, ErlNifSInt64 *out)
+{
+    ERL_NIF_TERM v;
+
+    if (!enif_get_map_value(env, map, key, &v))
+        return 0; /* keep the default */
+    if (!enif_get_int64(env, v, out) || *out < lo || *out > hi)
+        return -1;
+    return 0;
+}
+
+static void log_to_owner(void *ctx, int level, const char *msg)
+{
+    priv_t *p = ctx;
+    ErlNifEnv *env;
+    ERL_NIF_TERM bin, lvl;
+    size_t n = strlen(msg);
+    unsigned char *d;
+
+    pthread_mutex_lock(&p->mu);
+    if (!p->has_owner)
+        goto out;
+    env = enif_alloc_env();
+    if (!env)
+        goto out;
+    d = enif_make_new_binary(env, n, &bin);
+    if (d) {
+        memcpy(d, msg, n);
+        lvl = level == WLOG_INFO ? p->am.am_info
+              : level == WLOG_WARNING ? p->am.am_warning : p->am.am_error;
+        enif_send(NULL, &p->owner, env,
+                  enif_make_tuple3(env, p->am.am_vmq_pgevents_log, lvl, bin));
+    }
+    enif_free_env(env);
+out:
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* start(Config :: map(), Owner :: pid()) -> ok | {error, Message} */
+static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    writer_config_t cfg;
+    char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL;
+    ErlNifSInt64 batch = DEFAULT_BATCH, flush_ms = 200, qmax = DEFAULT_QUEUE_EVENTS,
+                 qbytes = DEFAULT_QUEUE_BYTES, pmax = DEFAULT_PAYLOAD_MAX,
+                 jmax = DEFAULT_PAYLOAD_MAX, bmin = 100, bmax = 5000;
+    ERL_NIF_TERM hv, result;
+    uint64_t mask = p->enabled;
+    int missing, schema_missing;
+    char err[256];
+    const char *bad = NULL;
+    ErlNifPid owner;
+
+    (void)argc;
+    if (!enif_is_map(env, argv[0]) || !enif_get_local_pid(env, argv[1], &owner))
+        return enif_make_badarg(env);
+
+    dsn = get_cstr(env, argv[0], p->am.am_dsn, &missing);
+    if (!dsn && !missing)
+        bad = "dsn must be a string without NUL bytes";
+    else if (!dsn && (dsn = strdup("")) == NULL)
+        bad = "out of memory";
+    table = get_cstr(env, argv[0], p->am.am_table, &missing);
+    if (!bad && (!table || !*table || strlen(table) > 63))
+        bad = "table must be a name of 1 to 63 bytes";
+    schema = get_cstr(env, argv[0], p->am.am_schema_sql, &schema_missing);
+    node = get_cstr(env, argv[0], p->am.am_node, &missing);
+    if (!bad && !node)
+        bad = "node must be a string";
+    if (!bad && get_num(env, argv[0], p->am.am_batch_size, 1, 1000000, &batch) < 0)
+        bad = "batch_size must be an integer from 1 to 1000000";
+    if (!bad && get_num(env, argv[0], p->am.am_flush_interval_ms, 1, 3600000, &flush_ms) < 0)
+        bad = "flush_interval_ms must be an integer from 1 to 3600000";
+    if (!bad && get_num(env, argv[0], p->am.am_queue_max_events, 1, INT64_MAX, &qmax) < 0)
+        bad = "queue_max_events must be a positive integer";
+    if (!bad && get_num(env, argv[0], p->am.am_queue_max_bytes, 1, INT64_MAX, &qbytes) < 0)
+        bad = "queue_max_bytes must be a positive integer";
+    if (!bad && get_num(env, argv[0], p->am.am_payload_max_bytes, 0, 268435456, &pmax) < 0)
+        bad = "payload_max_bytes must be an integer from 0 to 268435456";
+    if (!bad && get_num(env, argv[0], p->am.am_payload_json_max_bytes, 0, 268435456, &jmax) < 0)
+        bad = "payload_json_max_bytes must be an integer from 0 to 268435456";
+    if (!bad && get_num(env, argv[0], p->am.am_backoff_min_ms, 1, 600000, &bmin) < 0)
+        bad = "backoff_min_ms must be an integer from 1 to 600000";
+    if (!bad && get_num(env, argv[0], p->am.am_backoff_max_ms, 1, 3600000, &bmax) < 0)
+        bad = "backoff_max_ms must be an integer from 1 to 3600000";
+    if (!bad && enif_get_map_value(env, argv[0], p->am.am_hooks, &hv) &&
+        hooks_mask(env, p, hv, &mask) < 0)
+        bad = "hooks must be 'all' or a list of hook names";
+    if (!bad && conninfo_check(dsn) < 0)
+        bad = "dsn is not a valid libpq connection string or URI";
+    if (bad) {
+        result = error_msg(env, p, bad);
+        goto out;
+    }
+
+    pthread_mutex_lock(&p->mu);
+    if (p->w) {
+        pthread_mutex_unlock(&p->mu);
+        result = error_tuple(env, p, p->am.am_already_started);
+        goto out;
+    }
+    queue_set_limits(&p->q, (size_t)qmax, (size_t)qbytes, (size_t)batch);
+    __atomic_store_n(&p->payload_max, (size_t)pmax, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->enabled, mask, __ATOMIC_RELAXED);
+    p->owner = owner;
+    p->has_owner = 1;
+    conninfo_masked(dsn, p->dsn_masked, sizeof p->dsn_masked);
+    cfg.conninfo = dsn;
+    cfg.table = table;
+    cfg.schema_sql = schema;
+    cfg.node = node;
+    cfg.incarnation = p->incarnation;
+    cfg.batch_size = (size_t)batch;
+    cfg.flush_interval_ms = (int)flush_ms;
+    cfg.json_max = (size_t)jmax;
+    cfg.backoff_min_ms = (int)bmin;
+    cfg.backoff_max_ms = (int)bmax;
+    /* the writer logs through log_to_owner, which takes mu: start it
+     * after releasing mu would race a stop, so hold mu only to publish w */
+    pthread_mutex_unlock(&p->mu);
+    {
+        writer_t *w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
+        if (!w) {
+            result = error_msg(env, p, err);
+            goto out;
+        }
+        pthread_mutex_lock(&p->mu);
+        p->w = w;
+        pthread_mutex_unlock(&p->mu);
+    }
+    result = p->am.am_ok;
+out:
+    if (dsn) {
+        memset(dsn, 0, strlen(dsn));
+        free(dsn);
+    }
+    free(table);
+    free(schema);
+    free(node);
+    return result;
+}
+
+static void stop_writer(priv_t *p, int timeout_ms)
+{
+    writer_t *w;
+
+    pthread_mutex_lock(&p->mu);
+    w = p->w;
+    p->w = NULL;
+    pthread_mutex_unlock(&p->mu);
+    if (w)
+        writer_stop(w, timeout_ms); /* joins: the log callback may still run until then */
+    pthread_mutex_lock(&p->mu);
+    p->has_owner = 0;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* stop(TimeoutMs) -> ok (dirty I/O: joins the writer thread) */
+static ERL_NIF_TERM nif_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    int timeout;
+
+    (void)argc;
+    if (!enif_get_int(env, argv[0], &timeout) || timeout < 0)
+        return enif_make_badarg(env);
+    stop_writer(p, timeout);
+    return p->am.am_ok;
+}
+
+/* set_hooks(all | [Name]) -> ok | {error, badconfig} */
+static ERL_NIF_TERM nif_set_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    uint64_t mask;
+
+    (void)argc;
+    if (hooks_mask(env, p, argv[0], &mask) < 0)
+        return error_tuple(env, p, p->am.am_badconfig);
+    __atomic_store_n(&p->enabled, mask, __ATOMIC_RELAXED);
+    return p->am.am_ok;
+}
+
+/* flush() -> ok: ask the writer to write what is queued now */
+static ERL_NIF_TERM nif_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+
+    (void)argc;
+    (void)argv;
+    queue_request_flush(&p->q);
+    return p->am.am_ok;
+}
+
+/* hooks() -> [{Name, Arity}] in the order of hooks.h */
+static ERL_NIF_TERM nif_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    ERL_NIF_TERM list = enif_make_list(env, 0);
+    int i;
+
+    (void)argc;
+    (void)argv;
+    for (i = HOOK_COUNT - 1; i >= 0; i--)
+        list = enif_make_list_cell(
+            env, enif_make_tuple2(env, p->hook_atom[i], enif_make_uint(env, p->hook_arity[i])),
+            list);
+    return list;
+}
+
+static ERL_NIF_TERM make_u64(ErlNifEnv *env, uint64_t v)
+{
+    return enif_make_uint64(env, v);
+}
+
+static ERL_NIF_TERM text_bin(ErlNifEnv *env, const char *s)
+{
+    ERL_NIF_TERM bin;
+    size_t n = strlen(s);
+    unsigned char *d = enif_make_new_binary(env, n, &bin);
+
+    if (d)
+        memcpy(d, s, n);
+    return bin;
+}
+
+/* per hook name (all arities together): #{Hook => #{recorded, dropped, malformed}} */
+static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p)
+{
+    ERL_NIF_TERM map = enif_make_new_map(env);
+    int i, j;
+
+    for (i = 0; i < HOOK_COUNT; i++) {
+        uint64_t rec = 0, drop = 0, mal = 0;
+        ERL_NIF_TERM k[3], v[3], inner;
+        int seen = 0;
+        for (j = 0; j < i; j++)
+            if (enif_is_identical(p->hook_atom[j], p->hook_atom[i]))
+                seen = 1;
+        if (seen)
+            continue;
+        for (j = i; j < HOOK_COUNT; j++) {
+            if (!enif_is_identical(p->hook_atom[j], p->hook_atom[i]))
+                continue;
+            rec += __atomic_load_n(&p->recorded[j], __ATOMIC_RELAXED);
+            drop += __atomic_load_n(&p->dropped[j], __ATOMIC_RELAXED);
+            mal += __atomic_load_n(&p->malformed[j], __ATOMIC_RELAXED);
+        }
+        k[0] = p->am.am_recorded;
+        v[0] = make_u64(env, rec);
+        k[1] = p->am.am_dropped;
+        v[1] = make_u64(env, drop);
+        k[2] = p->am.am_malformed;
+        v[2] = make_u64(env, mal);
+        enif_make_map_from_arrays(env, k, v, 3, &inner);
+        enif_make_map_put(env, map, p->hook_atom[i], inner, &map);
+    }
+    return map;
+}
+
+/* status() -> map (see README, "Status") */
+static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    writer_status_t ws;
+    queue_stats_t qs;
+    ERL_NIF_TERM k[24], v[24], state, map;
+    char dsn[512];
+    int n = 0, running, i;
+    uint64_t malformed_total = 0;
+
+    (void)argc;
+    (void)argv;
+    for (i = 0; i < HOOK_COUNT; i++)
+        malformed_total += __atomic_load_n(&p->malformed[i], __ATOMIC_RELAXED);
+    memset(&ws, 0, sizeof ws);
+    pthread_mutex_lock(&p->mu);
+    running = p->w != NULL;
+    if (running)
+        writer_get_status(p->w, &ws);
+    memcpy(dsn, p->dsn_masked, sizeof dsn);
+    pthread_mutex_unlock(&p->mu);
+    queue_get_stats(&p->q, &qs);
+
+    if (!running)
+        state = p->am.am_stopped;
+    else if (ws.state == WS_CONNECTED)
+        state = p->am.am_connected;
+    else if (ws.state == WS_STARTING)
+        state = p->am.am_starting;
+    else
+        state = p->am.am_disconnected;
+
+#define PUT(key, val) (k[n] = p->am.am_##key, v[n] = (val), n++)
+    PUT(state, state);
+    PUT(dsn_masked, text_bin(env, dsn));
+    PUT(incarnation, enif_make_int64(env, p->incarnation));
+    PUT(queued, make_u64(env, qs.count));
+    PUT(queued_bytes, make_u64(env, qs.bytes));
+    PUT(queue_peak, make_u64(env, qs.peak_count));
+    PUT(queue_peak_bytes, make_u64(env, qs.peak_bytes));
+    PUT(inflight, make_u64(env, ws.inflight));
+    PUT(pending, make_u64(env, qs.count + ws.inflight));
+    PUT(last_seq, make_u64(env, qs.last_seq));
+    PUT(dropped, make_u64(env, qs.dropped));
+    PUT(written, make_u64(env, ws.written));
+    PUT(batches, make_u64(env, ws.batches));
+    PUT(dead_lettered, make_u64(env, ws.dead_lettered));
+    PUT(discarded_at_stop, make_u64(env, ws.discarded_at_stop));
+    PUT(write_errors, make_u64(env, ws.write_errors));
+    PUT(reconnects, make_u64(env, ws.reconnects));
+    PUT(last_write_us, enif_make_int64(env, ws.last_write_us));
+    PUT(last_error, text_bin(env, ws.last_error));
+    PUT(malformed, make_u64(env, malformed_total));
+    PUT(rejected, make_u64(env, __atomic_load_n(&p->rejected, __ATOMIC_RELAXED)));
+    PUT(per_hook, per_hook(env, p));
+#undef PUT
+    if (!enif_make_map_from_arrays(env, k, v, (unsigned)n, &map))
+        return error_tuple(env, p, p->am.am_badconfig);
+    return map;
+}
+
+/* ---- load / unload ---------------------------------------------------- */
+
+static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
+{
+    priv_t *p = calloc(1, sizeof *p);
+    int i;
+
+    (void)info;
+    if (!p)
+        return 1;
+#define ATOM_INIT(n) p->am.am_##n = enif_make_atom(env, #n);
+    ATOM_LIST(ATOM_INIT)
+#undef ATOM_INIT
+    for (i = 0; i < HOOK_COUNT; i++) {
+        p->hook_atom[i] = enif_make_atom(env, hook_defs[i].name);
+        p->hook_arity[i] = (unsigned)strlen(hook_defs[i].roles);
+    }
+    if (queue_init(&p->q, DEFAULT_QUEUE_EVENTS, DEFAULT_QUEUE_BYTES, DEFAULT_BATCH) != 0)
+        goto out_free;
+    if (pthread_mutex_init(&p->mu, NULL) != 0)
+        goto out_queue;
+    p->incarnation = wall_us();
+    p->enabled = (1ull << HOOK_COUNT) - 1;
+    p->payload_max = DEFAULT_PAYLOAD_MAX;
+    *priv_data = p;
+    return 0;
+out_queue:
+    queue_destroy(&p->q);
+out_free:
+    free(p);
+    return 1;
+}
+
+/* a reload gets its own state and incarnation; the old instance's writer
+ * keeps running until the old code is purged (unload) */
+static int upgrade(ErlNifEnv *env, void **priv_data, void **old_priv_data, ERL_NIF_TERM info)
+{
+    (void)old_priv_data;
+    return load(env, priv_data, info);
+}
+
+static void unload(ErlNifEnv *env, void *priv_data)
+{
+    priv_t *p = priv_data;
+
+    (void)env;
+    stop_writer(p, UNLOAD_STOP_MS);
+    queue_destroy(&p->q);
+    pthread_mutex_destroy(&p->mu);
+    free(p);
+}
+
+static ErlNifFunc nif_funcs[] = {
+    {"event", 3, nif_event, 0},
+    {"start", 2, nif_start, 0},
+    {"stop", 1, nif_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
+    {"set_hooks", 1, nif_set_hooks, 0},
+    {"flush", 0, nif_flush, 0},
+    {"status", 0, nif_status, 0},
+    {"hooks", 0, nif_hooks, 0},
+};
+
+ERL_NIF_INIT(vmq_pgevents_nif, nif_funcs, load, NULL, upgrade, unload)

@@ -1,0 +1,59 @@
+/* queue.h - the bounded in-memory queue between the hook path and the
+ * writer thread.
+ *
+ * Scheduler threads push (never wait: a full queue is a counted drop);
+ * the writer thread pops batches. Sequence numbers are assigned under the
+ * queue lock, so queue order is sequence order, and a dropped event still
+ * consumes its number (a gap in seq is a drop). Knows nothing of erl_nif
+ * or libpq. */
+#ifndef VMQ_PGEV_QUEUE_H
+#define VMQ_PGEV_QUEUE_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+typedef struct queue {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;         /* the writer waits here */
+    event_t *head, *tail;
+    size_t count, bytes;
+    size_t max_events, max_bytes;
+    size_t wake_at;            /* signal the writer at this many events */
+    size_t peak_count, peak_bytes;
+    uint64_t last_seq;         /* the last sequence number handed out */
+    uint64_t dropped;          /* events refused because the queue was full */
+    int flush_req;             /* write what is queued now */
+    int stop;
+} queue_t;
+
+int queue_init(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at);
+/* Frees whatever is still queued. */
+void queue_destroy(queue_t *q);
+void queue_set_limits(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at);
+
+/* 1 when the queue is at its limit (unlocked read, a hint for callers that
+ * want to skip building an event that would be dropped). */
+int queue_full_hint(const queue_t *q);
+/* Takes ev and gives it the next sequence number: 0. Queue full: ev is not
+ * taken (the caller frees it), the drop is counted and consumes a number: 1. */
+int queue_push(queue_t *q, event_t *ev, uint64_t *seq);
+/* Counts a drop of an event that was never built; returns its number. */
+uint64_t queue_drop(queue_t *q);
+
+/* Writer side: waits until wake_at events are queued, a flush or stop is
+ * asked, or timeout_ms passes; then detaches up to max events (in order)
+ * and returns them as a list (NULL when none). *n gets their count. */
+event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
+void queue_request_flush(queue_t *q);
+void queue_request_stop(queue_t *q);
+
+typedef struct queue_stats {
+    size_t count, bytes, peak_count, peak_bytes;
+    uint64_t last_seq, dropped;
+} queue_stats_t;
+void queue_get_stats(queue_t *q, queue_stats_t *st);
+
+#endif

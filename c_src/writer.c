@@ -1,0 +1,709 @@
+/* writer.c - the writer thread and its libpq connection (see writer.h).
+ *
+ * Loop: take a batch from the queue (the queue lock is held only inside
+ * queue_pop), make sure the connection is up (connect, apply the schema,
+ * find where a failed batch left off), COPY the batch, repeat. A batch that
+ * PostgreSQL refuses because of a row's data is split until the bad row is
+ * isolated; that row is logged and counted as dead-lettered, the rest is
+ * written. Connection failures keep the batch and retry with capped
+ * exponential backoff and jitter; each outage is logged once when it starts
+ * and once when it ends. */
+#define _GNU_SOURCE
+#include "writer.h"
+
+#include <errno.h>
+#include <libpq-fe.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "buf.h"
+#include "copy.h"
+#include "hooks.h"
+
+#define CHUNK_BYTES (1u << 20)   /* hand COPY data to libpq in ~1 MiB pieces */
+
+struct writer {
+    writer_config_t cfg;       /* strings below are our own copies */
+    char *conninfo, *table, *schema_sql, *node, *password;
+    queue_t *q;
+    writer_log_fn log;
+    void *log_ctx;
+    pthread_t thread;
+
+    /* writer thread only */
+    PGconn *conn;
+    char *copy_sql, *resume_sql;
+    int schema_done;
+    int resume_check;          /* a write failed: ask the table where we are */
+    int backoff_ms;
+    int down_logged;
+    int64_t down_since_us;
+    uint64_t down_attempts;
+    copy_ctx_t copy;
+
+    /* stop request: guarded by smu, waited on by the writer's sleeps */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    int stop;
+    struct timespec stop_deadline;
+
+    /* status: guarded by smu */
+    writer_status_t st;
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void wlog(writer_t *w, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+static void wlog(writer_t *w, int level, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (w->log)
+        w->log(w->log_ctx, level, msg);
+}
+
+/* libpq's message without trailing newline and never with the password */
+static void clean_error(const writer_t *w, const char *in, char *out, size_t n)
+{
+    size_t len;
+    char *p;
+
+    snprintf(out, n, "%s", in ? in : "unknown error");
+    len = strlen(out);
+    while (len && (out[len - 1] == '\n' || out[len - 1] == ' '))
+        out[--len] = '\0';
+    for (p = out; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    if (w->password && *w->password) {
+        size_t pl = strlen(w->password);
+        while ((p = strstr(out, w->password)) != NULL) {
+            memset(p, '*', pl);
+        }
+    }
+}
+
+static void set_error(writer_t *w, const char *msg)
+{
+    pthread_mutex_lock(&w->smu);
+    clean_error(w, msg, w->st.last_error, sizeof w->st.last_error);
+    w->st.write_errors++;
+    pthread_mutex_unlock(&w->smu);
+}
+
+static void set_state(writer_t *w, int state)
+{
+    pthread_mutex_lock(&w->smu);
+    w->st.state = state;
+    pthread_mutex_unlock(&w->smu);
+}
+
+static int stop_requested(writer_t *w, int *past_deadline)
+{
+    struct timespec now;
+    int stop;
+
+    pthread_mutex_lock(&w->smu);
+    stop = w->stop;
+    if (stop && past_deadline) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        *past_deadline = now.tv_sec > w->stop_deadline.tv_sec ||
+                         (now.tv_sec == w->stop_deadline.tv_sec &&
+                          now.tv_nsec >= w->stop_deadline.tv_nsec);
+    }
+    pthread_mutex_unlock(&w->smu);
+    return stop;
+}
+
+/* sleeps ms, waking early when a stop is asked */
+static void pause_ms(writer_t *w, int ms)
+{
+    struct timespec until;
+
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += ms / 1000;
+    until.tv_nsec += (long)(ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&w->smu);
+    while (!w->stop && pthread_cond_timedwait(&w->scv, &w->smu, &until) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&w->smu);
+}
+
+/* capped exponential backoff with jitter (between half and all of it) */
+static void backoff(writer_t *w)
+{
+    int ms = w->backoff_ms;
+    int jittered = ms / 2 + (ms > 1 ? (int)(random() % (ms / 2 + 1)) : 0);
+
+    if (stop_requested(w, NULL)) {
+        /* still trying until the stop deadline, without spinning */
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+        return;
+    }
+    pause_ms(w, jittered);
+    w->backoff_ms = ms * 2 > w->cfg.backoff_max_ms ? w->cfg.backoff_max_ms : ms * 2;
+}
+
+static void note_down(writer_t *w, const char *what, const char *err)
+{
+    char clean[256];
+
+    clean_error(w, err, clean, sizeof clean);
+    set_error(w, clean);
+    w->down_attempts++;
+    if (!w->down_logged) {
+        w->down_logged = 1;
+        w->down_since_us = now_us();
+        wlog(w, WLOG_WARNING, "postgresql unavailable (%s: %s); events stay queued, retrying",
+             what, clean);
+    }
+}
+
+static void note_up(writer_t *w)
+{
+    if (w->down_logged) {
+        queue_stats_t qs;
+        queue_get_stats(w->q, &qs);
+        wlog(w, WLOG_INFO,
+             "postgresql available again after %.1f s and %llu failed attempts; %zu events queued",
+             (double)(now_us() - w->down_since_us) / 1e6,
+             (unsigned long long)w->down_attempts, qs.count);
+        w->down_logged = 0;
+        w->down_attempts = 0;
+    }
+    w->backoff_ms = w->cfg.backoff_min_ms;
+}
+
+static void disconnect(writer_t *w)
+{
+    if (w->conn) {
+        PQfinish(w->conn);
+        w->conn = NULL;
+    }
+    free(w->copy_sql);
+    w->copy_sql = NULL;
+    free(w->resume_sql);
+    w->resume_sql = NULL;
+    w->schema_done = 0;
+}
+
+/* builds the two statements that name the table, quoted by libpq */
+static int prepare_sql(writer_t *w)
+{
+    static const char copy_fmt[] = "COPY %s (%s) FROM STDIN (FORMAT binary)";
+    static const char resume_fmt[] =
+        "SELECT coalesce(max(seq), 0) FROM %s WHERE node = $1 AND incarnation = $2";
+    char *ident = PQescapeIdentifier(w->conn, w->table, strlen(w->table));
+    size_t n;
+
+    if (!ident)
+        return -1;
+    n = sizeof copy_fmt + strlen(ident) + strlen(copy_columns);
+    w->copy_sql = malloc(n);
+    if (w->copy_sql)
+        snprintf(w->copy_sql, n, copy_fmt, ident, copy_columns);
+    n = sizeof resume_fmt + strlen(ident);
+    w->resume_sql = malloc(n);
+    if (w->resume_sql)
+        snprintf(w->resume_sql, n, resume_fmt, ident);
+    PQfreemem(ident);
+    return w->copy_sql && w->resume_sql ? 0 : -1;
+}
+
+static int apply_schema(writer_t *w)
+{
+    const char *params[1] = {w->table};
+    PGresult *r;
+    int ok;
+
+    r = PQexecParams(w->conn, "SELECT set_config('vmq_pgevents.table', $1, false)",
+                     1, NULL, params, NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+    if (!ok)
+        note_down(w, "setting the table name", PQresultErrorMessage(r));
+    PQclear(r);
+    if (!ok)
+        return -1;
+    r = PQexec(w->conn, w->schema_sql);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    if (!ok)
+        note_down(w, "applying schema.sql", PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static int ensure_connected(writer_t *w)
+{
+    const char *keys[] = {"fallback_application_name", "connect_timeout", "dbname", NULL};
+    const char *vals[] = {"vmq_pgevents", "10", w->conninfo, NULL};
+
+    if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
+        goto connected;
+    disconnect(w);
+    set_state(w, WS_DISCONNECTED);
+    w->conn = PQconnectdbParams(keys, vals, 1);
+    if (!w->conn || PQstatus(w->conn) != CONNECTION_OK) {
+        note_down(w, "connect", w->conn ? PQerrorMessage(w->conn) : "out of memory");
+        disconnect(w);
+        return -1;
+    }
+    if (prepare_sql(w) < 0) {
+        note_down(w, "connect", "out of memory");
+        disconnect(w);
+        return -1;
+    }
+    pthread_mutex_lock(&w->smu);
+    w->st.reconnects++;
+    pthread_mutex_unlock(&w->smu);
+    w->resume_check = 1;
+connected:
+    if (w->schema_sql && !w->schema_done) {
+        if (apply_schema(w) < 0)
+            return -1;
+        w->schema_done = 1;
+    }
+    set_state(w, WS_CONNECTED);
+    return 0;
+}
+
+/* After a failed write the batch may have been committed anyway (the
+ * connection died before COMMIT's answer). One writer per node commits in
+ * seq order, so the table's highest seq for this incarnation says exactly
+ * which of the batch's events are already there. */
+static int resume_point(writer_t *w, uint64_t *max_seq)
+{
+    char inc[24];
+    const char *params[2] = {w->node, inc};
+    PGresult *r;
+    int ok;
+
+    snprintf(inc, sizeof inc, "%lld", (long long)w->cfg.incarnation);
+    r = PQexecParams(w->conn, w->resume_sql, 2, NULL, params, NULL, NULL, 0);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    if (ok)
+        *max_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
+    else
+        note_down(w, "reading the resume point", PQresultErrorMessage(r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+enum write_rc { W_OK, W_DATA, W_RETRY };
+
+/* 22xxx data exception, 23xxx integrity constraint, 54xxx program limit:
+ * something in a row; anything else is the connection or the table. */
+static int classify(writer_t *w, PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+
+    if (PQstatus(w->conn) != CONNECTION_OK)
+        return W_RETRY;
+    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+                  strncmp(state, "54", 2) == 0))
+        return W_DATA;
+    return W_RETRY;
+}
+
+/* COPY the first n events of list as one statement (one transaction) */
+static int copy_events(writer_t *w, event_t *list, size_t n, char *err, size_t errlen)
+{
+    buf_t b;
+    PGresult *r, *next;
+    event_t *ev;
+    size_t i;
+    int rc = W_OK, sent_ok = 1;
+
+    err[0] = '\0';
+    r = PQexec(w->conn, w->copy_sql);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        rc = classify(w, r);
+        clean_error(w, PQresultErrorMessage(r), err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    buf_init(&b, NULL, 0);
+    copy_header(&b);
+    for (ev = list, i = 0; ev && i < n; ev = ev->next, i++) {
+        copy_row(&b, &w->copy, ev);
+        if (b.len >= CHUNK_BYTES && !b.failed) {
+            if (PQputCopyData(w->conn, b.p, (int)b.len) != 1) {
+                sent_ok = 0;
+                break;
+            }
+            b.len = 0;
+        }
+    }
+    copy_trailer(&b);
+    if (sent_ok && !b.failed && PQputCopyData(w->conn, b.p, (int)b.len) != 1)
+        sent_ok = 0;
+    if (b.failed)
+        PQputCopyEnd(w->conn, "vmq_pgevents: out of memory encoding the batch");
+    else if (sent_ok)
+        PQputCopyEnd(w->conn, NULL);
+    buf_free(&b);
+
+    r = PQgetResult(w->conn);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = classify(w, r);
+        clean_error(w, r ? PQresultErrorMessage(r) : PQerrorMessage(w->conn), err, errlen);
+        if (rc == W_OK)
+            rc = W_RETRY;
+    }
+    PQclear(r);
+    while ((next = PQgetResult(w->conn)) != NULL)
+        PQclear(next);
+    if (rc == W_OK && !sent_ok) {
+        rc = W_RETRY;
+        clean_error(w, PQerrorMessage(w->conn), err, errlen);
+    }
+    return rc;
+}
+
+static event_t *drop_front(event_t *list, size_t n)
+{
+    while (list && n--) {
+        event_t *next = list->next;
+        event_free(list);
+        list = next;
+    }
+    return list;
+}
+
+static void count_written(writer_t *w, size_t n)
+{
+    pthread_mutex_lock(&w->smu);
+    w->st.written += n;
+    w->st.batches++;
+    w->st.inflight -= n;
+    w->st.last_write_us = now_us();
+    pthread_mutex_unlock(&w->smu);
+}
+
+static void dead_letter(writer_t *w, event_t *ev, const char *err)
+{
+    uint64_t n;
+
+    pthread_mutex_lock(&w->smu);
+    n = ++w->st.dead_lettered;
+    w->st.inflight--;
+    pthread_mutex_unlock(&w->smu);
+    if (n <= 10 || n % 1000 == 0)
+        wlog(w, WLOG_ERROR,
+             "postgresql refused the row of event seq %llu (%s): %s; the row is skipped "
+             "(%llu so far), the rest of its batch is written",
+             (unsigned long long)ev->seq, hook_defs[ev->hook].name, err,
+             (unsigned long long)n);
+}
+
+/* Writes the batch, isolating rows PostgreSQL refuses. Returns the events
+ * not yet written (NULL when all are done); they are kept for a retry. */
+static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
+{
+    size_t chunk = *n;
+    char err[256];
+
+    while (batch) {
+        size_t k = chunk < *n ? chunk : *n;
+        int rc;
+
+        if (w->resume_check) {
+            uint64_t max_seq;
+            size_t skip = 0;
+            event_t *ev;
+            if (resume_point(w, &max_seq) < 0)
+                return batch;
+            for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next)
+                skip++;
+            if (skip) {
+                batch = drop_front(batch, skip);
+                *n -= skip;
+                count_written(w, skip);
+                continue;
+            }
+            w->resume_check = 0;
+        }
+        rc = copy_events(w, batch, k, err, sizeof err);
+        if (rc == W_OK) {
+            batch = drop_front(batch, k);
+            *n -= k;
+            count_written(w, k);
+            chunk = *n;
+        } else if (rc == W_DATA) {
+            if (k == 1) {
+                event_t *bad = batch;
+                batch = batch->next;
+                dead_letter(w, bad, err);
+                event_free(bad);
+                *n -= 1;
+                chunk = *n;
+            } else {
+                chunk = k / 2;
+            }
+        } else {
+            note_down(w, "writing", err);
+            w->resume_check = 1;
+            if (PQstatus(w->conn) != CONNECTION_OK)
+                disconnect(w);
+            else
+                w->schema_done = 0; /* e.g. the table was dropped: recreate */
+            return batch;
+        }
+    }
+    return NULL;
+}
+
+static void *writer_main(void *arg)
+{
+    writer_t *w = arg;
+    event_t *batch = NULL;
+    size_t n = 0;
+
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "vmq_pgevents");
+#endif
+    for (;;) {
+        int past = 0, stopping = stop_requested(w, &past);
+
+        if (!batch) {
+            batch = queue_pop(w->q, w->cfg.batch_size, stopping ? 0 : w->cfg.flush_interval_ms, &n);
+            if (!batch) {
+                if (stopping)
+                    break;
+                continue;
+            }
+            pthread_mutex_lock(&w->smu);
+            w->st.inflight = n;
+            pthread_mutex_unlock(&w->smu);
+        }
+        if (stopping && past) {
+            size_t rest;
+            queue_stats_t qs;
+            event_free_list(batch);
+            batch = NULL;
+            queue_get_stats(w->q, &qs);
+            rest = n;
+            while ((batch = queue_pop(w->q, SIZE_MAX, 0, &n)) != NULL) {
+                rest += n;
+                event_free_list(batch);
+            }
+            pthread_mutex_lock(&w->smu);
+            w->st.discarded_at_stop += rest;
+            w->st.inflight = 0;
+            pthread_mutex_unlock(&w->smu);
+            wlog(w, WLOG_ERROR,
+                 "stop timeout reached: %zu events could not be written and are lost", rest);
+            break;
+        }
+        if (ensure_connected(w) < 0) {
+            backoff(w);
+            continue;
+        }
+        batch = write_batch(w, batch, &n);
+        if (batch)
+            backoff(w);
+        else
+            note_up(w);
+    }
+    disconnect(w);
+    set_state(w, WS_STOPPED);
+    return NULL;
+}
+
+static char *dup_or_null(const char *s)
+{
+    return s ? strdup(s) : NULL;
+}
+
+static void writer_free(writer_t *w)
+{
+    free(w->conninfo);
+    free(w->table);
+    free(w->schema_sql);
+    free(w->node);
+    if (w->password) {
+        memset(w->password, 0, strlen(w->password));
+        free(w->password);
+    }
+    pthread_cond_destroy(&w->scv);
+    pthread_mutex_destroy(&w->smu);
+    free(w);
+}
+
+static char *conninfo_password(const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
+    char *pw = NULL;
+
+    if (!opts)
+        return NULL;
+    for (o = opts; o->keyword; o++)
+        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
+            pw = strdup(o->val);
+    PQconninfoFree(opts);
+    return pw;
+}
+
+int conninfo_check(const char *conninfo)
+{
+    char *errmsg = NULL;
+    PQconninfoOption *opts = PQconninfoParse(conninfo, &errmsg);
+
+    PQfreemem(errmsg); /* may quote the dsn: never shown */
+    if (!opts)
+        return -1;
+    PQconninfoFree(opts);
+    return 0;
+}
+
+void conninfo_masked(const char *conninfo, char *out, size_t n)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
+    buf_t b;
+
+    if (n == 0)
+        return;
+    out[0] = '\0';
+    if (!opts)
+        return;
+    buf_init(&b, NULL, 0);
+    for (o = opts; o->keyword; o++) {
+        if (!o->val || !*o->val)
+            continue;
+        if (b.len)
+            buf_putc(&b, ' ');
+        buf_puts(&b, o->keyword);
+        buf_putc(&b, '=');
+        if (strcmp(o->keyword, "password") == 0) {
+            buf_puts(&b, "****");
+        } else {
+            const char *c;
+            buf_putc(&b, '\'');
+            for (c = o->val; *c; c++) {
+                if (*c == '\'' || *c == '\\')
+                    buf_putc(&b, '\\');
+                buf_putc(&b, *c);
+            }
+            buf_putc(&b, '\'');
+        }
+    }
+    PQconninfoFree(opts);
+    if (!b.failed && b.len) {
+        size_t k = b.len < n - 1 ? b.len : n - 1;
+        memcpy(out, b.p, k);
+        out[k] = '\0';
+    }
+    buf_free(&b);
+}
+
+writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
+                       writer_log_fn log, void *log_ctx, char *err, size_t errlen)
+{
+    writer_t *w = calloc(1, sizeof *w);
+    pthread_condattr_t ca;
+
+    if (!w) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (pthread_mutex_init(&w->smu, NULL) != 0) {
+        free(w);
+        snprintf(err, errlen, "cannot create a mutex");
+        return NULL;
+    }
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_cond_init(&w->scv, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_mutex_destroy(&w->smu);
+        free(w);
+        snprintf(err, errlen, "cannot create a condition variable");
+        return NULL;
+    }
+    pthread_condattr_destroy(&ca);
+    w->cfg = *cfg;
+    w->conninfo = strdup(cfg->conninfo ? cfg->conninfo : "");
+    w->table = strdup(cfg->table);
+    w->schema_sql = dup_or_null(cfg->schema_sql);
+    w->node = strdup(cfg->node);
+    w->password = conninfo_password(w->conninfo);
+    if (!w->conninfo || !w->table || !w->node || (cfg->schema_sql && !w->schema_sql)) {
+        writer_free(w);
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    w->cfg.conninfo = w->conninfo;
+    w->cfg.table = w->table;
+    w->cfg.schema_sql = w->schema_sql;
+    w->cfg.node = w->node;
+    if (w->cfg.backoff_min_ms < 1)
+        w->cfg.backoff_min_ms = 1;
+    if (w->cfg.backoff_max_ms < w->cfg.backoff_min_ms)
+        w->cfg.backoff_max_ms = w->cfg.backoff_min_ms;
+    w->backoff_ms = w->cfg.backoff_min_ms;
+    w->copy.node = w->node;
+    w->copy.node_len = strlen(w->node);
+    w->copy.incarnation = cfg->incarnation;
+    w->copy.json_max = cfg->json_max;
+    w->q = q;
+    w->log = log;
+    w->log_ctx = log_ctx;
+    w->st.state = WS_STARTING;
+    if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        writer_free(w);
+        snprintf(err, errlen, "cannot create the writer thread");
+        return NULL;
+    }
+    return w;
+}
+
+void writer_stop(writer_t *w, int timeout_ms)
+{
+    struct timespec dl;
+
+    clock_gettime(CLOCK_MONOTONIC, &dl);
+    dl.tv_sec += timeout_ms / 1000;
+    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
+    if (dl.tv_nsec >= 1000000000L) {
+        dl.tv_sec++;
+        dl.tv_nsec -= 1000000000L;
+    }
+    pthread_mutex_lock(&w->smu);
+    w->stop = 1;
+    w->stop_deadline = dl;
+    pthread_mutex_unlock(&w->smu);
+    pthread_cond_broadcast(&w->scv);
+    queue_request_stop(w->q);
+    pthread_join(w->thread, NULL);
+    /* the queue stays usable: a later writer_start picks up from here */
+    pthread_mutex_lock(&w->q->mu);
+    w->q->stop = 0;
+    pthread_mutex_unlock(&w->q->mu);
+    writer_free(w);
+}
+
+void writer_get_status(writer_t *w, writer_status_t *st)
+{
+    pthread_mutex_lock(&w->smu);
+    *st = w->st;
+    pthread_mutex_unlock(&w->smu);
+}

@@ -1,0 +1,59 @@
+/* writer.h - the writer thread: owns the one libpq connection and writes
+ * queued events to PostgreSQL in batches with COPY BINARY.
+ *
+ * Nothing but the writer thread touches the PGconn. Status is read by other
+ * threads under the writer's status lock. Messages for the operator go
+ * through the log callback, called on the writer thread only. Knows
+ * nothing of erl_nif. */
+#ifndef VMQ_PGEV_WRITER_H
+#define VMQ_PGEV_WRITER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "queue.h"
+
+enum writer_log_level { WLOG_INFO, WLOG_WARNING, WLOG_ERROR };
+typedef void (*writer_log_fn)(void *ctx, int level, const char *msg);
+
+typedef struct writer_config {
+    const char *conninfo;     /* libpq connection string or URI; "" = PG* env */
+    const char *table;
+    const char *schema_sql;   /* run at connect; NULL: the DBA manages it */
+    const char *node;
+    int64_t incarnation;
+    size_t batch_size;
+    int flush_interval_ms;
+    size_t json_max;
+    int backoff_min_ms, backoff_max_ms;
+} writer_config_t;
+
+enum writer_state { WS_STARTING, WS_CONNECTED, WS_DISCONNECTED, WS_STOPPED };
+
+typedef struct writer_status {
+    int state;
+    uint64_t written, batches, dead_lettered, reconnects, discarded_at_stop;
+    uint64_t write_errors;
+    size_t inflight;
+    int64_t last_write_us;    /* wall clock of the last commit, 0: none */
+    char last_error[256];
+} writer_status_t;
+
+typedef struct writer writer_t;
+
+/* Starts the thread; NULL and a message in err when it cannot. */
+writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
+                       writer_log_fn log, void *log_ctx,
+                       char *err, size_t errlen);
+/* Writes what is queued for at most timeout_ms, discards (and counts) the
+ * rest, joins the thread and frees w. */
+void writer_stop(writer_t *w, int timeout_ms);
+void writer_get_status(writer_t *w, writer_status_t *st);
+
+/* The connection string with any password replaced by ****; "" when it
+ * cannot be parsed. Writes at most n bytes, always terminated. */
+void conninfo_masked(const char *conninfo, char *out, size_t n);
+/* 0 when libpq can parse conninfo. */
+int conninfo_check(const char *conninfo);
+
+#endif

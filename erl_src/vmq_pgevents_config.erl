@@ -1,0 +1,113 @@
+%% @doc Reads the application environment (set by vernemq.conf through
+%% priv/vmq_pgevents.schema, or by advanced.config) and turns it into the
+%% map the NIF's start/2 takes. All validation messages name the key.
+-module(vmq_pgevents_config).
+
+-export([read/0, parse_hooks/1, hook_names/0]).
+
+-define(APP, vmq_pgevents).
+
+-spec read() -> {ok, map()} | {error, binary()}.
+read() ->
+    try
+        Hooks = parse_hooks(env(hooks, all)),
+        AutoCreate = bool(auto_create, env(auto_create, true)),
+        Config0 = #{dsn => text(dsn, env(dsn, "")),
+                    table => text(table, env(table, "vmq_events")),
+                    node => atom_to_binary(node(), utf8),
+                    hooks => Hooks,
+                    batch_size => int(batch_size, 1),
+                    flush_interval_ms => int(flush_interval_ms, 1),
+                    queue_max_events => int(queue_max_events, 1),
+                    queue_max_bytes => int(queue_max_bytes, 1),
+                    payload_max_bytes => int(payload_max_bytes, 0),
+                    payload_json_max_bytes => int(payload_json_max_bytes, 0),
+                    backoff_min_ms => int(backoff_min_ms, 1),
+                    backoff_max_ms => int(backoff_max_ms, 1),
+                    stop_timeout_ms => int(stop_timeout_ms, 0),
+                    conn_table_max => int(conn_table_max, 0)},
+        Config = case AutoCreate of
+                     true -> Config0#{schema_sql => schema_sql()};
+                     false -> Config0
+                 end,
+        {ok, Config}
+    catch
+        throw:{config, Msg} -> {error, iolist_to_binary(Msg)}
+    end.
+
+%% hooks: all | "all" | "on_publish,on_deliver" | [on_publish, "on_deliver"]
+-spec parse_hooks(term()) -> all | [atom()].
+parse_hooks(all) -> all;
+parse_hooks(<<"all">>) -> all;
+parse_hooks("all") -> all;
+parse_hooks(Bin) when is_binary(Bin) -> parse_hooks(binary_to_list(Bin));
+parse_hooks([C | _] = Str) when is_integer(C) ->
+    parse_hooks([string:trim(S) || S <- string:lexemes(Str, ", "), string:trim(S) =/= ""]);
+parse_hooks(List) when is_list(List) ->
+    Known = hook_names(),
+    lists:usort([hook_name(H, Known) || H <- List]);
+parse_hooks(Other) ->
+    throw({config, io_lib:format("hooks: expected all or a list of hook names, got ~0p", [Other])}).
+
+hook_name(H, Known) when is_atom(H) ->
+    case lists:member(H, Known) of
+        true -> H;
+        false -> throw({config, io_lib:format("hooks: unknown hook ~0p (known: ~ts)",
+                                              [H, lists:join(", ", [atom_to_list(K) || K <- Known])])})
+    end;
+hook_name(H, Known) when is_list(H); is_binary(H) ->
+    Name = unicode:characters_to_list(H),
+    case [K || K <- Known, atom_to_list(K) =:= Name] of
+        [K] -> K;
+        [] -> hook_name(list_to_atom(Name), Known)
+    end;
+hook_name(H, _) ->
+    throw({config, io_lib:format("hooks: not a hook name: ~0p", [H])}).
+
+%% the hook names this plugin declares to VerneMQ
+-spec hook_names() -> [atom()].
+hook_names() ->
+    {ok, Hooks} = application:get_env(?APP, vmq_plugin_hooks),
+    lists:usort([F || {_, F, _, _} <- Hooks]).
+
+env(Key, Default) ->
+    application:get_env(?APP, Key, Default).
+
+text(Key, V) when is_binary(V) -> text(Key, binary_to_list(V));
+text(Key, V) when is_list(V) ->
+    case unicode:characters_to_binary(V) of
+        B when is_binary(B) -> B;
+        _ -> throw({config, io_lib:format("~ts: not a string", [Key])})
+    end;
+text(Key, V) when is_atom(V) -> text(Key, atom_to_list(V));
+text(Key, _) -> throw({config, io_lib:format("~ts: not a string", [Key])}).
+
+int(Key, Min) ->
+    case env(Key, undefined) of
+        V when is_integer(V), V >= Min -> V;
+        V when is_list(V) ->
+            try list_to_integer(V) of
+                I when I >= Min -> I;
+                _ -> throw({config, io_lib:format("~ts: must be at least ~b", [Key, Min])})
+            catch error:badarg -> throw({config, io_lib:format("~ts: not an integer: ~ts", [Key, V])})
+            end;
+        V -> throw({config, io_lib:format("~ts: must be an integer of at least ~b, got ~0p",
+                                          [Key, Min, V])})
+    end.
+
+bool(_, true) -> true;
+bool(_, false) -> false;
+bool(_, on) -> true;
+bool(_, off) -> false;
+bool(_, "on") -> true;
+bool(_, "off") -> false;
+bool(_, "true") -> true;
+bool(_, "false") -> false;
+bool(Key, V) -> throw({config, io_lib:format("~ts: expected on/off, got ~0p", [Key, V])}).
+
+schema_sql() ->
+    Path = filename:join(vmq_pgevents_nif:priv_dir(), "schema.sql"),
+    case file:read_file(Path) of
+        {ok, Sql} -> Sql;
+        {error, Why} -> throw({config, io_lib:format("auto_create: cannot read ~ts: ~0p", [Path, Why])})
+    end.

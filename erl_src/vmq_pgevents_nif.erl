@@ -1,0 +1,37 @@
+%% @doc The NIF's Erlang face: stubs replaced by c_src/nif.c at load.
+%% Only vmq_pgevents (hooks) and vmq_pgevents_server call these.
+-module(vmq_pgevents_nif).
+
+-export([event/3, start/2, stop/1, set_hooks/1, flush/0, status/0, hooks/0]).
+-export([priv_dir/0]).
+-on_load(init/0).
+
+init() ->
+    erlang:load_nif(filename:join(priv_dir(), "vmq_pgevents_nif"), 0).
+
+%% The plugin directory may be named anything (VerneMQ loads it by path),
+%% so find priv/ next to this module's ebin/ rather than by app name.
+priv_dir() ->
+    Ebin = filename:dirname(code:which(?MODULE)),
+    filename:join(filename:dirname(Ebin), "priv").
+
+-spec event(atom(), [term()], integer() | undefined) -> ok | disabled | {error, atom()}.
+event(_Hook, _Args, _ConnId) -> erlang:nif_error(not_loaded).
+
+-spec start(map(), pid()) -> ok | {error, binary() | atom()}.
+start(_Config, _Owner) -> erlang:nif_error(not_loaded).
+
+-spec stop(non_neg_integer()) -> ok.
+stop(_TimeoutMs) -> erlang:nif_error(not_loaded).
+
+-spec set_hooks(all | [atom()]) -> ok | {error, badconfig}.
+set_hooks(_Hooks) -> erlang:nif_error(not_loaded).
+
+-spec flush() -> ok.
+flush() -> erlang:nif_error(not_loaded).
+
+-spec status() -> map().
+status() -> erlang:nif_error(not_loaded).
+
+-spec hooks() -> [{atom(), non_neg_integer()}].
+hooks() -> erlang:nif_error(not_loaded).

@@ -1,0 +1,79 @@
+#!/usr/bin/env bash
+# test/pg.sh - a private PostgreSQL server for the tests, `make run` and
+# `make bench`: data, unix socket and log all inside one directory, no TCP.
+#
+#   test/pg.sh init DIR [fast]   initdb into DIR (fast: fsync off, for tests)
+#   test/pg.sh start DIR         start and wait until it accepts connections
+#   test/pg.sh stop DIR          fast shutdown, waits
+#   test/pg.sh kill DIR          kill -9 the postmaster (fault tests)
+#   test/pg.sh dsn DIR           print the libpq connection string
+#   test/pg.sh psql DIR ARGS...  psql connected to it
+#
+# PostgreSQL refuses to run as root: as root, the server runs as the
+# 'postgres' user (made by Debian's postgresql package), which owns DIR.
+set -euo pipefail
+
+cmd=${1:?usage: pg.sh init|start|stop|kill|dsn|psql DIR}
+dir=${2:?usage: pg.sh $cmd DIR}
+shift 2
+
+pg_bin() {
+    if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
+    if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
+        pg_config --bindir; return
+    fi
+    ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1
+}
+BIN=$(pg_bin)
+[ -x "$BIN/initdb" ] || { echo "pg.sh: PostgreSQL server binaries not found (apt-get install postgresql, or set PG_BIN)" >&2; exit 1; }
+
+as_owner() {
+    if [ "$(id -u)" = 0 ]; then runuser -u postgres -- "$@"; else "$@"; fi
+}
+superuser() {
+    if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi
+}
+
+case "$cmd" in
+init)
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    chmod 700 "$dir"
+    as_owner "$BIN/initdb" -D "$dir/data" -U "$(superuser)" --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+        || { cat "$dir/initdb.log" >&2; exit 1; }
+    {
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$dir'"
+        echo "max_connections = 30"
+        echo "shared_buffers = 128MB"
+        if [ "${1:-}" = fast ]; then echo "fsync = off"; echo "synchronous_commit = off"; fi
+    } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    ;;
+start)
+    as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
+        || { tail -n 20 "$dir/server.log" >&2; exit 1; }
+    ;;
+stop)
+    as_owner "$BIN/pg_ctl" -D "$dir/data" -m fast -w -t 60 stop >/dev/null 2>&1 || true
+    ;;
+kill)
+    if [ -f "$dir/data/postmaster.pid" ]; then
+        pid=$(head -n 1 "$dir/data/postmaster.pid")
+        kill -9 "$pid" 2>/dev/null || true
+        # children notice the postmaster's death and exit; wait for them
+        for _ in $(seq 1 100); do
+            pgrep -u "$(stat -c %U "$dir/data")" -f "postgres.*$dir" >/dev/null || break
+            sleep 0.05
+        done
+    fi
+    ;;
+dsn)
+    echo "host=$dir port=5432 user=$(superuser) dbname=postgres"
+    ;;
+psql)
+    psql -X -v ON_ERROR_STOP=1 -h "$dir" -p 5432 -U "$(superuser)" -d postgres "$@"
+    ;;
+*)
+    echo "pg.sh: unknown command $cmd" >&2; exit 2
+    ;;
+esac
