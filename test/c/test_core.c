@@ -1,0 +1,322 @@
+/* test_core.c - plain C tests of the core: text helpers, JSON writer,
+ * event builder, queue, COPY BINARY encoder, dsn masking. No VM, no
+ * server. Prints "N passed, N failed" last. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "buf.h"
+#include "copy.h"
+#include "event.h"
+#include "hooks.h"
+#include "jsonw.h"
+#include "queue.h"
+#include "text.h"
+#include "writer.h"
+
+static int passed, failed;
+
+#define CHECK(cond)                                                         \
+    do {                                                                    \
+        if (cond) {                                                         \
+            passed++;                                                       \
+        } else {                                                            \
+            failed++;                                                       \
+            fprintf(stderr, "FAIL %s:%d: %s\n", __FILE__, __LINE__, #cond); \
+        }                                                                   \
+    } while (0)
+
+#define CHECK_MEM(got, gotlen, want)                                        \
+    do {                                                                    \
+        size_t wl_ = strlen(want);                                          \
+        if ((gotlen) == wl_ && memcmp((got), (want), wl_) == 0) {           \
+            passed++;                                                       \
+        } else {                                                            \
+            failed++;                                                       \
+            fprintf(stderr, "FAIL %s:%d: got '%.*s', want '%s'\n", __FILE__, \
+                    __LINE__, (int)(gotlen), (const char *)(got), want);    \
+        }                                                                   \
+    } while (0)
+
+static void test_text(void)
+{
+    char out[64];
+
+    CHECK(text_is_clean("", 0));
+    CHECK(text_is_clean("say_name/a", 10));
+    CHECK(text_is_clean("\xe4\xbd\xa0\xe5\xa5\xbd", 6));          /* CJK */
+    CHECK(text_is_clean("\xf0\x9f\x98\x80", 4));                  /* emoji */
+    CHECK(!text_is_clean("a\0b", 3));                             /* NUL */
+    CHECK(!text_is_clean("\xff", 1));
+    CHECK(!text_is_clean("\xc0\xaf", 2));                         /* overlong '/' */
+    CHECK(!text_is_clean("\xed\xa0\x80", 3));                     /* surrogate */
+    CHECK(!text_is_clean("\xf4\x90\x80\x80", 4));                 /* > U+10FFFF */
+    CHECK(!text_is_clean("\xe4\xbd", 2));                         /* truncated */
+
+    CHECK(text_escaped_len("a\xff" "b\\\0", 5) == 12);
+    text_escape(out, "a\xff" "b\\\0", 5);
+    CHECK_MEM(out, 12, "a\\xffb\\\\\\x00");
+    CHECK(text_escaped_len("\xe4\xbd\xa0\xff", 4) == 7);
+    text_escape(out, "\xe4\xbd\xa0\xff", 4);
+    CHECK_MEM(out, 7, "\xe4\xbd\xa0\\xff");
+}
+
+static void test_base64(void)
+{
+    const char *in[] = {"", "f", "fo", "foo", "foob", "fooba", "foobar"};
+    const char *want[] = {"", "Zg==", "Zm8=", "Zm9v", "Zm9vYg==", "Zm9vYmE=", "Zm9vYmFy"};
+    size_t i;
+
+    for (i = 0; i < 7; i++) {
+        buf_t b;
+        buf_init(&b, NULL, 0);
+        base64_put(&b, (const unsigned char *)in[i], strlen(in[i]));
+        CHECK_MEM(b.p, b.len, want[i]);
+        CHECK(base64_len(strlen(in[i])) == strlen(want[i]));
+        buf_free(&b);
+    }
+}
+
+static void test_buf_growth(void)
+{
+    char stack[4];
+    buf_t b;
+    int i;
+
+    buf_init(&b, stack, sizeof stack);
+    buf_puts(&b, "abc");
+    CHECK(!b.on_heap);
+    for (i = 0; i < 1000; i++)
+        buf_puts(&b, "0123456789");
+    CHECK(b.on_heap && b.len == 10003 && memcmp(b.p, "abc0123", 7) == 0);
+    buf_free(&b);
+}
+
+static void test_jsonw(void)
+{
+    char s[8];
+    buf_t b;
+    int first = 1;
+
+    buf_init(&b, s, sizeof s);
+    buf_putc(&b, '{');
+    jw_key(&b, "k", &first);
+    jw_string(&b, "a\"b\\c\n\x01", 7);
+    jw_key(&b, "bin", &first);
+    jw_string(&b, "\x00\xff", 2);
+    jw_key(&b, "n", &first);
+    jw_int(&b, -42);
+    jw_key(&b, "d", &first);
+    jw_double(&b, 1.5);
+    buf_putc(&b, '}');
+    CHECK_MEM(b.p, b.len,
+              "{\"k\":\"a\\\"b\\\\c\\n\\u0001\",\"bin\":{\"$base64\":\"AP8=\"},\"n\":-42,\"d\":1.5}");
+    buf_free(&b);
+}
+
+static event_t *make_event(void)
+{
+    event_in_t in;
+    event_t *ev;
+
+    event_in_init(&in, HOOK_ON_PUBLISH, 946684800000000LL + 1000001);
+    in.qos = 1;
+    in.retain = 0;
+    in.has_conn = 1;
+    in.conn_id = 77;
+    in.f[F_MOUNTPOINT] = (span_t){"", 0, 1};
+    in.f[F_CLIENT_ID] = (span_t){"c\xff", 2, 1};
+    in.f[F_USERNAME] = (span_t){"u", 1, 1};
+    in.f[F_TOPIC] = (span_t){"a/b", 3, 1};
+    in.f[F_PAYLOAD] = (span_t){"{\"a\":1}", 7, 1};
+    in.payload_size = 7;
+    ev = event_build(&in);
+    return ev;
+}
+
+static void test_event(void)
+{
+    event_t *ev = make_event();
+
+    CHECK(ev != NULL);
+    if (!ev)
+        return;
+    CHECK(ev->len[F_MOUNTPOINT] == 0);
+    CHECK(ev->len[F_PROPERTIES] == -1);
+    CHECK(ev->escaped == (1u << F_CLIENT_ID));
+    CHECK_MEM(event_field(ev, F_CLIENT_ID), (size_t)ev->len[F_CLIENT_ID], "c\\xff");
+    CHECK_MEM(event_field(ev, F_TOPIC), (size_t)ev->len[F_TOPIC], "a/b");
+    CHECK(ev->bytes >= sizeof(event_t) + 7 + 5 + 3);
+    event_free(ev);
+}
+
+static void test_queue(void)
+{
+    queue_t q;
+    uint64_t seq;
+    event_t *list, *ev;
+    size_t n;
+    int i;
+
+    CHECK(queue_init(&q, 3, 1 << 20, 2) == 0);
+    for (i = 0; i < 3; i++) {
+        ev = make_event();
+        CHECK(queue_push(&q, ev, &seq) == 0 && seq == (uint64_t)i + 1);
+    }
+    CHECK(queue_full_hint(&q));
+    ev = make_event();
+    CHECK(queue_push(&q, ev, &seq) == 1 && seq == 4);   /* full: a counted drop */
+    event_free(ev);
+    CHECK(queue_drop(&q) == 5);
+    list = queue_pop(&q, 2, 0, &n);
+    CHECK(n == 2 && list && list->seq == 1 && list->next->seq == 2 && !list->next->next);
+    event_free_list(list);
+    ev = make_event();
+    CHECK(queue_push(&q, ev, &seq) == 0 && seq == 6);   /* room again */
+    list = queue_pop(&q, 10, 0, &n);
+    CHECK(n == 2 && list->seq == 3 && list->next->seq == 6);
+    event_free_list(list);
+    {
+        queue_stats_t st;
+        queue_get_stats(&q, &st);
+        CHECK(st.dropped == 2 && st.count == 0 && st.bytes == 0 && st.peak_count == 3);
+    }
+    list = queue_pop(&q, 10, 10, &n);                   /* empty: times out */
+    CHECK(list == NULL && n == 0);
+    queue_destroy(&q);
+
+    /* byte limit */
+    CHECK(queue_init(&q, 100, 1, 1) == 0);
+    ev = make_event();
+    CHECK(queue_push(&q, ev, &seq) == 1);
+    event_free(ev);
+    queue_destroy(&q);
+}
+
+/* reads COPY BINARY back: returns field i's length (-1 NULL) and data */
+static int copy_field(const unsigned char *row, int i, const unsigned char **data)
+{
+    const unsigned char *p = row + 2;
+    int k;
+    int32_t len = 0;
+
+    for (k = 0; k <= i; k++) {
+        len = (int32_t)((uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]);
+        p += 4;
+        if (k == i)
+            break;
+        if (len > 0)
+            p += len;
+    }
+    *data = p;
+    return len;
+}
+
+static int64_t be64(const unsigned char *p)
+{
+    uint64_t v = 0;
+    int i;
+    for (i = 0; i < 8; i++)
+        v = v << 8 | p[i];
+    return (int64_t)v;
+}
+
+static void test_copy(void)
+{
+    copy_ctx_t ctx = {"node@h", 6, 123, 65536};
+    event_t *ev = make_event();
+    const unsigned char *row, *d;
+    buf_t b;
+    int len;
+
+    ev->seq = 9;
+    ev->peer_family = 4;
+    ev->peer_port = 1883;
+    memcpy(ev->peer_addr, "\x7f\x00\x00\x01", 4);
+    buf_init(&b, NULL, 0);
+    copy_header(&b);
+    CHECK(b.len == 19 && memcmp(b.p, "PGCOPY\n\377\r\n\0", 11) == 0);
+    copy_row(&b, &ctx, ev);
+    copy_trailer(&b);
+    row = (const unsigned char *)b.p + 19;
+    CHECK(row[0] == 0 && row[1] == COPY_NCOLS);
+    len = copy_field(row, 0, &d);
+    CHECK_MEM(d, (size_t)len, "node@h");
+    len = copy_field(row, 1, &d);
+    CHECK(len == 8 && be64(d) == 123);
+    len = copy_field(row, 2, &d);
+    CHECK(len == 8 && be64(d) == 9);
+    len = copy_field(row, 3, &d);                        /* ts: µs since 2000 */
+    CHECK(len == 8 && be64(d) == 1000001);
+    len = copy_field(row, 4, &d);
+    CHECK_MEM(d, (size_t)len, "on_publish");
+    len = copy_field(row, 5, &d);
+    CHECK(len == 8 && be64(d) == 77);
+    len = copy_field(row, 6, &d);                        /* mountpoint '' */
+    CHECK(len == 0);
+    len = copy_field(row, 9, &d);                        /* inet 127.0.0.1 */
+    CHECK(len == 8 && d[0] == 2 && d[1] == 32 && d[2] == 0 && d[3] == 4 && d[4] == 127 && d[7] == 1);
+    len = copy_field(row, 10, &d);
+    CHECK(len == 4 && d[2] == (1883 >> 8) && d[3] == (1883 & 255));
+    len = copy_field(row, 11, &d);                       /* qos smallint */
+    CHECK(len == 2 && d[0] == 0 && d[1] == 1);
+    len = copy_field(row, 13, &d);                       /* topics NULL */
+    CHECK(len == -1);
+    len = copy_field(row, 14, &d);                       /* retain false */
+    CHECK(len == 1 && d[0] == 0);
+    len = copy_field(row, 15, &d);                       /* clean_session NULL */
+    CHECK(len == -1);
+    len = copy_field(row, 17, &d);                       /* payload_size */
+    CHECK(len == 4 && d[3] == 7);
+    len = copy_field(row, 18, &d);                       /* not truncated */
+    CHECK(len == 1 && d[0] == 0);
+    len = copy_field(row, 19, &d);                       /* payload_json */
+    CHECK(len == 8 && d[0] == 1 && memcmp(d + 1, "{\"a\":1}", 7) == 0);
+    len = copy_field(row, 22, &d);                       /* extra: escaped */
+    CHECK(len > 0 && d[0] == 1);
+    if (len > 0)
+        CHECK_MEM(d + 1, (size_t)len - 1, "{\"escaped\":[\"client_id\"]}");
+    CHECK((unsigned char)b.p[b.len - 1] == 0xFF && (unsigned char)b.p[b.len - 2] == 0xFF);
+    buf_free(&b);
+
+    /* a payload that is not JSON, or truncated, gets no payload_json */
+    ev->len[F_PAYLOAD] = 3;  /* truncated view of {"a":1} */
+    buf_init(&b, NULL, 0);
+    copy_row(&b, &ctx, ev);
+    row = (const unsigned char *)b.p;
+    len = copy_field(row, 18, &d);
+    CHECK(len == 1 && d[0] == 1);
+    len = copy_field(row, 19, &d);
+    CHECK(len == -1);
+    buf_free(&b);
+    event_free(ev);
+}
+
+static void test_conninfo(void)
+{
+    char out[256];
+
+    conninfo_masked("postgresql://vmq:s3cret@db.example:5433/mqtt", out, sizeof out);
+    CHECK(strstr(out, "s3cret") == NULL && strstr(out, "password=****") != NULL);
+    CHECK(strstr(out, "host='db.example'") != NULL && strstr(out, "dbname='mqtt'") != NULL);
+    conninfo_masked("host=x password='p w' user=u", out, sizeof out);
+    CHECK(strstr(out, "p w") == NULL && strstr(out, "password=****") != NULL);
+    CHECK(conninfo_check("host=x port=5432") == 0);
+    CHECK(conninfo_check("host='unterminated") != 0);
+    conninfo_masked("host='unterminated password=abc", out, sizeof out);
+    CHECK(out[0] == '\0');
+}
+
+int main(void)
+{
+    test_text();
+    test_base64();
+    test_buf_growth();
+    test_jsonw();
+    test_event();
+    test_queue();
+    test_copy();
+    test_conninfo();
+    printf("c core: %d passed, %d failed\n", passed, failed);
+    return failed ? 1 : 0;
+}

@@ -1,0 +1,125 @@
+%% @doc Test helper: the private PostgreSQL server that test/run_tests.sh
+%% starts (its directory is in VMQ_PGEVENTS_TEST_PG), driven through
+%% test/pg.sh and psql. Rows come back as maps decoded from row_to_json.
+-module(pgev_pg).
+
+-export([dir/0, dsn/0, start/0, stop/0, kill/0, sql/1, rows/1, json_decode/1]).
+
+dir() ->
+    case os:getenv("VMQ_PGEVENTS_TEST_PG") of
+        false -> error(no_test_postgresql_dir);
+        D -> D
+    end.
+
+dsn() -> string:trim(run("test/pg.sh", ["dsn", dir()])).
+start() -> run("test/pg.sh", ["start", dir()]), ok.
+stop() -> run("test/pg.sh", ["stop", dir()]), ok.
+kill() -> run("test/pg.sh", ["kill", dir()]), ok.
+
+%% psql -At: raw output
+sql(Sql) ->
+    run("test/pg.sh", ["psql", dir(), "-At", "-c", Sql]).
+
+%% one map per row, in the query's order
+rows(Sql) ->
+    Out = sql("SELECT row_to_json(q) FROM (" ++ Sql ++ ") q"),
+    [json_decode(L) || L <- binary:split(iolist_to_binary(Out), <<"\n">>, [global, trim_all])].
+
+run(Cmd, Args) ->
+    Port = open_port({spawn_executable, os:find_executable("bash")},
+                     [{args, [Cmd | Args]}, exit_status, binary, stderr_to_stdout]),
+    collect(Port, []).
+
+collect(Port, Acc) ->
+    receive
+        {Port, {data, D}} -> collect(Port, [D | Acc]);
+        {Port, {exit_status, 0}} -> binary_to_list(iolist_to_binary(lists:reverse(Acc)));
+        {Port, {exit_status, N}} ->
+            error({command_failed, N, iolist_to_binary(lists:reverse(Acc))})
+    after 120000 -> error(timeout)
+    end.
+
+%% ---- a small strict JSON decoder (OTP 25 has none) -------------------
+%% objects -> maps with binary keys, arrays -> lists, strings -> binaries,
+%% true/false/null -> atoms. Raises on anything that is not JSON.
+json_decode(Bin) ->
+    {V, Rest} = value(ws(Bin)),
+    <<>> = ws(Rest),
+    V.
+
+ws(<<C, R/binary>>) when C =:= $\s; C =:= $\t; C =:= $\n; C =:= $\r -> ws(R);
+ws(B) -> B.
+
+value(<<"{", R/binary>>) -> object(ws(R), #{});
+value(<<"[", R/binary>>) -> array(ws(R), []);
+value(<<"\"", R/binary>>) -> string(R, <<>>);
+value(<<"true", R/binary>>) -> {true, R};
+value(<<"false", R/binary>>) -> {false, R};
+value(<<"null", R/binary>>) -> {null, R};
+value(B) -> number(B).
+
+object(<<"}", R/binary>>, M) when map_size(M) =:= 0 -> {M, R};
+object(<<"\"", R/binary>>, M) ->
+    {K, R1} = string(R, <<>>),
+    <<":", R2/binary>> = ws(R1),
+    {V, R3} = value(ws(R2)),
+    case ws(R3) of
+        <<",", R4/binary>> -> object(ws(R4), M#{K => V});
+        <<"}", R4/binary>> -> {M#{K => V}, R4}
+    end.
+
+array(<<"]", R/binary>>, []) -> {[], R};
+array(B, Acc) ->
+    {V, R} = value(B),
+    case ws(R) of
+        <<",", R1/binary>> -> array(ws(R1), [V | Acc]);
+        <<"]", R1/binary>> -> {lists:reverse([V | Acc]), R1}
+    end.
+
+string(<<"\"", R/binary>>, Acc) -> {Acc, R};
+string(<<"\\", E, R/binary>>, Acc) ->
+    case E of
+        $" -> string(R, <<Acc/binary, $">>);
+        $\\ -> string(R, <<Acc/binary, $\\>>);
+        $/ -> string(R, <<Acc/binary, $/>>);
+        $b -> string(R, <<Acc/binary, $\b>>);
+        $f -> string(R, <<Acc/binary, $\f>>);
+        $n -> string(R, <<Acc/binary, $\n>>);
+        $r -> string(R, <<Acc/binary, $\r>>);
+        $t -> string(R, <<Acc/binary, $\t>>);
+        $u ->
+            <<H:4/binary, R1/binary>> = R,
+            C = binary_to_integer(H, 16),
+            if C >= 16#D800, C =< 16#DBFF ->
+                    <<"\\u", L:4/binary, R2/binary>> = R1,
+                    Lo = binary_to_integer(L, 16),
+                    true = Lo >= 16#DC00 andalso Lo =< 16#DFFF,
+                    Cp = 16#10000 + ((C - 16#D800) bsl 10) + (Lo - 16#DC00),
+                    string(R2, <<Acc/binary, Cp/utf8>>);
+               C >= 16#DC00, C =< 16#DFFF -> error(lone_surrogate);
+               true -> string(R1, <<Acc/binary, C/utf8>>)
+            end
+    end;
+string(<<C, _/binary>>, _) when C < 16#20 -> error(control_character);
+string(<<C/utf8, R/binary>>, Acc) -> string(R, <<Acc/binary, C/utf8>>).
+
+number(B) ->
+    {Tok, R} = num_token(B, <<>>),
+    case re:run(Tok, "^-?(0|[1-9][0-9]*)(\\.[0-9]+)?([eE][+-]?[0-9]+)?$", [{capture, none}]) of
+        match -> ok;
+        nomatch -> error({bad_number, Tok})
+    end,
+    V = try binary_to_integer(Tok)
+        catch error:badarg ->
+                Norm = case binary:match(Tok, <<".">>) of
+                           nomatch -> binary:replace(Tok, [<<"e">>, <<"E">>], <<".0e">>);
+                           _ -> Tok
+                       end,
+                binary_to_float(Norm)
+        end,
+    {V, R}.
+
+num_token(<<C, R/binary>>, Acc) when (C >= $0 andalso C =< $9); C =:= $-; C =:= $+;
+                                      C =:= $.; C =:= $e; C =:= $E ->
+    num_token(R, <<Acc/binary, C>>);
+num_token(R, Acc) when Acc =/= <<>> -> {Acc, R}.

@@ -1,0 +1,45 @@
+#!/usr/bin/env bash
+# test/run_tests.sh - what `make test` runs (after building):
+#   1. the plain C tests of the core (no VM, no server)
+#   2. a private PostgreSQL in a temporary directory (test/pg.sh)
+#   3. the EUnit suite in a real Erlang VM with the real NIF
+# and ends with one line "N passed, N failed" over all of them.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+BUILD=_build/make
+pass=0 fail=0
+
+echo "== C core tests"
+out=$("$BUILD/test_core" 2>&1); rc=$?
+echo "$out"
+if [[ $out =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+    pass=$((pass + BASH_REMATCH[1])); fail=$((fail + BASH_REMATCH[2]))
+fi
+[ $rc -eq 0 ] || [[ $out =~ failed ]] || fail=$((fail + 1))
+
+echo "== PostgreSQL for the tests"
+PGDIR=$(mktemp -d /tmp/vmq_pgevents_test.XXXXXX)
+cleanup() { bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR"; }
+trap cleanup EXIT
+bash test/pg.sh init "$PGDIR" fast && bash test/pg.sh start "$PGDIR" || { echo "could not start PostgreSQL"; echo "$pass passed, $((fail + 1)) failed"; exit 1; }
+export VMQ_PGEVENTS_TEST_PG=$PGDIR
+
+echo "== EUnit (real VM, real NIF, real PostgreSQL)"
+mods=$(ls "$BUILD"/test_ebin/*_tests.beam | xargs -n1 basename | sed 's/\.beam$//' | sort | paste -sd, -)
+erl -noshell -pa ebin -pa "$BUILD/test_ebin" -eval "
+    logger:set_primary_config(level, warning),
+    R = eunit:test([$mods], [verbose]),
+    halt(case R of ok -> 0; _ -> 1 end)." 2>&1 | tee "$BUILD/eunit.log"
+rc=${PIPESTATUS[0]}
+log=$(cat "$BUILD/eunit.log")
+if [[ $log =~ All\ ([0-9]+)\ tests\ passed ]]; then
+    pass=$((pass + BASH_REMATCH[1]))
+elif [[ $log =~ Failed:\ ([0-9]+)\.\ +Skipped:\ ([0-9]+)\.\ +Passed:\ ([0-9]+) ]]; then
+    fail=$((fail + BASH_REMATCH[1])); pass=$((pass + BASH_REMATCH[3]))
+elif [ $rc -ne 0 ]; then
+    fail=$((fail + 1))
+fi
+[ $rc -eq 0 ] || [ $fail -gt 0 ] || fail=$((fail + 1))
+
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
