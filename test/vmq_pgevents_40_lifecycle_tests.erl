@@ -1,0 +1,135 @@
+%% @doc Lifecycle: the NIF loaded, unloaded and reloaded in a running VM;
+%% the plugin started while PostgreSQL is down and catching up once it is
+%% up; PostgreSQL restarted mid-stream; the queue limit.
+-module(vmq_pgevents_40_lifecycle_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+-define(S, {"", <<"life">>}).
+
+publish(N) ->
+    [ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [<<"n">>], integer_to_binary(I), false)
+     || I <- lists:seq(1, N)],
+    ok.
+
+count(Table) ->
+    list_to_integer(string:trim(pgev_pg:sql("SELECT count(*) FROM " ++ Table))).
+
+reload_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_reload",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        Round = fun() ->
+                        pgev_app:start(T),
+                        publish(10),
+                        pgev_app:flush(),
+                        pgev_app:stop()
+                end,
+        Round(),
+        %% unload: delete + purge runs the NIF's unload
+        true = code:delete(vmq_pgevents_nif),
+        true = code:purge(vmq_pgevents_nif) orelse true,
+        {module, _} = code:load_file(vmq_pgevents_nif),
+        Round(),
+        %% reload over a loaded NIF (the upgrade path), then purge the old one
+        {module, _} = code:load_file(vmq_pgevents_nif),
+        code:purge(vmq_pgevents_nif),
+        Round(),
+        Rows = pgev_app:rows(T),
+        ?assertEqual(30, length(Rows)),
+        %% three incarnations, each with its own contiguous seq 1..10
+        ByInc = lists:foldl(fun(R, M) ->
+                                    maps:update_with(maps:get(<<"incarnation">>, R),
+                                                     fun(L) -> L ++ [maps:get(<<"seq">>, R)] end,
+                                                     [maps:get(<<"seq">>, R)], M)
+                            end, #{}, Rows),
+        ?assertEqual(3, map_size(ByInc)),
+        %% the first round may share its incarnation with earlier tests
+        [_, Second, Third] = [maps:get(I, ByInc) || I <- lists:sort(maps:keys(ByInc))],
+        ?assertEqual(lists:seq(1, 10), Second),
+        ?assertEqual(lists:seq(1, 10), Third)
+    end}.
+
+postgres_down_at_start_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_down_at_start",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:stop(),
+        try
+            pgev_app:start(T),
+            publish(500),
+            timer:sleep(200),
+            #{state := disconnected, pending := 500, written := 0, last_error := Err} =
+                vmq_pgevents:status(),
+            ?assertNotEqual(<<>>, Err),
+            pgev_pg:start(),
+            pgev_app:flush(),
+            ?assertEqual(500, count(T)),
+            #{state := connected, dropped := 0} = vmq_pgevents:status()
+        after
+            pgev_pg:start(),
+            pgev_app:stop()
+        end
+    end}.
+
+postgres_restart_midstream_test_() ->
+    {timeout, 180, fun() ->
+        T = "life_restart",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T, [{batch_size, 200}]),
+        try
+            Self = self(),
+            N = 20000,
+            Pub = spawn_link(fun() ->
+                                     [begin
+                                          publish(100),
+                                          timer:sleep(2)
+                                      end || _ <- lists:seq(1, N div 100)],
+                                     Self ! published
+                             end),
+            timer:sleep(300),
+            pgev_pg:stop(),
+            timer:sleep(500),
+            pgev_pg:start(),
+            timer:sleep(300),
+            pgev_pg:kill(),
+            timer:sleep(300),
+            pgev_pg:start(),
+            receive published -> ok after 120000 -> error({publisher_stuck, Pub}) end,
+            pgev_app:flush(),
+            %% every event exactly once, in order
+            ?assertEqual(integer_to_list(N), string:trim(pgev_pg:sql(
+                "SELECT count(DISTINCT seq) FROM " ++ T))),
+            ?assertEqual(N, count(T)),
+            #{dropped := 0, dead_lettered := 0, reconnects := Reconnects} = vmq_pgevents:status(),
+            ?assert(Reconnects >= 2)
+        after
+            pgev_pg:start(),
+            pgev_app:stop()
+        end
+    end}.
+
+queue_limit_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_queue_limit",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:stop(),
+        try
+            pgev_app:start(T, [{queue_max_events, 100}, {batch_size, 50}]),
+            publish(250),
+            #{dropped := Dropped, per_hook := #{on_publish := #{dropped := PerHook}}} =
+                vmq_pgevents:status(),
+            %% the writer may hold one batch in hand, the queue the rest
+            ?assert(Dropped >= 100 andalso Dropped =< 150),
+            ?assertEqual(Dropped, PerHook),
+            pgev_pg:start(),
+            pgev_app:flush(),
+            ?assertEqual(250 - Dropped, count(T)),
+            %% a drop leaves a gap in seq: max(seq) - min(seq) + 1 = 250
+            [Lo, Hi] = [list_to_integer(X) || X <- string:lexemes(string:trim(pgev_pg:sql(
+                "SELECT min(seq) || ' ' || max(seq) FROM " ++ T)), " ")],
+            ?assert(Hi - Lo + 1 =< 250)
+        after
+            pgev_pg:start(),
+            pgev_app:stop()
+        end
+    end}.
