@@ -37,7 +37,7 @@ ERL_SRC := $(wildcard erl_src/*.erl)
 BEAMS := $(patsubst erl_src/%.erl,ebin/%.beam,$(ERL_SRC))
 TEST_ERL := $(wildcard test/*.erl)
 
-.PHONY: all nif ebin test test-c test-erl run bench clean deps
+.PHONY: all nif ebin deps test test-run test-c run run-demo bench bench-run clean
 
 all: nif ebin
 
@@ -70,16 +70,30 @@ $(BUILD)/test_ebin/.built: $(TEST_ERL) $(BEAMS)
 	$(ERLC) +debug_info -I erl_src -o $(BUILD)/test_ebin $(TEST_ERL)
 	@touch $@
 
-test: all $(BUILD)/test_core $(BUILD)/test_ebin/.built
+# test, run and bench first make sure the machine has what they need
+# (test/deps.sh), then build in a fresh make so the ERTS path is found.
+deps:
+	@bash test/deps.sh
+
+test: deps
+	@$(MAKE) --no-print-directory test-run
+
+test-run: all $(BUILD)/test_core $(BUILD)/test_ebin/.built
 	@bash test/run_tests.sh
 
 test-c: $(BUILD)/test_core
 	$(BUILD)/test_core
 
-run: all
+run: deps
+	@$(MAKE) --no-print-directory run-demo
+
+run-demo: all $(BUILD)/test_ebin/.built
 	@bash test/run_demo.sh
 
-bench: all
+bench: deps
+	@$(MAKE) --no-print-directory bench-run
+
+bench-run: all $(BUILD)/test_ebin/.built
 	@bash bench/run_bench.sh
 
 clean:

@@ -228,3 +228,62 @@ j(B) when is_binary(B) ->
 j(L) when is_list(L) -> [j(X) || X <- L];
 j(T) when is_tuple(T) -> [j(X) || X <- tuple_to_list(T)];
 j(M) when is_map(M) -> maps:fold(fun(K, V, Acc) -> Acc#{j(K) => j(V)} end, #{}, M).
+
+%% The README's "one client's connections" query on scenario a: three
+%% connections of client 1528366636, each with its events in order.
+scenario_a_timeline_test_() ->
+    {timeout, 60, fun() ->
+        T = "timeline_a",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T),
+        try
+            pgev_broker:replay("test/traces/scenario_a.trace"),
+            pgev_app:flush(),
+            Rows = pgev_pg:rows(
+                     "SELECT conn_id, string_agg(hook, ' > ' ORDER BY seq) AS events "
+                     "FROM " ++ T ++ " WHERE client_id = '1528366636' "
+                     "GROUP BY conn_id ORDER BY min(incarnation), min(seq)"),
+            ?assertEqual(
+               [<<"auth_on_register > on_client_wakeup > on_register > auth_on_subscribe > "
+                  "on_subscribe > on_deliver > on_deliver > on_topic_unsubscribed > on_client_gone">>,
+                <<"auth_on_register > on_client_wakeup > on_register > auth_on_subscribe > "
+                  "on_subscribe > on_deliver > on_topic_unsubscribed > on_client_gone">>,
+                <<"auth_on_register > on_client_wakeup > on_register > auth_on_subscribe > "
+                  "on_subscribe > on_deliver > on_unsubscribe > on_topic_unsubscribed > "
+                  "on_topic_unsubscribed > on_client_gone">>],
+               [maps:get(<<"events">>, R) || R <- Rows]),
+            %% failed auth attempts are auth_on_register rows with no on_register
+            %% on the same connection: none in this scenario
+            ?assertEqual("0", string:trim(pgev_pg:sql(
+                "SELECT count(*) FROM " ++ T ++ " a WHERE hook LIKE 'auth_on_register%' "
+                "AND NOT EXISTS (SELECT 1 FROM " ++ T ++ " r WHERE r.conn_id = a.conn_id "
+                "AND r.node = a.node AND r.hook LIKE 'on_register%')")))
+        after
+            pgev_app:stop()
+        end
+    end}.
+
+%% Scenario e: TLS client certificates refused by the password plugin are
+%% auth attempts without a registration: the failed-auth query finds both.
+scenario_e_failed_auth_test_() ->
+    {timeout, 60, fun() ->
+        T = "failed_auth_e",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T),
+        try
+            pgev_broker:replay("test/traces/scenario_e.trace"),
+            pgev_app:flush(),
+            Rows = pgev_pg:rows(
+                "SELECT client_id, hook, host(peer_addr) AS peer, extra ? 'opts' AS has_opts "
+                "FROM " ++ T ++ " a WHERE hook LIKE 'auth_on_register%' "
+                "AND NOT EXISTS (SELECT 1 FROM " ++ T ++ " r WHERE r.conn_id = a.conn_id "
+                "AND r.node = a.node AND r.hook LIKE 'on_register%') ORDER BY seq"),
+            ?assertEqual([#{<<"client_id">> => <<"1528366636-tls">>, <<"hook">> => <<"auth_on_register">>,
+                            <<"peer">> => <<"127.0.0.1">>, <<"has_opts">> => true},
+                          #{<<"client_id">> => <<"1528366636-tls5">>,
+                            <<"hook">> => <<"auth_on_register_m5">>,
+                            <<"peer">> => <<"127.0.0.1">>, <<"has_opts">> => true}], Rows)
+        after
+            pgev_app:stop()
+        end
+    end}.

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# test/deps.sh - checks what building, testing and `make run` need from
+# Debian 12, and installs what is missing when run as root (as CI and a
+# fresh machine are); otherwise names the exact apt-get command.
+set -euo pipefail
+
+need=()
+command -v erl >/dev/null || need+=(erlang-nox)
+command -v erlc >/dev/null || need+=(erlang-dev)
+ls /usr/lib/erlang/erts-*/include/erl_nif.h >/dev/null 2>&1 || need+=(erlang-dev)
+ls -d /usr/lib/erlang/lib/eunit-* >/dev/null 2>&1 || need+=(erlang-eunit)
+command -v pkg-config >/dev/null || need+=(pkg-config)
+command -v cc >/dev/null || need+=(gcc)
+pkg-config --exists jansson 2>/dev/null || need+=(libjansson-dev)
+pkg-config --exists libpq 2>/dev/null || need+=(libpq-dev)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
+command -v psql >/dev/null || need+=(postgresql-client)
+id postgres >/dev/null 2>&1 || need+=(postgresql)
+
+[ ${#need[@]} -eq 0 ] && exit 0
+mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing: ${need[*]}"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+else
+    echo "missing: ${need[*]}" >&2
+    echo "install them with: sudo apt-get install ${need[*]}" >&2
+    exit 1
+fi

@@ -1,0 +1,71 @@
+#!/usr/bin/env bash
+# test/run_demo.sh - what `make run` does: record a real recorded VerneMQ
+# session (test/traces/scenario_a.trace) into PostgreSQL through the
+# plugin, and show the rows.
+#
+# PostgreSQL: the one named by DSN=... (make run DSN='postgresql://...'),
+# else a private server under _build/pg, started here and left running
+# (stop it with: test/pg.sh stop _build/pg).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+TABLE=${TABLE:-vmq_events}
+if [ -n "${DSN:-}" ]; then
+    dsn=$DSN
+    psql_run() { psql -X -v ON_ERROR_STOP=1 "$dsn" "$@"; }
+else
+    pgdir=$PWD/_build/pg
+    # the socket path must stay short (108 bytes) and reachable by the
+    # server's user: fall back to a directory under /tmp when it is not
+    if [ ${#pgdir} -gt 80 ] || { [ "$(id -u)" = 0 ] && ! runuser -u postgres -- test -x "$PWD/_build"; }; then
+        pgdir=/tmp/vmq_pgevents_run
+    fi
+    if [ ! -d "$pgdir/data" ]; then
+        echo "== initializing a private PostgreSQL in $pgdir"
+        mkdir -p _build
+        bash test/pg.sh init "$pgdir"
+    fi
+    bash test/pg.sh start "$pgdir"
+    dsn=$(bash test/pg.sh dsn "$pgdir")
+    psql_run() { bash test/pg.sh psql "$pgdir" "$@"; }
+fi
+
+echo "== replaying test/traces/scenario_a.trace (MQTT 3.1.1: subscribe, publish, reconnect, unsubscribe)"
+inc=$(erl -noshell -pa ebin -pa _build/make/test_ebin -eval "
+    logger:set_primary_config(level, warning),
+    application:load(vmq_pgevents),
+    application:set_env(vmq_pgevents, dsn, \"$dsn\"),
+    application:set_env(vmq_pgevents, table, \"$TABLE\"),
+    {ok, _} = application:ensure_all_started(vmq_pgevents),
+    Calls = pgev_broker:replay(\"test/traces/scenario_a.trace\"),
+    {ok, N} = vmq_pgevents:flush(30000),
+    #{incarnation := Inc} = vmq_pgevents:status(),
+    io:format(standard_error, \"~b hook calls, ~b rows written~n\", [length(Calls), N]),
+    io:format(\"~b\", [Inc]),
+    application:stop(vmq_pgevents),
+    halt().")
+
+echo
+echo "== the rows (psql), this run only"
+psql_run -P pager=off -c "
+SELECT seq, to_char(ts, 'HH24:MI:SS.US') AS time, conn_id AS conn, hook, client_id,
+       host(peer_addr) || ':' || peer_port AS peer, topic, qos, retain,
+       coalesce(payload_json::text, encode(payload, 'escape')) AS payload,
+       coalesce(topics::text, reason) AS topics
+FROM $TABLE WHERE incarnation = $inc ORDER BY seq"
+
+echo "== one client's connections, in order"
+psql_run -P pager=off -c "
+SELECT conn_id, min(ts) AS started, string_agg(hook, ' > ' ORDER BY seq) AS events
+FROM $TABLE WHERE incarnation = $inc AND client_id = '1528366636'
+GROUP BY conn_id ORDER BY min(seq)"
+
+echo "Explore: psql '$dsn'   (table $TABLE; README has more queries)"
+if command -v vmq-admin >/dev/null 2>&1; then
+    echo
+    echo "VerneMQ found. To record its hooks, add to vernemq.conf (priority 1 so auth attempts are seen):"
+    echo "  plugins.vmq_pgevents = on"
+    echo "  plugins.vmq_pgevents.path = $PWD"
+    echo "  plugins.vmq_pgevents.priority = 1"
+    echo "and copy priv/vmq_pgevents.schema into VerneMQ's share/schema/ to set vmq_pgevents.dsn there."
+fi

@@ -1,0 +1,103 @@
+%% @doc priv/vmq_pgevents.schema (cuttlefish) against the application:
+%% every configuration key is declared once, maps to the same app env key,
+%% and its default, converted as cuttlefish converts it, is the app's
+%% default; values as they come from vernemq.conf are accepted by
+%% vmq_pgevents_config. Cuttlefish itself is not available here, so its
+%% datatype conversion is stood in for by to_app/2.
+-module(vmq_pgevents_10_config_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+mappings() ->
+    {ok, Terms} = file:consult("priv/vmq_pgevents.schema"),
+    [{Conf, App, Opts} || {mapping, Conf, App, Opts} <- Terms].
+
+app_defaults() ->
+    {ok, [{application, vmq_pgevents, P}]} = file:consult("erl_src/vmq_pgevents.app.src"),
+    proplists:delete(vmq_plugin_hooks, proplists:get_value(env, P)).
+
+%% what cuttlefish hands to the application for a datatype
+to_app(string, V) -> V;
+to_app(integer, V) when is_integer(V) -> V;
+to_app(integer, V) -> list_to_integer(V);
+to_app(flag, on) -> true;
+to_app(flag, off) -> false;
+to_app(flag, "on") -> true;
+to_app(flag, "off") -> false.
+
+every_key_mapped_test() ->
+    M = mappings(),
+    Keys = [K || {K, _} <- app_defaults()],
+    ?assertEqual(lists:sort(["vmq_pgevents." ++ atom_to_list(K) || K <- Keys]),
+                 lists:sort([C || {C, _, _} <- M])),
+    [?assertEqual(C, A) || {C, A, _} <- M].
+
+defaults_match_test() ->
+    Defaults = app_defaults(),
+    lists:foreach(
+      fun({"vmq_pgevents." ++ Key, _, Opts}) ->
+              Type = proplists:get_value(datatype, Opts),
+              Default = proplists:get_value(default, Opts),
+              App = proplists:get_value(list_to_atom(Key), Defaults),
+              Want = case App of all -> "all"; _ -> App end,
+              ?assertEqual({Key, Want}, {Key, to_app(Type, Default)})
+      end, mappings()).
+
+%% vernemq.conf lines -> app env -> the configuration the NIF gets
+conf_values_test() ->
+    Conf = [{"vmq_pgevents.dsn", "postgresql://vmq:pw@db.example/mqtt"},
+            {"vmq_pgevents.table", "mqtt_events"},
+            {"vmq_pgevents.auto_create", "off"},
+            {"vmq_pgevents.hooks", "on_publish,on_deliver, on_deliver_m5"},
+            {"vmq_pgevents.batch_size", "1000"},
+            {"vmq_pgevents.payload_max_bytes", "0"}],
+    M = mappings(),
+    _ = application:load(vmq_pgevents),
+    try
+        [begin
+             {_, "vmq_pgevents." ++ AppKey, Opts} = lists:keyfind(K, 1, M),
+             application:set_env(vmq_pgevents, list_to_atom(AppKey),
+                                 to_app(proplists:get_value(datatype, Opts), V))
+         end || {K, V} <- Conf],
+        {ok, C} = vmq_pgevents_config:read(),
+        ?assertMatch(#{dsn := <<"postgresql://vmq:pw@db.example/mqtt">>, table := <<"mqtt_events">>,
+                       hooks := [on_deliver, on_deliver_m5, on_publish], batch_size := 1000,
+                       payload_max_bytes := 0}, C),
+        ?assertNot(maps:is_key(schema_sql, C))
+    after
+        application:unload(vmq_pgevents)
+    end.
+
+defaults_read_test() ->
+    _ = application:load(vmq_pgevents),
+    try
+        {ok, C} = vmq_pgevents_config:read(),
+        ?assertMatch(#{dsn := <<>>, table := <<"vmq_events">>, hooks := all, batch_size := 5000,
+                       flush_interval_ms := 200, queue_max_events := 100000,
+                       payload_max_bytes := 65536}, C),
+        ?assertMatch(<<"-- vmq_pgevents", _/binary>>, maps:get(schema_sql, C))
+    after
+        application:unload(vmq_pgevents)
+    end.
+
+bad_values_test() ->
+    _ = application:load(vmq_pgevents),
+    try
+        application:set_env(vmq_pgevents, batch_size, 0),
+        ?assertMatch({error, <<"batch_size: must be an integer of at least 1", _/binary>>},
+                     vmq_pgevents_config:read()),
+        application:set_env(vmq_pgevents, batch_size, "12x"),
+        ?assertMatch({error, <<"batch_size: not an integer: 12x">>}, vmq_pgevents_config:read()),
+        application:set_env(vmq_pgevents, batch_size, 10),
+        application:set_env(vmq_pgevents, auto_create, maybe),
+        ?assertMatch({error, <<"auto_create: expected on/off", _/binary>>}, vmq_pgevents_config:read())
+    after
+        application:unload(vmq_pgevents)
+    end.
+
+%% the NIF refuses what it cannot use, without echoing the dsn
+nif_refuses_bad_dsn_test() ->
+    ?assertEqual({error, <<"dsn is not a valid libpq connection string or URI">>},
+                 vmq_pgevents_nif:start(#{dsn => <<"host='secretpw">>, table => <<"t">>,
+                                          node => <<"n">>}, self())),
+    ?assertEqual({error, <<"table must be a name of 1 to 63 bytes">>},
+                 vmq_pgevents_nif:start(#{dsn => <<>>, table => <<>>, node => <<"n">>}, self())).
