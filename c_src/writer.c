@@ -309,6 +309,22 @@ static int resume_point(writer_t *w, uint64_t *max_seq)
 
 enum write_rc { W_OK, W_DATA, W_RETRY };
 
+/* A result's error as "primary message (SQLSTATE xxxxx)": never the DETAIL
+ * or CONTEXT lines, which can quote the refused row's values. */
+static void result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
+{
+    const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    char tmp[256];
+
+    if (!primary) {
+        clean_error(w, PQerrorMessage(w->conn), err, errlen);
+        return;
+    }
+    snprintf(tmp, sizeof tmp, "%s (SQLSTATE %s)", primary, state ? state : "?");
+    clean_error(w, tmp, err, errlen);
+}
+
 /* 22xxx data exception, 23xxx integrity constraint, 54xxx program limit:
  * something in a row; anything else is the connection or the table. */
 static int classify(writer_t *w, PGresult *r)
@@ -336,7 +352,7 @@ static int copy_events(writer_t *w, event_t *list, size_t n, char *err, size_t e
     r = PQexec(w->conn, w->copy_sql);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
         rc = classify(w, r);
-        clean_error(w, PQresultErrorMessage(r), err, errlen);
+        result_error(w, r, err, errlen);
         PQclear(r);
         return rc;
     }
@@ -365,7 +381,7 @@ static int copy_events(writer_t *w, event_t *list, size_t n, char *err, size_t e
     r = PQgetResult(w->conn);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
         rc = classify(w, r);
-        clean_error(w, r ? PQresultErrorMessage(r) : PQerrorMessage(w->conn), err, errlen);
+        result_error(w, r, err, errlen);
         if (rc == W_OK)
             rc = W_RETRY;
     }

@@ -3,6 +3,7 @@
 -module(pgev_app).
 
 -export([start/1, start/2, stop/0, flush/0, rows/1]).
+-export([capture_logs/0, captured_logs/0, log/2]).
 
 start(Table) -> start(Table, []).
 
@@ -25,3 +26,28 @@ flush() ->
 %% every row of the table, in seq order
 rows(Table) ->
     pgev_pg:rows("SELECT * FROM \"" ++ Table ++ "\" ORDER BY incarnation, seq").
+
+%% logger handler that sends the plugin's log lines to the test process
+capture_logs() ->
+    _ = logger:remove_handler(pgev_capture),
+    ok = logger:add_handler(pgev_capture, ?MODULE, #{config => #{pid => self()}, level => all}),
+    logger:set_primary_config(level, all).
+
+log(#{msg := Msg}, #{config := #{pid := Pid}}) ->
+    Text = case Msg of
+               {string, S} -> S;
+               {report, R} -> io_lib:format("~0p", [R]);
+               {Fmt, Args} -> io_lib:format(Fmt, Args)
+           end,
+    Pid ! {pgev_log, unicode:characters_to_binary(Text)}.
+
+%% the captured lines so far (and stop capturing)
+captured_logs() ->
+    _ = logger:remove_handler(pgev_capture),
+    logger:set_primary_config(level, warning),
+    collect_logs([]).
+
+collect_logs(Acc) ->
+    receive {pgev_log, L} -> collect_logs([L | Acc])
+    after 0 -> lists:reverse(Acc)
+    end.

@@ -133,3 +133,66 @@ queue_limit_test_() ->
             pgev_app:stop()
         end
     end}.
+
+%% An outage is logged once when it starts and once when it ends, however
+%% many reconnect attempts it takes.
+outage_logged_once_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_outage_log",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:stop(),
+        pgev_app:capture_logs(),
+        try
+            pgev_app:start(T),
+            publish(10),
+            timer:sleep(1500),          %% backoff 20..200 ms: several attempts
+            #{write_errors := Errors} = vmq_pgevents:status(),
+            ?assert(Errors >= 4),
+            pgev_pg:start(),
+            pgev_app:flush(),
+            ?assertEqual(10, count(T)),
+            Logs = pgev_app:captured_logs(),
+            Down = [L || L <- Logs, binary:match(L, <<"postgresql unavailable">>) =/= nomatch],
+            Up = [L || L <- Logs, binary:match(L, <<"postgresql available again">>) =/= nomatch],
+            ?assertEqual({1, 1}, {length(Down), length(Up)})
+        after
+            _ = pgev_app:captured_logs(),
+            pgev_pg:start(),
+            pgev_app:stop()
+        end
+    end}.
+
+%% A row PostgreSQL refuses (a CHECK constraint a DBA added) is isolated and
+%% counted; the rest of its batch is written.
+poisoned_row_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_poison",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T, [{batch_size, 1000}, {flush_interval_ms, 500}]),
+        pgev_app:capture_logs(),
+        try
+            publish(1),
+            pgev_app:flush(),
+            pgev_pg:sql("ALTER TABLE " ++ T ++ " ADD CHECK (topic IS DISTINCT FROM 'zz-refused')"),
+            #{dead_lettered := D0} = vmq_pgevents:status(),
+            [ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [topic(I)], <<"x">>, false)
+             || I <- lists:seq(1, 100)],
+            pgev_app:flush(),
+            ?assertEqual(100, count(T)),   %% 1 before + 99
+            ?assertEqual("0", string:trim(pgev_pg:sql(
+                "SELECT count(*) FROM " ++ T ++ " WHERE topic = 'zz-refused'"))),
+            #{dead_lettered := D1} = vmq_pgevents:status(),
+            ?assertEqual(1, D1 - D0),
+            %% logged with its seq and the error, never the row's values
+            [Line] = [L || L <- pgev_app:captured_logs(),
+                           binary:match(L, <<"refused the row">>) =/= nomatch],
+            ?assertNotEqual(nomatch, binary:match(Line, <<"violates check constraint">>)),
+            ?assertEqual(nomatch, binary:match(Line, <<"zz-refused">>))
+        after
+            _ = pgev_app:captured_logs(),
+            pgev_app:stop()
+        end
+    end}.
+
+topic(37) -> <<"zz-refused">>;
+topic(_) -> <<"fine">>.
