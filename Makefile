@@ -93,8 +93,17 @@ run-demo: all $(BUILD)/test_ebin/.built
 bench: deps
 	@$(MAKE) --no-print-directory bench-run
 
-bench-run: all $(BUILD)/test_ebin/.built
+bench-run: all $(BUILD)/test_ebin/.built $(BUILD)/pg_baseline $(BUILD)/bench_ebin/.built
 	@bash bench/run_bench.sh
+
+$(BUILD)/pg_baseline: bench/pg_baseline.c $(CORE_SRC) $(HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_ALL) -Ic_src $(PKG_CFLAGS) -o $@ bench/pg_baseline.c $(CORE_SRC) $(PKG_LIBS) $(LDFLAGS)
+
+$(BUILD)/bench_ebin/.built: $(wildcard bench/*.erl) $(BEAMS)
+	@mkdir -p $(BUILD)/bench_ebin
+	$(ERLC) +debug_info -o $(BUILD)/bench_ebin $(wildcard bench/*.erl)
+	@touch $@
 
 clean:
 	rm -rf ebin $(NIF_SO) _build

@@ -143,7 +143,7 @@ static void put_payload_json(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
 static void put_extra(buf_t *b, const event_t *ev)
 {
     size_t lenpos, start;
-    int64_t inner = ev->len[F_EXTRA];
+    int32_t inner = ev->len[F_EXTRA];
     int f, first = 1;
 
     if (inner <= 0 && !ev->escaped) {

@@ -41,7 +41,7 @@ event_t *event_build(const event_in_t *in)
             need[f] = text_escaped_len(s->p, s->n);
             escaped |= (uint8_t)(1u << f);
         }
-        if (need[f] > UINT32_MAX - total)
+        if (need[f] > INT32_MAX || need[f] > UINT32_MAX - total)
             return NULL;
         total += need[f];
     }
@@ -74,7 +74,7 @@ event_t *event_build(const event_in_t *in)
             text_escape(ev->data + pos, s->p, s->n);
         else if (s->n)
             memcpy(ev->data + pos, s->p, s->n);
-        ev->len[f] = (int64_t)need[f];
+        ev->len[f] = (int32_t)need[f];
         pos += need[f];
     }
     return ev;

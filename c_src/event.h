@@ -62,7 +62,7 @@ typedef struct event {
     uint16_t peer_port;
     uint8_t peer_addr[16];
     uint32_t off[F_COUNT];
-    int64_t len[F_COUNT];   /* -1: NULL */
+    int32_t len[F_COUNT];   /* -1: NULL; at most 256 MiB (payload_max_bytes) */
     char data[];
 } event_t;
 

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# bench/run_bench.sh - what `make bench` runs: a private PostgreSQL with
+# default settings (fsync on, synchronous_commit on), the baselines
+# (bench/pg_baseline.c: one INSERT per event; raw COPY BINARY of pre-built
+# rows), then the plugin in a real VM (bench/vmq_pgevents_bench.erl).
+# Output: a table on stdout and _build/bench/results.json.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+BUILD=_build/make
+OUT=_build/bench
+mkdir -p "$OUT"
+
+PGDIR=$(mktemp -d /tmp/vmq_pgevents_bench.XXXXXX)
+cleanup() { bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR"; }
+trap cleanup EXIT
+bash test/pg.sh init "$PGDIR"
+bash test/pg.sh start "$PGDIR"
+DSN=$(bash test/pg.sh dsn "$PGDIR")
+
+table() {  # the plugin's own schema.sql, applied the way a DBA would
+    PGOPTIONS="-c vmq_pgevents.table=$1" bash test/pg.sh psql "$PGDIR" -q -c "DROP TABLE IF EXISTS $1" -f priv/schema.sql
+}
+baseline() {  # name table mode rows payload
+    table "$2"
+    read -r _ _ secs rate < <("$BUILD/pg_baseline" "$DSN" "$2" "$3" "$4" "$5" 10000)
+    echo "baseline $1: $4 rows in $secs s = $rate rows/s" >&2
+    echo "$1=$rate"
+}
+
+echo "== baselines (same PostgreSQL, same table shape)"
+b=()
+b+=("$(baseline insert64 bench_insert 20000 64)")
+b+=("$(baseline insert1024 bench_insert 20000 1024)")
+b+=("$(baseline copy64 bench_copy 500000 64)")
+b+=("$(baseline copy1024 bench_copy 500000 1024)")
+baselines=$(IFS=,; echo "${b[*]}")
+
+echo "== the plugin"
+erl -noshell -pa ebin -pa "$BUILD/bench_ebin" -eval "vmq_pgevents_bench:main([\"$PGDIR\", \"$OUT/results.json\", \"$baselines\"])."
