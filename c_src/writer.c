@@ -251,6 +251,14 @@ static int apply_schema(writer_t *w)
     return ok ? 0 : -1;
 }
 
+/* libpq prints NOTICEs (e.g. "relation already exists, skipping" from
+ * schema.sql) to stderr by default: inside a broker, say nothing */
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 static int ensure_connected(writer_t *w)
 {
     const char *keys[] = {"fallback_application_name", "connect_timeout", "dbname", NULL};
@@ -266,6 +274,7 @@ static int ensure_connected(writer_t *w)
         disconnect(w);
         return -1;
     }
+    PQsetNoticeProcessor(w->conn, ignore_notice, NULL);
     if (prepare_sql(w) < 0) {
         note_down(w, "connect", "out of memory");
         disconnect(w);
