@@ -31,8 +31,8 @@ echo "== baselines (same PostgreSQL, same table shape)"
 b=()
 b+=("$(baseline insert64 bench_insert insert 20000 64)")
 b+=("$(baseline insert1024 bench_insert insert 20000 1024)")
-b+=("$(baseline copy64 bench_copy copy 500000 64)")
-b+=("$(baseline copy1024 bench_copy copy 500000 1024)")
+b+=("$(baseline copy64 bench_copy copy 1000000 64)")
+b+=("$(baseline copy1024 bench_copy copy 1000000 1024)")
 baselines=$(IFS=,; echo "${b[*]}")
 
 echo "== the plugin"

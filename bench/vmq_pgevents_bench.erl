@@ -15,9 +15,9 @@ main([PgDir, OutJson, Baselines]) ->
     put(pgdir, PgDir),
     Base = parse_baselines(Baselines),
     Overhead = timer_overhead(),
+    Mem = queue_memory(),          %% first: in a fresh VM, RSS growth is real
     Hooks = hook_costs(),
     Ingest = [ingest(P) || P <- [64, 1024]],
-    Mem = queue_memory(),
     Result = #{machine => machine(), timer_overhead_ns => Overhead, hook_cost => Hooks,
                ingest => Ingest, memory => Mem, baselines => Base},
     report(Result),
