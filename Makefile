@@ -32,18 +32,25 @@ NIF_SRC := $(CORE_SRC) c_src/terms.c c_src/nif.c
 HDRS := $(wildcard c_src/*.h)
 NIF_SO := priv/vmq_pgevents_nif.so
 BUILD := _build/make
+# rebuild everything C when the flags change (e.g. SANITIZE=1 and back)
+FLAGS_STAMP := $(BUILD)/cflags-$(shell echo '$(CC) $(CFLAGS_ALL)' | cksum | cut -d' ' -f1)
 
 ERL_SRC := $(wildcard erl_src/*.erl)
 BEAMS := $(patsubst erl_src/%.erl,ebin/%.beam,$(ERL_SRC))
 TEST_ERL := $(wildcard test/*.erl)
 
-.PHONY: all nif ebin deps test test-run test-c run run-demo bench bench-run clean
+.PHONY: all nif ebin deps test test-run test-c run run-demo bench bench-run fuzz valgrind clean
 
 all: nif ebin
 
 nif: $(NIF_SO)
 
-$(NIF_SO): $(NIF_SRC) $(HDRS)
+$(FLAGS_STAMP):
+	@mkdir -p $(BUILD)
+	@rm -f $(BUILD)/cflags-*
+	@touch $@
+
+$(NIF_SO): $(NIF_SRC) $(HDRS) $(FLAGS_STAMP)
 	@test -f "$(ERTS_INCLUDE_DIR)/erl_nif.h" || { echo "erl_nif.h not found in '$(ERTS_INCLUDE_DIR)': install erlang-dev or set ERTS_INCLUDE_DIR" >&2; exit 1; }
 	@pkg-config --exists $(PKGS) || { echo "pkg-config cannot find $(PKGS): install libpq-dev libjansson-dev" >&2; exit 1; }
 	@mkdir -p priv
@@ -61,9 +68,28 @@ ebin/vmq_pgevents.app: erl_src/vmq_pgevents.app.src $(ERL_SRC)
 
 # ---- tests ---------------------------------------------------------------
 
-$(BUILD)/test_core: test/c/test_core.c $(CORE_SRC) $(HDRS)
+$(BUILD)/test_core: test/c/test_core.c $(CORE_SRC) $(HDRS) $(FLAGS_STAMP)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS_ALL) -Ic_src $(PKG_CFLAGS) -o $@ test/c/test_core.c $(CORE_SRC) $(PKG_LIBS) $(LDFLAGS)
+
+$(BUILD)/fuzz_regress: test/fuzz/fuzz_core.c test/fuzz/regress.c $(CORE_SRC) $(HDRS) $(FLAGS_STAMP)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_ALL) -DFUZZ_REGRESS -Ic_src $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_core.c test/fuzz/regress.c $(CORE_SRC) $(PKG_LIBS) $(LDFLAGS)
+
+# libFuzzer over the C core (clang and its runtime: apt-get install clang libclang-rt-14-dev)
+FUZZ_SECONDS ?= 60
+$(BUILD)/fuzz_core: test/fuzz/fuzz_core.c $(CORE_SRC) $(HDRS)
+	@mkdir -p $(BUILD)
+	clang -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined -Ic_src $(PKG_CFLAGS) -o $@ test/fuzz/fuzz_core.c $(CORE_SRC) $(PKG_LIBS)
+
+fuzz: deps $(BUILD)/fuzz_core
+	@mkdir -p $(BUILD)/fuzz_corpus
+	$(BUILD)/fuzz_core -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 -artifact_prefix=$(BUILD)/ $(BUILD)/fuzz_corpus test/fuzz/corpus
+
+# the C tests under valgrind memcheck
+valgrind: $(BUILD)/test_core $(BUILD)/fuzz_regress
+	valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite $(BUILD)/test_core
+	valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite $(BUILD)/fuzz_regress test/fuzz/corpus
 
 $(BUILD)/test_ebin/.built: $(TEST_ERL) $(BEAMS)
 	@mkdir -p $(BUILD)/test_ebin
@@ -78,7 +104,7 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: all $(BUILD)/test_core $(BUILD)/test_ebin/.built
+test-run: all $(BUILD)/test_core $(BUILD)/fuzz_regress $(BUILD)/test_ebin/.built
 	@bash test/run_tests.sh
 
 test-c: $(BUILD)/test_core

@@ -17,8 +17,9 @@ bash test/pg.sh init "$PGDIR"
 bash test/pg.sh start "$PGDIR"
 DSN=$(bash test/pg.sh dsn "$PGDIR")
 
-table() {  # the plugin's own schema.sql, applied the way a DBA would
-    PGOPTIONS="-c vmq_pgevents.table=$1" bash test/pg.sh psql "$PGDIR" -q -c "DROP TABLE IF EXISTS $1" -f priv/schema.sql
+table() {  # the plugin's own schema.sql, applied the way a DBA would; then a checkpoint
+    bash test/pg.sh psql "$PGDIR" -q -c "DROP TABLE IF EXISTS bench_insert" -c "DROP TABLE IF EXISTS bench_copy"
+    PGOPTIONS="-c vmq_pgevents.table=$1" bash test/pg.sh psql "$PGDIR" -q -f priv/schema.sql -c CHECKPOINT
 }
 baseline() {  # name table mode rows payload
     table "$2"

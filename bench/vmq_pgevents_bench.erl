@@ -32,7 +32,7 @@ pg(Cmd) -> os:cmd("bash test/pg.sh " ++ Cmd ++ " " ++ get(pgdir)).
 start(Table, Env) ->
     _ = application:load(vmq_pgevents),
     pg("start"),
-    os:cmd("bash test/pg.sh psql " ++ get(pgdir) ++ " -qc 'DROP TABLE IF EXISTS " ++ Table ++ "'"),
+    psql("DROP TABLE IF EXISTS " ++ Table),
     Dsn = string:trim(pg("dsn")),
     [application:set_env(vmq_pgevents, K, V) ||
         {K, V} <- [{dsn, Dsn}, {table, Table}, {batch_size, 10000},
@@ -78,7 +78,17 @@ hook_costs() ->
     Up = [hook_cost(H, P, up) || H <- [noop, on_publish, on_deliver, auth_on_register], P <- [1, 10, 100]],
     Down = [hook_cost(H, P, down) || H <- [on_publish, on_deliver, auth_on_register], P <- [1, 100]],
     stop(),
+    quiet_server(["bench_hooks"]),
     Up ++ Down.
+
+%% every measured segment starts like the baselines did: earlier tables
+%% gone, dirty pages written (no checkpoint of someone else's rows mid-run)
+quiet_server(Tables) ->
+    [psql("DROP TABLE IF EXISTS " ++ T) || T <- Tables],
+    psql("CHECKPOINT").
+
+psql(Sql) ->
+    os:cmd("bash test/pg.sh psql " ++ get(pgdir) ++ " -qc '" ++ Sql ++ "'").
 
 hook_cost(Hook, Procs, PgState) ->
     case PgState of down -> pg("stop"); up -> ok end,
@@ -136,6 +146,7 @@ pct([], _, I, _) -> bucket_us(I - 1).
 
 ingest(PayloadBytes) ->
     Table = "bench_ingest_" ++ integer_to_list(PayloadBytes),
+    quiet_server(["bench_ingest_64", "bench_ingest_1024", "bench_memory"]),
     start(Table, []),
     MemBefore = erlang:memory(total),
     RssBefore = rss(),

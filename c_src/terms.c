@@ -10,6 +10,10 @@
 #define JSON_DEPTH_MAX 16
 #define JSON_BYTES_MAX (256u * 1024u)   /* larger property maps are summarized */
 #define TOPIC_WORDS_MAX 65536
+/* MQTT strings (client id, username, topic) are at most 65535 bytes; a
+ * longer value is not from the protocol and is refused (malformed) rather
+ * than copied on the scheduler thread */
+#define TEXT_BYTES_MAX 65535u
 
 static const char *role_name(char role)
 {
@@ -46,13 +50,14 @@ static int put_topic(ErlNifEnv *env, ERL_NIF_TERM t, buf_t *b)
     unsigned words = 0;
 
     if (enif_is_binary(env, t)) {
-        if (!enif_inspect_binary(env, t, &w))
+        if (!enif_inspect_binary(env, t, &w) || w.size > TEXT_BYTES_MAX)
             return -1;
         buf_put(b, w.data, w.size);
         return 0;
     }
     while (enif_get_list_cell(env, tail, &head, &tail)) {
-        if (!enif_inspect_binary(env, head, &w) || ++words > TOPIC_WORDS_MAX)
+        if (!enif_inspect_binary(env, head, &w) || ++words > TOPIC_WORDS_MAX ||
+            b->len + w.size > TEXT_BYTES_MAX)
             return -1;
         if (words > 1)
             buf_putc(b, '/');
@@ -113,28 +118,35 @@ fallback:
     return -1;
 }
 
+/* a JSON object key is always a string: bytes that are not clean UTF-8
+ * become "$base64:<base64>" (the {"$base64": ..} object is not a key) */
+static void json_key_bytes(buf_t *b, const char *p, size_t n)
+{
+    if (text_is_clean(p, n)) {
+        jw_string(b, p, n);
+        return;
+    }
+    buf_puts(b, "\"$base64:");
+    base64_put(b, (const unsigned char *)p, n);
+    buf_putc(b, '"');
+}
+
 static void json_key(ErlNifEnv *env, ERL_NIF_TERM k, buf_t *b)
 {
     char name[256];
     ErlNifBinary bin;
+    ErlNifSInt64 i;
 
     if (enif_is_atom(env, k) && atom_text(env, k, name, sizeof name) == 0) {
-        jw_string(b, name, strlen(name));
-    } else if (enif_inspect_binary(env, k, &bin) && text_is_clean((const char *)bin.data, bin.size)) {
-        jw_string(b, (const char *)bin.data, bin.size);
+        json_key_bytes(b, name, strlen(name));
     } else if (enif_inspect_binary(env, k, &bin)) {
-        buf_puts(b, "\"$base64:");
-        base64_put(b, bin.data, bin.size);
+        json_key_bytes(b, (const char *)bin.data, bin.size);
+    } else if (enif_get_int64(env, k, &i)) {
+        buf_putc(b, '"');
+        jw_int(b, i);
         buf_putc(b, '"');
     } else {
-        ErlNifSInt64 i;
-        if (enif_get_int64(env, k, &i)) {
-            buf_putc(b, '"');
-            jw_int(b, i);
-            buf_putc(b, '"');
-        } else {
-            jw_lit(b, "$term");
-        }
+        jw_lit(b, "$term");
     }
 }
 
@@ -299,7 +311,7 @@ static int get_text(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM t, span_t *s
 {
     ErlNifBinary bin;
 
-    if (enif_inspect_binary(env, t, &bin)) {
+    if (enif_inspect_binary(env, t, &bin) && bin.size <= TEXT_BYTES_MAX) {
         s->p = (const char *)bin.data;
         s->n = bin.size;
         s->present = 1;
@@ -320,11 +332,14 @@ static int get_subid(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM t, decoded_
     if (!enif_get_tuple(env, t, &arity, &e) || arity != 2)
         return -1;
     if (enif_inspect_binary(env, e[0], &bin)) {
+        if (bin.size > TEXT_BYTES_MAX)
+            return -1;
         buf_put(&d->mp, bin.data, bin.size);
     } else {
         tail = e[0];
         while (enif_get_list_cell(env, tail, &head, &tail)) {
-            if (!enif_get_int(env, head, &cp) || utf8_put(&d->mp, cp) < 0)
+            if (!enif_get_int(env, head, &cp) || utf8_put(&d->mp, cp) < 0 ||
+                d->mp.len > TEXT_BYTES_MAX)
                 return -1;
         }
         if (!enif_is_empty_list(env, tail))
@@ -409,6 +424,8 @@ static int put_subs(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM t, buf_t *b)
             return -1;
         }
         buf_putc(b, '}');
+        if (b->len > JSON_BYTES_MAX)
+            return -1;
     }
     if (!enif_is_empty_list(env, tail))
         return -1;
@@ -431,7 +448,7 @@ static int put_topic_list(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM t, dec
     buf_putc(&d->topics, '[');
     while (enif_get_list_cell(env, tail, &head, &tail)) {
         jw_sep(&d->topics, &first);
-        if (json_topic(env, head, &d->topics) < 0)
+        if (json_topic(env, head, &d->topics) < 0 || d->topics.len > JSON_BYTES_MAX)
             return -1;
     }
     if (!enif_is_empty_list(env, tail))
@@ -559,7 +576,7 @@ void decode_event(ErlNifEnv *env, const atoms_t *am, int hook,
                 buf_puts(&d->reason, name);
                 if (!d->reason.failed)
                     d->in.f[F_REASON] = span_of(&d->reason);
-            } else if (enif_inspect_binary(env, a, &bin)) {
+            } else if (enif_inspect_binary(env, a, &bin) && bin.size <= TEXT_BYTES_MAX) {
                 d->in.f[F_REASON].p = (const char *)bin.data;
                 d->in.f[F_REASON].n = bin.size;
                 d->in.f[F_REASON].present = 1;

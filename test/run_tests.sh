@@ -17,6 +17,11 @@ if [[ $out =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
 fi
 [ $rc -eq 0 ] || [[ $out =~ failed ]] || fail=$((fail + 1))
 
+echo "== fuzz corpus replay (test/fuzz/corpus: seeds and every crash found)"
+out=$("$BUILD/fuzz_regress" test/fuzz/corpus 2>&1); rc=$?
+echo "$out"
+if [ $rc -eq 0 ] && [[ $out =~ ([0-9]+)\ passed ]]; then pass=$((pass + BASH_REMATCH[1])); else fail=$((fail + 1)); fi
+
 echo "== PostgreSQL for the tests"
 PGDIR=$(mktemp -d /tmp/vmq_pgevents_test.XXXXXX)
 cleanup() { bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR"; }
@@ -26,6 +31,14 @@ export VMQ_PGEVENTS_TEST_PG=$PGDIR
 
 echo "== EUnit (real VM, real NIF, real PostgreSQL)"
 mods=$(ls "$BUILD"/test_ebin/*_tests.beam | xargs -n1 basename | sed 's/\.beam$//' | sort | paste -sd, -)
+# SANITIZE=1: the NIF is built with ASan/UBSan; their runtime must be the
+# first library in the VM
+if [ "${SANITIZE:-}" = 1 ]; then
+    export LD_PRELOAD=$(${CC:-cc} -print-file-name=libasan.so)
+    export ASAN_OPTIONS=detect_leaks=0:abort_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+    echo "   (sanitizers: LD_PRELOAD=$LD_PRELOAD)"
+fi
 erl -noshell -pa ebin -pa "$BUILD/test_ebin" -eval "
     logger:set_primary_config(level, warning),
     R = eunit:test([$mods], [verbose]),
