@@ -16,6 +16,12 @@ pkg-config --exists libpq 2>/dev/null || need+=(libpq-dev)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
 id postgres >/dev/null 2>&1 || need+=(postgresql)
+# `test/deps.sh ci`: also what .ci/run's checks use
+if [ "${1:-}" = ci ]; then
+    command -v valgrind >/dev/null || need+=(valgrind)
+    command -v clang >/dev/null || need+=(clang)
+    ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need+=(libclang-rt-14-dev)
+fi
 
 [ ${#need[@]} -eq 0 ] && exit 0
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)

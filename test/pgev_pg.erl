@@ -27,7 +27,9 @@ rows(Sql) ->
 
 run(Cmd, Args) ->
     Port = open_port({spawn_executable, os:find_executable("bash")},
-                     [{args, [Cmd | Args]}, exit_status, binary, stderr_to_stdout]),
+                     [{args, [Cmd | Args]}, exit_status, binary, stderr_to_stdout,
+                      %% SANITIZE=1 preloads ASan into the VM only, not its tools
+                      {env, [{"LD_PRELOAD", false}]}]),
     collect(Port, []).
 
 collect(Port, Acc) ->

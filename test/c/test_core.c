@@ -29,7 +29,7 @@ static int passed, failed;
 #define CHECK_MEM(got, gotlen, want)                                        \
     do {                                                                    \
         size_t wl_ = strlen(want);                                          \
-        if ((gotlen) == wl_ && memcmp((got), (want), wl_) == 0) {           \
+        if ((gotlen) == wl_ && (wl_ == 0 || memcmp((got), (want), wl_) == 0)) { \
             passed++;                                                       \
         } else {                                                            \
             failed++;                                                       \

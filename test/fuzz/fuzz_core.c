@@ -137,6 +137,7 @@ static void check_event(const uint8_t *d, size_t n)
     buf_t row;
     size_t cut[5], i, k, per;
     int first = 1;
+    uint8_t flags;
 
     if (n < 2)
         return;
@@ -148,6 +149,7 @@ static void check_event(const uint8_t *d, size_t n)
     in.has_conn = (d[1] >> 5) & 1;
     d += 2;
     n -= 2;
+    flags = n ? d[0] : 0;
     /* five text fields and the payload from consecutive slices */
     per = n / 6;
     for (k = 0; k < 5; k++)
@@ -157,11 +159,11 @@ static void check_event(const uint8_t *d, size_t n)
         memcpy(tstore[k], d + cut[k] - per, len);
         in.f[k].p = tstore[k];
         in.f[k].n = len;
-        in.f[k].present = (d[0] >> k) & 1 || k == 1;
+        in.f[k].present = (flags >> k) & 1 || k == 1;
     }
     in.f[F_REASON] = (span_t){(const char *)d + cut[3], per, (per & 1) != 0};
     in.f[F_PAYLOAD] = (span_t){(const char *)d + cut[4], n - cut[4], 1};
-    in.payload_size = n - cut[4] + (d[0] & 1);   /* sometimes "truncated" */
+    in.payload_size = n - cut[4] + (flags & 1);   /* sometimes "truncated" */
     /* JSON fields as the decoder builds them: strings through jw_string */
     buf_init(&props, NULL, 0);
     buf_init(&extra, NULL, 0);
@@ -179,7 +181,7 @@ static void check_event(const uint8_t *d, size_t n)
     jw_string(&topics, (const char *)d + 2 * per, n - 2 * per);
     buf_putc(&topics, ']');
     in.f[F_PROPERTIES] = (span_t){props.p, props.len, 1};
-    in.f[F_EXTRA] = (span_t){extra.p, extra.len, (d[0] & 2) != 0};
+    in.f[F_EXTRA] = (span_t){extra.p, extra.len, (flags & 2) != 0};
     in.f[F_TOPICS] = (span_t){topics.p, topics.len, 1};
     for (i = 0; i < 16; i++)
         in.peer_addr[i] = (uint8_t)(i * 17);
