@@ -43,6 +43,7 @@ typedef struct priv {
     /* guarded by mu */
     pthread_mutex_t mu;
     writer_t *w;
+    writer_status_t past;        /* counters of writers already stopped */
     ErlNifPid owner;
     int has_owner;
     char dsn_masked[512];
@@ -342,10 +343,22 @@ static void stop_writer(priv_t *p, int timeout_ms)
     w = p->w;
     p->w = NULL;
     pthread_mutex_unlock(&p->mu);
+    writer_status_t last;
+
     if (w)
-        writer_stop(w, timeout_ms); /* joins: the log callback may still run until then */
+        writer_stop(w, timeout_ms, &last); /* joins: the log callback may still run until then */
     pthread_mutex_lock(&p->mu);
     p->has_owner = 0;
+    if (w) {
+        p->past.written += last.written;
+        p->past.batches += last.batches;
+        p->past.dead_lettered += last.dead_lettered;
+        p->past.reconnects += last.reconnects;
+        p->past.discarded_at_stop += last.discarded_at_stop;
+        p->past.write_errors += last.write_errors;
+        p->past.last_write_us = last.last_write_us ? last.last_write_us : p->past.last_write_us;
+        memcpy(p->past.last_error, last.last_error, sizeof last.last_error);
+    }
     pthread_mutex_unlock(&p->mu);
 }
 
@@ -470,8 +483,19 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     memset(&ws, 0, sizeof ws);
     pthread_mutex_lock(&p->mu);
     running = p->w != NULL;
-    if (running)
+    if (running) {
         writer_get_status(p->w, &ws);
+    } else {
+        memcpy(ws.last_error, p->past.last_error, sizeof ws.last_error);
+        ws.last_write_us = p->past.last_write_us;
+    }
+    /* counters are for the life of this NIF instance, across writer restarts */
+    ws.written += p->past.written;
+    ws.batches += p->past.batches;
+    ws.dead_lettered += p->past.dead_lettered;
+    ws.reconnects += p->past.reconnects;
+    ws.discarded_at_stop += p->past.discarded_at_stop;
+    ws.write_errors += p->past.write_errors;
     memcpy(dsn, p->dsn_masked, sizeof dsn);
     pthread_mutex_unlock(&p->mu);
     queue_get_stats(&p->q, &qs);

@@ -701,7 +701,7 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     return w;
 }
 
-void writer_stop(writer_t *w, int timeout_ms)
+void writer_stop(writer_t *w, int timeout_ms, writer_status_t *final)
 {
     struct timespec dl;
 
@@ -723,6 +723,7 @@ void writer_stop(writer_t *w, int timeout_ms)
     pthread_mutex_lock(&w->q->mu);
     w->q->stop = 0;
     pthread_mutex_unlock(&w->q->mu);
+    writer_get_status(w, final);
     writer_free(w);
 }
 

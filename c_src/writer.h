@@ -46,8 +46,8 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
                        writer_log_fn log, void *log_ctx,
                        char *err, size_t errlen);
 /* Writes what is queued for at most timeout_ms, discards (and counts) the
- * rest, joins the thread and frees w. */
-void writer_stop(writer_t *w, int timeout_ms);
+ * rest, joins the thread and frees w. Its final status goes to *final. */
+void writer_stop(writer_t *w, int timeout_ms, writer_status_t *final);
 void writer_get_status(writer_t *w, writer_status_t *st);
 
 /* The connection string with any password replaced by ****; "" when it

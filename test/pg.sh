@@ -2,7 +2,10 @@
 # test/pg.sh - a private PostgreSQL server for the tests, `make run` and
 # `make bench`: data, unix socket and log all inside one directory, no TCP.
 #
-#   test/pg.sh init DIR [fast]   initdb into DIR (fast: fsync off, for tests)
+#   test/pg.sh init DIR [fast] [tls]
+#                                initdb into DIR (fast: fsync off, for tests;
+#                                tls: a test CA, server and client certificates
+#                                in DIR, TCP on 127.0.0.1 with TLS only)
 #   test/pg.sh start DIR         start and wait until it accepts connections
 #   test/pg.sh stop DIR          fast shutdown, waits
 #   test/pg.sh kill DIR          kill -9 the postmaster (fault tests)
@@ -33,9 +36,34 @@ as_owner() {
 superuser() {
     if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi
 }
+port() {
+    if [ -f "$dir/port" ]; then cat "$dir/port"; else echo 5432; fi
+}
+
+# test certificates: CA, server (localhost, 127.0.0.1), client (CN=vmq_cert)
+make_certs() {
+    local d=$1
+    openssl req -new -x509 -days 2 -nodes -subj "/CN=vmq_pgevents test CA" \
+        -keyout "$d/ca.key" -out "$d/ca.crt" 2>/dev/null
+    openssl req -new -nodes -subj "/CN=localhost" -keyout "$d/server.key" -out "$d/server.csr" 2>/dev/null
+    printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' >"$d/san.ext"
+    openssl x509 -req -in "$d/server.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -extfile "$d/san.ext" -out "$d/server.crt" 2>/dev/null
+    openssl req -new -nodes -subj "/CN=vmq_cert" -keyout "$d/client.key" -out "$d/client.csr" 2>/dev/null
+    openssl x509 -req -in "$d/client.csr" -CA "$d/ca.crt" -CAkey "$d/ca.key" -CAcreateserial \
+        -days 2 -out "$d/client.crt" 2>/dev/null
+    # a second CA the server's certificate does not chain to
+    openssl req -new -x509 -days 2 -nodes -subj "/CN=other CA" \
+        -keyout "$d/other_ca.key" -out "$d/other_ca.crt" 2>/dev/null
+    chmod 600 "$d"/*.key
+}
 
 case "$cmd" in
 init)
+    fast=0 tls=0
+    for o in "$@"; do
+        case "$o" in fast) fast=1 ;; tls) tls=1 ;; esac
+    done
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     chmod 700 "$dir"
@@ -48,11 +76,33 @@ init)
         echo "shared_buffers = 128MB"
         # fast (tests): fsync off survives a killed server, not a machine crash.
         # Never synchronous_commit = off: a killed server would lose acknowledged rows.
-        if [ "${1:-}" = fast ]; then echo "fsync = off"; fi
+        if [ $fast = 1 ]; then echo "fsync = off"; fi
     } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    if [ $tls = 1 ]; then
+        p=$(( (RANDOM % 20000) + 30000 ))
+        while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+        echo "$p" >"$dir/port"
+        make_certs "$dir"
+        cp "$dir/server.key" "$dir/server.crt" "$dir/ca.crt" "$dir/data/"
+        [ "$(id -u)" = 0 ] && chown postgres: "$dir"/data/server.* "$dir"/data/ca.crt
+        {
+            echo "listen_addresses = '127.0.0.1'"
+            echo "port = $p"
+            echo "ssl = on"
+            echo "ssl_cert_file = 'server.crt'"
+            echo "ssl_key_file = 'server.key'"
+            echo "ssl_ca_file = 'ca.crt'"
+        } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+        # TLS only over TCP; the role vmq_cert must present its client certificate
+        { echo "hostssl all vmq_cert 127.0.0.1/32 cert"
+          echo "hostssl all all 127.0.0.1/32 trust"
+          echo "hostnossl all all 127.0.0.1/32 reject"
+          cat "$dir/data/pg_hba.conf"; } >"$dir/hba.new"
+        as_owner cp "$dir/hba.new" "$dir/data/pg_hba.conf"
+    fi
     ;;
 start)
-    if "$BIN/pg_isready" -q -h "$dir" -p 5432; then exit 0; fi
+    if "$BIN/pg_isready" -q -h "$dir" -p "$(port)"; then exit 0; fi
     as_owner "$BIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null \
         || { tail -n 20 "$dir/server.log" >&2; exit 1; }
     ;;
@@ -75,14 +125,14 @@ kill)
             sleep 0.05
         done
         # a dead (or zombie, where nothing reaps it) postmaster leaves its lock
-        rm -f "$dir/data/postmaster.pid" "$dir/.s.PGSQL.5432" "$dir/.s.PGSQL.5432.lock"
+        rm -f "$dir/data/postmaster.pid" "$dir/.s.PGSQL.$(port)" "$dir/.s.PGSQL.$(port).lock"
     fi
     ;;
 dsn)
-    echo "host=$dir port=5432 user=$(superuser) dbname=postgres"
+    echo "host=$dir port=$(port) user=$(superuser) dbname=postgres"
     ;;
 psql)
-    psql -X -v ON_ERROR_STOP=1 -h "$dir" -p 5432 -U "$(superuser)" -d postgres "$@"
+    psql -X -v ON_ERROR_STOP=1 -h "$dir" -p "$(port)" -U "$(superuser)" -d postgres "$@"
     ;;
 *)
     echo "pg.sh: unknown command $cmd" >&2; exit 2

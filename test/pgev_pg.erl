@@ -4,6 +4,7 @@
 -module(pgev_pg).
 
 -export([dir/0, dsn/0, start/0, stop/0, kill/0, sql/1, rows/1, json_decode/1]).
+-export([pg/2, sql/2]).
 
 dir() ->
     case os:getenv("VMQ_PGEVENTS_TEST_PG") of
@@ -17,8 +18,13 @@ stop() -> run("test/pg.sh", ["stop", dir()]), ok.
 kill() -> run("test/pg.sh", ["kill", dir()]), ok.
 
 %% psql -At: raw output
-sql(Sql) ->
-    run("test/pg.sh", ["psql", dir(), "-At", "-c", Sql]).
+sql(Sql) -> sql(dir(), Sql).
+sql(Dir, Sql) ->
+    run("test/pg.sh", ["psql", Dir, "-At", "-c", Sql]).
+
+%% test/pg.sh Cmd Dir Args... for a server of the test's own
+pg(Cmd, [Dir | Args]) ->
+    run("test/pg.sh", [Cmd, Dir | Args]).
 
 %% one map per row, in the query's order
 rows(Sql) ->

@@ -58,7 +58,7 @@ postgres_down_at_start_test_() ->
             pgev_app:start(T),
             publish(500),
             timer:sleep(200),
-            #{state := disconnected, pending := 500, written := 0, last_error := Err} =
+            #{state := disconnected, pending := 500, last_error := Err} =
                 vmq_pgevents:status(),
             ?assertNotEqual(<<>>, Err),
             pgev_pg:start(),
