@@ -14,10 +14,13 @@
 #include <time.h>
 
 #include "atoms.h"
+#include "buf.h"
 #include "event.h"
+#include "filter.h"
 #include "hooks.h"
 #include "queue.h"
 #include "terms.h"
+#include "text.h"
 #include "writer.h"
 
 #define ARGS_MAX 8
@@ -26,6 +29,10 @@
 #define DEFAULT_BATCH 5000
 #define DEFAULT_PAYLOAD_MAX 65536
 #define UNLOAD_STOP_MS 2000
+#define PAYLOAD_FULL_MAX (256u * 1024 * 1024)
+#define FILTER_WORDS_MAX 64
+
+enum payload_mode { PM_TRUNCATED, PM_NONE, PM_FULL };
 
 typedef struct priv {
     atoms_t am;
@@ -34,16 +41,24 @@ typedef struct priv {
     queue_t q;
     int64_t incarnation;
 
+    int topic_arg[HOOK_COUNT];   /* argument index of the topic, -1: none */
+    int subid_arg[HOOK_COUNT];   /* argument index of the subscriber id */
+
     /* read on the hook path without a lock */
     uint64_t enabled;            /* bit per hook id */
     size_t payload_max;
+    uint8_t payload_mode[HOOK_COUNT];
+    filters_t *filters;          /* published with release; NULL: no filter */
     uint64_t recorded[HOOK_COUNT], dropped[HOOK_COUNT], malformed[HOOK_COUNT];
+    uint64_t filtered[HOOK_COUNT];
     uint64_t rejected;           /* unknown hook or arity */
 
     /* guarded by mu */
     pthread_mutex_t mu;
     writer_t *w;
     writer_status_t past;        /* counters of writers already stopped */
+    size_t batch_size, json_max;
+    int flush_interval_ms;
     ErlNifPid owner;
     int has_owner;
     char dsn_masked[512];
@@ -71,6 +86,62 @@ static ERL_NIF_TERM error_msg(ErlNifEnv *env, const priv_t *p, const char *msg)
 }
 
 /* ---- the hook path ---------------------------------------------------- */
+
+/* the mountpoint of a subscriber id as UTF-8 into buf; -1 when unreadable */
+static int subid_mountpoint(ErlNifEnv *env, ERL_NIF_TERM subid, char *buf, size_t cap, size_t *n)
+{
+    const ERL_NIF_TERM *e;
+    ERL_NIF_TERM head, tail;
+    ErlNifBinary bin;
+    int arity, cp;
+    buf_t b;
+
+    if (!enif_get_tuple(env, subid, &arity, &e) || arity != 2)
+        return -1;
+    if (enif_inspect_binary(env, e[0], &bin)) {
+        if (bin.size > cap)
+            return -1;
+        memcpy(buf, bin.data, bin.size);
+        *n = bin.size;
+        return 0;
+    }
+    buf_init(&b, buf, cap);
+    tail = e[0];
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        if (!enif_get_int(env, head, &cp) || b.len + 4 > cap || utf8_put(&b, cp) < 0)
+            return -1;
+    }
+    *n = b.len;
+    return enif_is_empty_list(env, tail) ? 0 : -1;
+}
+
+/* 1: record this call; 0: a filter leaves it out. Arguments of an
+ * unexpected shape pass (they are recorded and marked malformed). */
+static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, int hook,
+                          const ERL_NIF_TERM *args)
+{
+    if (f->nmountpoints && p->subid_arg[hook] >= 0) {
+        char mp[256];
+        size_t n;
+        if (subid_mountpoint(env, args[p->subid_arg[hook]], mp, sizeof mp, &n) == 0 &&
+            !filters_mountpoint_ok(f, mp, n))
+            return 0;
+    }
+    if ((f->ninclude || f->nexclude) && p->topic_arg[hook] >= 0) {
+        span_t words[FILTER_WORDS_MAX];
+        ERL_NIF_TERM head, tail = args[p->topic_arg[hook]];
+        ErlNifBinary w;
+        size_t n = 0;
+        while (enif_get_list_cell(env, tail, &head, &tail)) {
+            if (n == FILTER_WORDS_MAX || !enif_inspect_binary(env, head, &w))
+                return 1;
+            words[n++] = (span_t){(const char *)w.data, w.size, 1};
+        }
+        if (enif_is_empty_list(env, tail) && n > 0)
+            return filters_topic_ok(f, words, n);
+    }
+    return 1;
+}
 
 static int find_hook(const priv_t *p, ERL_NIF_TERM name, unsigned arity)
 {
@@ -107,6 +178,13 @@ static ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         goto unknown;
     if (!(__atomic_load_n(&p->enabled, __ATOMIC_RELAXED) & (1ull << hook)))
         return p->am.am_disabled;
+    {
+        const filters_t *f = __atomic_load_n(&p->filters, __ATOMIC_ACQUIRE);
+        if (f && !passes_filters(env, p, f, hook, args)) {
+            __atomic_fetch_add(&p->filtered[hook], 1, __ATOMIC_RELAXED);
+            return p->am.am_filtered;
+        }
+    }
     if (queue_full_hint(&p->q)) {
         queue_drop(&p->q);
         __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
@@ -118,8 +196,15 @@ static ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         d.in.conn_id = conn;
         d.in.has_conn = 1;
     }
-    decode_event(env, &p->am, hook, args,
-                 __atomic_load_n(&p->payload_max, __ATOMIC_RELAXED), &d);
+    {
+        size_t pmax;
+        switch (__atomic_load_n(&p->payload_mode[hook], __ATOMIC_RELAXED)) {
+        case PM_NONE: pmax = 0; break;
+        case PM_FULL: pmax = PAYLOAD_FULL_MAX; break;
+        default: pmax = __atomic_load_n(&p->payload_max, __ATOMIC_RELAXED);
+        }
+        decode_event(env, &p->am, hook, args, pmax, &d);
+    }
     bad = d.malformed != 0;
     ev = event_build(&d.in);
     decoded_free(&d);
@@ -197,10 +282,129 @@ static int get_num(ErlNifEnv *env, ERL_NIF_TERM map, ERL_NIF_TERM key,
     ERL_NIF_TERM v;
 
     if (!enif_get_map_value(env, map, key, &v))
-        return 0; /* keep the default */
+        return 0; /* keep the current value */
     if (!enif_get_int64(env, v, out) || *out < lo || *out > hi)
         return -1;
     return 0;
+}
+
+/* payload_modes: #{Hook => none | truncated | full}; unnamed hooks keep theirs */
+static int payload_modes(ErlNifEnv *env, const priv_t *p, ERL_NIF_TERM m, uint8_t *modes)
+{
+    ErlNifMapIterator it;
+    ERL_NIF_TERM k, v;
+    int i, ok = 1;
+
+    if (!enif_map_iterator_create(env, m, &it, ERL_NIF_MAP_ITERATOR_FIRST))
+        return -1;
+    while (ok && enif_map_iterator_get_pair(env, &it, &k, &v)) {
+        int mode = enif_is_identical(v, p->am.am_none) ? PM_NONE
+                   : enif_is_identical(v, p->am.am_full) ? PM_FULL
+                   : enif_is_identical(v, p->am.am_truncated) ? PM_TRUNCATED : -1;
+        int found = 0;
+        for (i = 0; i < HOOK_COUNT; i++) {
+            if (enif_is_identical(p->hook_atom[i], k)) {
+                modes[i] = (uint8_t)mode;
+                found = 1;
+            }
+        }
+        ok = found && mode >= 0;
+        enif_map_iterator_next(env, &it);
+    }
+    enif_map_iterator_destroy(env, &it);
+    return ok ? 0 : -1;
+}
+
+/* the keys that may change while running; everything absent stays as is */
+typedef struct runtime_cfg {
+    uint64_t mask;
+    ErlNifSInt64 batch, flush_ms, qmax, qbytes, pmax, jmax;
+    uint8_t modes[HOOK_COUNT];
+    filters_t *filters;          /* new set, or NULL: unchanged */
+} runtime_cfg_t;
+
+static const char *parse_runtime(ErlNifEnv *env, priv_t *p, ERL_NIF_TERM m, runtime_cfg_t *rc,
+                                 char *err, size_t errlen)
+{
+    ERL_NIF_TERM v;
+    queue_stats_t qs;
+    char *inc, *exc, *mps;
+    int mi, me, mm;
+
+    queue_get_stats(&p->q, &qs);
+    rc->mask = __atomic_load_n(&p->enabled, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->mu);
+    rc->batch = (ErlNifSInt64)p->batch_size;
+    rc->flush_ms = p->flush_interval_ms;
+    rc->jmax = (ErlNifSInt64)p->json_max;
+    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_lock(&p->q.mu);
+    rc->qmax = (ErlNifSInt64)p->q.max_events;
+    rc->qbytes = (ErlNifSInt64)p->q.max_bytes;
+    pthread_mutex_unlock(&p->q.mu);
+    rc->pmax = (ErlNifSInt64)__atomic_load_n(&p->payload_max, __ATOMIC_RELAXED);
+    memcpy(rc->modes, p->payload_mode, sizeof rc->modes);
+    rc->filters = NULL;
+
+    if (get_num(env, m, p->am.am_batch_size, 1, 1000000, &rc->batch) < 0)
+        return "batch_size must be an integer from 1 to 1000000";
+    if (get_num(env, m, p->am.am_flush_interval_ms, 1, 3600000, &rc->flush_ms) < 0)
+        return "flush_interval_ms must be an integer from 1 to 3600000";
+    if (get_num(env, m, p->am.am_queue_max_events, 1, INT64_MAX, &rc->qmax) < 0)
+        return "queue_max_events must be a positive integer";
+    if (get_num(env, m, p->am.am_queue_max_bytes, 1, INT64_MAX, &rc->qbytes) < 0)
+        return "queue_max_bytes must be a positive integer";
+    if (get_num(env, m, p->am.am_payload_max_bytes, 0, PAYLOAD_FULL_MAX, &rc->pmax) < 0)
+        return "payload_max_bytes must be an integer from 0 to 268435456";
+    if (get_num(env, m, p->am.am_payload_json_max_bytes, 0, PAYLOAD_FULL_MAX, &rc->jmax) < 0)
+        return "payload_json_max_bytes must be an integer from 0 to 268435456";
+    if (enif_get_map_value(env, m, p->am.am_hooks, &v) && hooks_mask(env, p, v, &rc->mask) < 0)
+        return "hooks must be 'all' or a list of hook names";
+    if (enif_get_map_value(env, m, p->am.am_payload_modes, &v) &&
+        (!enif_is_map(env, v) || payload_modes(env, p, v, rc->modes) < 0))
+        return "payload_modes must map hook names to none, truncated or full";
+    inc = get_cstr(env, m, p->am.am_topic_include, &mi);
+    exc = get_cstr(env, m, p->am.am_topic_exclude, &me);
+    mps = get_cstr(env, m, p->am.am_mountpoints, &mm);
+    if (!mi || !me || !mm) {
+        if (mi || me || mm || !inc || !exc || !mps) {
+            free(inc);
+            free(exc);
+            free(mps);
+            return "topic_include, topic_exclude and mountpoints go together, as strings";
+        }
+        rc->filters = filters_parse(inc, exc, mps, err, errlen);
+        free(inc);
+        free(exc);
+        free(mps);
+        if (!rc->filters)
+            return err;
+    }
+    return NULL;
+}
+
+static void apply_runtime(priv_t *p, runtime_cfg_t *rc)
+{
+    int i;
+
+    queue_set_limits(&p->q, (size_t)rc->qmax, (size_t)rc->qbytes, (size_t)rc->batch);
+    __atomic_store_n(&p->payload_max, (size_t)rc->pmax, __ATOMIC_RELAXED);
+    for (i = 0; i < HOOK_COUNT; i++)
+        __atomic_store_n(&p->payload_mode[i], rc->modes[i], __ATOMIC_RELAXED);
+    __atomic_store_n(&p->enabled, rc->mask, __ATOMIC_RELAXED);
+    pthread_mutex_lock(&p->mu);
+    p->batch_size = (size_t)rc->batch;
+    p->flush_interval_ms = (int)rc->flush_ms;
+    p->json_max = (size_t)rc->jmax;
+    if (p->w)
+        writer_tune(p->w, p->batch_size, p->flush_interval_ms, p->json_max);
+    if (rc->filters) {
+        /* readers may still hold the old set: keep it until unload */
+        rc->filters->retired = p->filters;
+        __atomic_store_n(&p->filters, rc->filters, __ATOMIC_RELEASE);
+        rc->filters = NULL;
+    }
+    pthread_mutex_unlock(&p->mu);
 }
 
 static void log_to_owner(void *ctx, int level, const char *msg)
@@ -230,23 +434,41 @@ out:
     pthread_mutex_unlock(&p->mu);
 }
 
+/* configure(Config :: map()) -> ok | {error, Message}: the run-time keys */
+static ERL_NIF_TERM nif_configure(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    runtime_cfg_t rc;
+    const char *bad;
+    char err[256];
+
+    (void)argc;
+    if (!enif_is_map(env, argv[0]))
+        return enif_make_badarg(env);
+    bad = parse_runtime(env, p, argv[0], &rc, err, sizeof err);
+    if (bad)
+        return error_msg(env, p, bad);
+    apply_runtime(p, &rc);
+    return p->am.am_ok;
+}
+
 /* start(Config :: map(), Owner :: pid()) -> ok | {error, Message} */
 static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     priv_t *p = enif_priv_data(env);
     writer_config_t cfg;
+    runtime_cfg_t rc;
     char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL;
-    ErlNifSInt64 batch = DEFAULT_BATCH, flush_ms = 200, qmax = DEFAULT_QUEUE_EVENTS,
-                 qbytes = DEFAULT_QUEUE_BYTES, pmax = DEFAULT_PAYLOAD_MAX,
-                 jmax = DEFAULT_PAYLOAD_MAX, bmin = 100, bmax = 5000;
-    ERL_NIF_TERM hv, result;
-    uint64_t mask = p->enabled;
+    ErlNifSInt64 bmin = 100, bmax = 5000;
+    ERL_NIF_TERM result;
     int missing, schema_missing;
     char err[256];
     const char *bad = NULL;
     ErlNifPid owner;
+    writer_t *w;
 
     (void)argc;
+    memset(&rc, 0, sizeof rc);
     if (!enif_is_map(env, argv[0]) || !enif_get_local_pid(env, argv[1], &owner))
         return enif_make_badarg(env);
 
@@ -262,27 +484,14 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     node = get_cstr(env, argv[0], p->am.am_node, &missing);
     if (!bad && !node)
         bad = "node must be a string";
-    if (!bad && get_num(env, argv[0], p->am.am_batch_size, 1, 1000000, &batch) < 0)
-        bad = "batch_size must be an integer from 1 to 1000000";
-    if (!bad && get_num(env, argv[0], p->am.am_flush_interval_ms, 1, 3600000, &flush_ms) < 0)
-        bad = "flush_interval_ms must be an integer from 1 to 3600000";
-    if (!bad && get_num(env, argv[0], p->am.am_queue_max_events, 1, INT64_MAX, &qmax) < 0)
-        bad = "queue_max_events must be a positive integer";
-    if (!bad && get_num(env, argv[0], p->am.am_queue_max_bytes, 1, INT64_MAX, &qbytes) < 0)
-        bad = "queue_max_bytes must be a positive integer";
-    if (!bad && get_num(env, argv[0], p->am.am_payload_max_bytes, 0, 268435456, &pmax) < 0)
-        bad = "payload_max_bytes must be an integer from 0 to 268435456";
-    if (!bad && get_num(env, argv[0], p->am.am_payload_json_max_bytes, 0, 268435456, &jmax) < 0)
-        bad = "payload_json_max_bytes must be an integer from 0 to 268435456";
     if (!bad && get_num(env, argv[0], p->am.am_backoff_min_ms, 1, 600000, &bmin) < 0)
         bad = "backoff_min_ms must be an integer from 1 to 600000";
     if (!bad && get_num(env, argv[0], p->am.am_backoff_max_ms, 1, 3600000, &bmax) < 0)
         bad = "backoff_max_ms must be an integer from 1 to 3600000";
-    if (!bad && enif_get_map_value(env, argv[0], p->am.am_hooks, &hv) &&
-        hooks_mask(env, p, hv, &mask) < 0)
-        bad = "hooks must be 'all' or a list of hook names";
     if (!bad && conninfo_check(dsn) < 0)
         bad = "dsn is not a valid libpq connection string or URI";
+    if (!bad)
+        bad = parse_runtime(env, p, argv[0], &rc, err, sizeof err);
     if (bad) {
         result = error_msg(env, p, bad);
         goto out;
@@ -294,37 +503,34 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         result = error_tuple(env, p, p->am.am_already_started);
         goto out;
     }
-    queue_set_limits(&p->q, (size_t)qmax, (size_t)qbytes, (size_t)batch);
-    __atomic_store_n(&p->payload_max, (size_t)pmax, __ATOMIC_RELAXED);
-    __atomic_store_n(&p->enabled, mask, __ATOMIC_RELAXED);
     p->owner = owner;
     p->has_owner = 1;
     conninfo_masked(dsn, p->dsn_masked, sizeof p->dsn_masked);
+    pthread_mutex_unlock(&p->mu);
+    apply_runtime(p, &rc);
+
     cfg.conninfo = dsn;
     cfg.table = table;
     cfg.schema_sql = schema;
     cfg.node = node;
     cfg.incarnation = p->incarnation;
-    cfg.batch_size = (size_t)batch;
-    cfg.flush_interval_ms = (int)flush_ms;
-    cfg.json_max = (size_t)jmax;
+    cfg.batch_size = (size_t)rc.batch;
+    cfg.flush_interval_ms = (int)rc.flush_ms;
+    cfg.json_max = (size_t)rc.jmax;
     cfg.backoff_min_ms = (int)bmin;
     cfg.backoff_max_ms = (int)bmax;
-    /* the writer logs through log_to_owner, which takes mu: start it
-     * after releasing mu would race a stop, so hold mu only to publish w */
-    pthread_mutex_unlock(&p->mu);
-    {
-        writer_t *w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
-        if (!w) {
-            result = error_msg(env, p, err);
-            goto out;
-        }
-        pthread_mutex_lock(&p->mu);
-        p->w = w;
-        pthread_mutex_unlock(&p->mu);
+    /* the writer logs through log_to_owner, which takes mu: not held here */
+    w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
+    if (!w) {
+        result = error_msg(env, p, err);
+        goto out;
     }
+    pthread_mutex_lock(&p->mu);
+    p->w = w;
+    pthread_mutex_unlock(&p->mu);
     result = p->am.am_ok;
 out:
+    filters_free(rc.filters);
     if (dsn) {
         memset(dsn, 0, strlen(dsn));
         free(dsn);
@@ -356,6 +562,13 @@ static void stop_writer(priv_t *p, int timeout_ms)
         p->past.reconnects += last.reconnects;
         p->past.discarded_at_stop += last.discarded_at_stop;
         p->past.write_errors += last.write_errors;
+        {
+            int i;
+            for (i = 0; i < HOOK_COUNT; i++) {
+                p->past.written_hook[i] += last.written_hook[i];
+                p->past.dead_hook[i] += last.dead_hook[i];
+            }
+        }
         p->past.last_write_us = last.last_write_us ? last.last_write_us : p->past.last_write_us;
         memcpy(p->past.last_error, last.last_error, sizeof last.last_error);
     }
@@ -431,16 +644,18 @@ static ERL_NIF_TERM text_bin(ErlNifEnv *env, const char *s)
     return bin;
 }
 
-/* per hook name (all arities together): #{Hook => #{recorded, dropped, malformed}} */
-static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p)
+/* per hook name (all arities together): #{Hook => #{recording, payload_mode,
+ * recorded, dropped, malformed, filtered, written, dead_lettered}} */
+static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p, const writer_status_t *ws)
 {
     ERL_NIF_TERM map = enif_make_new_map(env);
+    uint64_t enabled = __atomic_load_n(&p->enabled, __ATOMIC_RELAXED);
     int i, j;
 
     for (i = 0; i < HOOK_COUNT; i++) {
-        uint64_t rec = 0, drop = 0, mal = 0;
-        ERL_NIF_TERM k[3], v[3], inner;
-        int seen = 0;
+        uint64_t c[6] = {0};
+        ERL_NIF_TERM k[8], v[8], inner, mode;
+        int seen = 0, on = 0;
         for (j = 0; j < i; j++)
             if (enif_is_identical(p->hook_atom[j], p->hook_atom[i]))
                 seen = 1;
@@ -449,17 +664,28 @@ static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p)
         for (j = i; j < HOOK_COUNT; j++) {
             if (!enif_is_identical(p->hook_atom[j], p->hook_atom[i]))
                 continue;
-            rec += __atomic_load_n(&p->recorded[j], __ATOMIC_RELAXED);
-            drop += __atomic_load_n(&p->dropped[j], __ATOMIC_RELAXED);
-            mal += __atomic_load_n(&p->malformed[j], __ATOMIC_RELAXED);
+            c[0] += __atomic_load_n(&p->recorded[j], __ATOMIC_RELAXED);
+            c[1] += __atomic_load_n(&p->dropped[j], __ATOMIC_RELAXED);
+            c[2] += __atomic_load_n(&p->malformed[j], __ATOMIC_RELAXED);
+            c[3] += __atomic_load_n(&p->filtered[j], __ATOMIC_RELAXED);
+            c[4] += ws->written_hook[j];
+            c[5] += ws->dead_hook[j];
+            on |= (enabled >> j) & 1;
         }
-        k[0] = p->am.am_recorded;
-        v[0] = make_u64(env, rec);
-        k[1] = p->am.am_dropped;
-        v[1] = make_u64(env, drop);
-        k[2] = p->am.am_malformed;
-        v[2] = make_u64(env, mal);
-        enif_make_map_from_arrays(env, k, v, 3, &inner);
+        switch (__atomic_load_n(&p->payload_mode[i], __ATOMIC_RELAXED)) {
+        case PM_NONE: mode = p->am.am_none; break;
+        case PM_FULL: mode = p->am.am_full; break;
+        default: mode = p->am.am_truncated;
+        }
+        k[0] = p->am.am_recorded;      v[0] = make_u64(env, c[0]);
+        k[1] = p->am.am_dropped;       v[1] = make_u64(env, c[1]);
+        k[2] = p->am.am_malformed;     v[2] = make_u64(env, c[2]);
+        k[3] = p->am.am_filtered;      v[3] = make_u64(env, c[3]);
+        k[4] = p->am.am_written;       v[4] = make_u64(env, c[4]);
+        k[5] = p->am.am_dead_lettered; v[5] = make_u64(env, c[5]);
+        k[6] = p->am.am_recording;     v[6] = on ? p->am.am_true : p->am.am_false;
+        k[7] = p->am.am_payload_mode;  v[7] = mode;
+        enif_make_map_from_arrays(env, k, v, 8, &inner);
         enif_make_map_put(env, map, p->hook_atom[i], inner, &map);
     }
     return map;
@@ -471,7 +697,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     priv_t *p = enif_priv_data(env);
     writer_status_t ws;
     queue_stats_t qs;
-    ERL_NIF_TERM k[24], v[24], state, map;
+    ERL_NIF_TERM k[32], v[32], state, map;
     char dsn[512];
     int n = 0, running, i;
     uint64_t malformed_total = 0;
@@ -496,6 +722,10 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     ws.reconnects += p->past.reconnects;
     ws.discarded_at_stop += p->past.discarded_at_stop;
     ws.write_errors += p->past.write_errors;
+    for (i = 0; i < HOOK_COUNT; i++) {
+        ws.written_hook[i] += p->past.written_hook[i];
+        ws.dead_hook[i] += p->past.dead_hook[i];
+    }
     memcpy(dsn, p->dsn_masked, sizeof dsn);
     pthread_mutex_unlock(&p->mu);
     queue_get_stats(&p->q, &qs);
@@ -531,7 +761,13 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(last_error, text_bin(env, ws.last_error));
     PUT(malformed, make_u64(env, malformed_total));
     PUT(rejected, make_u64(env, __atomic_load_n(&p->rejected, __ATOMIC_RELAXED)));
-    PUT(per_hook, per_hook(env, p));
+    {
+        int64_t oldest = qs.oldest_us;
+        if (ws.inflight_oldest_us && (!oldest || ws.inflight_oldest_us < oldest))
+            oldest = ws.inflight_oldest_us;
+        PUT(oldest_age_us, enif_make_int64(env, oldest ? wall_us() - oldest : 0));
+    }
+    PUT(per_hook, per_hook(env, p, &ws));
 #undef PUT
     if (!enif_make_map_from_arrays(env, k, v, (unsigned)n, &map))
         return error_tuple(env, p, p->am.am_badconfig);
@@ -552,9 +788,15 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
     ATOM_LIST(ATOM_INIT)
 #undef ATOM_INIT
     for (i = 0; i < HOOK_COUNT; i++) {
+        const char *r = hook_defs[i].roles, *t = strchr(r, 'T'), *sub = strchr(r, 'S');
         p->hook_atom[i] = enif_make_atom(env, hook_defs[i].name);
-        p->hook_arity[i] = (unsigned)strlen(hook_defs[i].roles);
+        p->hook_arity[i] = (unsigned)strlen(r);
+        p->topic_arg[i] = t ? (int)(t - r) : -1;
+        p->subid_arg[i] = sub ? (int)(sub - r) : -1;
     }
+    p->batch_size = DEFAULT_BATCH;
+    p->flush_interval_ms = 200;
+    p->json_max = DEFAULT_PAYLOAD_MAX;
     if (queue_init(&p->q, DEFAULT_QUEUE_EVENTS, DEFAULT_QUEUE_BYTES, DEFAULT_BATCH) != 0)
         goto out_free;
     if (pthread_mutex_init(&p->mu, NULL) != 0)
@@ -586,6 +828,11 @@ static void unload(ErlNifEnv *env, void *priv_data)
     (void)env;
     stop_writer(p, UNLOAD_STOP_MS);
     queue_destroy(&p->q);
+    while (p->filters) {
+        filters_t *next = p->filters->retired;
+        filters_free(p->filters);
+        p->filters = next;
+    }
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
@@ -593,6 +840,7 @@ static void unload(ErlNifEnv *env, void *priv_data)
 static ErlNifFunc nif_funcs[] = {
     {"event", 3, nif_event, 0},
     {"start", 2, nif_start, 0},
+    {"configure", 1, nif_configure, 0},
     {"stop", 1, nif_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"set_hooks", 1, nif_set_hooks, 0},
     {"flush", 0, nif_flush, 0},

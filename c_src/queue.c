@@ -161,5 +161,6 @@ void queue_get_stats(queue_t *q, queue_stats_t *st)
     st->peak_bytes = q->peak_bytes;
     st->last_seq = q->last_seq;
     st->dropped = q->dropped;
+    st->oldest_us = q->head ? q->head->ts_us : 0;
     pthread_mutex_unlock(&q->mu);
 }

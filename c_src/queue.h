@@ -53,6 +53,7 @@ void queue_request_stop(queue_t *q);
 typedef struct queue_stats {
     size_t count, bytes, peak_count, peak_bytes;
     uint64_t last_seq, dropped;
+    int64_t oldest_us;         /* ts of the queue's first event, 0: empty */
 } queue_stats_t;
 void queue_get_stats(queue_t *q, queue_stats_t *st);
 

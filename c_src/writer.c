@@ -414,12 +414,19 @@ static event_t *drop_front(event_t *list, size_t n)
     return list;
 }
 
-static void count_written(writer_t *w, size_t n)
+/* the first n events of list are in the table */
+static void count_written(writer_t *w, const event_t *list, size_t n)
 {
+    const event_t *ev;
+    size_t i;
+
     pthread_mutex_lock(&w->smu);
+    for (ev = list, i = 0; ev && i < n; ev = ev->next, i++)
+        w->st.written_hook[ev->hook]++;
     w->st.written += n;
     w->st.batches++;
     w->st.inflight -= n;
+    w->st.inflight_oldest_us = ev ? ev->ts_us : 0;
     w->st.last_write_us = now_us();
     pthread_mutex_unlock(&w->smu);
 }
@@ -430,7 +437,9 @@ static void dead_letter(writer_t *w, event_t *ev, const char *err)
 
     pthread_mutex_lock(&w->smu);
     n = ++w->st.dead_lettered;
+    w->st.dead_hook[ev->hook]++;
     w->st.inflight--;
+    w->st.inflight_oldest_us = ev->next ? ev->next->ts_us : 0;
     pthread_mutex_unlock(&w->smu);
     if (n <= 10 || n % 1000 == 0)
         wlog(w, WLOG_ERROR,
@@ -460,18 +469,18 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next)
                 skip++;
             if (skip) {
+                count_written(w, batch, skip);
                 batch = drop_front(batch, skip);
                 *n -= skip;
-                count_written(w, skip);
                 continue;
             }
             w->resume_check = 0;
         }
         rc = copy_events(w, batch, k, err, sizeof err);
         if (rc == W_OK) {
+            count_written(w, batch, k);
             batch = drop_front(batch, k);
             *n -= k;
-            count_written(w, k);
             chunk = *n;
         } else if (rc == W_DATA) {
             if (k == 1) {
@@ -510,14 +519,18 @@ static void *writer_main(void *arg)
         int past = 0, stopping = stop_requested(w, &past);
 
         if (!batch) {
-            batch = queue_pop(w->q, w->cfg.batch_size, stopping ? 0 : w->cfg.flush_interval_ms, &n);
+            batch = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED),
+                              stopping ? 0 : __atomic_load_n(&w->cfg.flush_interval_ms, __ATOMIC_RELAXED),
+                              &n);
             if (!batch) {
                 if (stopping)
                     break;
                 continue;
             }
+            w->copy.json_max = __atomic_load_n(&w->cfg.json_max, __ATOMIC_RELAXED);
             pthread_mutex_lock(&w->smu);
             w->st.inflight = n;
+            w->st.inflight_oldest_us = batch->ts_us;
             pthread_mutex_unlock(&w->smu);
         }
         if (stopping && past) {
@@ -534,6 +547,7 @@ static void *writer_main(void *arg)
             pthread_mutex_lock(&w->smu);
             w->st.discarded_at_stop += rest;
             w->st.inflight = 0;
+            w->st.inflight_oldest_us = 0;
             pthread_mutex_unlock(&w->smu);
             wlog(w, WLOG_ERROR,
                  "stop timeout reached: %zu events could not be written and are lost", rest);
@@ -732,4 +746,11 @@ void writer_get_status(writer_t *w, writer_status_t *st)
     pthread_mutex_lock(&w->smu);
     *st = w->st;
     pthread_mutex_unlock(&w->smu);
+}
+
+void writer_tune(writer_t *w, size_t batch_size, int flush_interval_ms, size_t json_max)
+{
+    __atomic_store_n(&w->cfg.batch_size, batch_size, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->cfg.flush_interval_ms, flush_interval_ms, __ATOMIC_RELAXED);
+    __atomic_store_n(&w->cfg.json_max, json_max, __ATOMIC_RELAXED);
 }

@@ -11,6 +11,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "hooks.h"
 #include "queue.h"
 
 enum writer_log_level { WLOG_INFO, WLOG_WARNING, WLOG_ERROR };
@@ -34,7 +35,9 @@ typedef struct writer_status {
     int state;
     uint64_t written, batches, dead_lettered, reconnects, discarded_at_stop;
     uint64_t write_errors;
+    uint64_t written_hook[HOOK_COUNT], dead_hook[HOOK_COUNT];
     size_t inflight;
+    int64_t inflight_oldest_us; /* ts of the first event in hand, 0: none */
     int64_t last_write_us;    /* wall clock of the last commit, 0: none */
     char last_error[256];
 } writer_status_t;
@@ -49,6 +52,9 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
  * rest, joins the thread and frees w. Its final status goes to *final. */
 void writer_stop(writer_t *w, int timeout_ms, writer_status_t *final);
 void writer_get_status(writer_t *w, writer_status_t *st);
+/* Changes batch size, flush interval and the JSON check limit of a
+ * running writer (any thread; read by the writer at its next batch). */
+void writer_tune(writer_t *w, size_t batch_size, int flush_interval_ms, size_t json_max);
 
 /* The connection string with any password replaced by ****; "" when it
  * cannot be parsed. Writes at most n bytes, always terminated. */

@@ -3,7 +3,7 @@
 %% map the NIF's start/2 takes. All validation messages name the key.
 -module(vmq_pgevents_config).
 
--export([read/0, parse_hooks/1, hook_names/0]).
+-export([read/0, runtime/0, runtime_keys/0, parse_hooks/1, hook_names/0]).
 
 -define(APP, vmq_pgevents).
 
@@ -25,7 +25,11 @@ read() ->
                     backoff_min_ms => int(backoff_min_ms, 1),
                     backoff_max_ms => int(backoff_max_ms, 1),
                     stop_timeout_ms => int(stop_timeout_ms, 0),
-                    conn_table_max => int(conn_table_max, 0)},
+                    conn_table_max => int(conn_table_max, 0),
+                    payload_modes => payload_modes(),
+                    topic_include => text(topic_include, env(topic_include, "")),
+                    topic_exclude => text(topic_exclude, env(topic_exclude, "$SYS/#")),
+                    mountpoints => text(mountpoints, env(mountpoints, ""))},
         Config = case AutoCreate of
                      true -> Config0#{schema_sql => schema_sql()};
                      false -> Config0
@@ -34,6 +38,55 @@ read() ->
     catch
         throw:{config, Msg} -> {error, iolist_to_binary(Msg)}
     end.
+
+%% The keys that can change while the plugin runs (vmq-admin set), as the
+%% NIF's configure/1 takes them.
+-spec runtime_keys() -> [atom()].
+runtime_keys() ->
+    [hooks, batch_size, flush_interval_ms, queue_max_events, queue_max_bytes,
+     payload_max_bytes, payload_json_max_bytes, payload_mode, payload_modes,
+     topic_include, topic_exclude, mountpoints].
+
+-spec runtime() -> {ok, map()} | {error, binary()}.
+runtime() ->
+    case read() of
+        {ok, C} ->
+            {ok, maps:with([hooks, batch_size, flush_interval_ms, queue_max_events,
+                            queue_max_bytes, payload_max_bytes, payload_json_max_bytes,
+                            payload_modes, topic_include, topic_exclude, mountpoints], C)};
+        Error -> Error
+    end.
+
+%% payload_mode (default for every hook) + payload_modes ("on_deliver:none,...")
+%% -> #{Hook => none | truncated | full} for every hook
+payload_modes() ->
+    Default = mode(payload_mode, env(payload_mode, truncated)),
+    Overrides = case env(payload_modes, "") of
+                    M when is_map(M) -> maps:to_list(M);
+                    L when is_list(L); is_binary(L) ->
+                        [case string:split(string:trim(Item), ":") of
+                             [H, Mo] -> {string:trim(H), string:trim(Mo)};
+                             _ -> throw({config, io_lib:format("payload_modes: expected hook:mode, got ~ts",
+                                                               [Item])})
+                         end || Item <- string:lexemes(unicode:characters_to_list(L), ","),
+                                string:trim(Item) =/= ""];
+                    Other -> throw({config, io_lib:format("payload_modes: ~0p", [Other])})
+                end,
+    Known = hook_names(),
+    Base = maps:from_list([{H, Default} || H <- Known]),
+    lists:foldl(fun({H, Mo}, Acc) ->
+                        Acc#{hook_name(H, Known) => mode(payload_modes, Mo)}
+                end, Base, Overrides).
+
+mode(_, M) when M =:= none; M =:= truncated; M =:= full -> M;
+mode(K, M) when is_list(M); is_binary(M) ->
+    case string:lowercase(unicode:characters_to_list(M)) of
+        "none" -> none;
+        "truncated" -> truncated;
+        "full" -> full;
+        _ -> mode(K, bad)
+    end;
+mode(K, M) -> throw({config, io_lib:format("~ts: expected none, truncated or full, got ~0p", [K, M])}).
 
 %% hooks: all | "all" | "on_publish,on_deliver" | [on_publish, "on_deliver"]
 -spec parse_hooks(term()) -> all | [atom()].

@@ -2,7 +2,7 @@
 %% Only vmq_pgevents (hooks) and vmq_pgevents_server call these.
 -module(vmq_pgevents_nif).
 
--export([event/3, start/2, stop/1, set_hooks/1, flush/0, status/0, hooks/0]).
+-export([event/3, start/2, configure/1, stop/1, set_hooks/1, flush/0, status/0, hooks/0]).
 -export([priv_dir/0]).
 -on_load(init/0).
 
@@ -20,6 +20,9 @@ event(_Hook, _Args, _ConnId) -> erlang:nif_error(not_loaded).
 
 -spec start(map(), pid()) -> ok | {error, binary() | atom()}.
 start(_Config, _Owner) -> erlang:nif_error(not_loaded).
+
+-spec configure(map()) -> ok | {error, binary()}.
+configure(_Config) -> erlang:nif_error(not_loaded).
 
 -spec stop(non_neg_integer()) -> ok.
 stop(_TimeoutMs) -> erlang:nif_error(not_loaded).

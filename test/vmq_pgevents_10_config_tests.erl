@@ -13,7 +13,9 @@ mappings() ->
 
 app_defaults() ->
     {ok, [{application, vmq_pgevents, P}]} = file:consult("erl_src/vmq_pgevents.app.src"),
-    proplists:delete(vmq_plugin_hooks, proplists:get_value(env, P)).
+    %% everything but what VerneMQ itself reads
+    [KV || {K, _} = KV <- proplists:get_value(env, P),
+           K =/= vmq_plugin_hooks, K =/= vmq_metrics_mfa].
 
 %% what cuttlefish hands to the application for a datatype
 to_app(string, V) -> V;
@@ -22,7 +24,9 @@ to_app(integer, V) -> list_to_integer(V);
 to_app(flag, on) -> true;
 to_app(flag, off) -> false;
 to_app(flag, "on") -> true;
-to_app(flag, "off") -> false.
+to_app(flag, "off") -> false;
+to_app({enum, Allowed}, V) when is_atom(V) -> true = lists:member(V, Allowed), V;
+to_app({enum, Allowed}, V) -> to_app({enum, Allowed}, list_to_atom(V)).
 
 every_key_mapped_test() ->
     M = mappings(),
@@ -49,7 +53,10 @@ conf_values_test() ->
             {"vmq_pgevents.auto_create", "off"},
             {"vmq_pgevents.hooks", "on_publish,on_deliver, on_deliver_m5"},
             {"vmq_pgevents.batch_size", "1000"},
-            {"vmq_pgevents.payload_max_bytes", "0"}],
+            {"vmq_pgevents.payload_max_bytes", "0"},
+            {"vmq_pgevents.payload_mode", "none"},
+            {"vmq_pgevents.payload_modes", "on_publish:full, on_deliver:truncated"},
+            {"vmq_pgevents.topic_exclude", "$SYS/#,secret/+/x"}],
     M = mappings(),
     _ = application:load(vmq_pgevents),
     try
@@ -62,7 +69,9 @@ conf_values_test() ->
         ?assertMatch(#{dsn := <<"postgresql://vmq:pw@db.example/mqtt">>, table := <<"mqtt_events">>,
                        hooks := [on_deliver, on_deliver_m5, on_publish], batch_size := 1000,
                        payload_max_bytes := 0}, C),
-        ?assertNot(maps:is_key(schema_sql, C))
+        ?assertNot(maps:is_key(schema_sql, C)),
+        #{payload_modes := Modes, topic_exclude := <<"$SYS/#,secret/+/x">>} = C,
+        ?assertMatch(#{on_publish := full, on_deliver := truncated, on_register := none}, Modes)
     after
         application:unload(vmq_pgevents)
     end.

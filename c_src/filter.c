@@ -1,0 +1,221 @@
+/* filter.c - topic and mountpoint filters (see filter.h). */
+#include "filter.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int word_is(const span_t *w, const char *lit)
+{
+    size_t n = strlen(lit);
+    return w->n == n && memcmp(w->p, lit, n) == 0;
+}
+
+int topic_matches(const topic_filter_t *f, const span_t *words, size_t nwords)
+{
+    size_t i;
+
+    if (nwords && words[0].n && words[0].p[0] == '$' && f->nwords &&
+        (word_is(&f->words[0], "+") || word_is(&f->words[0], "#")))
+        return 0;
+    for (i = 0; i < f->nwords; i++) {
+        const span_t *fw = &f->words[i];
+        if (word_is(fw, "#"))
+            return 1;
+        if (i >= nwords)
+            return 0;
+        if (word_is(fw, "+"))
+            continue;
+        if (fw->n != words[i].n || memcmp(fw->p, words[i].p, fw->n) != 0)
+            return 0;
+    }
+    return i == nwords;
+}
+
+int filters_topic_ok(const filters_t *f, const span_t *words, size_t nwords)
+{
+    size_t i;
+    int in = f->ninclude == 0;
+
+    for (i = 0; !in && i < f->ninclude; i++)
+        in = topic_matches(&f->include[i], words, nwords);
+    if (!in)
+        return 0;
+    for (i = 0; i < f->nexclude; i++)
+        if (topic_matches(&f->exclude[i], words, nwords))
+            return 0;
+    return 1;
+}
+
+int filters_mountpoint_ok(const filters_t *f, const char *mp, size_t n)
+{
+    size_t i;
+
+    if (f->nmountpoints == 0)
+        return 1;
+    for (i = 0; i < f->nmountpoints; i++)
+        if (f->mountpoints[i].n == n && (n == 0 || memcmp(f->mountpoints[i].p, mp, n) == 0))
+            return 1;
+    return 0;
+}
+
+/* trims spaces around [*s, *e) */
+static void trim(const char **s, const char **e)
+{
+    while (*s < *e && (**s == ' ' || **s == '\t'))
+        (*s)++;
+    while (*e > *s && ((*e)[-1] == ' ' || (*e)[-1] == '\t'))
+        (*e)--;
+}
+
+static size_t count_items(const char *list)
+{
+    size_t n = 0;
+    const char *p = list, *e;
+
+    while (*p) {
+        const char *s = p;
+        e = strchr(p, ',');
+        if (!e)
+            e = p + strlen(p);
+        trim(&s, &e);
+        if (e > s)
+            n++;
+        p = *e == ',' ? e + 1 : e;
+        while (*p == ',' || *p == ' ')
+            p++;
+    }
+    return n;
+}
+
+/* splits a comma-separated list of topic filters; words point into text */
+static int parse_topics(char *text, topic_filter_t **out, size_t *nout, char *err, size_t errlen)
+{
+    size_t n = count_items(text), k = 0;
+    char *p = text;
+    topic_filter_t *fs;
+
+    *out = NULL;
+    *nout = 0;
+    if (n == 0)
+        return 0;
+    fs = calloc(n, sizeof *fs);
+    if (!fs)
+        return -1;
+    while (*p && k < n) {
+        const char *s = p, *e = strchr(p, ',');
+        size_t w = 1, i;
+        const char *c;
+        if (!e)
+            e = p + strlen(p);
+        p = (char *)(*e == ',' ? e + 1 : e);
+        trim(&s, &e);
+        if (e == s)
+            continue;
+        for (c = s; c < e; c++)
+            if (*c == '/')
+                w++;
+        fs[k].words = calloc(w, sizeof(span_t));
+        if (!fs[k].words)
+            goto fail;
+        fs[k].nwords = w;
+        for (i = 0, c = s; i < w; i++) {
+            const char *we = memchr(c, '/', (size_t)(e - c));
+            if (!we)
+                we = e;
+            fs[k].words[i] = (span_t){c, (size_t)(we - c), 1};
+            /* + and # stand alone; # only last */
+            if ((memchr(c, '+', (size_t)(we - c)) && we - c != 1) ||
+                (memchr(c, '#', (size_t)(we - c)) && (we - c != 1 || i != w - 1))) {
+                snprintf(err, errlen, "not a valid MQTT topic filter: %.*s", (int)(e - s), s);
+                k++;
+                goto fail;
+            }
+            c = we + 1;
+        }
+        k++;
+    }
+    *out = fs;
+    *nout = k;
+    return 0;
+fail:
+    while (k--)
+        free(fs[k].words);
+    free(fs);
+    return -1;
+}
+
+static int parse_mountpoints(char *text, span_t **out, size_t *nout)
+{
+    size_t n = count_items(text), k = 0;
+    char *p = text;
+    span_t *m;
+
+    *out = NULL;
+    *nout = 0;
+    if (n == 0)
+        return 0;
+    m = calloc(n, sizeof *m);
+    if (!m)
+        return -1;
+    while (*p && k < n) {
+        const char *s = p, *e = strchr(p, ',');
+        if (!e)
+            e = p + strlen(p);
+        p = (char *)(*e == ',' ? e + 1 : e);
+        trim(&s, &e);
+        if (e == s)
+            continue;
+        if (e - s == 7 && memcmp(s, "default", 7) == 0)
+            m[k++] = (span_t){"", 0, 1};
+        else
+            m[k++] = (span_t){s, (size_t)(e - s), 1};
+    }
+    *out = m;
+    *nout = k;
+    return 0;
+}
+
+filters_t *filters_parse(const char *include, const char *exclude, const char *mountpoints,
+                         char *err, size_t errlen)
+{
+    size_t li = strlen(include), le = strlen(exclude), lm = strlen(mountpoints);
+    filters_t *f = calloc(1, sizeof *f);
+
+    snprintf(err, errlen, "out of memory");
+    if (!f)
+        return NULL;
+    /* three NUL-terminated copies in one block */
+    f->text = malloc(li + le + lm + 3);
+    if (!f->text)
+        goto fail;
+    memcpy(f->text, include, li + 1);
+    memcpy(f->text + li + 1, exclude, le + 1);
+    memcpy(f->text + li + le + 2, mountpoints, lm + 1);
+    if (parse_topics(f->text, &f->include, &f->ninclude, err, errlen) < 0 ||
+        parse_topics(f->text + li + 1, &f->exclude, &f->nexclude, err, errlen) < 0 ||
+        parse_mountpoints(f->text + li + le + 2, &f->mountpoints, &f->nmountpoints) < 0)
+        goto fail;
+    err[0] = '\0';
+    return f;
+fail:
+    filters_free(f);
+    return NULL;
+}
+
+void filters_free(filters_t *f)
+{
+    size_t i;
+
+    if (!f)
+        return;
+    for (i = 0; i < f->ninclude; i++)
+        free(f->include[i].words);
+    for (i = 0; i < f->nexclude; i++)
+        free(f->exclude[i].words);
+    free(f->include);
+    free(f->exclude);
+    free(f->mountpoints);
+    free(f->text);
+    free(f);
+}
