@@ -22,7 +22,8 @@
     X(last_write_us) X(last_error) X(dsn_masked) X(incarnation)             \
     X(recorded) X(malformed) X(rejected) X(per_hook) X(filtered)            \
     X(recording) X(payload_mode) X(payload_modes) X(none) X(truncated)      \
-    X(full) X(topic_include) X(topic_exclude) X(mountpoints) X(oldest_age_us)
+    X(full) X(topic_include) X(topic_exclude) X(mountpoints) X(oldest_age_us)  \
+    X(last_batch_us)
 
 typedef struct atoms {
 #define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;

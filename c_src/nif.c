@@ -758,6 +758,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(write_errors, make_u64(env, ws.write_errors));
     PUT(reconnects, make_u64(env, ws.reconnects));
     PUT(last_write_us, enif_make_int64(env, ws.last_write_us));
+    PUT(last_batch_us, enif_make_int64(env, ws.last_batch_us));
     PUT(last_error, text_bin(env, ws.last_error));
     PUT(malformed, make_u64(env, malformed_total));
     PUT(rejected, make_u64(env, __atomic_load_n(&p->rejected, __ATOMIC_RELAXED)));

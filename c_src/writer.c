@@ -458,6 +458,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
 
     while (batch) {
         size_t k = chunk < *n ? chunk : *n;
+        int64_t t0;
         int rc;
 
         if (w->resume_check) {
@@ -476,8 +477,12 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             }
             w->resume_check = 0;
         }
+        t0 = now_us();
         rc = copy_events(w, batch, k, err, sizeof err);
         if (rc == W_OK) {
+            pthread_mutex_lock(&w->smu);
+            w->st.last_batch_us = now_us() - t0;
+            pthread_mutex_unlock(&w->smu);
             count_written(w, batch, k);
             batch = drop_front(batch, k);
             *n -= k;

@@ -39,6 +39,7 @@ typedef struct writer_status {
     size_t inflight;
     int64_t inflight_oldest_us; /* ts of the first event in hand, 0: none */
     int64_t last_write_us;    /* wall clock of the last commit, 0: none */
+    int64_t last_batch_us;    /* how long the last committed COPY took */
     char last_error[256];
 } writer_status_t;
 

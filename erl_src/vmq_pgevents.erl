@@ -27,7 +27,8 @@
          on_session_expired/1,
          on_message_drop/3]).
 %% operator API
--export([status/0, flush/1, set_hooks/1]).
+-export([status/0, flush/1, set_hooks/1, enable/1, disable/1, hooks_overridden/0,
+         reconfigure/0]).
 
 -define(C, vmq_pgevents_conn).
 -define(DELIVER5, '$vmq_pgevents_deliver_m5').
@@ -161,9 +162,54 @@ wait_flushed(Before, Deadline) ->
     end.
 
 %% @doc Which hooks are recorded from now on: all, or a list of names.
+%% A run-time choice: it holds until the plugin restarts, when the
+%% configured `hooks' apply again.
 -spec set_hooks(term()) -> ok | {error, term()}.
 set_hooks(Hooks) ->
     try vmq_pgevents_config:parse_hooks(Hooks) of
-        Parsed -> vmq_pgevents_nif:set_hooks(Parsed)
+        Parsed ->
+            persistent_term:put({?MODULE, hooks_overridden}, true),
+            vmq_pgevents_nif:set_hooks(Parsed)
     catch throw:{config, Msg} -> {error, iolist_to_binary(Msg)}
+    end.
+
+%% @doc Starts recording a hook (every arity), or `all'.
+-spec enable(atom() | string()) -> ok | {error, term()}.
+enable(Hook) -> switch(Hook, true).
+
+%% @doc Stops recording a hook (every arity), or `all'.
+-spec disable(atom() | string()) -> ok | {error, term()}.
+disable(Hook) -> switch(Hook, false).
+
+switch(Hook, On) ->
+    try
+        Names = case vmq_pgevents_config:parse_hooks(Hook) of
+                    all -> vmq_pgevents_config:hook_names();
+                    L -> L
+                end,
+        #{per_hook := Per} = vmq_pgevents_nif:status(),
+        Now = [H || {H, #{recording := true}} <- maps:to_list(Per)],
+        set_hooks(case On of
+                      true -> lists:usort(Now ++ Names);
+                      false -> Now -- Names
+                  end)
+    catch throw:{config, Msg} -> {error, iolist_to_binary(Msg)}
+    end.
+
+%% @doc true when enable/disable/set_hooks changed what the configuration says.
+-spec hooks_overridden() -> boolean().
+hooks_overridden() ->
+    persistent_term:get({?MODULE, hooks_overridden}, false).
+
+%% @doc Applies the run-time keys of the application environment (after
+%% `vmq-admin set vmq_pgevents.KEY=VALUE'); a run-time hook choice stays.
+-spec reconfigure() -> ok | {error, binary()}.
+reconfigure() ->
+    case vmq_pgevents_config:runtime() of
+        {ok, C} ->
+            vmq_pgevents_nif:configure(case hooks_overridden() of
+                                           true -> maps:remove(hooks, C);
+                                           false -> C
+                                       end);
+        Error -> Error
     end.

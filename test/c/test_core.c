@@ -8,6 +8,7 @@
 #include "buf.h"
 #include "copy.h"
 #include "event.h"
+#include "filter.h"
 #include "hooks.h"
 #include "jsonw.h"
 #include "queue.h"
@@ -307,8 +308,71 @@ static void test_conninfo(void)
     CHECK(out[0] == '\0');
 }
 
+static int match(const char *filter, const char *topic)
+{
+    char err[128];
+    filters_t *f = filters_parse(filter, "", "", err, sizeof err);
+    span_t words[16];
+    size_t n = 0;
+    const char *p = topic, *e;
+    int r;
+
+    if (!f)
+        return -1;
+    for (;;) {
+        e = strchr(p, '/');
+        words[n++] = (span_t){p, e ? (size_t)(e - p) : strlen(p), 1};
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    r = topic_matches(&f->include[0], words, n);
+    filters_free(f);
+    return r;
+}
+
+static void test_filters(void)
+{
+    char err[128];
+    filters_t *f;
+    span_t sys[2] = {{"$SYS", 4, 1}, {"broker", 6, 1}};
+    span_t ab[2] = {{"a", 1, 1}, {"b", 1, 1}};
+
+    CHECK(match("a/b", "a/b") == 1);
+    CHECK(match("a/b", "a/c") == 0);
+    CHECK(match("a/+", "a/b") == 1);
+    CHECK(match("a/+", "a/b/c") == 0);
+    CHECK(match("a/#", "a/b/c") == 1);
+    CHECK(match("a/#", "a") == 1);            /* # includes the parent */
+    CHECK(match("#", "a/b") == 1);
+    CHECK(match("#", "$SYS/x") == 0);         /* no wildcard match on $ topics */
+    CHECK(match("+/x", "$SYS/x") == 0);
+    CHECK(match("$SYS/#", "$SYS/x") == 1);
+    CHECK(match("a//b", "a//b") == 1);        /* empty words */
+    CHECK(match("+/+", "a/") == 1);
+    CHECK(match("a/b/c", "a/b") == 0);
+    CHECK(filters_parse("a/#/b", "", "", err, sizeof err) == NULL && strstr(err, "a/#/b"));
+    CHECK(filters_parse("a+/b", "", "", err, sizeof err) == NULL);
+
+    f = filters_parse(" a/#, c ", "$SYS/#", "default, tenant1", err, sizeof err);
+    CHECK(f && f->ninclude == 2 && f->nexclude == 1 && f->nmountpoints == 2);
+    if (f) {
+        CHECK(filters_topic_ok(f, ab, 2));
+        CHECK(!filters_topic_ok(f, sys, 2));
+        CHECK(!filters_topic_ok(f, &ab[1], 1));   /* "b": not included */
+        CHECK(filters_mountpoint_ok(f, "", 0));
+        CHECK(filters_mountpoint_ok(f, "tenant1", 7));
+        CHECK(!filters_mountpoint_ok(f, "tenant2", 7));
+        filters_free(f);
+    }
+    f = filters_parse("", "", "", err, sizeof err);
+    CHECK(f && filters_topic_ok(f, sys, 2) && filters_mountpoint_ok(f, "x", 1));
+    filters_free(f);
+}
+
 int main(void)
 {
+    test_filters();
     test_text();
     test_base64();
     test_buf_growth();

@@ -1,0 +1,116 @@
+%% @doc `vmq-admin pgevents ...' through clique, as vmq_webhooks_cli does:
+%%   show | status | enable hook=H | disable hook=H | flush
+%% and `vmq-admin set vmq_pgevents.KEY=VALUE' for the run-time keys.
+%% The tables and texts are built by plain functions (show_rows/2,
+%% status_rows/2, switch_text/3), tested without clique.
+-module(vmq_pgevents_cli).
+
+-export([register_cli/0]).
+-export([show_rows/2, status_rows/2, switch_text/3, usage/0]).
+
+-define(CMD, ["vmq-admin", "pgevents"]).
+
+register_cli() ->
+    Keys = ["vmq_pgevents." ++ atom_to_list(K) || K <- vmq_pgevents_config:runtime_keys()],
+    [clique:register_config([K], fun config_changed/2) || K <- Keys],
+    ok = clique:register_config_whitelist(Keys),
+    clique:register_usage(?CMD, usage()),
+    clique:register_command(?CMD ++ ["show"], [], [],
+                            fun(_, [], []) ->
+                                    [clique_status:table(show_rows(vmq_pgevents:status(),
+                                                                   vmq_pgevents:hooks_overridden()))];
+                               (_, _, _) -> usage_alert()
+                            end),
+    clique:register_command(?CMD ++ ["status"], [], [],
+                            fun(_, [], []) ->
+                                    [clique_status:table(status_rows(vmq_pgevents:status(),
+                                                                     vmq_pgevents_server:written_per_second()))];
+                               (_, _, _) -> usage_alert()
+                            end),
+    [clique:register_command(?CMD ++ [atom_to_list(Op)], [hook_keyspec()], [],
+                             fun(_, [{hook, H}], []) ->
+                                     R = vmq_pgevents:Op(H),
+                                     [clique_status:text(switch_text(Op, H, R))];
+                                (_, _, _) -> usage_alert()
+                             end) || Op <- [enable, disable]],
+    clique:register_command(?CMD ++ ["flush"], [], [],
+                            fun(_, [], []) ->
+                                    case vmq_pgevents:flush(30000) of
+                                        {ok, N} -> [clique_status:text(io_lib:format("wrote ~b rows", [N]))];
+                                        {error, timeout} ->
+                                            [clique_status:alert([clique_status:text(
+                                               "not everything was written within 30 s (see status)")])]
+                                    end;
+                               (_, _, _) -> usage_alert()
+                            end),
+    ok.
+
+config_changed(_Key, _Value) ->
+    vmq_pgevents:reconfigure(),
+    ok.
+
+hook_keyspec() ->
+    {hook, [{typecast, fun(H) when is_list(H) ->
+                               case H =:= "all" orelse
+                                   lists:member(H, [atom_to_list(K) || K <- vmq_pgevents_config:hook_names()]) of
+                                   true -> H;
+                                   false -> {error, {invalid_value, H}}
+                               end;
+                          (H) -> {error, {invalid_value, H}}
+                       end}]}.
+
+usage_alert() ->
+    [clique_status:alert([clique_status:text(usage())])].
+
+usage() ->
+    ["vmq-admin pgevents <sub-command>\n\n",
+     "  Record VerneMQ hook events in PostgreSQL.\n\n",
+     "  Sub-commands:\n",
+     "    show                 hooks: recording, written, dropped, payload mode\n",
+     "    status               connection, queue, last error, rows written/s\n",
+     "    enable hook=<Hook>   start recording a hook (or hook=all) until restart\n",
+     "    disable hook=<Hook>  stop recording a hook (or hook=all) until restart\n",
+     "    flush                write what is queued now\n\n",
+     "  vmq-admin set vmq_pgevents.<key>=<value> changes batch_size, flush_interval_ms,\n",
+     "  queue_max_events, queue_max_bytes, payload_max_bytes, payload_json_max_bytes,\n",
+     "  payload_mode, payload_modes, topic_include, topic_exclude, mountpoints, hooks\n",
+     "  while running (not persisted).\n"].
+
+%% hook | recording | written | dropped | payload mode (one row per hook)
+-spec show_rows(map(), boolean()) -> [[{atom(), term()}]].
+show_rows(#{per_hook := Per}, Overridden) ->
+    Note = case Overridden of true -> " (run-time)"; false -> "" end,
+    [[{hook, atom_to_list(H)},
+      {recording, case R of true -> "on" ++ Note; false -> "off" ++ Note end},
+      {written, W}, {dropped, D}, {payload_mode, atom_to_list(M)}]
+     || {H, #{recording := R, written := W, dropped := D, payload_mode := M}}
+            <- lists:sort(maps:to_list(Per))].
+
+%% one row per figure: name | value
+-spec status_rows(map(), number()) -> [[{atom(), term()}]].
+status_rows(S, PerSecond) ->
+    Dsn = case maps:get(dsn_masked, S) of <<>> -> "libpq defaults (PG* environment)"; D -> binary_to_list(D) end,
+    Rows = [{"connection", atom_to_list(maps:get(state, S))},
+            {"dsn", Dsn},
+            {"queued events", maps:get(pending, S)},
+            {"queued bytes", maps:get(queued_bytes, S)},
+            {"spool", "none (not implemented; see README, What is guaranteed)"},
+            {"oldest unwritten event", io_lib:format("~.3f s", [maps:get(oldest_age_us, S) / 1.0e6])},
+            {"written", maps:get(written, S)},
+            {"written per second (last minute)", io_lib:format("~.1f", [float(PerSecond)])},
+            {"dropped (queue full)", maps:get(dropped, S)},
+            {"dead-lettered", maps:get(dead_lettered, S)},
+            {"reconnects", maps:get(reconnects, S)},
+            {"last error", case maps:get(last_error, S) of <<>> -> "-"; E -> binary_to_list(E) end}],
+    [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].
+
+to_text(V) when is_integer(V) -> integer_to_list(V);
+to_text(V) -> V.
+
+-spec switch_text(enable | disable, string(), ok | {error, term()}) -> iolist().
+switch_text(Op, H, ok) ->
+    io_lib:format("~ts: ~ts. This run-time setting overrides the configured hooks "
+                  "until the plugin restarts.",
+                  [H, case Op of enable -> "recording"; disable -> "not recording" end]);
+switch_text(_, H, {error, Why}) ->
+    io_lib:format("~ts: ~ts", [H, Why]).

@@ -1,0 +1,48 @@
+%% @doc Metrics for VerneMQ (`vmq-admin metrics show', Prometheus): the
+%% app env vmq_metrics_mfa points here, and VerneMQ calls metrics/0 when
+%% it collects. Each entry is {Type, Labels, UniqueId, Name, Description,
+%% Value}, as vmq_metrics:pluggable_metrics/0 takes them.
+-module(vmq_pgevents_metrics).
+
+-export([metrics/0, from_status/1]).
+
+metrics() ->
+    try from_status(vmq_pgevents_nif:status())
+    catch _:_ -> []
+    end.
+
+-spec from_status(map()) -> [tuple()].
+from_status(S = #{per_hook := PerHook}) ->
+    Hooks = lists:sort(maps:keys(PerHook)),
+    PerHookMetrics =
+        [{counter, [{hook, atom_to_list(H)}], id(Name, H), Name, Desc, maps:get(Key, maps:get(H, PerHook))}
+         || {Key, Name, Desc} <- [{recorded, pgevents_recorded, <<"Events recorded (queued for writing)">>},
+                                  {written, pgevents_written, <<"Events written to PostgreSQL">>},
+                                  {dropped, pgevents_dropped, <<"Events dropped: the queue was full">>},
+                                  {dead_lettered, pgevents_dead_lettered, <<"Rows PostgreSQL refused">>},
+                                  {filtered, pgevents_filtered, <<"Events left out by topic or mountpoint filters">>},
+                                  {malformed, pgevents_malformed, <<"Events with arguments of an unexpected shape">>}],
+            H <- Hooks],
+    Connected = case maps:get(state, S) of connected -> 1; _ -> 0 end,
+    PerHookMetrics ++
+        [{gauge, [], pgevents_connected, pgevents_connected,
+          <<"1 when the writer is connected to PostgreSQL">>, Connected},
+         {gauge, [], pgevents_queue_events, pgevents_queue_events,
+          <<"Events waiting to be written (queued and in the batch being written)">>, maps:get(pending, S)},
+         {gauge, [], pgevents_queue_bytes, pgevents_queue_bytes,
+          <<"Bytes in the in-memory queue">>, maps:get(queued_bytes, S)},
+         {gauge, [], pgevents_oldest_unwritten_age_us, pgevents_oldest_unwritten_age_us,
+          <<"Age of the oldest event not yet written, microseconds">>, maps:get(oldest_age_us, S)},
+         {gauge, [], pgevents_write_latency_us, pgevents_write_latency_us,
+          <<"Duration of the last committed COPY, microseconds">>, maps:get(last_batch_us, S)},
+         {counter, [], pgevents_reconnects, pgevents_reconnects,
+          <<"Connections made to PostgreSQL">>, maps:get(reconnects, S)},
+         {counter, [], pgevents_write_errors, pgevents_write_errors,
+          <<"Failed connects and writes">>, maps:get(write_errors, S)},
+         {counter, [], pgevents_discarded_at_stop, pgevents_discarded_at_stop,
+          <<"Events unwritten when the plugin stopped">>, maps:get(discarded_at_stop, S)},
+         {counter, [], pgevents_rejected, pgevents_rejected,
+          <<"Calls of an unknown hook or arity">>, maps:get(rejected, S)}].
+
+id(Name, Hook) ->
+    list_to_atom(atom_to_list(Name) ++ "_" ++ atom_to_list(Hook)).

@@ -1,0 +1,142 @@
+%% @doc Operating it like a VerneMQ plugin: the vmq-admin commands (through
+%% the clique stand-in in test/clique.erl), vmq-admin set for run-time keys,
+%% metrics after a known sequence of events, and the filters: topic
+%% include/exclude ($SYS/# excluded by default), mountpoints, payload modes.
+-module(vmq_pgevents_70_operate_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+-define(S, {"", <<"op">>}).
+
+with_plugin(Table, Env, Fun) ->
+    clique:reset(),
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table),
+    pgev_app:start(Table, Env),
+    try Fun() after pgev_app:stop() end.
+
+hooks_of(Table) ->
+    pgev_app:flush(),
+    [maps:get(<<"hook">>, R) || R <- pgev_app:rows(Table)].
+
+registration_test_() ->
+    {timeout, 60, fun() ->
+        with_plugin("op_registration", [], fun() ->
+            R = clique:registered(),
+            Cmds = lists:sort([lists:last(C) || {command, C, _, _, _} <- R]),
+            ?assertEqual(["disable", "enable", "flush", "show", "status"], Cmds),
+            ?assertEqual([["vmq-admin", "pgevents"]], [C || {usage, C, _} <- R]),
+            [{whitelist, White}] = [W || {whitelist, _} = W <- R],
+            ?assertEqual(lists:sort(["vmq_pgevents." ++ atom_to_list(K)
+                                     || K <- vmq_pgevents_config:runtime_keys()]), lists:sort(White)),
+            %% every whitelisted key has its callback; dsn and table do not change at run time
+            ?assertEqual(lists:sort(White), lists:sort([K || {config, [K], _} <- R])),
+            ?assertNot(lists:member("vmq_pgevents.dsn", White))
+        end)
+    end}.
+
+commands_test_() ->
+    {timeout, 60, fun() ->
+        T = "op_commands",
+        with_plugin(T, [], fun() ->
+            ShowRow = fun(H) ->
+                              [{table, Sh}] = clique:run(["vmq-admin", "pgevents", "show"]),
+                              hd([maps:from_list(Rw) || Rw <- Sh, proplists:get_value(hook, Rw) =:= H])
+                      end,
+            #{written := Deliv0, recording := "on"} = ShowRow("on_deliver"),
+            #{written := Pub0} = ShowRow("on_publish"),
+            [{text, Off}] = clique:run(["vmq-admin", "pgevents", "disable", "hook=on_deliver"]),
+            ?assertNotEqual(nomatch, string:find(Off, "overrides the configured hooks until the plugin restarts")),
+            ?assertThrow({error, {invalid_value, "on_nothing"}},
+                         clique:run(["vmq-admin", "pgevents", "enable", "hook=on_nothing"])),
+            Calls = pgev_broker:replay("test/traces/scenario_a.trace"),
+            Deliveries = length([x || {on_deliver, _, _, _} <- Calls]),
+            ?assertEqual(4, Deliveries),
+            Hooks = hooks_of(T),
+            ?assertEqual(length(Calls) - Deliveries, length(Hooks)),
+            ?assertNot(lists:member(<<"on_deliver">>, Hooks)),
+            ?assertMatch(#{recording := "off (run-time)", written := Deliv0, payload_mode := "truncated"},
+                         ShowRow("on_deliver")),
+            #{recording := "on (run-time)", written := Pub1} = ShowRow("on_publish"),
+            ?assertEqual(2, Pub1 - Pub0),
+            [{text, _}] = clique:run(["vmq-admin", "pgevents", "enable", "hook=all"]),
+            next = vmq_pgevents:on_deliver(<<"u">>, ?S, 0, [<<"t">>], <<"x">>, false, #{}),
+            [{text, Flushed}] = clique:run(["vmq-admin", "pgevents", "flush"]),
+            ?assertEqual("wrote 1 rows", Flushed),
+            [{table, Status}] = clique:run(["vmq-admin", "pgevents", "status"]),
+            St = maps:from_list([{N, V} || [{name, N}, {value, V}] <- Status]),
+            ?assertMatch(#{"connection" := "connected", "queued events" := "0",
+                           "last error" := "-"}, St),
+            ?assertNotEqual(nomatch, string:find(maps:get("dsn", St), "dbname='postgres'"))
+        end)
+    end}.
+
+%% metric values after a known sequence: trace a, once, into a fresh table
+metrics_test_() ->
+    {timeout, 60, fun() ->
+        T = "op_metrics",
+        with_plugin(T, [], fun() ->
+            {ok, {vmq_pgevents_metrics, metrics, []}} = application:get_env(vmq_pgevents, vmq_metrics_mfa),
+            Before = vmq_pgevents_metrics:metrics(),
+            pgev_broker:replay("test/traces/scenario_a.trace"),
+            pgev_app:flush(),
+            After = vmq_pgevents_metrics:metrics(),
+            Delta = fun(Id) ->
+                            {_, _, Id, _, _, A} = lists:keyfind(Id, 3, After),
+                            {_, _, Id, _, _, B} = lists:keyfind(Id, 3, Before),
+                            A - B
+                    end,
+            ?assertEqual(2, Delta(pgevents_written_on_publish)),
+            ?assertEqual(4, Delta(pgevents_written_on_deliver)),
+            ?assertEqual(5, Delta(pgevents_recorded_auth_on_register)),
+            ?assertEqual(0, Delta(pgevents_dropped_on_publish)),
+            {gauge, [], pgevents_connected, pgevents_connected, _, 1} =
+                lists:keyfind(pgevents_connected, 3, After),
+            {gauge, [], _, _, _, 0} = lists:keyfind(pgevents_queue_events, 3, After),
+            %% the shape vmq_metrics takes: unique ids, labels as {atom, string}
+            Ids = [Id || {_, _, Id, _, _, _} <- After],
+            ?assertEqual(length(Ids), length(lists:usort(Ids))),
+            [true = (Type =:= counter orelse Type =:= gauge) andalso is_atom(Name) andalso
+                 is_binary(Desc) andalso is_integer(V) andalso
+                 lists:all(fun({K, L}) -> is_atom(K) andalso is_list(L) end, Labels)
+             || {Type, Labels, _, Name, Desc, V} <- After],
+            {counter, [{hook, "on_publish"}], _, pgevents_written, _, _} =
+                lists:keyfind(pgevents_written_on_publish, 3, After)
+        end)
+    end}.
+
+filters_test_() ->
+    {timeout, 60, fun() ->
+        T = "op_filters",
+        with_plugin(T, [{payload_modes, "on_deliver:none, on_publish:full"},
+                        {payload_max_bytes, 4}], fun() ->
+            Pub = fun(Topic, P) -> vmq_pgevents:on_publish(<<"u">>, ?S, 0, Topic, P, false) end,
+            ok = Pub([<<"$SYS">>, <<"broker">>, <<"uptime">>], <<"1">>),   %% excluded by default
+            ok = Pub([<<"a">>, <<"b">>], <<"full payload">>),
+            next = vmq_pgevents:on_deliver(<<"u">>, ?S, 0, [<<"a">>], <<"secret">>, false, #{}),
+            ok = vmq_pgevents:on_offline_message(?S, 0, [<<"a">>], <<"12345678">>, false),
+            #{per_hook := #{on_publish := #{filtered := F1}}} = vmq_pgevents:status(),
+            ?assert(F1 >= 1),
+            Rows = (fun() -> pgev_app:flush(), pgev_app:rows(T) end)(),
+            ?assertEqual([{<<"on_publish">>, <<"a/b">>, <<"\\x66756c6c207061796c6f6164">>, false},
+                          {<<"on_deliver">>, <<"a">>, <<"\\x">>, true},
+                          {<<"on_offline_message">>, <<"a">>, <<"\\x31323334">>, true}],
+                         [{maps:get(<<"hook">>, R), maps:get(<<"topic">>, R), maps:get(<<"payload">>, R),
+                           maps:get(<<"payload_truncated">>, R)} || R <- Rows]),
+            %% vmq-admin set: an include list and a mountpoint list, at run time
+            ok = clique:set("vmq_pgevents.topic_include=sensors/+/temp"),
+            ok = Pub([<<"sensors">>, <<"k1">>, <<"temp">>], <<"21">>),
+            ok = Pub([<<"sensors">>, <<"k1">>, <<"hum">>], <<"40">>),
+            ok = clique:set("vmq_pgevents.mountpoints=tenant1"),
+            ok = vmq_pgevents:on_client_gone({"tenant1", <<"t1">>}),
+            ok = vmq_pgevents:on_client_gone({"", <<"other">>}),
+            ok = Pub([<<"sensors">>, <<"k2">>, <<"temp">>], <<"22">>),    %% default mountpoint: out
+            pgev_app:flush(),
+            New = lists:nthtail(3, pgev_app:rows(T)),
+            ?assertEqual([{<<"on_publish">>, <<"sensors/k1/temp">>, <<>>},
+                          {<<"on_client_gone">>, null, <<"tenant1">>}],
+                         [{maps:get(<<"hook">>, R), maps:get(<<"topic">>, R), maps:get(<<"mountpoint">>, R)}
+                          || R <- New]),
+            %% a bad filter is refused with a clear message, the old ones stay
+            application:set_env(vmq_pgevents, topic_include, "a/#/b"),
+            ?assertEqual({error, <<"not a valid MQTT topic filter: a/#/b">>}, vmq_pgevents:reconfigure())
+        end)
+    end}.
