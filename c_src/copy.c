@@ -125,7 +125,17 @@ static void put_payload_json(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
     json_error_t err;
     json_t *j;
 
+    size_t i = 0;
+
     if (ev->len[F_PAYLOAD] <= 0 || n > ctx->json_max || n < ev->payload_size) {
+        put_null(b);
+        return;
+    }
+    /* most payloads are not JSON: jansson is only asked when the first
+     * non-blank byte can start a JSON value */
+    while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
+        i++;
+    if (i == n || !strchr("{[\"-0123456789tfn", p[i])) {
         put_null(b);
         return;
     }
