@@ -68,23 +68,29 @@ static void trim(const char **s, const char **e)
         (*e)--;
 }
 
+/* the next non-empty item of a comma-separated list: [*s, *e), trimmed;
+ * advances *p past it. 0 when there is none. */
+static int next_item(const char **p, const char **s, const char **e)
+{
+    while (**p) {
+        const char *comma = strchr(*p, ',');
+        *s = *p;
+        *e = comma ? comma : *p + strlen(*p);
+        *p = comma ? comma + 1 : *e;
+        trim(s, e);
+        if (*e > *s)
+            return 1;
+    }
+    return 0;
+}
+
 static size_t count_items(const char *list)
 {
+    const char *p = list, *s, *e;
     size_t n = 0;
-    const char *p = list, *e;
 
-    while (*p) {
-        const char *s = p;
-        e = strchr(p, ',');
-        if (!e)
-            e = p + strlen(p);
-        trim(&s, &e);
-        if (e > s)
-            n++;
-        p = *e == ',' ? e + 1 : e;
-        while (*p == ',' || *p == ' ')
-            p++;
-    }
+    while (next_item(&p, &s, &e))
+        n++;
     return n;
 }
 
@@ -92,7 +98,7 @@ static size_t count_items(const char *list)
 static int parse_topics(char *text, topic_filter_t **out, size_t *nout, char *err, size_t errlen)
 {
     size_t n = count_items(text), k = 0;
-    char *p = text;
+    const char *p = text, *s, *e;
     topic_filter_t *fs;
 
     *out = NULL;
@@ -102,16 +108,9 @@ static int parse_topics(char *text, topic_filter_t **out, size_t *nout, char *er
     fs = calloc(n, sizeof *fs);
     if (!fs)
         return -1;
-    while (*p && k < n) {
-        const char *s = p, *e = strchr(p, ',');
+    while (k < n && next_item(&p, &s, &e)) {
         size_t w = 1, i;
         const char *c;
-        if (!e)
-            e = p + strlen(p);
-        p = (char *)(*e == ',' ? e + 1 : e);
-        trim(&s, &e);
-        if (e == s)
-            continue;
         for (c = s; c < e; c++)
             if (*c == '/')
                 w++;
@@ -148,7 +147,7 @@ fail:
 static int parse_mountpoints(char *text, span_t **out, size_t *nout)
 {
     size_t n = count_items(text), k = 0;
-    char *p = text;
+    const char *p = text, *s, *e;
     span_t *m;
 
     *out = NULL;
@@ -158,14 +157,7 @@ static int parse_mountpoints(char *text, span_t **out, size_t *nout)
     m = calloc(n, sizeof *m);
     if (!m)
         return -1;
-    while (*p && k < n) {
-        const char *s = p, *e = strchr(p, ',');
-        if (!e)
-            e = p + strlen(p);
-        p = (char *)(*e == ',' ? e + 1 : e);
-        trim(&s, &e);
-        if (e == s)
-            continue;
+    while (k < n && next_item(&p, &s, &e)) {
         if (e - s == 7 && memcmp(s, "default", 7) == 0)
             m[k++] = (span_t){"", 0, 1};
         else

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "deadline.h"
+
 int queue_init(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at)
 {
     pthread_condattr_t ca;
@@ -91,17 +93,6 @@ uint64_t queue_drop(queue_t *q)
     q->dropped++;
     pthread_mutex_unlock(&q->mu);
     return seq;
-}
-
-static void deadline_after(struct timespec *ts, int ms)
-{
-    clock_gettime(CLOCK_MONOTONIC, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
-    }
 }
 
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)

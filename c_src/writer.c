@@ -21,6 +21,7 @@
 
 #include "buf.h"
 #include "copy.h"
+#include "deadline.h"
 #include "hooks.h"
 
 #define CHUNK_BYTES (1u << 20)   /* hand COPY data to libpq in ~1 MiB pieces */
@@ -134,13 +135,7 @@ static void pause_ms(writer_t *w, int ms)
 {
     struct timespec until;
 
-    clock_gettime(CLOCK_MONOTONIC, &until);
-    until.tv_sec += ms / 1000;
-    until.tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
+    deadline_after(&until, ms);
     pthread_mutex_lock(&w->smu);
     while (!w->stop && pthread_cond_timedwait(&w->scv, &w->smu, &until) != ETIMEDOUT)
         ;
@@ -724,13 +719,7 @@ void writer_stop(writer_t *w, int timeout_ms, writer_status_t *final)
 {
     struct timespec dl;
 
-    clock_gettime(CLOCK_MONOTONIC, &dl);
-    dl.tv_sec += timeout_ms / 1000;
-    dl.tv_nsec += (long)(timeout_ms % 1000) * 1000000L;
-    if (dl.tv_nsec >= 1000000000L) {
-        dl.tv_sec++;
-        dl.tv_nsec -= 1000000000L;
-    }
+    deadline_after(&dl, timeout_ms);
     pthread_mutex_lock(&w->smu);
     w->stop = 1;
     w->stop_deadline = dl;
