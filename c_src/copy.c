@@ -8,12 +8,19 @@
 #include <jansson.h>
 
 #include "hooks.h"
+#include "text.h"
 
 const char copy_columns[] =
     "node, incarnation, seq, ts, hook, conn_id, mountpoint, client_id, "
     "username, peer_addr, peer_port, qos, topic, topics, retain, "
     "clean_session, payload, payload_size, payload_truncated, payload_json, "
     "properties, reason, extra";
+
+const char copy_dead_columns[] =
+    "node, incarnation, seq, ts, hook, conn_id, mountpoint, client_id, "
+    "username, peer_addr, peer_port, qos, topic, topics, retain, "
+    "clean_session, payload, payload_size, payload_truncated, payload_json, "
+    "properties, reason, extra, dead_error, dead_sqlstate";
 
 #define PG_EPOCH_US 946684800000000LL
 #define PGSQL_AF_INET 2
@@ -197,11 +204,29 @@ static void put_extra(buf_t *b, const event_t *ev)
     }
 }
 
+static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev);
+
 void copy_row(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
+{
+    buf_put_be16(b, COPY_NCOLS);
+    put_fields(b, ctx, ev);
+}
+
+void copy_row_dead(buf_t *b, const copy_ctx_t *ctx, const event_t *ev,
+                   const char *error, const char *sqlstate)
+{
+    buf_put_be16(b, COPY_NCOLS + 2);
+    put_fields(b, ctx, ev);
+    if (!text_is_clean(error, strlen(error)))
+        error = "(the error text was not UTF-8)";
+    put_bytes(b, error, strlen(error));
+    put_bytes(b, sqlstate, strnlen(sqlstate, 5));
+}
+
+static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
 {
     const char *hook = hook_defs[ev->hook].name;
 
-    buf_put_be16(b, COPY_NCOLS);
     put_bytes(b, ctx->node, ctx->node_len);                  /* node */
     put_int8(b, ctx->incarnation);                           /* incarnation */
     put_int8(b, (int64_t)ev->seq);                           /* seq */

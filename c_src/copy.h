@@ -24,6 +24,10 @@ extern const char copy_columns[];
 
 void copy_header(buf_t *b);
 void copy_row(buf_t *b, const copy_ctx_t *ctx, const event_t *ev);
+/* the same row plus dead_error and dead_sqlstate (the dead-letter table) */
+extern const char copy_dead_columns[];
+void copy_row_dead(buf_t *b, const copy_ctx_t *ctx, const event_t *ev,
+                   const char *error, const char *sqlstate);
 void copy_trailer(buf_t *b);
 
 #endif

@@ -478,8 +478,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     else if (!dsn && (dsn = strdup("")) == NULL)
         bad = "out of memory";
     table = get_cstr(env, argv[0], p->am.am_table, &missing);
-    if (!bad && (!table || !*table || strlen(table) > 63))
-        bad = "table must be a name of 1 to 63 bytes";
+    if (!bad && (!table || !*table || strlen(table) > 58))
+        bad = "table must be a name of 1 to 58 bytes (<table>_dead must fit in 63)";
     schema = get_cstr(env, argv[0], p->am.am_schema_sql, &schema_missing);
     node = get_cstr(env, argv[0], p->am.am_node, &missing);
     if (!bad && !node)
@@ -559,6 +559,7 @@ static void stop_writer(priv_t *p, int timeout_ms)
         p->past.written += last.written;
         p->past.batches += last.batches;
         p->past.dead_lettered += last.dead_lettered;
+        p->past.dead_lost += last.dead_lost;
         p->past.reconnects += last.reconnects;
         p->past.discarded_at_stop += last.discarded_at_stop;
         p->past.write_errors += last.write_errors;
@@ -719,6 +720,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     ws.written += p->past.written;
     ws.batches += p->past.batches;
     ws.dead_lettered += p->past.dead_lettered;
+    ws.dead_lost += p->past.dead_lost;
     ws.reconnects += p->past.reconnects;
     ws.discarded_at_stop += p->past.discarded_at_stop;
     ws.write_errors += p->past.write_errors;
@@ -754,6 +756,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(written, make_u64(env, ws.written));
     PUT(batches, make_u64(env, ws.batches));
     PUT(dead_lettered, make_u64(env, ws.dead_lettered));
+    PUT(dead_letter_lost, make_u64(env, ws.dead_lost));
     PUT(discarded_at_stop, make_u64(env, ws.discarded_at_stop));
     PUT(write_errors, make_u64(env, ws.write_errors));
     PUT(reconnects, make_u64(env, ws.reconnects));

@@ -36,9 +36,10 @@ struct writer {
 
     /* writer thread only */
     PGconn *conn;
-    char *copy_sql, *resume_sql;
+    char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
     int resume_check;          /* a write failed: ask the table where we are */
+    char last_sqlstate[6];     /* of the last failed statement */
     int backoff_ms;
     int down_logged;
     int64_t down_since_us;
@@ -196,22 +197,36 @@ static void disconnect(writer_t *w)
     }
     free(w->copy_sql);
     w->copy_sql = NULL;
+    free(w->dead_sql);
+    w->dead_sql = NULL;
     free(w->resume_sql);
     w->resume_sql = NULL;
     w->schema_done = 0;
 }
 
-/* builds the two statements that name the table, quoted by libpq */
+/* builds the statements that name the tables, quoted by libpq */
 static int prepare_sql(writer_t *w)
 {
     static const char copy_fmt[] = "COPY %s (%s) FROM STDIN (FORMAT binary)";
     static const char resume_fmt[] =
         "SELECT coalesce(max(seq), 0) FROM %s WHERE node = $1 AND incarnation = $2";
-    char *ident = PQescapeIdentifier(w->conn, w->table, strlen(w->table));
+    char *ident = PQescapeIdentifier(w->conn, w->table, strlen(w->table)), *dead_ident;
+    char dead_name[80];
     size_t n;
 
     if (!ident)
         return -1;
+    snprintf(dead_name, sizeof dead_name, "%s_dead", w->table);
+    dead_ident = PQescapeIdentifier(w->conn, dead_name, strlen(dead_name));
+    if (!dead_ident) {
+        PQfreemem(ident);
+        return -1;
+    }
+    n = sizeof copy_fmt + strlen(dead_ident) + strlen(copy_dead_columns);
+    w->dead_sql = malloc(n);
+    if (w->dead_sql)
+        snprintf(w->dead_sql, n, copy_fmt, dead_ident, copy_dead_columns);
+    PQfreemem(dead_ident);
     n = sizeof copy_fmt + strlen(ident) + strlen(copy_columns);
     w->copy_sql = malloc(n);
     if (w->copy_sql)
@@ -221,7 +236,7 @@ static int prepare_sql(writer_t *w)
     if (w->resume_sql)
         snprintf(w->resume_sql, n, resume_fmt, ident);
     PQfreemem(ident);
-    return w->copy_sql && w->resume_sql ? 0 : -1;
+    return w->copy_sql && w->dead_sql && w->resume_sql ? 0 : -1;
 }
 
 static int apply_schema(writer_t *w)
@@ -321,6 +336,7 @@ static void result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
     char tmp[256];
 
+    snprintf(w->last_sqlstate, sizeof w->last_sqlstate, "%s", state ? state : "");
     if (!primary) {
         clean_error(w, PQerrorMessage(w->conn), err, errlen);
         return;
@@ -343,9 +359,12 @@ static int classify(writer_t *w, PGresult *r)
     return W_RETRY;
 }
 
-/* COPY the first n events of list as one statement (one transaction) */
-static int copy_events(writer_t *w, event_t *list, size_t n, char *err, size_t errlen)
+/* COPY the first n events of list as one statement (one transaction);
+ * dead_error: into the dead-letter table, with this error */
+static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_error,
+                       char *err, size_t errlen)
 {
+    char state[6];
     buf_t b;
     PGresult *r, *next;
     event_t *ev;
@@ -353,7 +372,8 @@ static int copy_events(writer_t *w, event_t *list, size_t n, char *err, size_t e
     int rc = W_OK, sent_ok = 1;
 
     err[0] = '\0';
-    r = PQexec(w->conn, w->copy_sql);
+    snprintf(state, sizeof state, "%s", w->last_sqlstate);
+    r = PQexec(w->conn, dead_error ? w->dead_sql : w->copy_sql);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
         rc = classify(w, r);
         result_error(w, r, err, errlen);
@@ -364,7 +384,10 @@ static int copy_events(writer_t *w, event_t *list, size_t n, char *err, size_t e
     buf_init(&b, NULL, 0);
     copy_header(&b);
     for (ev = list, i = 0; ev && i < n; ev = ev->next, i++) {
-        copy_row(&b, &w->copy, ev);
+        if (dead_error)
+            copy_row_dead(&b, &w->copy, ev, dead_error, state);
+        else
+            copy_row(&b, &w->copy, ev);
         if (b.len >= CHUNK_BYTES && !b.failed) {
             if (PQputCopyData(w->conn, b.p, (int)b.len) != 1) {
                 sent_ok = 0;
@@ -426,21 +449,36 @@ static void count_written(writer_t *w, const event_t *list, size_t n)
     pthread_mutex_unlock(&w->smu);
 }
 
+/* a row PostgreSQL refused: kept in <table>_dead with the error, counted,
+ * logged (seq, hook and the error; never the row's values) */
 static void dead_letter(writer_t *w, event_t *ev, const char *err)
 {
+    char derr[256];
+    event_t *next = ev->next;
+    int kept;
     uint64_t n;
 
+    ev->next = NULL;
+    kept = copy_events(w, ev, 1, err, derr, sizeof derr) == W_OK;
+    ev->next = next;
     pthread_mutex_lock(&w->smu);
     n = ++w->st.dead_lettered;
     w->st.dead_hook[ev->hook]++;
+    if (!kept)
+        w->st.dead_lost++;
     w->st.inflight--;
-    w->st.inflight_oldest_us = ev->next ? ev->next->ts_us : 0;
+    w->st.inflight_oldest_us = next ? next->ts_us : 0;
     pthread_mutex_unlock(&w->smu);
-    if (n <= 10 || n % 1000 == 0)
+    if (!kept)
         wlog(w, WLOG_ERROR,
-             "postgresql refused the row of event seq %llu (%s): %s; the row is skipped "
-             "(%llu so far), the rest of its batch is written",
-             (unsigned long long)ev->seq, hook_defs[ev->hook].name, err,
+             "postgresql refused the row of event seq %llu (%s): %s; the dead-letter table "
+             "%s_dead did not take it either (%s): the row is lost",
+             (unsigned long long)ev->seq, hook_defs[ev->hook].name, err, w->table, derr);
+    else if (n <= 10 || n % 1000 == 0)
+        wlog(w, WLOG_ERROR,
+             "postgresql refused the row of event seq %llu (%s): %s; the row is kept in "
+             "%s_dead (%llu so far), the rest of its batch is written",
+             (unsigned long long)ev->seq, hook_defs[ev->hook].name, err, w->table,
              (unsigned long long)n);
 }
 
@@ -473,7 +511,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             w->resume_check = 0;
         }
         t0 = now_us();
-        rc = copy_events(w, batch, k, err, sizeof err);
+        rc = copy_events(w, batch, k, NULL, err, sizeof err);
         if (rc == W_OK) {
             pthread_mutex_lock(&w->smu);
             w->st.last_batch_us = now_us() - t0;

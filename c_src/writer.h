@@ -34,6 +34,7 @@ enum writer_state { WS_STARTING, WS_CONNECTED, WS_DISCONNECTED, WS_STOPPED };
 typedef struct writer_status {
     int state;
     uint64_t written, batches, dead_lettered, reconnects, discarded_at_stop;
+    uint64_t dead_lost;       /* refused rows the dead-letter table did not take either */
     uint64_t write_errors;
     uint64_t written_hook[HOOK_COUNT], dead_hook[HOOK_COUNT];
     size_t inflight;

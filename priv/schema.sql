@@ -1,7 +1,8 @@
 -- vmq_pgevents: the events table, one row per recorded VerneMQ hook call.
 --
 -- The plugin runs this file at every connect when auto_create is on (the
--- default). It is idempotent. The table name comes from the setting
+-- default). It is idempotent. It also creates <table>_dead, where rows
+-- PostgreSQL refuses are kept with the error. The table name comes from the setting
 -- vmq_pgevents.table (default vmq_events), never from text pasted into SQL.
 -- A DBA who applies it by hand:
 --     psql -d mqtt -f priv/schema.sql                        -- table vmq_events
@@ -41,5 +42,10 @@ BEGIN
                  t || '_client_idx', t);
   EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I USING brin (ts)',
                  t || '_ts_idx', t);
+  -- rows PostgreSQL refused for their data (e.g. a CHECK a DBA added):
+  -- the same columns without constraints or indexes, plus the error
+  EXECUTE format('CREATE TABLE IF NOT EXISTS %I (LIKE %I INCLUDING DEFAULTS, '
+                 'dead_error text, dead_sqlstate text, dead_at timestamptz NOT NULL DEFAULT now())',
+                 t || '_dead', t);
 END
 $vmq_pgevents$;

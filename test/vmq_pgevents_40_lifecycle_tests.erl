@@ -162,8 +162,9 @@ outage_logged_once_test_() ->
         end
     end}.
 
-%% A row PostgreSQL refuses (a CHECK constraint a DBA added) is isolated and
-%% counted; the rest of its batch is written.
+%% A row PostgreSQL refuses (a CHECK constraint a DBA added) is isolated,
+%% counted and kept in <table>_dead with the error; the rest of its batch is
+%% written.
 poisoned_row_test_() ->
     {timeout, 120, fun() ->
         T = "life_poison",
@@ -181,8 +182,13 @@ poisoned_row_test_() ->
             ?assertEqual(100, count(T)),   %% 1 before + 99
             ?assertEqual("0", string:trim(pgev_pg:sql(
                 "SELECT count(*) FROM " ++ T ++ " WHERE topic = 'zz-refused'"))),
-            #{dead_lettered := D1} = vmq_pgevents:status(),
+            #{dead_lettered := D1, dead_letter_lost := 0} = vmq_pgevents:status(),
             ?assertEqual(1, D1 - D0),
+            [Dead] = pgev_pg:rows("SELECT topic, hook, seq, dead_sqlstate, dead_error FROM " ++ T ++ "_dead"),
+            ?assertMatch(#{<<"topic">> := <<"zz-refused">>, <<"hook">> := <<"on_publish">>,
+                           <<"dead_sqlstate">> := <<"23514">>}, Dead),
+            ?assertNotEqual(nomatch, binary:match(maps:get(<<"dead_error">>, Dead),
+                                                  <<"violates check constraint">>)),
             %% logged with its seq and the error, never the row's values
             [Line] = [L || L <- pgev_app:captured_logs(),
                            binary:match(L, <<"refused the row">>) =/= nomatch],
