@@ -27,7 +27,7 @@ event_t *event_build(const event_in_t *in)
 {
     size_t need[F_COUNT];
     uint8_t escaped = 0;
-    size_t total = sizeof(event_t), pos = 0;
+    size_t total = offsetof(event_t, data), pos = 0;
     event_t *ev;
     int f;
 
@@ -48,6 +48,8 @@ event_t *event_build(const event_in_t *in)
     ev = malloc(total);
     if (!ev)
         return NULL;
+    /* padding too: the spool writes these bytes */
+    memset(ev, 0, offsetof(event_t, data));
     ev->next = NULL;
     ev->seq = 0;
     ev->ts_us = in->ts_us;

@@ -1,9 +1,11 @@
 /* test_core.c - plain C tests of the core: text helpers, JSON writer,
  * event builder, queue, COPY BINARY encoder, dsn masking. No VM, no
  * server. Prints "N passed, N failed" last. */
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "copy.h"
@@ -12,6 +14,7 @@
 #include "hooks.h"
 #include "jsonw.h"
 #include "queue.h"
+#include "spool.h"
 #include "text.h"
 #include "writer.h"
 
@@ -147,7 +150,7 @@ static void test_event(void)
     CHECK(ev->escaped == (1u << F_CLIENT_ID));
     CHECK_MEM(event_field(ev, F_CLIENT_ID), (size_t)ev->len[F_CLIENT_ID], "c\\xff");
     CHECK_MEM(event_field(ev, F_TOPIC), (size_t)ev->len[F_TOPIC], "a/b");
-    CHECK(ev->bytes >= sizeof(event_t) + 7 + 5 + 3);
+    CHECK(ev->bytes == offsetof(event_t, data) + 7 + 5 + 1 + 3);  /* payload, c\\xff, u, a/b */
     event_free(ev);
 }
 
@@ -370,8 +373,147 @@ static void test_filters(void)
     filters_free(f);
 }
 
+static event_t *spool_event(uint64_t seq, const char *payload)
+{
+    event_t *ev = make_event();
+    event_in_t in;
+
+    (void)in;
+    ev->seq = seq;
+    if (payload) {  /* rebuild with this payload */
+        event_free(ev);
+        event_in_init(&in, HOOK_ON_PUBLISH, 1000);
+        in.f[F_CLIENT_ID] = (span_t){"c", 1, 1};
+        in.f[F_PAYLOAD] = (span_t){payload, strlen(payload), 1};
+        in.payload_size = strlen(payload);
+        ev = event_build(&in);
+        ev->seq = seq;
+    }
+    return ev;
+}
+
+static event_t *chain(uint64_t from, int n)
+{
+    event_t *head = NULL, **tail = &head;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        char p[32];
+        snprintf(p, sizeof p, "payload-%llu", (unsigned long long)from + (uint64_t)i);
+        *tail = spool_event(from + (uint64_t)i, p);
+        tail = &(*tail)->next;
+    }
+    return head;
+}
+
+static void test_spool(void)
+{
+    char dir[] = "/tmp/vmq_pgevents_spool_test.XXXXXX", err[256], path[256], cmd[300];
+    spool_t *sp;
+    event_t *list, *got;
+    size_t n;
+    int64_t inc = 0;
+    FILE *f;
+
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK(crc32_buf(0, "123456789", 9) == 0xCBF43926u);   /* the standard check value */
+    sp = spool_open(dir, 100, 1 << 20, err, sizeof err);
+    CHECK(sp != NULL);
+    if (!sp)
+        return;
+    CHECK(spool_empty(sp));
+    list = chain(1, 3);
+    CHECK(spool_append(sp, list, 3, err, sizeof err) == 0);
+    event_free_list(list);
+    CHECK(!spool_empty(sp) && spool_bytes(sp) > 0);
+    got = spool_read(sp, 2, &n, &inc);
+    CHECK(n == 2 && inc == 100 && got && got->seq == 1 && got->next->seq == 2);
+    if (got)
+        CHECK_MEM(event_field(got, F_PAYLOAD), (size_t)got->len[F_PAYLOAD], "payload-1");
+    event_free_list(got);
+    got = spool_read(sp, 2, &n, &inc);       /* not consumed: read again from the same place */
+    CHECK(n == 2 && got && got->seq == 1);
+    event_free_list(got);
+    spool_consumed(sp);
+    got = spool_read(sp, 10, &n, &inc);
+    CHECK(n == 1 && got && got->seq == 3 && !got->next);
+    event_free_list(got);
+    spool_consumed(sp);
+    CHECK(spool_empty(sp));
+    /* the limit */
+    list = chain(4, 2);
+    spool_close(sp);
+    sp = spool_open(dir, 100, 10, err, sizeof err);
+    CHECK(sp && spool_append(sp, list, 2, err, sizeof err) == -1 && strstr(err, "spool is full"));
+    spool_close(sp);
+    /* an earlier run's file is read first; a flipped byte costs one record */
+    sp = spool_open(dir, 100, 1 << 20, err, sizeof err);
+    event_free_list(list);
+    list = chain(10, 5);
+    CHECK(sp && spool_append(sp, list, 5, err, sizeof err) == 0);
+    event_free_list(list);
+    spool_close(sp);
+    snprintf(path, sizeof path, "%s/spool-100.dat", dir);
+    f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    if (f) {
+        long size;
+        fseek(f, 0, SEEK_END);
+        size = ftell(f);
+        fseek(f, size / 2, SEEK_SET);         /* inside the third record */
+        fputc(0x5A ^ fgetc(f), f);
+        fclose(f);
+    }
+    sp = spool_open(dir, 200, 1 << 20, err, sizeof err);
+    list = chain(50, 1);
+    CHECK(sp && spool_append(sp, list, 1, err, sizeof err) == 0);   /* incarnation 200 */
+    event_free_list(list);
+    {
+        uint64_t seqs[8];
+        int k = 0;
+        while ((got = spool_read(sp, 2, &n, &inc)) != NULL || !spool_empty(sp)) {
+            event_t *e;
+            for (e = got; e && k < 8; e = e->next)
+                seqs[k++] = e->seq + (inc == 200 ? 1000 : 0);
+            event_free_list(got);
+            spool_consumed(sp);
+        }
+        CHECK(k == 5 && seqs[0] == 10 && seqs[1] == 11 && seqs[2] == 13 && seqs[3] == 14 &&
+              seqs[4] == 1050);
+        CHECK(spool_corrupt(sp) == 1);
+    }
+    CHECK(access(path, F_OK) != 0);           /* the earlier run's file is gone */
+    spool_close(sp);
+    /* a torn record at the end (a crash in the middle of an append) */
+    sp = spool_open(dir, 300, 1 << 20, err, sizeof err);
+    list = chain(1, 2);
+    CHECK(sp && spool_append(sp, list, 2, err, sizeof err) == 0);
+    event_free_list(list);
+    spool_close(sp);
+    snprintf(path, sizeof path, "%s/spool-300.dat", dir);
+    f = fopen(path, "r+b");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        CHECK(ftruncate(fileno(f), ftell(f) - 5) == 0);
+        fclose(f);
+    }
+    sp = spool_open(dir, 301, 1 << 20, err, sizeof err);
+    got = spool_read(sp, 10, &n, &inc);
+    CHECK(n == 1 && got && got->seq == 1 && inc == 300);
+    event_free_list(got);
+    spool_consumed(sp);
+    got = spool_read(sp, 10, &n, &inc);
+    CHECK(got == NULL && spool_corrupt(sp) == 1);
+    spool_consumed(sp);
+    CHECK(spool_empty(sp));
+    spool_close(sp);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+    test_spool();
     test_filters();
     test_text();
     test_base64();

@@ -1,0 +1,352 @@
+/* spool.c - the on-disk spool (see spool.h). */
+#define _GNU_SOURCE
+#include "spool.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "hooks.h"
+
+#define MAGIC "VPGS"
+#define HDR 12                       /* magic, length, crc */
+#define REC_MAX (300u * 1024 * 1024) /* an event is at most ~256 MiB */
+#define SEGS_MAX 1024
+#define EV_OFF offsetof(event_t, seq)
+#define EV_FIXED (offsetof(event_t, data) - EV_OFF)   /* header bytes in a record */
+
+typedef struct segment {
+    int64_t incarnation;
+    char path[4096];
+    uint64_t size;        /* bytes in the file */
+    uint64_t rd;          /* read position of the oldest unconsumed record */
+    uint64_t rd_next;     /* read position after the last spool_read */
+} segment_t;
+
+struct spool {
+    char dir[3900];
+    int64_t incarnation;
+    uint64_t max_bytes;
+    segment_t segs[SEGS_MAX];   /* oldest first; the last is this incarnation's */
+    int nsegs;
+    int fd;                     /* append fd of this incarnation's file, -1 */
+    uint64_t corrupt;
+};
+
+uint32_t crc32_buf(uint32_t crc, const void *p, size_t n)
+{
+    static uint32_t table[256];
+    static int ready;
+    const unsigned char *b = p;
+    size_t i;
+
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        uint32_t c, k;
+        for (i = 0; i < 256; i++) {
+            c = (uint32_t)i;
+            for (k = 0; k < 8; k++)
+                c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            table[i] = c;
+        }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    crc = ~crc;
+    for (i = 0; i < n; i++)
+        crc = table[(crc ^ b[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+static void put32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static uint32_t get32(const unsigned char *p)
+{
+    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+}
+
+static int cmp_seg(const void *a, const void *b)
+{
+    int64_t x = ((const segment_t *)a)->incarnation, y = ((const segment_t *)b)->incarnation;
+    return x < y ? -1 : x > y;
+}
+
+spool_t *spool_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
+                    char *err, size_t errlen)
+{
+    spool_t *s = calloc(1, sizeof *s);
+    DIR *d;
+    struct dirent *e;
+
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->fd = -1;
+    s->incarnation = incarnation;
+    s->max_bytes = max_bytes;
+    snprintf(s->dir, sizeof s->dir, "%s", dir);
+    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+        snprintf(err, errlen, "cannot make spool directory %s: %s", dir, strerror(errno));
+        free(s);
+        return NULL;
+    }
+    d = opendir(dir);
+    if (!d) {
+        snprintf(err, errlen, "cannot read spool directory %s: %s", dir, strerror(errno));
+        free(s);
+        return NULL;
+    }
+    while ((e = readdir(d)) != NULL && s->nsegs < SEGS_MAX - 1) {
+        segment_t *seg = &s->segs[s->nsegs];
+        long long inc;
+        char *end;
+        struct stat st;
+        size_t len = strlen(e->d_name);
+        if (len < 11 || len > 60 || strncmp(e->d_name, "spool-", 6) != 0 ||
+            strcmp(e->d_name + len - 4, ".dat") != 0)
+            continue;
+        inc = strtoll(e->d_name + 6, &end, 10);
+        if (end != e->d_name + len - 4 || inc == incarnation)
+            continue; /* not ours to read, or this incarnation's: added below */
+        snprintf(seg->path, sizeof seg->path, "%.3900s/%.60s", dir, e->d_name);
+        if (stat(seg->path, &st) != 0)
+            continue;
+        seg->incarnation = inc;
+        seg->size = (uint64_t)st.st_size;
+        s->nsegs++;
+    }
+    closedir(d);
+    qsort(s->segs, (size_t)s->nsegs, sizeof s->segs[0], cmp_seg);
+    /* this incarnation's file, last */
+    s->segs[s->nsegs].incarnation = incarnation;
+    snprintf(s->segs[s->nsegs].path, sizeof s->segs[0].path, "%.3900s/spool-%lld.dat", dir,
+             (long long)incarnation);
+    s->nsegs++;
+    s->fd = open(s->segs[s->nsegs - 1].path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
+    if (s->fd < 0) {
+        snprintf(err, errlen, "cannot open %s: %s", s->segs[s->nsegs - 1].path, strerror(errno));
+        free(s);
+        return NULL;
+    }
+    {
+        struct stat st;
+        if (fstat(s->fd, &st) == 0)
+            s->segs[s->nsegs - 1].size = (uint64_t)st.st_size;
+    }
+    return s;
+}
+
+void spool_close(spool_t *s)
+{
+    if (!s)
+        return;
+    if (s->fd >= 0)
+        close(s->fd);
+    /* a fully consumed file of ours is removed; others stay for next time */
+    if (s->nsegs && s->segs[s->nsegs - 1].rd >= s->segs[s->nsegs - 1].size)
+        unlink(s->segs[s->nsegs - 1].path);
+    free(s);
+}
+
+uint64_t spool_bytes(const spool_t *s)
+{
+    uint64_t n = 0;
+    int i;
+
+    for (i = 0; i < s->nsegs; i++)
+        n += s->segs[i].size - s->segs[i].rd;
+    return n;
+}
+
+int spool_empty(const spool_t *s)
+{
+    return spool_bytes(s) == 0;
+}
+
+uint64_t spool_corrupt(const spool_t *s)
+{
+    return s->corrupt;
+}
+
+int spool_append(spool_t *s, const event_t *list, size_t n, char *err, size_t errlen)
+{
+    segment_t *mine = &s->segs[s->nsegs - 1];
+    const event_t *ev;
+    size_t i, total = 0;
+    unsigned char *buf, *p;
+    ssize_t w;
+
+    for (ev = list, i = 0; ev && i < n; ev = ev->next, i++)
+        total += HDR + ev->bytes - EV_OFF;
+    if (spool_bytes(s) + total > s->max_bytes) {
+        snprintf(err, errlen, "the spool is full (spool_max_bytes %llu)",
+                 (unsigned long long)s->max_bytes);
+        return -1;
+    }
+    buf = malloc(total ? total : 1);
+    if (!buf) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (ev = list, i = 0, p = buf; ev && i < n; ev = ev->next, i++) {
+        size_t len = ev->bytes - EV_OFF;
+        memcpy(p, MAGIC, 4);
+        put32(p + 4, (uint32_t)len);
+        memcpy(p + HDR, (const char *)ev + EV_OFF, len);
+        put32(p + 8, crc32_buf(0, p + HDR, len));
+        p += HDR + len;
+    }
+    for (p = buf; p < buf + total; p += w) {
+        w = write(s->fd, p, (size_t)(buf + total - p));
+        if (w < 0 && errno == EINTR) {
+            w = 0;
+            continue;
+        }
+        if (w <= 0) {
+            snprintf(err, errlen, "cannot write %s: %s", mine->path, strerror(errno));
+            /* cut off what was written of this append, so records stay whole */
+            if (ftruncate(s->fd, (off_t)mine->size) != 0)
+                s->corrupt++;
+            free(buf);
+            return -1;
+        }
+    }
+    free(buf);
+    if (fdatasync(s->fd) != 0) {
+        snprintf(err, errlen, "cannot sync %s: %s", mine->path, strerror(errno));
+        return -1;
+    }
+    mine->size += total;
+    return 0;
+}
+
+/* a record's bytes -> an event, or NULL when its fields do not fit */
+static event_t *record_event(const unsigned char *rec, uint32_t len)
+{
+    event_t *ev;
+    int f;
+
+    if (len < EV_FIXED)
+        return NULL;
+    ev = malloc(EV_OFF + len);
+    if (!ev)
+        return NULL;
+    memcpy((char *)ev + EV_OFF, rec, len);
+    ev->next = NULL;
+    if (ev->bytes != EV_OFF + len || ev->hook >= HOOK_COUNT)
+        goto bad;
+    for (f = 0; f < F_COUNT; f++) {
+        if (ev->len[f] < -1)
+            goto bad;
+        if (ev->len[f] >= 0 &&
+            (uint64_t)ev->off[f] + (uint64_t)ev->len[f] > len - EV_FIXED)
+            goto bad;
+    }
+    return ev;
+bad:
+    free(ev);
+    return NULL;
+}
+
+event_t *spool_read(spool_t *s, size_t max, size_t *n, int64_t *incarnation)
+{
+    event_t *head = NULL, *tail = NULL;
+    segment_t *seg = NULL;
+    unsigned char hdr[HDR], *rec;
+    uint64_t pos;
+    int i, fd;
+
+    *n = 0;
+    for (i = 0; i < s->nsegs; i++) {
+        if (s->segs[i].rd < s->segs[i].size) {
+            seg = &s->segs[i];
+            break;
+        }
+    }
+    if (!seg)
+        return NULL;
+    *incarnation = seg->incarnation;
+    fd = open(seg->path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        s->corrupt++;
+        seg->rd = seg->rd_next = seg->size; /* unreadable: give it up */
+        return NULL;
+    }
+    pos = seg->rd;
+    while (*n < max && pos + HDR <= seg->size) {
+        uint32_t len;
+        event_t *ev = NULL;
+        if (pread(fd, hdr, HDR, (off_t)pos) != HDR)
+            break;
+        len = get32(hdr + 4);
+        if (memcmp(hdr, MAGIC, 4) == 0 && len <= REC_MAX && pos + HDR + len <= seg->size) {
+            rec = malloc(len ? len : 1);
+            if (!rec)
+                break;
+            if (pread(fd, rec, len, (off_t)(pos + HDR)) == (ssize_t)len &&
+                crc32_buf(0, rec, len) == get32(hdr + 8))
+                ev = record_event(rec, len);
+            free(rec);
+        }
+        if (!ev) {
+            /* damaged: skip one byte and look for the next valid record */
+            s->corrupt++;
+            pos++;
+            while (pos + 4 <= seg->size) {
+                char m[4];
+                if (pread(fd, m, 4, (off_t)pos) != 4 || memcmp(m, MAGIC, 4) == 0)
+                    break;
+                pos++;
+            }
+            if (pos + 4 > seg->size)
+                pos = seg->size;    /* no valid record after it */
+            continue;
+        }
+        pos += HDR + len;
+        if (tail)
+            tail->next = ev;
+        else
+            head = ev;
+        tail = ev;
+        (*n)++;
+    }
+    close(fd);
+    if (pos + HDR > seg->size && pos < seg->size && !head) {
+        s->corrupt++;       /* a torn record at the end */
+        pos = seg->size;
+    }
+    seg->rd_next = pos;
+    if (!head)
+        seg->rd = pos;
+    return head;
+}
+
+void spool_consumed(spool_t *s)
+{
+    int i;
+
+    for (i = 0; i < s->nsegs; i++) {
+        segment_t *seg = &s->segs[i];
+        if (seg->rd >= seg->size)
+            continue;
+        seg->rd = seg->rd_next;
+        if (seg->rd >= seg->size) {
+            if (i < s->nsegs - 1) {
+                unlink(seg->path);            /* an earlier run's file, done */
+            } else if (ftruncate(s->fd, 0) == 0) {
+                seg->size = seg->rd = seg->rd_next = 0; /* ours: start over */
+            }
+        }
+        return;
+    }
+}
