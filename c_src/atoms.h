@@ -23,7 +23,8 @@
     X(recorded) X(malformed) X(rejected) X(per_hook) X(filtered)            \
     X(recording) X(payload_mode) X(payload_modes) X(none) X(truncated)      \
     X(full) X(topic_include) X(topic_exclude) X(mountpoints) X(oldest_age_us)  \
-    X(last_batch_us) X(dead_letter_lost)
+    X(last_batch_us) X(dead_letter_lost) X(spool_dir) X(spool_max_bytes)     \
+    X(spooled) X(spool_bytes) X(spooled_at_stop) X(spool_corrupt)
 
 typedef struct atoms {
 #define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;

@@ -458,8 +458,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     priv_t *p = enif_priv_data(env);
     writer_config_t cfg;
     runtime_cfg_t rc;
-    char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL;
-    ErlNifSInt64 bmin = 100, bmax = 5000;
+    char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL, *spool_dir = NULL;
+    ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824;
     ERL_NIF_TERM result;
     int missing, schema_missing;
     char err[256];
@@ -488,6 +488,17 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         bad = "backoff_min_ms must be an integer from 1 to 600000";
     if (!bad && get_num(env, argv[0], p->am.am_backoff_max_ms, 1, 3600000, &bmax) < 0)
         bad = "backoff_max_ms must be an integer from 1 to 3600000";
+    if (!bad && get_num(env, argv[0], p->am.am_spool_max_bytes, 0, INT64_MAX, &spool_max) < 0)
+        bad = "spool_max_bytes must be a non-negative integer";
+    spool_dir = get_cstr(env, argv[0], p->am.am_spool_dir, &missing);
+    if (!bad && !spool_dir && !missing)
+        bad = "spool_dir must be a string";
+    if (spool_dir && !*spool_dir) {
+        free(spool_dir);          /* "": no spool */
+        spool_dir = NULL;
+    }
+    if (!bad && spool_dir && strlen(spool_dir) > 3800)
+        bad = "spool_dir is too long";
     if (!bad && conninfo_check(dsn) < 0)
         bad = "dsn is not a valid libpq connection string or URI";
     if (!bad)
@@ -508,6 +519,7 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     conninfo_masked(dsn, p->dsn_masked, sizeof p->dsn_masked);
     pthread_mutex_unlock(&p->mu);
     apply_runtime(p, &rc);
+    queue_reset_peaks(&p->q);
 
     cfg.conninfo = dsn;
     cfg.table = table;
@@ -519,6 +531,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     cfg.json_max = (size_t)rc.jmax;
     cfg.backoff_min_ms = (int)bmin;
     cfg.backoff_max_ms = (int)bmax;
+    cfg.spool_dir = spool_dir;
+    cfg.spool_max_bytes = (uint64_t)spool_max;
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
     if (!w) {
@@ -538,6 +552,7 @@ out:
     free(table);
     free(schema);
     free(node);
+    free(spool_dir);
     return result;
 }
 
@@ -560,6 +575,11 @@ static void stop_writer(priv_t *p, int timeout_ms)
         p->past.batches += last.batches;
         p->past.dead_lettered += last.dead_lettered;
         p->past.dead_lost += last.dead_lost;
+        p->past.spooled += last.spooled;
+        p->past.spool_dropped += last.spool_dropped;
+        p->past.spooled_at_stop += last.spooled_at_stop;
+        p->past.spool_corrupt += last.spool_corrupt;
+        p->past.spool_bytes = last.spool_bytes;
         p->past.reconnects += last.reconnects;
         p->past.discarded_at_stop += last.discarded_at_stop;
         p->past.write_errors += last.write_errors;
@@ -568,6 +588,7 @@ static void stop_writer(priv_t *p, int timeout_ms)
             for (i = 0; i < HOOK_COUNT; i++) {
                 p->past.written_hook[i] += last.written_hook[i];
                 p->past.dead_hook[i] += last.dead_hook[i];
+                p->past.dropped_hook[i] += last.dropped_hook[i];
             }
         }
         p->past.last_write_us = last.last_write_us ? last.last_write_us : p->past.last_write_us;
@@ -666,7 +687,7 @@ static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p, const writer_status_t *w
             if (!enif_is_identical(p->hook_atom[j], p->hook_atom[i]))
                 continue;
             c[0] += __atomic_load_n(&p->recorded[j], __ATOMIC_RELAXED);
-            c[1] += __atomic_load_n(&p->dropped[j], __ATOMIC_RELAXED);
+            c[1] += __atomic_load_n(&p->dropped[j], __ATOMIC_RELAXED) + ws->dropped_hook[j];
             c[2] += __atomic_load_n(&p->malformed[j], __ATOMIC_RELAXED);
             c[3] += __atomic_load_n(&p->filtered[j], __ATOMIC_RELAXED);
             c[4] += ws->written_hook[j];
@@ -698,7 +719,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     priv_t *p = enif_priv_data(env);
     writer_status_t ws;
     queue_stats_t qs;
-    ERL_NIF_TERM k[32], v[32], state, map;
+    ERL_NIF_TERM k[40], v[40], state, map;
     char dsn[512];
     int n = 0, running, i;
     uint64_t malformed_total = 0;
@@ -721,12 +742,19 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     ws.batches += p->past.batches;
     ws.dead_lettered += p->past.dead_lettered;
     ws.dead_lost += p->past.dead_lost;
+    ws.spooled += p->past.spooled;
+    ws.spool_dropped += p->past.spool_dropped;
+    ws.spooled_at_stop += p->past.spooled_at_stop;
+    ws.spool_corrupt += p->past.spool_corrupt;
+    if (!running)
+        ws.spool_bytes = p->past.spool_bytes;
     ws.reconnects += p->past.reconnects;
     ws.discarded_at_stop += p->past.discarded_at_stop;
     ws.write_errors += p->past.write_errors;
     for (i = 0; i < HOOK_COUNT; i++) {
         ws.written_hook[i] += p->past.written_hook[i];
         ws.dead_hook[i] += p->past.dead_hook[i];
+        ws.dropped_hook[i] += p->past.dropped_hook[i];
     }
     memcpy(dsn, p->dsn_masked, sizeof dsn);
     pthread_mutex_unlock(&p->mu);
@@ -752,7 +780,11 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(inflight, make_u64(env, ws.inflight));
     PUT(pending, make_u64(env, qs.count + ws.inflight));
     PUT(last_seq, make_u64(env, qs.last_seq));
-    PUT(dropped, make_u64(env, qs.dropped));
+    PUT(dropped, make_u64(env, qs.dropped + ws.spool_dropped));
+    PUT(spooled, make_u64(env, ws.spooled));
+    PUT(spool_bytes, make_u64(env, ws.spool_bytes));
+    PUT(spooled_at_stop, make_u64(env, ws.spooled_at_stop));
+    PUT(spool_corrupt, make_u64(env, ws.spool_corrupt));
     PUT(written, make_u64(env, ws.written));
     PUT(batches, make_u64(env, ws.batches));
     PUT(dead_lettered, make_u64(env, ws.dead_lettered));

@@ -155,3 +155,11 @@ void queue_get_stats(queue_t *q, queue_stats_t *st)
     st->oldest_us = q->head ? q->head->ts_us : 0;
     pthread_mutex_unlock(&q->mu);
 }
+
+void queue_reset_peaks(queue_t *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->peak_count = q->count;
+    q->peak_bytes = q->bytes;
+    pthread_mutex_unlock(&q->mu);
+}

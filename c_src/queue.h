@@ -56,5 +56,7 @@ typedef struct queue_stats {
     int64_t oldest_us;         /* ts of the queue's first event, 0: empty */
 } queue_stats_t;
 void queue_get_stats(queue_t *q, queue_stats_t *st);
+/* peaks start again from the current depth (at plugin start) */
+void queue_reset_peaks(queue_t *q);
 
 #endif

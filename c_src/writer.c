@@ -23,12 +23,13 @@
 #include "copy.h"
 #include "deadline.h"
 #include "hooks.h"
+#include "spool.h"
 
 #define CHUNK_BYTES (1u << 20)   /* hand COPY data to libpq in ~1 MiB pieces */
 
 struct writer {
     writer_config_t cfg;       /* strings below are our own copies */
-    char *conninfo, *table, *schema_sql, *node, *password;
+    char *conninfo, *table, *schema_sql, *node, *password, *spool_dir;
     queue_t *q;
     writer_log_fn log;
     void *log_ctx;
@@ -36,6 +37,7 @@ struct writer {
 
     /* writer thread only */
     PGconn *conn;
+    spool_t *sp;               /* NULL: overflow is dropped */
     char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
     int resume_check;          /* a write failed: ask the table where we are */
@@ -308,14 +310,14 @@ connected:
  * connection died before COMMIT's answer). One writer per node commits in
  * seq order, so the table's highest seq for this incarnation says exactly
  * which of the batch's events are already there. */
-static int resume_point(writer_t *w, uint64_t *max_seq)
+static int resume_point(writer_t *w, int64_t incarnation, uint64_t *max_seq)
 {
     char inc[24];
     const char *params[2] = {w->node, inc};
     PGresult *r;
     int ok;
 
-    snprintf(inc, sizeof inc, "%lld", (long long)w->cfg.incarnation);
+    snprintf(inc, sizeof inc, "%lld", (long long)incarnation);
     r = PQexecParams(w->conn, w->resume_sql, 2, NULL, params, NULL, NULL, 0);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     if (ok)
@@ -498,7 +500,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             uint64_t max_seq;
             size_t skip = 0;
             event_t *ev;
-            if (resume_point(w, &max_seq) < 0)
+            if (resume_point(w, w->copy.incarnation, &max_seq) < 0)
                 return batch;
             for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next)
                 skip++;
@@ -544,26 +546,148 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
     return NULL;
 }
 
+static void spool_status(writer_t *w)
+{
+    uint64_t corrupt = w->sp ? spool_corrupt(w->sp) : 0, before;
+
+    pthread_mutex_lock(&w->smu);
+    before = w->st.spool_corrupt;
+    w->st.spool_bytes = w->sp ? spool_bytes(w->sp) : 0;
+    w->st.spool_corrupt = corrupt;
+    pthread_mutex_unlock(&w->smu);
+    if (corrupt > before)
+        wlog(w, WLOG_ERROR,
+             "spool in %s: %llu damaged record(s) skipped (%llu in all); the records after "
+             "them are written", w->spool_dir, (unsigned long long)(corrupt - before),
+             (unsigned long long)corrupt);
+}
+
+/* Appends list (n events) to the spool and frees it; when the spool
+ * cannot take them they are dropped: counted per hook, logged (rate
+ * limited). at_stop: counted as spooled at stop. */
+static void spool_or_drop(writer_t *w, event_t *list, size_t n, int at_stop)
+{
+    char err[256];
+    const event_t *ev;
+    uint64_t dropped;
+
+    if (!list)
+        return;
+    if (w->sp && spool_append(w->sp, list, n, err, sizeof err) == 0) {
+        pthread_mutex_lock(&w->smu);
+        w->st.spooled += n;
+        if (at_stop)
+            w->st.spooled_at_stop += n;
+        pthread_mutex_unlock(&w->smu);
+    } else {
+        if (!w->sp)
+            snprintf(err, sizeof err, "no spool");
+        pthread_mutex_lock(&w->smu);
+        for (ev = list; ev; ev = ev->next)
+            w->st.dropped_hook[ev->hook]++;
+        w->st.spool_dropped += n;
+        dropped = w->st.spool_dropped;
+        pthread_mutex_unlock(&w->smu);
+        if (dropped == n || dropped / 10000 != (dropped - n) / 10000)
+            wlog(w, WLOG_ERROR, "%zu events dropped (%s); %llu dropped so far", n, err,
+                 (unsigned long long)dropped);
+    }
+    event_free_list(list);
+    spool_status(w);
+}
+
+/* Overflow: once the queue is past half its limit, it goes to the spool,
+ * after the batch in hand when that came from the queue (it is older). */
+static void spool_overflow(writer_t *w, event_t **batch, size_t *n, int from_spool)
+{
+    queue_stats_t qs;
+    event_t *list;
+    size_t k;
+
+    queue_get_stats(w->q, &qs);
+    if (qs.count < __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED) / 2 &&
+        qs.bytes < __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED) / 2)
+        return;
+    if (*batch && !from_spool) {
+        spool_or_drop(w, *batch, *n, 0);
+        *batch = NULL;
+        *n = 0;
+        pthread_mutex_lock(&w->smu);
+        w->st.inflight = 0;
+        w->st.inflight_oldest_us = 0;
+        pthread_mutex_unlock(&w->smu);
+    }
+    while ((list = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k)) != NULL)
+        spool_or_drop(w, list, k, 0);
+}
+
+/* waits out a reconnect backoff, moving queue overflow to the spool every
+ * 10 ms so a long outage does not fill the queue */
+static void backoff_spooling(writer_t *w, event_t **batch, size_t *n, int from_spool)
+{
+    int ms = w->backoff_ms;
+    int total = ms / 2 + (ms > 1 ? (int)(random() % (ms / 2 + 1)) : 0);
+
+    if (!w->sp || stop_requested(w, NULL)) {
+        backoff(w);
+        return;
+    }
+    while (total > 0 && !stop_requested(w, NULL)) {
+        int slice = total < 10 ? total : 10;
+        pause_ms(w, slice);
+        total -= slice;
+        spool_overflow(w, batch, n, from_spool);
+    }
+    w->backoff_ms = ms * 2 > w->cfg.backoff_max_ms ? w->cfg.backoff_max_ms : ms * 2;
+}
+
 static void *writer_main(void *arg)
 {
     writer_t *w = arg;
     event_t *batch = NULL;
     size_t n = 0;
+    int from_spool = 0;
+    int64_t batch_inc = w->cfg.incarnation;
 
 #ifdef __linux__
     pthread_setname_np(pthread_self(), "vmq_pgevents");
 #endif
+    if (w->spool_dir) {
+        char err[256];
+        w->sp = spool_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes, err, sizeof err);
+        if (!w->sp)
+            wlog(w, WLOG_ERROR, "no spool: %s; events that do not fit in memory are dropped", err);
+        else if (!spool_empty(w->sp))
+            wlog(w, WLOG_INFO, "spool in %s holds %llu bytes from earlier runs: written first",
+                 w->spool_dir, (unsigned long long)spool_bytes(w->sp));
+        spool_status(w);
+    }
     for (;;) {
         int past = 0, stopping = stop_requested(w, &past);
 
+        if (w->sp && !stopping)
+            spool_overflow(w, &batch, &n, from_spool);
         if (!batch) {
-            batch = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED),
-                              stopping ? 0 : __atomic_load_n(&w->cfg.flush_interval_ms, __ATOMIC_RELAXED),
-                              &n);
-            if (!batch) {
-                if (stopping)
-                    break;
-                continue;
+            if (w->sp && !spool_empty(w->sp)) {
+                /* the spool is older than anything queued: it goes first */
+                batch = spool_read(w->sp, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED),
+                                   &n, &batch_inc);
+                spool_status(w);
+                if (!batch)
+                    continue;  /* only damaged records there: skipped, counted */
+                from_spool = 1;
+                w->resume_check = 1;   /* an earlier run may have written some */
+            } else {
+                batch = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED),
+                                  stopping ? 0 : __atomic_load_n(&w->cfg.flush_interval_ms, __ATOMIC_RELAXED),
+                                  &n);
+                if (!batch) {
+                    if (stopping)
+                        break;
+                    continue;
+                }
+                from_spool = 0;
+                batch_inc = w->cfg.incarnation;
             }
             w->copy.json_max = __atomic_load_n(&w->cfg.json_max, __ATOMIC_RELAXED);
             pthread_mutex_lock(&w->smu);
@@ -572,36 +696,57 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&w->smu);
         }
         if (stopping && past) {
-            size_t rest;
-            queue_stats_t qs;
-            event_free_list(batch);
-            batch = NULL;
-            queue_get_stats(w->q, &qs);
-            rest = n;
-            while ((batch = queue_pop(w->q, SIZE_MAX, 0, &n)) != NULL) {
-                rest += n;
+            size_t rest = from_spool ? 0 : n;
+            event_t *list;
+            size_t k;
+            if (from_spool)
+                event_free_list(batch);        /* still in the spool */
+            else if (w->sp)
+                spool_or_drop(w, batch, n, 1);
+            else
                 event_free_list(batch);
+            batch = NULL;
+            while ((list = queue_pop(w->q, SIZE_MAX, 0, &k)) != NULL) {
+                rest += k;
+                if (w->sp)
+                    spool_or_drop(w, list, k, 1);
+                else
+                    event_free_list(list);
             }
             pthread_mutex_lock(&w->smu);
-            w->st.discarded_at_stop += rest;
+            if (!w->sp)
+                w->st.discarded_at_stop += rest;
             w->st.inflight = 0;
             w->st.inflight_oldest_us = 0;
             pthread_mutex_unlock(&w->smu);
-            wlog(w, WLOG_ERROR,
-                 "stop timeout reached: %zu events could not be written and are lost", rest);
+            if (w->sp)
+                wlog(w, WLOG_WARNING,
+                     "stop timeout reached: %zu events go to the spool, written at the next start",
+                     rest);
+            else
+                wlog(w, WLOG_ERROR,
+                     "stop timeout reached: %zu events could not be written and are lost", rest);
             break;
         }
         if (ensure_connected(w) < 0) {
-            backoff(w);
+            backoff_spooling(w, &batch, &n, from_spool);
             continue;
         }
+        w->copy.incarnation = batch_inc;
         batch = write_batch(w, batch, &n);
-        if (batch)
-            backoff(w);
-        else
+        if (batch) {
+            backoff_spooling(w, &batch, &n, from_spool);
+        } else {
             note_up(w);
+            if (from_spool) {
+                spool_consumed(w->sp);
+                spool_status(w);
+            }
+        }
     }
     disconnect(w);
+    spool_close(w->sp);
+    w->sp = NULL;
     set_state(w, WS_STOPPED);
     return NULL;
 }
@@ -617,6 +762,7 @@ static void writer_free(writer_t *w)
     free(w->table);
     free(w->schema_sql);
     free(w->node);
+    free(w->spool_dir);
     if (w->password) {
         memset(w->password, 0, strlen(w->password));
         free(w->password);
@@ -722,8 +868,10 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->table = strdup(cfg->table);
     w->schema_sql = dup_or_null(cfg->schema_sql);
     w->node = strdup(cfg->node);
+    w->spool_dir = dup_or_null(cfg->spool_dir);
     w->password = conninfo_password(w->conninfo);
-    if (!w->conninfo || !w->table || !w->node || (cfg->schema_sql && !w->schema_sql)) {
+    if (!w->conninfo || !w->table || !w->node || (cfg->schema_sql && !w->schema_sql) ||
+        (cfg->spool_dir && !w->spool_dir)) {
         writer_free(w);
         snprintf(err, errlen, "out of memory");
         return NULL;
@@ -732,6 +880,7 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->cfg.table = w->table;
     w->cfg.schema_sql = w->schema_sql;
     w->cfg.node = w->node;
+    w->cfg.spool_dir = w->spool_dir;
     if (w->cfg.backoff_min_ms < 1)
         w->cfg.backoff_min_ms = 1;
     if (w->cfg.backoff_max_ms < w->cfg.backoff_min_ms)

@@ -27,6 +27,8 @@ typedef struct writer_config {
     int flush_interval_ms;
     size_t json_max;
     int backoff_min_ms, backoff_max_ms;
+    const char *spool_dir;    /* NULL: no spool, overflow is dropped */
+    uint64_t spool_max_bytes;
 } writer_config_t;
 
 enum writer_state { WS_STARTING, WS_CONNECTED, WS_DISCONNECTED, WS_STOPPED };
@@ -35,6 +37,9 @@ typedef struct writer_status {
     int state;
     uint64_t written, batches, dead_lettered, reconnects, discarded_at_stop;
     uint64_t dead_lost;       /* refused rows the dead-letter table did not take either */
+    uint64_t spooled, spool_dropped, spooled_at_stop, spool_corrupt;
+    uint64_t spool_bytes;
+    uint64_t dropped_hook[HOOK_COUNT];   /* spool full */
     uint64_t write_errors;
     uint64_t written_hook[HOOK_COUNT], dead_hook[HOOK_COUNT];
     size_t inflight;

@@ -139,7 +139,7 @@ dropped_message(_) ->
 status() ->
     vmq_pgevents_nif:status().
 
-%% @doc Writes what is queued now; waits up to TimeoutMs for it.
+%% @doc Writes what is queued (and spooled) now; waits up to TimeoutMs for it.
 -spec flush(non_neg_integer()) -> {ok, non_neg_integer()} | {error, timeout}.
 flush(TimeoutMs) ->
     #{written := Before} = vmq_pgevents_nif:status(),
@@ -148,10 +148,11 @@ flush(TimeoutMs) ->
     wait_flushed(Before, Deadline).
 
 wait_flushed(Before, Deadline) ->
-    #{pending := Pending, written := Written} = vmq_pgevents_nif:status(),
-    case Pending of
-        0 -> {ok, Written - Before};
-        _ ->
+    #{pending := Pending, written := Written, spool_bytes := Spool, state := State} =
+        vmq_pgevents_nif:status(),
+    case Pending =:= 0 andalso (Spool =:= 0 orelse State =:= stopped) of
+        true -> {ok, Written - Before};
+        false ->
             case erlang:monotonic_time(millisecond) >= Deadline of
                 true -> {error, timeout};
                 false ->

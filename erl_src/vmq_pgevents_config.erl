@@ -29,7 +29,9 @@ read() ->
                     payload_modes => payload_modes(),
                     topic_include => text(topic_include, env(topic_include, "")),
                     topic_exclude => text(topic_exclude, env(topic_exclude, "$SYS/#")),
-                    mountpoints => text(mountpoints, env(mountpoints, ""))},
+                    mountpoints => text(mountpoints, env(mountpoints, "")),
+                    spool_dir => spool_dir(),
+                    spool_max_bytes => int(spool_max_bytes, 0)},
         Config = case AutoCreate of
                      true -> Config0#{schema_sql => schema_sql()};
                      false -> Config0
@@ -157,6 +159,21 @@ bool(_, "off") -> false;
 bool(_, "true") -> true;
 bool(_, "false") -> false;
 bool(Key, V) -> throw({config, io_lib:format("~ts: expected on/off, got ~0p", [Key, V])}).
+
+%% overflow = spool (default): an absolute directory, made if missing;
+%% overflow = drop: no spool
+spool_dir() ->
+    case env(overflow, spool) of
+        O when O =:= drop; O =:= "drop" -> <<>>;
+        O when O =:= spool; O =:= "spool" ->
+            Dir = filename:absname(unicode:characters_to_list(text(spool_dir, env(spool_dir, "data/vmq_pgevents")))),
+            case filelib:ensure_dir(filename:join(Dir, "x")) of
+                ok -> unicode:characters_to_binary(Dir);
+                {error, Why} ->
+                    throw({config, io_lib:format("spool_dir: cannot make ~ts: ~0p", [Dir, Why])})
+            end;
+        O -> throw({config, io_lib:format("overflow: expected spool or drop, got ~0p", [O])})
+    end.
 
 schema_sql() ->
     Path = filename:join(vmq_pgevents_nif:priv_dir(), "schema.sql"),

@@ -2,15 +2,19 @@
 %% PostgreSQL with a given table and extra app env.
 -module(pgev_app).
 
--export([start/1, start/2, stop/0, flush/0, rows/1]).
+-export([start/1, start/2, restart/2, stop/0, flush/0, rows/1, spool_dir/1]).
 -export([capture_logs/0, captured_logs/0, log/2]).
 
 start(Table) -> start(Table, []).
 
+%% each table gets its own empty spool directory: spooled events carry no
+%% table, so one test's leftovers must not replay into another's table
 start(Table, Env) ->
     _ = application:load(vmq_pgevents),
+    Spool = spool_dir(Table),
+    os:cmd("rm -rf '" ++ Spool ++ "'"),
     Base = [{dsn, pgev_pg:dsn()}, {table, Table}, {flush_interval_ms, 20},
-            {backoff_min_ms, 20}, {backoff_max_ms, 200}],
+            {backoff_min_ms, 20}, {backoff_max_ms, 200}, {spool_dir, Spool}],
     [application:set_env(vmq_pgevents, K, V) || {K, V} <- Base ++ Env],
     {ok, _} = application:ensure_all_started(vmq_pgevents),
     ok.
@@ -43,6 +47,9 @@ log(#{msg := Msg}, #{config := #{pid := Pid}}) ->
 
 %% the captured lines so far (and stop capturing)
 captured_logs() ->
+    %% the writer's lines reach the logger through the server process: a
+    %% call to it returns only after the lines sent before were logged
+    catch vmq_pgevents_server:written_per_second(),
     _ = logger:remove_handler(pgev_capture),
     logger:set_primary_config(level, warning),
     collect_logs([]).
@@ -51,3 +58,15 @@ collect_logs(Acc) ->
     receive {pgev_log, L} -> collect_logs([L | Acc])
     after 0 -> lists:reverse(Acc)
     end.
+
+spool_dir(Table) ->
+    filename:join(pgev_pg:dir() ++ "_spool", Table).
+
+%% start again without clearing the spool (what a broker restart does)
+restart(Table, Env) ->
+    _ = application:load(vmq_pgevents),
+    Base = [{dsn, pgev_pg:dsn()}, {table, Table}, {flush_interval_ms, 20},
+            {backoff_min_ms, 20}, {backoff_max_ms, 200}, {spool_dir, spool_dir(Table)}],
+    [application:set_env(vmq_pgevents, K, V) || {K, V} <- Base ++ Env],
+    {ok, _} = application:ensure_all_started(vmq_pgevents),
+    ok.

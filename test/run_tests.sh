@@ -24,7 +24,7 @@ if [ $rc -eq 0 ] && [[ $out =~ ([0-9]+)\ passed ]]; then pass=$((pass + BASH_REM
 
 echo "== PostgreSQL for the tests"
 PGDIR=$(mktemp -d /tmp/vmq_pgevents_test.XXXXXX)
-cleanup() { bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR"; }
+cleanup() { bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR" "${PGDIR}_spool"; }
 trap cleanup EXIT
 bash test/pg.sh init "$PGDIR" fast && bash test/pg.sh start "$PGDIR" || { echo "could not start PostgreSQL"; echo "$pass passed, $((fail + 1)) failed"; exit 1; }
 export VMQ_PGEVENTS_TEST_PG=$PGDIR

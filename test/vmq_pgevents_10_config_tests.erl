@@ -47,6 +47,8 @@ defaults_match_test() ->
       end, mappings()).
 
 %% vernemq.conf lines -> app env -> the configuration the NIF gets
+-define(CFG_SPOOL, "/tmp/vmq_pgevents_config_test_spool").
+
 conf_values_test() ->
     Conf = [{"vmq_pgevents.dsn", "postgresql://vmq:pw@db.example/mqtt"},
             {"vmq_pgevents.table", "mqtt_events"},
@@ -59,6 +61,7 @@ conf_values_test() ->
             {"vmq_pgevents.topic_exclude", "$SYS/#,secret/+/x"}],
     M = mappings(),
     _ = application:load(vmq_pgevents),
+    application:set_env(vmq_pgevents, spool_dir, ?CFG_SPOOL),
     try
         [begin
              {_, "vmq_pgevents." ++ AppKey, Opts} = lists:keyfind(K, 1, M),
@@ -78,18 +81,23 @@ conf_values_test() ->
 
 defaults_read_test() ->
     _ = application:load(vmq_pgevents),
+    application:set_env(vmq_pgevents, spool_dir, ?CFG_SPOOL),
     try
         {ok, C} = vmq_pgevents_config:read(),
         ?assertMatch(#{dsn := <<>>, table := <<"vmq_events">>, hooks := all, batch_size := 5000,
                        flush_interval_ms := 200, queue_max_events := 100000,
                        payload_max_bytes := 65536}, C),
-        ?assertMatch(<<"-- vmq_pgevents", _/binary>>, maps:get(schema_sql, C))
+        ?assertMatch(<<"-- vmq_pgevents", _/binary>>, maps:get(schema_sql, C)),
+        ?assertEqual(<<?CFG_SPOOL>>, maps:get(spool_dir, C)),
+        application:set_env(vmq_pgevents, overflow, "drop"),
+        {ok, #{spool_dir := <<>>}} = vmq_pgevents_config:read()
     after
         application:unload(vmq_pgevents)
     end.
 
 bad_values_test() ->
     _ = application:load(vmq_pgevents),
+    application:set_env(vmq_pgevents, spool_dir, ?CFG_SPOOL),
     try
         application:set_env(vmq_pgevents, batch_size, 0),
         ?assertMatch({error, <<"batch_size: must be an integer of at least 1", _/binary>>},

@@ -114,7 +114,7 @@ queue_limit_test_() ->
         pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
         pgev_pg:stop(),
         try
-            pgev_app:start(T, [{queue_max_events, 100}, {batch_size, 50}]),
+            pgev_app:start(T, [{queue_max_events, 100}, {batch_size, 50}, {overflow, drop}]),
             publish(250),
             #{dropped := Dropped, per_hook := #{on_publish := #{dropped := PerHook}}} =
                 vmq_pgevents:status(),

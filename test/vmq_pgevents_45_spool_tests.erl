@@ -1,0 +1,166 @@
+%% @doc The on-disk spool: PostgreSQL away for long with a small memory
+%% limit (memory stays bounded, nothing dropped, all arrives in order);
+%% the plugin stopped with events queued and PostgreSQL away, started
+%% again (same NIF, and after a NIF reload: an earlier incarnation's file);
+%% a damaged spool file; and the fault test: 200,000 events from many
+%% processes while PostgreSQL is stopped, restarted and killed -9.
+-module(vmq_pgevents_45_spool_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+publish(Procs, PerProc) -> publish(Procs, PerProc, 0).
+
+%% Procs processes each publish PerProc events; PauseMs after every 50
+publish(Procs, PerProc, PauseMs) ->
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               S = {"", <<"spool-", (integer_to_binary(I))/binary>>},
+                               [begin
+                                    ok = vmq_pgevents:on_publish(<<"u">>, S, 0, [<<"n">>],
+                                                                 integer_to_binary(K), false),
+                                    K rem 50 =:= 0 andalso PauseMs > 0 andalso timer:sleep(PauseMs)
+                                end || K <- lists:seq(1, PerProc)],
+                               Self ! {published, self()}
+                       end) || I <- lists:seq(1, Procs)],
+    [receive {published, P} -> ok after 300000 -> error(publisher_stuck) end || P <- Pids],
+    ok.
+
+count(T, What) ->
+    scalar("SELECT " ++ What ++ " FROM " ++ T).
+
+scalar(Sql) ->
+    list_to_integer(string:trim(pgev_pg:sql(Sql))).
+
+%% every event once; per incarnation, seq without gaps
+exactly_once(T, N) ->
+    ?assertEqual(N, count(T, "count(*)")),
+    ?assertEqual(N, count(T, "count(DISTINCT (incarnation, seq))")),
+    ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ T ++
+                           " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)) g")).
+
+long_outage_small_memory_test_() ->
+    {timeout, 300, fun() ->
+        T = "spool_outage",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:stop(),
+        try
+            pgev_app:start(T, [{queue_max_events, 1000}, {batch_size, 200}]),
+            #{dropped := D0} = vmq_pgevents:status(),
+            publish(8, 2500, 10),                 %% 20,000 events, ~40,000 a second
+            timer:sleep(300),
+            #{dropped := D1, spooled := Spooled, spool_bytes := Bytes, queue_peak := Peak} =
+                vmq_pgevents:status(),
+            ?assertEqual(0, D1 - D0),
+            ?assert(Spooled >= 15000),
+            ?assert(Bytes > 0),
+            ?assert(Peak =< 1000),                              %% memory stayed bounded
+            pgev_pg:start(),
+            pgev_app:flush(),
+            exactly_once(T, 20000),
+            #{spool_bytes := 0} = vmq_pgevents:status(),
+            %% in order: by seq, the payloads of one client count up
+            ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT convert_from(payload, 'UTF8')::int AS k, "
+                                   "lag(convert_from(payload, 'UTF8')::int) OVER (PARTITION BY client_id "
+                                   "ORDER BY seq) AS prev FROM " ++ T ++ ") x WHERE k <> prev + 1"))
+        after
+            pgev_pg:start(),
+            pgev_app:stop()
+        end
+    end}.
+
+stop_and_restart_test_() ->
+    {timeout, 300, fun() ->
+        T = "spool_restart",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:stop(),
+        try
+            pgev_app:start(T, [{stop_timeout_ms, 200}]),
+            #{spooled_at_stop := S0} = vmq_pgevents:status(),
+            publish(2, 500),
+            pgev_app:stop(),                 %% PostgreSQL away: the 1000 go to the spool
+            #{spooled_at_stop := S1} = vmq_pgevents:status(),
+            ?assertEqual(1000, S1 - S0),
+            %% the same NIF, started again with PostgreSQL up
+            pgev_pg:start(),
+            pgev_app:restart(T, []),
+            pgev_app:flush(),
+            exactly_once(T, 1000),
+            %% again, across a NIF reload: the spool file is an earlier incarnation's
+            pgev_pg:stop(),
+            publish(2, 500),
+            pgev_app:stop(),
+            true = code:delete(vmq_pgevents_nif),
+            code:purge(vmq_pgevents_nif),
+            {module, _} = code:load_file(vmq_pgevents_nif),
+            pgev_pg:start(),
+            pgev_app:restart(T, []),
+            publish(1, 10),                  %% new events: written after the spooled ones
+            pgev_app:flush(),
+            ?assertEqual(2010, count(T, "count(*)")),
+            ?assertEqual(2, count(T, "count(DISTINCT incarnation)")),
+            %% the older incarnation's spooled events were committed before the
+            %% newer incarnation's (transaction ids of their rows)
+            ?assertEqual(1, scalar("SELECT (max(xmin::text::bigint) FILTER (WHERE incarnation = i.lo) < "
+                                   "min(xmin::text::bigint) FILTER (WHERE incarnation = i.hi))::int FROM " ++ T ++
+                                   ", (SELECT min(incarnation) lo, max(incarnation) hi FROM " ++ T ++ ") i"))
+        after
+            pgev_pg:start(),
+            catch pgev_app:stop()
+        end
+    end}.
+
+damaged_spool_test_() ->
+    {timeout, 300, fun() ->
+        T = "spool_broken",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:stop(),
+        try
+            pgev_app:start(T, [{stop_timeout_ms, 200}]),
+            publish(1, 100),
+            pgev_app:stop(),
+            [File] = filelib:wildcard(filename:join(pgev_app:spool_dir(T), "spool-*.dat")),
+            {ok, Bin} = file:read_file(File),
+            Mid = byte_size(Bin) div 2,
+            <<Head:Mid/binary, B, Tail/binary>> = Bin,
+            ok = file:write_file(File, <<Head/binary, (B bxor 16#5A), Tail/binary>>),
+            pgev_pg:start(),
+            #{spool_corrupt := C0} = vmq_pgevents:status(),
+            pgev_app:capture_logs(),
+            pgev_app:restart(T, []),
+            pgev_app:flush(),
+            #{spool_corrupt := C1} = vmq_pgevents:status(),
+            ?assertEqual(1, C1 - C0),
+            ?assertEqual(99, count(T, "count(*)")),            %% one record lost, reported
+            Logs = pgev_app:captured_logs(),
+            ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"damaged">>) =/= nomatch])
+        after
+            _ = pgev_app:captured_logs(),
+            pgev_pg:start(),
+            catch pgev_app:stop()
+        end
+    end}.
+
+%% The fault test: 200,000 events streamed by 20 processes (about 100,000
+%% a second) while PostgreSQL is stopped and started twice and killed -9
+%% once; the queue overflows to the spool during the outages.
+fault_test_() ->
+    {timeout, 600, fun() ->
+        T = "spool_fault",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T, [{queue_max_events, 50000}, {batch_size, 5000}]),
+        try
+            Self = self(),
+            #{dropped := D0, spooled := Sp0} = vmq_pgevents:status(),
+            Pub = spawn_link(fun() -> publish(20, 10000, 10), Self ! published end),
+            Faults = [stop, start, kill, start, stop, start],
+            [begin timer:sleep(300), pgev_pg:F() end || F <- Faults],
+            receive published -> ok after 300000 -> error({publisher_stuck, Pub}) end,
+            pgev_app:flush(),
+            exactly_once(T, 200000),
+            #{dropped := D1, spooled := Sp1} = vmq_pgevents:status(),
+            ?assertEqual(0, D1 - D0),
+            ?assert(Sp1 > Sp0)                 %% the spool took part
+        after
+            pgev_pg:start(),
+            pgev_app:stop()
+        end
+    end}.
