@@ -11,7 +11,7 @@ OUT=_build/bench
 mkdir -p "$OUT"
 
 PGDIR=$(mktemp -d /tmp/vmq_pgevents_bench.XXXXXX)
-cleanup() { bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR"; }
+cleanup() { bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1; rm -rf "$PGDIR" "${PGDIR}_spool"; }
 trap cleanup EXIT
 bash test/pg.sh init "$PGDIR"
 bash test/pg.sh start "$PGDIR"

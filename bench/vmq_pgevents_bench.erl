@@ -4,7 +4,7 @@
 %% the same run. Prints a table; writes the numbers as JSON.
 -module(vmq_pgevents_bench).
 
--export([main/1, noop_hook/6, ingest/1]).
+-export([main/1, noop_hook/6, ingest/1, crash_window/0]).
 
 -define(CALLS, 1000000).
 -define(INGEST, 1000000).
@@ -18,8 +18,9 @@ main([PgDir, OutJson, Baselines]) ->
     Mem = queue_memory(),          %% first: in a fresh VM, RSS growth is real
     Hooks = hook_costs(),
     Ingest = [ingest(P) || P <- [64, 1024]],
+    Window = crash_window(),
     Result = #{machine => machine(), timer_overhead_ns => Overhead, hook_cost => Hooks,
-               ingest => Ingest, memory => Mem, baselines => Base},
+               ingest => Ingest, memory => Mem, baselines => Base, crash_window => Window},
     report(Result),
     ok = file:write_file(OutJson, json(Result)),
     io:format("~nJSON: ~ts~n", [OutJson]),
@@ -37,7 +38,8 @@ start(Table, Env) ->
     [application:set_env(vmq_pgevents, K, V) ||
         {K, V} <- [{dsn, Dsn}, {table, Table}, {batch_size, 10000},
                    {queue_max_events, 3000000}, {queue_max_bytes, 4000000000},
-                   {backoff_min_ms, 20}, {backoff_max_ms, 200}, {stop_timeout_ms, 600000} | Env]],
+                   {backoff_min_ms, 20}, {backoff_max_ms, 200}, {stop_timeout_ms, 600000},
+                   {spool_dir, get(pgdir) ++ "_spool"} | Env]],
     {ok, _} = application:ensure_all_started(vmq_pgevents),
     {ok, _} = vmq_pgevents:flush(60000),
     ok.
@@ -180,6 +182,56 @@ ingest(PayloadBytes) ->
       vm_memory_before => MemBefore, vm_memory_after => MemAfter,
       rss_before => RssBefore, rss_at_peak => RssPeak}.
 
+%% ---- what a kill -9 of the broker would lose -----------------------------------------
+%% Events are lost in a crash only while they are in memory: queued or in
+%% the batch being written (spooled and committed ones survive). Sample
+%% that number (status `pending') every 5 ms under a steady stream, with
+%% PostgreSQL healthy and the default flush interval and batch size.
+
+crash_window() ->
+    quiet_server(["bench_window"]),
+    start("bench_window", [{batch_size, 5000}, {flush_interval_ms, 200}]),
+    R = [window_at(Rate) || Rate <- [1000, 10000, 50000]],
+    stop(),
+    R.
+
+window_at(Rate) ->
+    Procs = 10,
+    Seconds = 4,
+    Self = self(),
+    PerTick = max(1, Rate div Procs div 100),          %% every 10 ms
+    Pubs = [spawn_link(fun() -> steady(?S(I), PerTick, Seconds * 100), Self ! {done, self()} end)
+            || I <- lists:seq(1, Procs)],
+    Samples = sample_pending(erlang:monotonic_time(millisecond) + Seconds * 1000, []),
+    [receive {done, P} -> ok end || P <- Pubs],
+    {ok, _} = vmq_pgevents:flush(60000),
+    Sorted = lists:sort(Samples),
+    N = length(Sorted),
+    P50 = lists:nth(max(1, N div 2), Sorted),
+    P99 = lists:nth(max(1, (N * 99) div 100), Sorted),
+    Max = lists:last(Sorted),
+    io:format("crash window at ~b events/s: in memory p50 ~b, p99 ~b, max ~b events (~b ms of traffic at most)~n",
+              [Rate, P50, P99, Max, Max * 1000 div Rate]),
+    #{rate => Rate, p50_events => P50, p99_events => P99, max_events => Max,
+      max_ms_of_traffic => Max * 1000 div Rate}.
+
+steady(_, _, 0) -> ok;
+steady(S, PerTick, Ticks) ->
+    T0 = erlang:monotonic_time(millisecond),
+    [vmq_pgevents:on_publish(<<"bench">>, S, 1, [<<"bench">>, <<"w">>], <<"payload">>, false)
+     || _ <- lists:seq(1, PerTick)],
+    timer:sleep(max(0, 10 - (erlang:monotonic_time(millisecond) - T0))),
+    steady(S, PerTick, Ticks - 1).
+
+sample_pending(Until, Acc) ->
+    case erlang:monotonic_time(millisecond) >= Until of
+        true -> Acc;
+        false ->
+            #{pending := P} = vmq_pgevents_nif:status(),
+            timer:sleep(5),
+            sample_pending(Until, [P | Acc])
+    end.
+
 %% ---- memory per queued event ------------------------------------------------------
 
 queue_memory() ->
@@ -223,7 +275,7 @@ machine() ->
       postgresql => list_to_binary(string:trim(os:cmd("bash test/pg.sh psql " ++ get(pgdir) ++ " -Atc 'SHOW server_version'")))}.
 
 report(#{hook_cost := Hooks, ingest := Ingest, memory := Mem, baselines := B, machine := M,
-         timer_overhead_ns := Ov}) ->
+         timer_overhead_ns := Ov} = Res) ->
     io:format("~n== vmq_pgevents benchmark (~ts; ~b cores; OTP ~ts; PostgreSQL ~ts, fsync on, synchronous_commit on)~n",
               [maps:get(cpu, M), maps:get(cores, M), maps:get(otp, M), maps:get(postgresql, M)]),
     io:format("~nHook call cost (us, inside the VM, ~b calls each; includes ~b ns of timer overhead;~n"
@@ -245,7 +297,11 @@ report(#{hook_cost := Hooks, ingest := Ingest, memory := Mem, baselines := B, ma
      || #{payload_bytes := P, queue_peak_events := Pk, queue_peak_bytes := PkB, vm_memory_before := MB,
           vm_memory_after := MA, rss_before := R0, rss_at_peak := R1} <- Ingest],
     io:format("~nQueue memory per event beyond its payload: ~.1f bytes accounted, ~.1f bytes RSS~n",
-              [maps:get(accounted_bytes_per_event, Mem), maps:get(rss_bytes_per_event, Mem)]).
+              [maps:get(accounted_bytes_per_event, Mem), maps:get(rss_bytes_per_event, Mem)]),
+    io:format("~nIn memory (lost by a kill -9 of the broker), sampled every 5 ms, PostgreSQL healthy:~n"),
+    [io:format("  ~7b events/s: p50 ~b, p99 ~b, max ~b events (~b ms of traffic)~n", [R, P50, P99, Mx, Ms])
+     || #{rate := R, p50_events := P50, p99_events := P99, max_events := Mx, max_ms_of_traffic := Ms}
+            <- maps:get(crash_window, Res)].
 
 %% ---- minimal JSON encoder ------------------------------------------------------------
 

@@ -36,6 +36,7 @@ inc=$(erl -noshell -pa ebin -pa _build/make/test_ebin -eval "
     application:load(vmq_pgevents),
     application:set_env(vmq_pgevents, dsn, \"$dsn\"),
     application:set_env(vmq_pgevents, table, \"$TABLE\"),
+    application:set_env(vmq_pgevents, spool_dir, \"_build/spool\"),
     {ok, _} = application:ensure_all_started(vmq_pgevents),
     Calls = pgev_broker:replay(\"test/traces/scenario_a.trace\"),
     {ok, N} = vmq_pgevents:flush(30000),
