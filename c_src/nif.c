@@ -589,6 +589,7 @@ static void stop_writer(priv_t *p, int timeout_ms)
                 p->past.written_hook[i] += last.written_hook[i];
                 p->past.dead_hook[i] += last.dead_hook[i];
                 p->past.dropped_hook[i] += last.dropped_hook[i];
+                p->past.spooled_hook[i] += last.spooled_hook[i];
             }
         }
         p->past.last_write_us = last.last_write_us ? last.last_write_us : p->past.last_write_us;
@@ -675,8 +676,8 @@ static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p, const writer_status_t *w
     int i, j;
 
     for (i = 0; i < HOOK_COUNT; i++) {
-        uint64_t c[6] = {0};
-        ERL_NIF_TERM k[8], v[8], inner, mode;
+        uint64_t c[7] = {0};
+        ERL_NIF_TERM k[9], v[9], inner, mode;
         int seen = 0, on = 0;
         for (j = 0; j < i; j++)
             if (enif_is_identical(p->hook_atom[j], p->hook_atom[i]))
@@ -692,6 +693,7 @@ static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p, const writer_status_t *w
             c[3] += __atomic_load_n(&p->filtered[j], __ATOMIC_RELAXED);
             c[4] += ws->written_hook[j];
             c[5] += ws->dead_hook[j];
+            c[6] += ws->spooled_hook[j];
             on |= (enabled >> j) & 1;
         }
         switch (__atomic_load_n(&p->payload_mode[i], __ATOMIC_RELAXED)) {
@@ -707,7 +709,8 @@ static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p, const writer_status_t *w
         k[5] = p->am.am_dead_lettered; v[5] = make_u64(env, c[5]);
         k[6] = p->am.am_recording;     v[6] = on ? p->am.am_true : p->am.am_false;
         k[7] = p->am.am_payload_mode;  v[7] = mode;
-        enif_make_map_from_arrays(env, k, v, 8, &inner);
+        k[8] = p->am.am_spooled;       v[8] = make_u64(env, c[6]);
+        enif_make_map_from_arrays(env, k, v, 9, &inner);
         enif_make_map_put(env, map, p->hook_atom[i], inner, &map);
     }
     return map;
@@ -755,6 +758,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         ws.written_hook[i] += p->past.written_hook[i];
         ws.dead_hook[i] += p->past.dead_hook[i];
         ws.dropped_hook[i] += p->past.dropped_hook[i];
+        ws.spooled_hook[i] += p->past.spooled_hook[i];
     }
     memcpy(dsn, p->dsn_masked, sizeof dsn);
     pthread_mutex_unlock(&p->mu);

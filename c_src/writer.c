@@ -575,6 +575,8 @@ static void spool_or_drop(writer_t *w, event_t *list, size_t n, int at_stop)
         return;
     if (w->sp && spool_append(w->sp, list, n, err, sizeof err) == 0) {
         pthread_mutex_lock(&w->smu);
+        for (ev = list; ev; ev = ev->next)
+            w->st.spooled_hook[ev->hook]++;
         w->st.spooled += n;
         if (at_stop)
             w->st.spooled_at_stop += n;

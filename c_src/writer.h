@@ -40,6 +40,7 @@ typedef struct writer_status {
     uint64_t spooled, spool_dropped, spooled_at_stop, spool_corrupt;
     uint64_t spool_bytes;
     uint64_t dropped_hook[HOOK_COUNT];   /* spool full */
+    uint64_t spooled_hook[HOOK_COUNT];
     uint64_t write_errors;
     uint64_t written_hook[HOOK_COUNT], dead_hook[HOOK_COUNT];
     size_t inflight;

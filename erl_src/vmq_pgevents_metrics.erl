@@ -20,6 +20,7 @@ from_status(S = #{per_hook := PerHook}) ->
                                   {written, pgevents_written, <<"Events written to PostgreSQL">>},
                                   {dropped, pgevents_dropped, <<"Events dropped: the queue was full">>},
                                   {dead_lettered, pgevents_dead_lettered, <<"Rows PostgreSQL refused">>},
+                                  {spooled, pgevents_spooled_hook, <<"Events moved to the on-disk spool">>},
                                   {filtered, pgevents_filtered, <<"Events left out by topic or mountpoint filters">>},
                                   {malformed, pgevents_malformed, <<"Events with arguments of an unexpected shape">>}],
             H <- Hooks],

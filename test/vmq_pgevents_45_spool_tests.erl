@@ -47,8 +47,9 @@ long_outage_small_memory_test_() ->
             #{dropped := D0} = vmq_pgevents:status(),
             publish(8, 2500, 10),                 %% 20,000 events, ~40,000 a second
             timer:sleep(300),
-            #{dropped := D1, spooled := Spooled, spool_bytes := Bytes, queue_peak := Peak} =
-                vmq_pgevents:status(),
+            #{dropped := D1, spooled := Spooled, spool_bytes := Bytes, queue_peak := Peak,
+              per_hook := #{on_publish := #{spooled := HookSpooled}}} = vmq_pgevents:status(),
+            ?assertEqual(Spooled, HookSpooled),    %% every event spooled so far was an on_publish
             ?assertEqual(0, D1 - D0),
             ?assert(Spooled >= 15000),
             ?assert(Bytes > 0),
