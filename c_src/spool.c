@@ -231,7 +231,7 @@ int spool_append(spool_t *s, const event_t *list, size_t n, char *err, size_t er
 }
 
 /* a record's bytes -> an event, or NULL when its fields do not fit */
-static event_t *record_event(const unsigned char *rec, uint32_t len)
+event_t *spool_record_event(const unsigned char *rec, uint32_t len)
 {
     event_t *ev;
     int f;
@@ -243,7 +243,7 @@ static event_t *record_event(const unsigned char *rec, uint32_t len)
         return NULL;
     memcpy((char *)ev + EV_OFF, rec, len);
     ev->next = NULL;
-    if (ev->bytes != EV_OFF + len || ev->hook >= HOOK_COUNT)
+    if (ev->bytes != EV_OFF + len || ev->hook >= HOOK_COUNT || ev->peer_family > 6)
         goto bad;
     for (f = 0; f < F_COUNT; f++) {
         if (ev->len[f] < -1)
@@ -295,7 +295,7 @@ event_t *spool_read(spool_t *s, size_t max, size_t *n, int64_t *incarnation)
                 break;
             if (pread(fd, rec, len, (off_t)(pos + HDR)) == (ssize_t)len &&
                 crc32_buf(0, rec, len) == get32(hdr + 8))
-                ev = record_event(rec, len);
+                ev = spool_record_event(rec, len);
             free(rec);
         }
         if (!ev) {

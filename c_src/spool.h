@@ -43,5 +43,8 @@ uint64_t spool_bytes(const spool_t *s);      /* bytes not yet consumed */
 uint64_t spool_corrupt(const spool_t *s);    /* damaged records skipped */
 
 uint32_t crc32_buf(uint32_t crc, const void *p, size_t n);
+/* A record's bytes (after magic, length and CRC) as an event; NULL when
+ * its fields do not fit. Exposed for the fuzz harness. */
+event_t *spool_record_event(const unsigned char *rec, uint32_t len);
 
 #endif

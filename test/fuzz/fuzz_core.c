@@ -13,6 +13,7 @@
  * fuzz_one() is also linked into test/fuzz/regress.c, which replays
  * test/fuzz/corpus/ in `make test`: a crash found once stays tested. */
 #include <jansson.h>
+#include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -23,6 +24,7 @@
 #include "event.h"
 #include "hooks.h"
 #include "jsonw.h"
+#include "spool.h"
 #include "text.h"
 
 #define REQUIRE(c)                                                             \
@@ -201,11 +203,38 @@ static void check_event(const uint8_t *d, size_t n)
     buf_free(&topics);
 }
 
+/* a spool record read back from a damaged disk: either refused, or an
+ * event whose every field lies inside it and encodes as a valid row */
+static void check_spool_record(const uint8_t *d, size_t n)
+{
+    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
+    event_t *ev;
+    buf_t row;
+    int f;
+
+    if (n > UINT32_MAX)
+        return;
+    ev = spool_record_event(d, (uint32_t)n);
+    if (!ev)
+        return;
+    for (f = 0; f < F_COUNT; f++)
+        if (ev->len[f] >= 0)
+            REQUIRE((size_t)ev->off[f] + (size_t)ev->len[f] <= ev->bytes - offsetof(event_t, data));
+    /* text fields from disk need not be clean: the encoder must still not
+     * read outside the event; the row's shape is checked, not its text */
+    buf_init(&row, NULL, 0);
+    copy_row(&row, &ctx, ev);
+    REQUIRE(!row.failed && row.len >= 2);
+    buf_free(&row);
+    event_free(ev);
+}
+
 void fuzz_one(const uint8_t *data, size_t size)
 {
     check_text(data, size);
     check_json_string(data, size);
     check_event(data, size);
+    check_spool_record(data, size);
 }
 
 #ifndef FUZZ_REGRESS
