@@ -229,16 +229,24 @@ j(L) when is_list(L) -> [j(X) || X <- L];
 j(T) when is_tuple(T) -> [j(X) || X <- tuple_to_list(T)];
 j(M) when is_map(M) -> maps:fold(fun(K, V, Acc) -> Acc#{j(K) => j(V)} end, #{}, M).
 
+%% a fresh table holding one replayed trace, for Check(Table)
+with_trace(Table, Scenario, Check) ->
+    {timeout, 60, fun() ->
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table),
+        pgev_app:start(Table),
+        try
+            pgev_broker:replay("test/traces/scenario_" ++ Scenario ++ ".trace"),
+            pgev_app:flush(),
+            Check(Table)
+        after
+            pgev_app:stop()
+        end
+    end}.
+
 %% The README's "one client's connections" query on scenario a: three
 %% connections of client 1528366636, each with its events in order.
 scenario_a_timeline_test_() ->
-    {timeout, 60, fun() ->
-        T = "timeline_a",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
-        pgev_app:start(T),
-        try
-            pgev_broker:replay("test/traces/scenario_a.trace"),
-            pgev_app:flush(),
+    with_trace("timeline_a", "a", fun(T) ->
             Rows = pgev_pg:rows(
                      "SELECT conn_id, string_agg(hook, ' > ' ORDER BY seq) AS events "
                      "FROM " ++ T ++ " WHERE client_id = '1528366636' "
@@ -258,21 +266,12 @@ scenario_a_timeline_test_() ->
                 "SELECT count(*) FROM " ++ T ++ " a WHERE hook LIKE 'auth_on_register%' "
                 "AND NOT EXISTS (SELECT 1 FROM " ++ T ++ " r WHERE r.conn_id = a.conn_id "
                 "AND r.node = a.node AND r.hook LIKE 'on_register%')")))
-        after
-            pgev_app:stop()
-        end
-    end}.
+    end).
 
 %% Scenario e: TLS client certificates refused by the password plugin are
 %% auth attempts without a registration: the failed-auth query finds both.
 scenario_e_failed_auth_test_() ->
-    {timeout, 60, fun() ->
-        T = "failed_auth_e",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
-        pgev_app:start(T),
-        try
-            pgev_broker:replay("test/traces/scenario_e.trace"),
-            pgev_app:flush(),
+    with_trace("failed_auth_e", "e", fun(T) ->
             Rows = pgev_pg:rows(
                 "SELECT client_id, hook, host(peer_addr) AS peer, extra ? 'opts' AS has_opts "
                 "FROM " ++ T ++ " a WHERE hook LIKE 'auth_on_register%' "
@@ -283,7 +282,4 @@ scenario_e_failed_auth_test_() ->
                           #{<<"client_id">> => <<"1528366636-tls5">>,
                             <<"hook">> => <<"auth_on_register_m5">>,
                             <<"peer">> => <<"127.0.0.1">>, <<"has_opts">> => true}], Rows)
-        after
-            pgev_app:stop()
-        end
-    end}.
+    end).
