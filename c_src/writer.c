@@ -42,6 +42,8 @@ struct writer {
     int schema_done;
     int resume_check;          /* a write failed: ask the table where we are */
     char last_sqlstate[6];     /* of the last failed statement */
+    uint64_t drops_logged;     /* hook-path drops already reported */
+    int64_t drops_logged_us;
     int backoff_ms;
     int down_logged;
     int64_t down_since_us;
@@ -623,6 +625,31 @@ static void spool_overflow(writer_t *w, event_t **batch, size_t *n, int from_spo
         spool_or_drop(w, list, k, 0);
 }
 
+/* The hook path counts the events it could not queue but never logs;
+ * the writer says so, at most every 10 s. */
+static void report_queue_drops(writer_t *w)
+{
+    queue_stats_t qs;
+    int64_t now;
+
+    queue_get_stats(w->q, &qs);
+    if (qs.dropped <= w->drops_logged)
+        return;
+    now = now_us();
+    if (w->drops_logged_us && now - w->drops_logged_us < 10000000)
+        return;
+    wlog(w, WLOG_ERROR,
+         "%llu events dropped: the in-memory queue was full (queue_max_events %zu, "
+         "queue_max_bytes %zu)%s; %llu dropped so far",
+         (unsigned long long)(qs.dropped - w->drops_logged),
+         __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED),
+         __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED),
+         w->sp ? " faster than the spool could take it" : " and overflow is drop",
+         (unsigned long long)qs.dropped);
+    w->drops_logged = qs.dropped;
+    w->drops_logged_us = now;
+}
+
 /* waits out a reconnect backoff, moving queue overflow to the spool every
  * 10 ms so a long outage does not fill the queue */
 static void backoff_spooling(writer_t *w, event_t **batch, size_t *n, int from_spool)
@@ -664,9 +691,15 @@ static void *writer_main(void *arg)
                  w->spool_dir, (unsigned long long)spool_bytes(w->sp));
         spool_status(w);
     }
+    {
+        queue_stats_t qs;
+        queue_get_stats(w->q, &qs);
+        w->drops_logged = qs.dropped;   /* earlier writers reported theirs */
+    }
     for (;;) {
         int past = 0, stopping = stop_requested(w, &past);
 
+        report_queue_drops(w);
         if (w->sp && !stopping)
             spool_overflow(w, &batch, &n, from_spool);
         if (!batch) {
