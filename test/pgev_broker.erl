@@ -6,10 +6,12 @@
 %%   {error,_} (next exhausts this one-plugin chain: {error,
 %%   plugin_chain_exhausted}), all hooks may answer anything.
 %% - Processes (vernemq-hooks.md, "Which process calls what"): every
-%%   CONNECT gets a fresh connection process, which then makes that
-%%   client's connection-side calls; the subscriber's connection process
-%%   makes on_deliver*; one queue process per client id, outliving its
-%%   connections, makes the queue-side calls.
+%%   CONNECT gets a fresh connection process (auth_on_register*,
+%%   on_auth_m5), pending until its on_register*; from then on it is the
+%%   client's connection and makes the client's other connection-side
+%%   calls (a refused CONNECT never registers, so it never makes them); the
+%%   subscriber's connection process makes on_deliver*; one queue process
+%%   per client id, outliving its connections, makes the queue-side calls.
 %% - Trace files record on_message_drop's promise as {'$fun_result', R};
 %%   here it becomes the fun VerneMQ passes.
 -module(pgev_broker).
@@ -42,15 +44,26 @@ unfun(A) -> A.
 
 route(Hook, Args, State = #{conns := Conns, queues := Queues, n := N}) ->
     SubId = subscriber_id(Hook, Args),
+    Conn = maps:get(SubId, Conns, #{}),
     case side(Hook, Args) of
         new_connection ->
             Pid = spawn_proc(),
             Where = {conn, N + 1},
-            {Where, Pid, State#{conns := Conns#{SubId => {Where, Pid}}, n := N + 1}};
+            {Where, Pid, State#{conns := Conns#{SubId => Conn#{pending => {Where, Pid}}}, n := N + 1}};
+        registration ->
+            case maps:find(pending, Conn) of
+                {ok, {Where, Pid} = P} ->
+                    {Where, Pid, State#{conns := Conns#{SubId => #{current => P}}}};
+                error -> error({no_pending_connection_for, Hook, SubId})
+            end;
         connection ->
-            case maps:find(SubId, Conns) of
+            case maps:find(current, Conn) of
                 {ok, {Where, Pid}} -> {Where, Pid, State};
-                error -> error({no_connection_for, Hook, SubId})
+                error ->
+                    case maps:find(pending, Conn) of
+                        {ok, {Where, Pid}} -> {Where, Pid, State};
+                        error -> error({no_connection_for, Hook, SubId})
+                    end
             end;
         queue ->
             case maps:find(SubId, Queues) of
@@ -63,6 +76,7 @@ route(Hook, Args, State = #{conns := Conns, queues := Queues, n := N}) ->
 
 side(H, _) when H =:= auth_on_register; H =:= auth_on_register_m5; H =:= on_auth_m5 ->
     new_connection;
+side(H, _) when H =:= on_register; H =:= on_register_m5 -> registration;
 side(on_topic_unsubscribed, [_, all_topics]) -> queue;
 side(on_topic_unsubscribed, _) -> connection;
 side(H, _) when H =:= on_offline_message; H =:= on_client_wakeup; H =:= on_client_offline;
@@ -78,7 +92,7 @@ subscriber_id(H, [S | _]) when H =:= on_offline_message; H =:= on_client_wakeup;
 subscriber_id(_, [_, S | _]) -> S.
 
 procs(#{conns := C, queues := Q}) ->
-    [P || {_, P} <- maps:values(C)] ++ maps:values(Q).
+    [P || Conn <- maps:values(C), {_, P} <- maps:values(Conn)] ++ maps:values(Q).
 
 spawn_proc() ->
     spawn(fun loop/0).

@@ -283,3 +283,49 @@ scenario_e_failed_auth_test_() ->
                             <<"hook">> => <<"auth_on_register_m5">>,
                             <<"peer">> => <<"127.0.0.1">>, <<"has_opts">> => true}], Rows)
     end).
+
+%% Connection identity in the two cases the README promises, played through
+%% the broker stand-in (a new connection process per CONNECT, one queue
+%% process per client id):
+%% - a client-id takeover: the old connection's on_client_offline arrives
+%%   after the new connection's auth_on_register, and belongs to the old one;
+%% - a refused login with a taken client id (auth_on_register and nothing
+%%   else) does not take over the queue events of the client that holds it.
+connection_identity_test_() ->
+    {timeout, 60, fun() ->
+        T = "conn_identity",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T),
+        try
+            S = {[], <<"taken">>},
+            Auth = fun(Port) -> {auth_on_register, [{{127, 0, 0, 1}, Port}, S, <<"u">>,
+                                                    {encrypted, <<"x">>}, false]} end,
+            Calls = [Auth(1001),                                     %% A
+                     {on_client_wakeup, [S]},
+                     {on_register, [{{127, 0, 0, 1}, 1001}, S, <<"u">>]},
+                     {on_publish, [<<"u">>, S, 0, [<<"a">>], <<"from A">>, false]},
+                     Auth(1002),                                     %% B takes over
+                     {on_client_offline, [S]},                       %% A's, late
+                     {on_client_wakeup, [S]},                        %% B's
+                     {on_register, [{{127, 0, 0, 1}, 1002}, S, <<"u">>]},
+                     Auth(6666),                                     %% refused: nothing else
+                     {on_offline_message, [S, 1, [<<"a">>], <<"queued for B">>, false]},
+                     {on_publish, [<<"u">>, S, 0, [<<"a">>], <<"from B">>, false]}],
+            pgev_broker:replay_calls(Calls),
+            pgev_app:flush(),
+            Rows = [{maps:get(<<"hook">>, R), maps:get(<<"peer_port">>, R), maps:get(<<"conn_id">>, R)}
+                    || R <- pgev_app:rows(T)],
+            [{_, 1001, A}, {_, _, A}, {_, 1001, A}, {_, _, A},
+             {_, 1002, B}, {<<"on_client_offline">>, _, Off}, {<<"on_client_wakeup">>, _, WakeB},
+             {_, 1002, B2}, {_, 6666, C}, {<<"on_offline_message">>, _, Queued},
+             {<<"on_publish">>, _, PubB}] = Rows,
+            ?assert(A =/= B andalso B =/= C andalso A =/= C),
+            ?assertEqual(A, Off),        %% the late offline is the old connection's
+            ?assertEqual(B, WakeB),      %% the wakeup is the new connection's
+            ?assertEqual(B, B2),
+            ?assertEqual(B, Queued),     %% the refused login did not steal it
+            ?assertEqual(B, PubB)
+        after
+            pgev_app:stop()
+        end
+    end}.
