@@ -571,27 +571,8 @@ static void stop_writer(priv_t *p, int timeout_ms)
     pthread_mutex_lock(&p->mu);
     p->has_owner = 0;
     if (w) {
-        p->past.written += last.written;
-        p->past.batches += last.batches;
-        p->past.dead_lettered += last.dead_lettered;
-        p->past.dead_lost += last.dead_lost;
-        p->past.spooled += last.spooled;
-        p->past.spool_dropped += last.spool_dropped;
-        p->past.spooled_at_stop += last.spooled_at_stop;
-        p->past.spool_corrupt += last.spool_corrupt;
+        writer_status_add(&p->past, &last);
         p->past.spool_bytes = last.spool_bytes;
-        p->past.reconnects += last.reconnects;
-        p->past.discarded_at_stop += last.discarded_at_stop;
-        p->past.write_errors += last.write_errors;
-        {
-            int i;
-            for (i = 0; i < HOOK_COUNT; i++) {
-                p->past.written_hook[i] += last.written_hook[i];
-                p->past.dead_hook[i] += last.dead_hook[i];
-                p->past.dropped_hook[i] += last.dropped_hook[i];
-                p->past.spooled_hook[i] += last.spooled_hook[i];
-            }
-        }
         p->past.last_write_us = last.last_write_us ? last.last_write_us : p->past.last_write_us;
         memcpy(p->past.last_error, last.last_error, sizeof last.last_error);
     }
@@ -608,19 +589,6 @@ static ERL_NIF_TERM nif_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]
     if (!enif_get_int(env, argv[0], &timeout) || timeout < 0)
         return enif_make_badarg(env);
     stop_writer(p, timeout);
-    return p->am.am_ok;
-}
-
-/* set_hooks(all | [Name]) -> ok | {error, badconfig} */
-static ERL_NIF_TERM nif_set_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
-{
-    priv_t *p = enif_priv_data(env);
-    uint64_t mask;
-
-    (void)argc;
-    if (hooks_mask(env, p, argv[0], &mask) < 0)
-        return error_tuple(env, p, p->am.am_badconfig);
-    __atomic_store_n(&p->enabled, mask, __ATOMIC_RELAXED);
     return p->am.am_ok;
 }
 
@@ -741,25 +709,9 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         ws.last_write_us = p->past.last_write_us;
     }
     /* counters are for the life of this NIF instance, across writer restarts */
-    ws.written += p->past.written;
-    ws.batches += p->past.batches;
-    ws.dead_lettered += p->past.dead_lettered;
-    ws.dead_lost += p->past.dead_lost;
-    ws.spooled += p->past.spooled;
-    ws.spool_dropped += p->past.spool_dropped;
-    ws.spooled_at_stop += p->past.spooled_at_stop;
-    ws.spool_corrupt += p->past.spool_corrupt;
+    writer_status_add(&ws, &p->past);
     if (!running)
         ws.spool_bytes = p->past.spool_bytes;
-    ws.reconnects += p->past.reconnects;
-    ws.discarded_at_stop += p->past.discarded_at_stop;
-    ws.write_errors += p->past.write_errors;
-    for (i = 0; i < HOOK_COUNT; i++) {
-        ws.written_hook[i] += p->past.written_hook[i];
-        ws.dead_hook[i] += p->past.dead_hook[i];
-        ws.dropped_hook[i] += p->past.dropped_hook[i];
-        ws.spooled_hook[i] += p->past.spooled_hook[i];
-    }
     memcpy(dsn, p->dsn_masked, sizeof dsn);
     pthread_mutex_unlock(&p->mu);
     queue_get_stats(&p->q, &qs);
@@ -882,7 +834,6 @@ static ErlNifFunc nif_funcs[] = {
     {"start", 2, nif_start, 0},
     {"configure", 1, nif_configure, 0},
     {"stop", 1, nif_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
-    {"set_hooks", 1, nif_set_hooks, 0},
     {"flush", 0, nif_flush, 0},
     {"status", 0, nif_status, 0},
     {"hooks", 0, nif_hooks, 0},

@@ -147,20 +147,25 @@ static void pause_ms(writer_t *w, int ms)
     pthread_mutex_unlock(&w->smu);
 }
 
-/* capped exponential backoff with jitter (between half and all of it) */
-static void backoff(writer_t *w)
+/* the next wait of the capped exponential backoff, with jitter (between
+ * half and all of it); doubles the one after */
+static int next_backoff_ms(writer_t *w)
 {
     int ms = w->backoff_ms;
-    int jittered = ms / 2 + (ms > 1 ? (int)(random() % (ms / 2 + 1)) : 0);
 
+    w->backoff_ms = ms * 2 > w->cfg.backoff_max_ms ? w->cfg.backoff_max_ms : ms * 2;
+    return ms / 2 + (ms > 1 ? (int)(random() % (ms / 2 + 1)) : 0);
+}
+
+static void backoff(writer_t *w)
+{
     if (stop_requested(w, NULL)) {
         /* still trying until the stop deadline, without spinning */
         struct timespec ts = {0, 20 * 1000000L};
         nanosleep(&ts, NULL);
         return;
     }
-    pause_ms(w, jittered);
-    w->backoff_ms = ms * 2 > w->cfg.backoff_max_ms ? w->cfg.backoff_max_ms : ms * 2;
+    pause_ms(w, next_backoff_ms(w));
 }
 
 static void note_down(writer_t *w, const char *what, const char *err)
@@ -654,20 +659,19 @@ static void report_queue_drops(writer_t *w)
  * 10 ms so a long outage does not fill the queue */
 static void backoff_spooling(writer_t *w, event_t **batch, size_t *n, int from_spool)
 {
-    int ms = w->backoff_ms;
-    int total = ms / 2 + (ms > 1 ? (int)(random() % (ms / 2 + 1)) : 0);
+    int total;
 
     if (!w->sp || stop_requested(w, NULL)) {
         backoff(w);
         return;
     }
+    total = next_backoff_ms(w);
     while (total > 0 && !stop_requested(w, NULL)) {
         int slice = total < 10 ? total : 10;
         pause_ms(w, slice);
         total -= slice;
         spool_overflow(w, batch, n, from_spool);
     }
-    w->backoff_ms = ms * 2 > w->cfg.backoff_max_ms ? w->cfg.backoff_max_ms : ms * 2;
 }
 
 static void *writer_main(void *arg)
@@ -969,4 +973,27 @@ void writer_tune(writer_t *w, size_t batch_size, int flush_interval_ms, size_t j
     __atomic_store_n(&w->cfg.batch_size, batch_size, __ATOMIC_RELAXED);
     __atomic_store_n(&w->cfg.flush_interval_ms, flush_interval_ms, __ATOMIC_RELAXED);
     __atomic_store_n(&w->cfg.json_max, json_max, __ATOMIC_RELAXED);
+}
+
+void writer_status_add(writer_status_t *into, const writer_status_t *from)
+{
+    int i;
+
+    into->written += from->written;
+    into->batches += from->batches;
+    into->dead_lettered += from->dead_lettered;
+    into->dead_lost += from->dead_lost;
+    into->spooled += from->spooled;
+    into->spool_dropped += from->spool_dropped;
+    into->spooled_at_stop += from->spooled_at_stop;
+    into->spool_corrupt += from->spool_corrupt;
+    into->reconnects += from->reconnects;
+    into->discarded_at_stop += from->discarded_at_stop;
+    into->write_errors += from->write_errors;
+    for (i = 0; i < HOOK_COUNT; i++) {
+        into->written_hook[i] += from->written_hook[i];
+        into->dead_hook[i] += from->dead_hook[i];
+        into->dropped_hook[i] += from->dropped_hook[i];
+        into->spooled_hook[i] += from->spooled_hook[i];
+    }
 }

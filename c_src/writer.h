@@ -60,6 +60,9 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
  * rest, joins the thread and frees w. Its final status goes to *final. */
 void writer_stop(writer_t *w, int timeout_ms, writer_status_t *final);
 void writer_get_status(writer_t *w, writer_status_t *st);
+/* into += from for every counter (the totals of writers that have
+ * stopped); the gauges and the last error are left to the caller */
+void writer_status_add(writer_status_t *into, const writer_status_t *from);
 /* Changes batch size, flush interval and the JSON check limit of a
  * running writer (any thread; read by the writer at its next batch). */
 void writer_tune(writer_t *w, size_t batch_size, int flush_interval_ms, size_t json_max);

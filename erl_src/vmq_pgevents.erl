@@ -170,7 +170,7 @@ set_hooks(Hooks) ->
     try vmq_pgevents_config:parse_hooks(Hooks) of
         Parsed ->
             persistent_term:put({?MODULE, hooks_overridden}, true),
-            vmq_pgevents_nif:set_hooks(Parsed)
+            vmq_pgevents_nif:configure(#{hooks => Parsed})
     catch throw:{config, Msg} -> {error, iolist_to_binary(Msg)}
     end.
 

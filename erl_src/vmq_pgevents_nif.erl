@@ -2,7 +2,7 @@
 %% Only vmq_pgevents (hooks) and vmq_pgevents_server call these.
 -module(vmq_pgevents_nif).
 
--export([event/3, start/2, configure/1, stop/1, set_hooks/1, flush/0, status/0, hooks/0]).
+-export([event/3, start/2, configure/1, stop/1, flush/0, status/0, hooks/0]).
 -export([priv_dir/0]).
 -on_load(init/0).
 
@@ -26,9 +26,6 @@ configure(_Config) -> erlang:nif_error(not_loaded).
 
 -spec stop(non_neg_integer()) -> ok.
 stop(_TimeoutMs) -> erlang:nif_error(not_loaded).
-
--spec set_hooks(all | [atom()]) -> ok | {error, badconfig}.
-set_hooks(_Hooks) -> erlang:nif_error(not_loaded).
 
 -spec flush() -> ok.
 flush() -> erlang:nif_error(not_loaded).

@@ -2,7 +2,7 @@
 %% PostgreSQL with a given table and extra app env.
 -module(pgev_app).
 
--export([start/1, start/2, restart/2, stop/0, flush/0, rows/1, spool_dir/1]).
+-export([start/1, start/2, restart/2, stop/0, flush/0, rows/1, spool_dir/1, with_plugin/3]).
 -export([capture_logs/0, captured_logs/0, log/2]).
 
 start(Table) -> start(Table, []).
@@ -70,3 +70,9 @@ restart(Table, Env) ->
     [application:set_env(vmq_pgevents, K, V) || {K, V} <- Base ++ Env],
     {ok, _} = application:ensure_all_started(vmq_pgevents),
     ok.
+
+%% Fun() with the plugin started on a fresh, empty table
+with_plugin(Table, Env, Fun) ->
+    pgev_pg:sql("DROP TABLE IF EXISTS \"" ++ Table ++ "\""),
+    start(Table, Env),
+    try Fun() after stop() end.

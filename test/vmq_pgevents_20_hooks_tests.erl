@@ -22,10 +22,7 @@ contract_test() ->
               {on_deliver_m5, 7}, {on_message_drop, 3}, {on_topic_unsubscribed, 2},
               {on_session_expired, 1}, {on_auth_m5, 3}]].
 
-with_plugin(Table, Env, Fun) ->
-    pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table),
-    pgev_app:start(Table, Env),
-    try Fun() after pgev_app:stop() end.
+with_plugin(Table, Env, Fun) -> pgev_app:with_plugin(Table, Env, Fun).
 
 rows(Table) ->
     pgev_app:flush(),

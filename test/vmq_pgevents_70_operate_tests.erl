@@ -9,9 +9,7 @@
 
 with_plugin(Table, Env, Fun) ->
     clique:reset(),
-    pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table),
-    pgev_app:start(Table, Env),
-    try Fun() after pgev_app:stop() end.
+    pgev_app:with_plugin(Table, Env, Fun).
 
 hooks_of(Table) ->
     pgev_app:flush(),
