@@ -31,6 +31,9 @@ CORE_SRC := c_src/buf.c c_src/text.c c_src/jsonw.c c_src/event.c c_src/queue.c c
 NIF_SRC := $(CORE_SRC) c_src/terms.c c_src/nif.c
 HDRS := $(wildcard c_src/*.h)
 NIF_SO := priv/vmq_pgevents_nif.so
+# identifies this build of the NIF: a reload adopts the running state only
+# from a library of the same build (see c_src/nif.c, "Reloads")
+BUILD_ID = $(shell cat $(NIF_SRC) $(HDRS) | cksum | cut -d' ' -f1)-$(shell echo '$(CC) $(CFLAGS_ALL)' | cksum | cut -d' ' -f1)
 BUILD := _build/make
 # rebuild everything C when the flags change (e.g. SANITIZE=1 and back)
 FLAGS_STAMP := $(BUILD)/cflags-$(shell echo '$(CC) $(CFLAGS_ALL)' | cksum | cut -d' ' -f1)
@@ -54,7 +57,7 @@ $(NIF_SO): $(NIF_SRC) $(HDRS) $(FLAGS_STAMP)
 	@test -f "$(ERTS_INCLUDE_DIR)/erl_nif.h" || { echo "erl_nif.h not found in '$(ERTS_INCLUDE_DIR)': install erlang-dev or set ERTS_INCLUDE_DIR" >&2; exit 1; }
 	@pkg-config --exists $(PKGS) || { echo "pkg-config cannot find $(PKGS): install libpq-dev libjansson-dev" >&2; exit 1; }
 	@mkdir -p priv
-	$(CC) $(CFLAGS_ALL) -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) $(LDFLAGS)
+	$(CC) $(CFLAGS_ALL) -DPGEV_BUILD_ID='"$(BUILD_ID)"' -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) -ldl $(LDFLAGS)
 
 ebin: $(BEAMS) ebin/vmq_pgevents.app
 

@@ -24,7 +24,8 @@
     X(recording) X(payload_mode) X(payload_modes) X(none) X(truncated)      \
     X(full) X(topic_include) X(topic_exclude) X(mountpoints) X(oldest_age_us)  \
     X(last_batch_us) X(dead_letter_lost) X(spool_dir) X(spool_max_bytes)     \
-    X(spooled) X(spool_bytes) X(spooled_at_stop) X(spool_corrupt)
+    X(spooled) X(spool_bytes) X(spooled_at_stop) X(spool_corrupt)          \
+    X(listener_addr)
 
 typedef struct atoms {
 #define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;

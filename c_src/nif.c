@@ -5,7 +5,19 @@
  * entry point (event/3) runs on the calling process's scheduler: it
  * decodes, builds one event, pushes it on the queue and returns; it never
  * waits for PostgreSQL. The writer thread (writer.c) is started by
- * start/2 and joined by stop/1 (a dirty I/O NIF) or by unload. */
+ * start/2 and joined by stop/1 (a dirty I/O NIF) or by unload.
+ *
+ * Reloads. VerneMQ's plugin manager reloads every module of a plugin right
+ * after starting it (code:load_file/1), and a code upgrade does the same:
+ * the NIF's upgrade callback then adopts the running priv_t (queue,
+ * writer, sequence, counters) instead of making a second one, and unload
+ * tears it down only when the last module instance using it goes. Only a
+ * library of the same build may adopt it (the structs are shared as they
+ * are); another build is refused and the running one stays in use. The
+ * library pins itself in memory at load (RTLD_NODELETE), so a purge of an
+ * old instance never unmaps code the writer thread is running. */
+#define _GNU_SOURCE
+#include <dlfcn.h>
 #include <erl_nif.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -34,7 +46,15 @@
 
 enum payload_mode { PM_TRUNCATED, PM_NONE, PM_FULL };
 
+#ifndef PGEV_BUILD_ID
+#define PGEV_BUILD_ID "unknown"
+#endif
+static const char build_id[] = PGEV_BUILD_ID;
+
 typedef struct priv {
+    const char *build;           /* build_id of the library that made it */
+    size_t size;                 /* sizeof(priv_t) of that library */
+    unsigned refs;               /* module instances using it (load/upgrade/unload) */
     atoms_t am;
     ERL_NIF_TERM hook_atom[HOOK_COUNT];
     unsigned hook_arity[HOOK_COUNT];
@@ -768,6 +788,16 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
 
 /* ---- load / unload ---------------------------------------------------- */
 
+/* Keeps this library mapped for the life of the VM: a writer thread may
+ * run its code after the module instance that loaded it is purged. */
+static void pin_library(void)
+{
+    Dl_info info;
+
+    if (dladdr((void *)&pin_library, &info) && info.dli_fname)
+        (void)dlopen(info.dli_fname, RTLD_NOW | RTLD_NODELETE);
+}
+
 static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
 {
     priv_t *p = calloc(1, sizeof *p);
@@ -776,6 +806,10 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
     (void)info;
     if (!p)
         return 1;
+    pin_library();
+    p->build = build_id;
+    p->size = sizeof *p;
+    p->refs = 1;
 #define ATOM_INIT(n) p->am.am_##n = enif_make_atom(env, #n);
     ATOM_LIST(ATOM_INIT)
 #undef ATOM_INIT
@@ -805,12 +839,22 @@ out_free:
     return 1;
 }
 
-/* a reload gets its own state and incarnation; the old instance's writer
- * keeps running until the old code is purged (unload) */
+/* A reload (code:load_file/1 of a loaded module): the new instance adopts
+ * the running state, so recording goes on with the same queue, writer,
+ * incarnation and counters. A different build cannot share the structs:
+ * refused, the old instance stays the current code (nothing is lost; the
+ * new build takes effect at the next broker start). */
 static int upgrade(ErlNifEnv *env, void **priv_data, void **old_priv_data, ERL_NIF_TERM info)
 {
-    (void)old_priv_data;
-    return load(env, priv_data, info);
+    priv_t *old = *old_priv_data;
+
+    if (!old)
+        return load(env, priv_data, info);
+    if (old->size != sizeof *old || strcmp(old->build, build_id) != 0)
+        return 1;
+    __atomic_fetch_add(&old->refs, 1, __ATOMIC_ACQ_REL);   /* held by the new instance */
+    *priv_data = old;
+    return 0;
 }
 
 static void unload(ErlNifEnv *env, void *priv_data)
@@ -818,6 +862,8 @@ static void unload(ErlNifEnv *env, void *priv_data)
     priv_t *p = priv_data;
 
     (void)env;
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;   /* another instance of the module still uses it */
     stop_writer(p, UNLOAD_STOP_MS);
     queue_destroy(&p->q);
     while (p->filters) {

@@ -121,6 +121,10 @@ spool_t *spool_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
         snprintf(seg->path, sizeof seg->path, "%.3900s/%.60s", dir, e->d_name);
         if (stat(seg->path, &st) != 0)
             continue;
+        if (st.st_size == 0) {
+            unlink(seg->path);   /* an earlier run's file with nothing in it */
+            continue;
+        }
         seg->incarnation = inc;
         seg->size = (uint64_t)st.st_size;
         s->nsegs++;

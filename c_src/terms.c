@@ -1,6 +1,7 @@
 /* terms.c - Erlang hook arguments -> event_in_t (see terms.h). */
 #include "terms.h"
 
+#include <arpa/inet.h>
 #include <string.h>
 
 #include "hooks.h"
@@ -150,6 +151,33 @@ static void json_key(ErlNifEnv *env, ERL_NIF_TERM k, buf_t *b)
     }
 }
 
+/* an IP address tuple ({A,B,C,D} or eight 16-bit words) as a JSON string
+ * ("127.0.0.1", "::1"); -1, writing nothing, when t is not one */
+static int json_ip(ErlNifEnv *env, ERL_NIF_TERM t, buf_t *b)
+{
+    const ERL_NIF_TERM *e;
+    unsigned char addr[16];
+    char text[INET6_ADDRSTRLEN];
+    int n, k, v;
+
+    if (!enif_get_tuple(env, t, &n, &e) || (n != 4 && n != 8))
+        return -1;
+    for (k = 0; k < n; k++) {
+        if (!enif_get_int(env, e[k], &v) || v < 0 || v > (n == 4 ? 255 : 65535))
+            return -1;
+        if (n == 4) {
+            addr[k] = (unsigned char)v;
+        } else {
+            addr[2 * k] = (unsigned char)(v >> 8);
+            addr[2 * k + 1] = (unsigned char)v;
+        }
+    }
+    if (!inet_ntop(n == 4 ? AF_INET : AF_INET6, addr, text, sizeof text))
+        return -1;
+    jw_string(b, text, strlen(text));
+    return 0;
+}
+
 static void json_map(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM m, buf_t *b, int depth)
 {
     ErlNifMapIterator it;
@@ -168,6 +196,8 @@ static void json_map(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM m, buf_t *b
         if (enif_is_identical(k, am->am_p_user_property)) {
             if (json_user_props(env, am, v, b, depth) < 0)
                 json_term(env, am, v, b, depth + 1);
+        } else if (enif_is_identical(k, am->am_listener_addr) && json_ip(env, v, b) == 0) {
+            /* VerneMQ 2.2's connection options: the listener's address as text */
         } else if (enif_is_identical(k, am->am_p_authentication_data)) {
             ErlNifBinary bin;
             buf_puts(b, "{\"$redacted\":true,\"bytes\":");

@@ -135,9 +135,15 @@ dropped_message(_) ->
 %% ---- operator API -------------------------------------------------------
 
 %% @doc Connection state, queue depth, counters (README, "Status").
+%% When the plugin could not start (see vmq_pgevents_server), `state' is
+%% `not_recording' and `last_error' says why.
 -spec status() -> map().
 status() ->
-    vmq_pgevents_nif:status().
+    S = vmq_pgevents_nif:status(),
+    case vmq_pgevents_server:problem() of
+        undefined -> S;
+        Why -> S#{state := not_recording, last_error := Why}
+    end.
 
 %% @doc Writes what is queued (and spooled) now; waits up to TimeoutMs for it.
 -spec flush(non_neg_integer()) -> {ok, non_neg_integer()} | {error, timeout}.

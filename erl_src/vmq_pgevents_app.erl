@@ -9,7 +9,13 @@ start(_Type, _Args) ->
         {ok, _} = Ok ->
             %% vmq-admin commands, where clique is there (inside VerneMQ)
             case code:ensure_loaded(clique) of
-                {module, clique} -> vmq_pgevents_cli:register_cli();
+                {module, clique} ->
+                    %% never fails the start (that would take VerneMQ down)
+                    try vmq_pgevents_cli:register_cli()
+                    catch Class:Reason ->
+                            logger:error("vmq_pgevents: vmq-admin commands not registered: ~0p:~0p",
+                                         [Class, Reason])
+                    end;
                 _ -> ok
             end,
             Ok;

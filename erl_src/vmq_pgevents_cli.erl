@@ -13,7 +13,7 @@
 register_cli() ->
     Keys = ["vmq_pgevents." ++ atom_to_list(K) || K <- vmq_pgevents_config:runtime_keys()],
     [clique:register_config([K], fun config_changed/2) || K <- Keys],
-    ok = clique:register_config_whitelist(Keys),
+    ok = whitelist(Keys),
     clique:register_usage(?CMD, usage()),
     clique:register_command(?CMD ++ ["show"], [], [],
                             fun(_, [], []) ->
@@ -44,6 +44,27 @@ register_cli() ->
                                (_, _, _) -> usage_alert()
                             end),
     ok.
+
+%% VerneMQ's plugin manager loads each plugin's schema into clique from
+%% code:priv_dir(App), which finds nothing when the plugin directory is not
+%% named vmq_pgevents: then the schema is loaded again as the plugin
+%% manager does it (VerneMQ's schema directory and every plugin's priv
+%% dir), with this plugin's priv dir found next to its ebin.
+whitelist(Keys) ->
+    case clique:register_config_whitelist(Keys) of
+        ok -> ok;
+        {error, {invalid_config_keys, _}} ->
+            ok = clique_config:load_schema(schema_dirs()),
+            clique:register_config_whitelist(Keys);
+        Error -> Error
+    end.
+
+schema_dirs() ->
+    Default = application:get_env(vmq_plugin, default_schema_dir, []),
+    Plugins = try vmq_plugin:info(raw) catch _:_ -> [] end,
+    Default ++ [D || {application, App, _} <- Plugins, App =/= vmq_pgevents,
+                     is_list(D = code:priv_dir(App))]
+        ++ [vmq_pgevents_nif:priv_dir()].
 
 config_changed(_Key, _Value) ->
     vmq_pgevents:reconfigure(),

@@ -81,9 +81,15 @@ own_or_current(SubId) ->
         C -> C
     end.
 
-%% the session is over (on_client_gone, on_session_expired)
+%% the session is over (on_client_gone, on_session_expired). On a takeover
+%% the old session ends while the new connection is being authenticated:
+%% that pending connection is kept (its on_client_wakeup comes next).
 forget(SubId) ->
-    try ets:delete(?TAB, SubId) catch _:_ -> ok end,
+    try
+        ets:select_delete(?TAB, [{{SubId, '_', undefined}, [], [true]}]),
+        ets:update_element(?TAB, SubId, {2, undefined})
+    catch _:_ -> ok
+    end,
     ok.
 
 insert_new(Entry) ->

@@ -4,44 +4,92 @@
 -module(vmq_pgevents_server).
 -behaviour(gen_server).
 
--export([start_link/0, written_per_second/0]).
+-export([start_link/0, written_per_second/0, problem/0]).
 
 -define(SAMPLE_MS, 5000).
 -define(SAMPLES, 13).                %% one minute of 5 s samples
+-define(PROBLEM, {vmq_pgevents, problem}).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
 
 start_link() ->
     gen_server:start_link({local, ?MODULE}, ?MODULE, [], []).
 
+%% Never fails: a plugin whose start fails takes VerneMQ's plugin manager
+%% and the whole broker down with it. A configuration the plugin cannot use
+%% (e.g. a bad value set in advanced.config, which no schema checks) is
+%% logged once, shown by status() and `vmq-admin pgevents status', and
+%% nothing is recorded until the plugin is restarted with a good one.
 init([]) ->
     process_flag(trap_exit, true),
+    persistent_term:erase(?PROBLEM),
+    try start_writer() of
+        {ok, StopTimeout} ->
+            {ok, #{stop_timeout_ms => StopTimeout, samples => [sample()]}};
+        {error, Why} ->
+            not_recording(Why)
+    catch
+        Class:Reason ->
+            not_recording(io_lib:format("start failed: ~0p:~0p", [Class, Reason]))
+    end.
+
+start_writer() ->
     case vmq_pgevents_config:read() of
         {ok, Config} ->
             vmq_pgevents_conn:init_table(maps:get(conn_table_max, Config)),
-            case vmq_pgevents_nif:start(maps:without([conn_table_max, stop_timeout_ms], Config),
-                                        self()) of
+            StopTimeout = maps:get(stop_timeout_ms, Config),
+            case start_nif(maps:without([conn_table_max, stop_timeout_ms], Config), StopTimeout) of
                 ok ->
                     persistent_term:erase({vmq_pgevents, hooks_overridden}),
                     logger:info("vmq_pgevents: recording to table ~ts via ~ts",
                                 [maps:get(table, Config), masked_dsn()]),
                     erlang:send_after(?SAMPLE_MS, self(), sample),
-                    {ok, #{stop_timeout_ms => maps:get(stop_timeout_ms, Config),
-                           samples => [sample()]}};
+                    {ok, StopTimeout};
                 {error, Why} ->
-                    {stop, {vmq_pgevents_start, Why}}
+                    {error, Why}
             end;
         {error, Why} ->
-            logger:error("vmq_pgevents: bad configuration: ~ts", [Why]),
-            {stop, {bad_config, Why}}
+            {error, ["bad configuration: ", Why]}
     end.
+
+%% A writer still running here belongs to a server that was killed before
+%% its terminate/2 ran: stop it (what it holds is written or spooled) and
+%% start one that reports to this process.
+start_nif(Config, StopTimeout) ->
+    case vmq_pgevents_nif:start(Config, self()) of
+        {error, already_started} ->
+            vmq_pgevents_nif:stop(StopTimeout),
+            vmq_pgevents_nif:start(Config, self());
+        Result ->
+            Result
+    end.
+
+not_recording(Why) ->
+    Msg = iolist_to_binary(io_lib:format("~ts", [case is_atom(Why) of
+                                                   true -> atom_to_list(Why);
+                                                   false -> Why
+                                               end])),
+    logger:error("vmq_pgevents: not recording: ~ts (the broker goes on without it; "
+                 "fix the configuration and restart the plugin)", [Msg]),
+    persistent_term:put(?PROBLEM, Msg),
+    catch vmq_pgevents_conn:init_table(0),
+    catch vmq_pgevents_nif:configure(#{hooks => []}),   %% nothing piles up in memory
+    {ok, #{samples => [catch sample()]}}.
+
+%% why the plugin is not recording, when it could not start; undefined otherwise
+-spec problem() -> binary() | undefined.
+problem() ->
+    persistent_term:get(?PROBLEM, undefined).
 
 %% rows written per second over the last minute (from 5 s samples)
 handle_call(written_per_second, _From, State = #{samples := Samples}) ->
-    {T1, W1} = sample(),
-    {T0, W0} = lists:last(Samples),
-    Rate = case T1 - T0 of
-               0 -> 0.0;
-               Ms -> (W1 - W0) * 1000 / Ms
+    Rate = try
+               {T1, W1} = sample(),
+               {T0, W0} = lists:last(Samples),
+               case T1 - T0 of
+                   0 -> 0.0;
+                   Ms -> (W1 - W0) * 1000 / Ms
+               end
+           catch _:_ -> 0.0
            end,
     {reply, Rate, State};
 handle_call(_Req, _From, State) ->

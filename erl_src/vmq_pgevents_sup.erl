@@ -8,7 +8,10 @@ start_link() ->
     supervisor:start_link({local, ?MODULE}, ?MODULE, []).
 
 init([]) ->
-    StopTimeout = application:get_env(vmq_pgevents, stop_timeout_ms, 5000),
+    StopTimeout = case application:get_env(vmq_pgevents, stop_timeout_ms) of
+                      {ok, N} when is_integer(N), N >= 0 -> N;
+                      _ -> 5000    %% a bad value is reported by the server
+                  end,
     Server = #{id => vmq_pgevents_server,
                start => {vmq_pgevents_server, start_link, []},
                restart => permanent,

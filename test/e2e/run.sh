@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# test/e2e/run.sh - the real-broker suite (run by `make test`).
+#
+# For every VerneMQ release tarball in ../shared/vernemq/ (or the release
+# in VERNEMQ_HOME): unpack it under _build/e2e/, enable the built plugin
+# the way the README tells a user, start a private PostgreSQL, boot the
+# broker on 127.0.0.1, drive it with mosquitto_pub / mosquitto_sub, and
+# check the rows against what the clients did. Ends with one line
+# "N passed, N failed". Without any broker it says so and counts as
+# skipped, except under CI (CI set), where that is a failure.
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+ROOT=$PWD
+. test/e2e/broker.sh
+. test/e2e/check.sh
+. test/e2e/scenarios.sh
+. test/e2e/operate.sh
+
+sources=()
+if [ -n "${VERNEMQ_HOME:-}" ]; then
+    sources=("$VERNEMQ_HOME")
+else
+    for t in "${VERNEMQ_RELEASES:-../shared/vernemq}"/vernemq-*.tar.gz; do
+        [ -f "$t" ] && sources+=("$(cd "$(dirname "$t")" && pwd)/$(basename "$t")")
+    done
+fi
+if [ ${#sources[@]} -eq 0 ]; then
+    if [ -n "${CI:-}" ]; then
+        echo "real-broker suite: no VerneMQ release in ../shared/vernemq/ and no VERNEMQ_HOME (required under CI)"
+        echo "0 passed, 1 failed"
+        exit 1
+    fi
+    echo "real-broker suite skipped: no VerneMQ release tarball in ../shared/vernemq/ and no VERNEMQ_HOME"
+    echo "0 passed, 0 failed, 1 skipped"
+    exit 0
+fi
+for tool in mosquitto_pub mosquitto_sub curl psql; do
+    command -v $tool >/dev/null || { echo "real-broker suite: $tool missing (test/deps.sh installs it)"; echo "0 passed, 1 failed"; exit 1; }
+done
+
+E2E=$ROOT/_build/e2e
+WORK=$E2E/work
+mkdir -p "$WORK"
+# the plugin as a user installs it: ebin/ and priv/ copied to a directory.
+# Its name is not the application's (VerneMQ must cope with that).
+PLUGIN=$E2E/plugin/pgevents-build
+PLUGIN2=$E2E/plugin/vmq_pgevents
+for d in "$PLUGIN" "$PLUGIN2"; do
+    rm -rf "$d"
+    mkdir -p "$d"
+    cp -r ebin priv "$d/"
+done
+
+PGDIR=$(mktemp -d /tmp/vmq_pgevents_e2e.XXXXXX)
+PGUSER=$(if [ "$(id -u)" = 0 ]; then echo postgres; else id -un; fi)
+epmd_before=$(pgrep -x epmd || true)
+STARTED=()
+cleanup() {
+    local b
+    for b in "${STARTED[@]}"; do broker_stop "$b"; done
+    jobs -p | xargs -r kill -9 2>/dev/null
+    if [ -z "$epmd_before" ]; then pkill -x epmd 2>/dev/null; fi
+    bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1
+    rm -rf "$PGDIR"
+}
+trap cleanup EXIT
+bash test/pg.sh init "$PGDIR" fast >/dev/null && bash test/pg.sh start "$PGDIR" ||
+    { echo "could not start PostgreSQL"; echo "0 passed, 1 failed"; exit 1; }
+
+t0=$SECONDS
+for src in "${sources[@]}"; do
+    tag=$(basename "$src" .tar.gz)
+    echo "== $tag"
+    A=$E2E/$tag/a/vernemq
+    broker_unpack "$src" "$E2E/$tag/a" || { bad "unpack $src"; continue; }
+    VERSION=$(broker_version "$A")
+    DB=e2e_$(echo "$VERSION" | tr -c '0-9a-z\n' _)
+    bash test/pg.sh psql "$PGDIR" -q -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
+    DSN="host=$PGDIR port=5432 user=$PGUSER dbname=$DB"
+    NODE=VerneMQ@127.0.0.1
+    PORT=18830
+    HTTP=18831
+    broker_configure "$A" "$NODE" "$PORT" "$PLUGIN" "$DSN"
+    BROKER=$A
+    STARTED+=("$A")
+    echo "   VerneMQ $VERSION, plugin directory $(basename "$PLUGIN")"
+    if scenario_boot_pg_down; then
+        scenario_traffic
+        scenario_operate
+        scenario_plugin_reenable
+        scenario_stop_pg_down
+        scenario_whole_run
+        case "$VERSION" in
+            2.1.*) ;;
+            *) scenario_connection_opts ;;
+        esac
+        broker_stop "$A"
+        scenario_cluster "$src" "$tag"
+    fi
+    broker_stop "$A"
+    echo "   ($((SECONDS - t0)) s so far)"
+done
+
+echo "real-broker suite: ${#sources[@]} broker release(s) in $((SECONDS - t0)) s"
+echo "$E2E_PASS passed, $E2E_FAIL failed"
+[ "$E2E_FAIL" -eq 0 ]

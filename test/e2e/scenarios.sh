@@ -1,0 +1,164 @@
+# test/e2e/scenarios.sh - sourced by test/e2e/run.sh: what real MQTT
+# clients (mosquitto_pub / mosquitto_sub) do against the broker, and the
+# rows that must come of it. Expected hook sequences follow the hook
+# contract observed on VerneMQ (../shared/vernemq-hooks.md): per client,
+# per connection, in the order the broker calls them.
+#
+# Needs BROKER, PORT (its MQTT listener), NODE and the helpers of
+# broker.sh and check.sh.
+
+pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" "$@"; }
+sub() { mosquitto_sub -h 127.0.0.1 -p "$PORT" "$@"; }
+# a subscriber in the background; its PID in BG (killed by that PID)
+bg_sub() { mosquitto_sub -h 127.0.0.1 -p "$PORT" "$@" & BG=$!; }
+ALICE=(-u alice -P alice-pw)
+
+# 1. PostgreSQL is down when the broker boots; clients connect, log in
+#    (and fail to), subscribe persistently and get an offline message;
+#    PostgreSQL comes up later and every event is written.
+scenario_boot_pg_down() {
+    echo " - PostgreSQL down at boot, started later"
+    bash test/pg.sh stop "$PGDIR"
+    broker_start "$BROKER" || { bad "broker boots with the plugin (PostgreSQL down)"; return 1; }
+    ok "broker boots with the plugin from a directory named $(basename "$PLUGIN") (PostgreSQL down)"
+    check_re "status: not connected while PostgreSQL is down" '^(disconnected|starting)$' "$(status_value connection)"
+
+    pub -i e2e-refused -u alice -P wrong -t e2e/x -m x >/dev/null 2>&1
+    sub -V mqttv311 -i e2e-sub -c -q 1 -t e2e/offline "${ALICE[@]}" -E
+    sleep 0.5
+    pub -V mqttv311 -i e2e-pub1 -q 1 -t e2e/offline -m offline-msg "${ALICE[@]}"
+    sleep 0.5
+    local got
+    got=$(sub -V mqttv311 -i e2e-sub -c -q 1 -t e2e/offline "${ALICE[@]}" -C 1 -W 10)
+    check "the persistent subscriber gets the offline message" "offline-msg" "$got"
+
+    bash test/pg.sh start "$PGDIR"
+    local i
+    for i in $(seq 1 100); do
+        [ "$(status_value connection)" == connected ] && break
+        sleep 0.2
+    done
+    check "status: connected once PostgreSQL is up" connected "$(status_value connection)"
+
+    check_conns "refused login: auth_on_register only" e2e-refused "auth_on_register"
+    check "refused login: username, peer, clean session" "alice|127.0.0.1|t" \
+        "$(q "SELECT username, host(peer_addr), clean_session FROM vmq_events WHERE client_id = 'e2e-refused'")"
+    check "persistent session: 14 events on two connections" "14|2" \
+        "$(settle "SELECT count(*), count(DISTINCT conn_id) FROM vmq_events WHERE client_id = 'e2e-sub'" "14|2")"
+    check "persistent session: the first connection, then the offline message queued for it" \
+        "auth_on_register on_client_wakeup on_register auth_on_subscribe on_subscribe on_client_offline on_offline_message" \
+        "$(conn_n e2e-sub 1)"
+    # the queued message and the re-subscription race on the second connection
+    check "persistent session: the second connection gets the delivery" \
+        "auth_on_register auth_on_subscribe on_client_offline on_client_wakeup on_deliver on_register on_subscribe" \
+        "$(ORDER=hook conn_n e2e-sub 2)"
+    check "persistent session: clean_session false on both logins" "f f" \
+        "$(q "SELECT clean_session FROM vmq_events WHERE client_id = 'e2e-sub' AND hook = 'auth_on_register' ORDER BY seq" | paste -sd ' ')"
+    check "persistent session: subscribe row" '[{"qos": 1, "topic": "e2e/offline"}]' \
+        "$(q "SELECT topics FROM vmq_events WHERE client_id = 'e2e-sub' AND hook = 'on_subscribe' ORDER BY seq LIMIT 1")"
+    check "offline message and its delivery: topic, qos, payload" "on_offline_message|e2e/offline|1|offline-msg|on_deliver|e2e/offline|1|offline-msg" \
+        "$(q "SELECT string_agg(hook || '|' || topic || '|' || qos || '|' || convert_from(payload, 'UTF8'), '|' ORDER BY seq)
+              FROM vmq_events WHERE client_id = 'e2e-sub' AND hook IN ('on_offline_message', 'on_deliver')")"
+    check_conns "publisher: one clean connection" e2e-pub1 \
+        "auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone"
+}
+
+# 2. PostgreSQL up: QoS 0/1/2, retained, an ACL denial, a will, a
+#    takeover, unsubscribe, MQTT 5 with session expiry.
+scenario_traffic() {
+    echo " - QoS 0/1/2, retained, ACL denial, will, takeover, unsubscribe, MQTT 5 expiry"
+    local out=$WORK/q-sub.out got i
+    bg_sub -i e2e-q-sub -q 2 -t 'e2e/q/#' "${ALICE[@]}" -C 4 -F '%t %q %p' -W 20 >"$out"
+    local subpid=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-q-sub' AND hook = 'on_subscribe'" 1 >/dev/null
+    pub -i e2e-q0 -q 0 -t e2e/q/0 -m m0 "${ALICE[@]}"
+    pub -i e2e-q1 -q 1 -t e2e/q/1 -m m1 "${ALICE[@]}"
+    pub -i e2e-q2 -q 2 -t e2e/q/2 -m m2 "${ALICE[@]}"
+    pub -i e2e-qr -q 1 -r -t e2e/q/r -m '{"r":1}' "${ALICE[@]}"
+    wait "$subpid"
+    check "subscriber got the four messages (topic, QoS on the wire, payload)" "e2e/q/0 0 m0|e2e/q/1 1 m1|e2e/q/2 2 m2|e2e/q/r 1 {\"r\":1}" "$(paste -sd '|' "$out")"
+    check_conns "subscriber: one connection, four deliveries" e2e-q-sub \
+        "auth_on_register on_client_wakeup on_register auth_on_subscribe on_subscribe on_deliver on_deliver on_deliver on_deliver on_topic_unsubscribed on_client_gone"
+    check "publish rows: client, topic, qos, retain, payload, json" \
+        "e2e-q0|e2e/q/0|0|f|m0||alice|$NODE e2e-q1|e2e/q/1|1|f|m1||alice|$NODE e2e-q2|e2e/q/2|2|f|m2||alice|$NODE e2e-qr|e2e/q/r|1|t|{\"r\":1}|{\"r\": 1}|alice|$NODE" \
+        "$(q "SELECT client_id, topic, qos, retain, convert_from(payload, 'UTF8'), payload_json, username, node FROM vmq_events
+              WHERE hook = 'on_publish' AND client_id LIKE 'e2e-q_' ORDER BY seq" | paste -sd ' ')"
+    # VerneMQ hands on_deliver the subscription's QoS (2 here), not the
+    # QoS on the wire (the lower of publish and subscription): see README
+    check "delivery rows: topic, qos (the subscription's), payload, the subscriber's connection" "e2e/q/0|2|m0|1 e2e/q/1|2|m1|1 e2e/q/2|2|m2|1 e2e/q/r|2|{\"r\":1}|1" \
+        "$(q "SELECT d.topic, d.qos, convert_from(d.payload, 'UTF8'),
+                     (SELECT count(*) FROM vmq_events r WHERE r.hook = 'on_register' AND r.conn_id = d.conn_id AND r.client_id = 'e2e-q-sub')
+              FROM vmq_events d WHERE d.hook = 'on_deliver' AND d.client_id = 'e2e-q-sub' ORDER BY d.seq" | paste -sd ' ')"
+
+    got=$(sub -i e2e-r-sub -q 1 -t e2e/q/r "${ALICE[@]}" -C 1 -W 10)
+    check "a new subscriber gets the retained message" '{"r":1}' "$got"
+    check "its delivery row: retain true" "e2e/q/r|t|{\"r\": 1}" \
+        "$(settle "SELECT topic, retain, payload_json FROM vmq_events WHERE client_id = 'e2e-r-sub' AND hook = 'on_deliver'" "e2e/q/r|t|{\"r\": 1}")"
+    pub -i e2e-qr-clear -q 1 -r -n -t e2e/q/r "${ALICE[@]}"
+    check "clearing the retained message: empty payload, retain true" "t|0|" \
+        "$(settle "SELECT retain, payload_size, encode(payload, 'hex') FROM vmq_events WHERE client_id = 'e2e-qr-clear' AND hook = 'on_publish'" "t|0|")"
+
+    # ACL: bob may use e2e/# only
+    sub -i e2e-bob-sub -u bob -P bob-pw -q 1 -t secret/x -E >/dev/null 2>&1
+    pub -i e2e-bob-pub -u bob -P bob-pw -q 0 -t secret/x -m no >/dev/null 2>&1
+    check "ACL denial: the subscribe attempt is recorded, no subscription" "1|0|[{\"qos\": 1, \"topic\": \"secret/x\"}]" \
+        "$(settle "SELECT count(*) FILTER (WHERE hook = 'auth_on_subscribe'), count(*) FILTER (WHERE hook = 'on_subscribe'),
+                          max(topics::text) FILTER (WHERE hook = 'auth_on_subscribe')
+                   FROM vmq_events WHERE client_id = 'e2e-bob-sub'" "1|0|[{\"qos\": 1, \"topic\": \"secret/x\"}]")"
+    check "ACL denial: the publish attempt is recorded, no publish" "1|0|secret/x|bob" \
+        "$(settle "SELECT count(*) FILTER (WHERE hook = 'auth_on_publish'), count(*) FILTER (WHERE hook = 'on_publish'),
+                          max(topic) FILTER (WHERE hook = 'auth_on_publish'), max(username)
+                   FROM vmq_events WHERE client_id = 'e2e-bob-pub'" "1|0|secret/x|bob")"
+
+    # a will: the client dies (kill -9), the broker publishes its will
+    bg_sub -i e2e-will-watch -q 1 -t e2e/will "${ALICE[@]}" -C 1 -W 20 >"$WORK/will.out"
+    local watch=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-will-watch' AND hook = 'on_subscribe'" 1 >/dev/null
+    bg_sub -i e2e-will -q 1 -t e2e/nothing --will-topic e2e/will --will-payload gone --will-qos 1 "${ALICE[@]}"
+    local victim=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-will' AND hook = 'on_subscribe'" 1 >/dev/null
+    kill -9 "$victim"
+    wait "$watch"
+    check "the will is delivered" "gone" "$(cat "$WORK/will.out")"
+    check_conns "will: checked at CONNECT, published when the client dies" e2e-will \
+        "auth_on_register on_client_wakeup on_register auth_on_publish auth_on_subscribe on_subscribe on_publish on_topic_unsubscribed on_client_gone"
+    check "will: publish row" "e2e/will|1|gone" \
+        "$(q "SELECT topic, qos, convert_from(payload, 'UTF8') FROM vmq_events WHERE client_id = 'e2e-will' AND hook = 'on_publish'")"
+
+    # takeover: a second connection with the same client id
+    bg_sub -i e2e-take -q 1 -t e2e/take "${ALICE[@]}" >/dev/null 2>&1
+    local first=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-take' AND hook = 'on_subscribe'" 1 >/dev/null
+    sub -i e2e-take -q 1 -t e2e/take "${ALICE[@]}" -E
+    kill -9 "$first" 2>/dev/null
+    wait "$first" 2>/dev/null
+    check "takeover: two connections, each its own registration" "2|2|2" \
+        "$(settle "SELECT count(DISTINCT conn_id), count(*) FILTER (WHERE hook = 'auth_on_register'), count(*) FILTER (WHERE hook = 'on_register')
+                   FROM vmq_events WHERE client_id = 'e2e-take'" "2|2|2")"
+    check "takeover: the first connection ends when the second logs in" \
+        "auth_on_register on_client_wakeup on_register auth_on_subscribe on_subscribe on_client_gone" "$(conn_n e2e-take 1)"
+    check "takeover: the second connection, its wake-up included" \
+        "auth_on_register on_client_wakeup on_register auth_on_subscribe on_subscribe on_topic_unsubscribed on_client_gone" \
+        "$(conn_n e2e-take 2)"
+
+    # unsubscribe
+    sub -i e2e-unsub -q 1 -t e2e/u -U e2e/u "${ALICE[@]}" -W 1 >/dev/null 2>&1
+    check "unsubscribe: the filter list" '["e2e/u"]|["e2e/u"]' \
+        "$(settle "SELECT string_agg(topics::text, '|' ORDER BY seq) FROM vmq_events WHERE client_id = 'e2e-unsub' AND hook IN ('on_unsubscribe', 'on_topic_unsubscribed') AND topics IS NOT NULL" '["e2e/u"]|["e2e/u"]')"
+    check_conns "unsubscribe: hooks" e2e-unsub \
+        "auth_on_register on_client_wakeup on_register auth_on_subscribe on_subscribe on_unsubscribe on_topic_unsubscribed on_topic_unsubscribed on_client_gone"
+
+    # MQTT 5: a session that expires 2 s after the client leaves
+    bg_sub -V mqttv5 -i e2e-v5 -c -x 2 -q 1 -t e2e/v5 "${ALICE[@]}" -C 1 -W 20 >"$WORK/v5.out"
+    local v5=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'on_subscribe_m5'" 1 >/dev/null
+    pub -V mqttv5 -i e2e-v5-pub -q 1 -t e2e/v5 -m v5msg -D publish user-property k1 v1 "${ALICE[@]}"
+    wait "$v5"
+    check "MQTT 5 subscriber got the message" "v5msg" "$(cat "$WORK/v5.out")"
+    check_conns "MQTT 5: one delivery row (not /5 and /7), then offline and session expiry" e2e-v5 \
+        "auth_on_register_m5 on_client_wakeup on_register_m5 auth_on_subscribe_m5 on_subscribe_m5 on_deliver_m5 on_client_offline on_topic_unsubscribed on_session_expired"
+    check "MQTT 5 delivery row: qos, topic, user property" 'e2e/v5|1|[{"key": "k1", "val": "v1"}]' \
+        "$(q "SELECT topic, qos, properties->'p_user_property' FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'on_deliver_m5'")"
+    check "MQTT 5 login: clean start false, session expiry property" "f|2" \
+        "$(q "SELECT clean_session, properties->>'p_session_expiry_interval' FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'auth_on_register_m5'")"
+}
