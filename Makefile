@@ -94,6 +94,11 @@ valgrind: $(BUILD)/test_core $(BUILD)/fuzz_regress
 	valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite $(BUILD)/test_core
 	valgrind -q --error-exitcode=1 --leak-check=full --errors-for-leak-kinds=definite $(BUILD)/fuzz_regress test/fuzz/corpus
 
+# the NIF as another build (for the test that a reload refuses it)
+$(BUILD)/other_build/priv/vmq_pgevents_nif.so: $(NIF_SRC) $(HDRS) $(FLAGS_STAMP)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS_ALL) -DPGEV_BUILD_ID='"other"' -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) -ldl $(LDFLAGS)
+
 $(BUILD)/test_ebin/.built: $(TEST_ERL) $(BEAMS)
 	@mkdir -p $(BUILD)/test_ebin
 	$(ERLC) +debug_info -I erl_src -o $(BUILD)/test_ebin $(TEST_ERL)
@@ -107,7 +112,7 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: all $(BUILD)/test_core $(BUILD)/fuzz_regress $(BUILD)/test_ebin/.built
+test-run: all $(BUILD)/test_core $(BUILD)/fuzz_regress $(BUILD)/test_ebin/.built $(BUILD)/other_build/priv/vmq_pgevents_nif.so
 	@bash test/run_tests.sh
 
 test-c: $(BUILD)/test_core

@@ -710,7 +710,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     priv_t *p = enif_priv_data(env);
     writer_status_t ws;
     queue_stats_t qs;
-    ERL_NIF_TERM k[40], v[40], state, map;
+    ERL_NIF_TERM k[41], v[41], state, map;
     char dsn[512];
     int n = 0, running, i;
     uint64_t malformed_total = 0;
@@ -771,6 +771,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(last_write_us, enif_make_int64(env, ws.last_write_us));
     PUT(last_batch_us, enif_make_int64(env, ws.last_batch_us));
     PUT(last_error, text_bin(env, ws.last_error));
+    PUT(spool_error, text_bin(env, running ? ws.spool_error : ""));
     PUT(malformed, make_u64(env, malformed_total));
     PUT(rejected, make_u64(env, __atomic_load_n(&p->rejected, __ATOMIC_RELAXED)));
     {

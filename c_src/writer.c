@@ -688,8 +688,12 @@ static void *writer_main(void *arg)
     if (w->spool_dir) {
         char err[256];
         w->sp = spool_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes, err, sizeof err);
-        if (!w->sp)
+        if (!w->sp) {
             wlog(w, WLOG_ERROR, "no spool: %s; events that do not fit in memory are dropped", err);
+            pthread_mutex_lock(&w->smu);
+            snprintf(w->st.spool_error, sizeof w->st.spool_error, "%s", err);
+            pthread_mutex_unlock(&w->smu);
+        }
         else if (!spool_empty(w->sp))
             wlog(w, WLOG_INFO, "spool in %s holds %llu bytes from earlier runs: written first",
                  w->spool_dir, (unsigned long long)spool_bytes(w->sp));

@@ -48,6 +48,7 @@ typedef struct writer_status {
     int64_t last_write_us;    /* wall clock of the last commit, 0: none */
     int64_t last_batch_us;    /* how long the last committed COPY took */
     char last_error[256];
+    char spool_error[256];    /* why there is no spool ("" when there is one) */
 } writer_status_t;
 
 typedef struct writer writer_t;

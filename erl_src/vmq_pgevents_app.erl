@@ -24,4 +24,8 @@ start(_Type, _Args) ->
     end.
 
 stop(_State) ->
+    case code:is_loaded(clique) of
+        {file, _} -> catch vmq_pgevents_cli:unregister_cli();
+        false -> ok
+    end,
     ok.

@@ -5,7 +5,7 @@
 %% status_rows/2, switch_text/3), tested without clique.
 -module(vmq_pgevents_cli).
 
--export([register_cli/0]).
+-export([register_cli/0, unregister_cli/0]).
 -export([show_rows/2, status_rows/2, switch_text/3, usage/0]).
 
 -define(CMD, ["vmq-admin", "pgevents"]).
@@ -46,25 +46,38 @@ register_cli() ->
     ok.
 
 %% VerneMQ's plugin manager loads each plugin's schema into clique from
-%% code:priv_dir(App), which finds nothing when the plugin directory is not
-%% named vmq_pgevents: then the schema is loaded again as the plugin
-%% manager does it (VerneMQ's schema directory and every plugin's priv
-%% dir), with this plugin's priv dir found next to its ebin.
+%% code:priv_dir(App) whenever a plugin is enabled or disabled, and finds
+%% nothing when the plugin directory is not named vmq_pgevents. Then this
+%% plugin's priv dir (found next to its ebin) is added to the directory
+%% list the plugin manager always loads (vmq_plugin's default_schema_dir,
+%% for as long as the plugin runs), and the schema is loaded again now.
 whitelist(Keys) ->
     case clique:register_config_whitelist(Keys) of
         ok -> ok;
         {error, {invalid_config_keys, _}} ->
-            ok = clique_config:load_schema(schema_dirs()),
+            Priv = vmq_pgevents_nif:priv_dir(),
+            Default = schema_dirs(),
+            application:set_env(vmq_plugin, default_schema_dir, Default ++ [Priv]),
+            Plugins = try vmq_plugin:info(raw) catch _:_ -> [] end,
+            Dirs = Default ++ [Priv | [D || {application, App, _} <- Plugins,
+                                            is_list(D = code:priv_dir(App))]],
+            ok = clique_config:load_schema(lists:usort(Dirs)),
             clique:register_config_whitelist(Keys);
         Error -> Error
     end.
 
+%% undoes whitelist/1's change to vmq_plugin's default_schema_dir
+unregister_cli() ->
+    application:set_env(vmq_plugin, default_schema_dir, schema_dirs()),
+    ok.
+
+%% vmq_plugin's default_schema_dir without this plugin's priv dir
 schema_dirs() ->
-    Default = application:get_env(vmq_plugin, default_schema_dir, []),
-    Plugins = try vmq_plugin:info(raw) catch _:_ -> [] end,
-    Default ++ [D || {application, App, _} <- Plugins, App =/= vmq_pgevents,
-                     is_list(D = code:priv_dir(App))]
-        ++ [vmq_pgevents_nif:priv_dir()].
+    Priv = vmq_pgevents_nif:priv_dir(),
+    case application:get_env(vmq_plugin, default_schema_dir, []) of
+        L when is_list(L) -> [D || D <- L, is_list(D), D =/= Priv];
+        _ -> []
+    end.
 
 config_changed(_Key, _Value) ->
     vmq_pgevents:reconfigure(),
@@ -123,7 +136,11 @@ status_rows(S, PerSecond) ->
             {"dropped (queue full)", maps:get(dropped, S)},
             {"dead-lettered", maps:get(dead_lettered, S)},
             {"reconnects", maps:get(reconnects, S)},
-            {"last error", case maps:get(last_error, S) of <<>> -> "-"; E -> binary_to_list(E) end}],
+            {"last error", case maps:get(last_error, S) of <<>> -> "-"; E -> binary_to_list(E) end},
+            {"spool", case maps:get(spool_error, S, <<>>) of
+                          <<>> -> "ok";
+                          E -> "none: " ++ binary_to_list(E)
+                      end}],
     [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].
 
 to_text(V) when is_integer(V) -> integer_to_list(V);

@@ -10,10 +10,16 @@ init() ->
     erlang:load_nif(filename:join(priv_dir(), "vmq_pgevents_nif"), 0).
 
 %% The plugin directory may be named anything (VerneMQ loads it by path),
-%% so find priv/ next to this module's ebin/ rather than by app name.
+%% so find priv/ next to this module's ebin/ rather than by app name: the
+%% ebin/ on the code path that holds this module, which is where
+%% code:load_file/1 loads it from (during on_load, code:which/1 still
+%% names the file of the code being replaced).
 priv_dir() ->
-    Ebin = filename:dirname(code:which(?MODULE)),
-    filename:join(filename:dirname(Ebin), "priv").
+    Beam = case code:where_is_file(atom_to_list(?MODULE) ++ ".beam") of
+               non_existing -> code:which(?MODULE);
+               Path -> Path
+           end,
+    filename:join(filename:dirname(filename:dirname(Beam)), "priv").
 
 -spec event(atom(), [term()], integer() | undefined) -> ok | disabled | {error, atom()}.
 event(_Hook, _Args, _ConnId) -> erlang:nif_error(not_loaded).

@@ -112,6 +112,7 @@ terminate(_Reason, #{stop_timeout_ms := Timeout}) ->
     drain_logs(),
     ok;
 terminate(_Reason, _State) ->
+    persistent_term:erase(?PROBLEM),
     ok.
 
 drain_logs() ->

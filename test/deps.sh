@@ -16,6 +16,11 @@ pkg-config --exists libpq 2>/dev/null || need+=(libpq-dev)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || need+=(postgresql)
 command -v psql >/dev/null || need+=(postgresql-client)
 id postgres >/dev/null 2>&1 || need+=(postgresql)
+# the real-broker suite: MQTT clients, the Prometheus endpoint, and what the
+# VerneMQ releases need at run time (eleveldb links libsnappy)
+command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
+command -v curl >/dev/null || need+=(curl)
+ldconfig -p 2>/dev/null | grep -q 'libsnappy.so.1 ' || need+=(libsnappy1v5)
 # `test/deps.sh ci`: also what .ci/run's checks use
 if [ "${1:-}" = ci ]; then
     command -v valgrind >/dev/null || need+=(valgrind)

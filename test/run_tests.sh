@@ -3,6 +3,9 @@
 #   1. the plain C tests of the core (no VM, no server)
 #   2. a private PostgreSQL in a temporary directory (test/pg.sh)
 #   3. the EUnit suite in a real Erlang VM with the real NIF
+#   4. the real-broker suite (test/e2e/run.sh): every VerneMQ release in
+#      ../shared/vernemq/ (or VERNEMQ_HOME) with the plugin enabled as the
+#      README says, driven by mosquitto clients
 # and ends with one line "N passed, N failed" over all of them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -53,6 +56,20 @@ elif [ $rc -ne 0 ]; then
     fail=$((fail + 1))
 fi
 [ $rc -eq 0 ] || [ $fail -gt 0 ] || fail=$((fail + 1))
+
+echo "== real VerneMQ brokers (test/e2e/run.sh)"
+if [ "${SANITIZE:-}" = 1 ]; then
+    # the brokers bring their own VM, which cannot preload the sanitizer runtime
+    echo "   not under SANITIZE=1 (the plain make test runs it)"
+else
+    unset LD_PRELOAD
+    bash test/e2e/run.sh 2>&1 | tee "$BUILD/e2e.log"; rc=${PIPESTATUS[0]}
+    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$BUILD/e2e.log" | tail -n 1)
+    if [[ $last =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        pass=$((pass + BASH_REMATCH[1])); fail=$((fail + BASH_REMATCH[2]))
+    fi
+    [ $rc -eq 0 ] || [[ $last =~ [1-9][0-9]*\ failed ]] || fail=$((fail + 1))
+fi
 
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -81,8 +81,7 @@ broker_start() {
         return 1
     fi
     for i in $(seq 1 150); do
-        if broker_admin "$dir" plugin show 2>/dev/null | grep -q vmq_pgevents &&
-           broker_admin "$dir" plugin show 2>/dev/null | grep -q vmq_passwd; then
+        if [ "$(broker_admin "$dir" plugin show 2>/dev/null | grep -cE '^\| (vmq_pgevents|vmq_passwd|vmq_acl) ')" = 3 ]; then
             return 0
         fi
         sleep 0.2

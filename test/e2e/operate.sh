@@ -1,6 +1,222 @@
-scenario_operate() { :; }
-scenario_plugin_reenable() { :; }
-scenario_stop_pg_down() { :; }
-scenario_whole_run() { :; }
-scenario_connection_opts() { :; }
-scenario_cluster() { :; }
+# test/e2e/operate.sh - sourced by test/e2e/run.sh: operating the plugin in
+# the real broker (vmq-admin, Prometheus, plugin disable/enable, a stop
+# while PostgreSQL is down, connection options, a cluster), and checks
+# over all of one broker's rows. Same conventions as scenarios.sh.
+
+# a value from `vmq-admin pgevents show`: show_value HOOK COLUMN(2..)
+show_value() {
+    broker_admin "$BROKER" pgevents show |
+        awk -F'|' -v h="$1" -v c="$2" '{k=$2; gsub(/ /, "", k); if (k == h) {v=$(c + 1); gsub(/^ +| +$/, "", v); print v}}'
+}
+
+# a series from the broker's Prometheus endpoint: prom NAME HOOK
+prom() {
+    curl -s "http://127.0.0.1:$HTTP/metrics" |
+        awk -v n="vernemq_$1" -v h="hook=\"$2\"" 'index($0, n "{") == 1 && index($0, h) {print $NF}'
+}
+
+# the writer threads in the broker (named vmq_pgevents)
+writer_threads() {
+    grep -lx vmq_pgevents /proc/"$(broker_pid "$BROKER")"/task/*/comm 2>/dev/null | wc -l
+}
+
+# 3. vmq-admin pgevents status|show|flush|disable|enable, vmq-admin set,
+#    and the Prometheus series, against the rows
+scenario_operate() {
+    echo " - vmq-admin pgevents, vmq-admin set, Prometheus"
+    local out got
+    out=$(broker_admin "$BROKER" pgevents flush)
+    check_re "vmq-admin pgevents flush" '^wrote [0-9]+ rows' "$out"
+    check "status: written = rows in the table" "$(q "SELECT count(*) FROM vmq_events")" "$(status_value written)"
+    check "status: nothing dropped, nothing queued" "0|0" "$(status_value 'dropped (queue full)')|$(status_value 'queued events')"
+    check "show: on_publish written = its rows" "$(q "SELECT count(*) FROM vmq_events WHERE hook = 'on_publish'")" \
+        "$(show_value on_publish 3)"
+    check "Prometheus: vernemq_pgevents_written{hook=on_publish} = its rows" \
+        "$(q "SELECT count(*) FROM vmq_events WHERE hook = 'on_publish'")" "$(prom pgevents_written on_publish)"
+    check "Prometheus: vernemq_pgevents_written{hook=on_deliver} = its rows" \
+        "$(q "SELECT count(*) FROM vmq_events WHERE hook = 'on_deliver'")" "$(prom pgevents_written on_deliver)"
+    check "Prometheus: vernemq_pgevents_connected" 1 \
+        "$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk 'index($0, "vernemq_pgevents_connected") == 1 {print $NF}')"
+
+    out=$(broker_admin "$BROKER" pgevents disable hook=on_deliver)
+    check_re "vmq-admin pgevents disable hook=on_deliver" '^on_deliver: not recording' "$out"
+    check "show: on_deliver off (run-time)" "off (run-time)" "$(show_value on_deliver 2)"
+    bg_sub -i e2e-dis-sub -q 1 -t e2e/dis "${ALICE[@]}" -C 1 -W 10 >/dev/null
+    local s=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-dis-sub' AND hook = 'on_subscribe'" 1 >/dev/null
+    pub -i e2e-dis-pub -q 1 -t e2e/dis -m while-off "${ALICE[@]}"
+    wait "$s"
+    out=$(broker_admin "$BROKER" pgevents enable hook=on_deliver)
+    check_re "vmq-admin pgevents enable hook=on_deliver" '^on_deliver: recording' "$out"
+    pub -i e2e-en-pub -q 1 -r -t e2e/en -m on-again "${ALICE[@]}"
+    got=$(sub -i e2e-en-sub -q 1 -t e2e/en "${ALICE[@]}" -C 1 -W 10)
+    check "a delivery while on_deliver was disabled is not recorded; its publish is" "1|0" \
+        "$(settle "SELECT (SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-dis-pub' AND hook = 'on_publish'),
+                          (SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-dis-sub' AND hook = 'on_deliver')" "1|0")"
+    check "after enable, deliveries are recorded again" "on-again|1" \
+        "$(settle "SELECT '$got', count(*) FROM vmq_events WHERE client_id = 'e2e-en-sub' AND hook = 'on_deliver' AND topic = 'e2e/en'" "on-again|1")"
+    pub -i e2e-en-pub -q 1 -r -n -t e2e/en "${ALICE[@]}"
+
+    out=$(broker_admin "$BROKER" set vmq_pgevents.batch_size=250)
+    check "vmq-admin set vmq_pgevents.batch_size=250" "" "$(echo "$out" | grep -iE 'error|invalid|unknown')"
+    check "vmq-admin show vmq_pgevents.batch_size" 250 \
+        "$(broker_admin "$BROKER" show vmq_pgevents.batch_size | awk -F'|' -v n="$NODE" '$2 ~ n {v=$3; gsub(/ /, "", v); print v}')"
+    pub -i e2e-set-pub -q 0 -t e2e/set -m after-set "${ALICE[@]}"
+    check "recording goes on after vmq-admin set" 1 \
+        "$(settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-set-pub' AND hook = 'on_publish'" 1)"
+}
+
+# 4. vmq-admin plugin disable / enable --path with a client connected
+scenario_plugin_reenable() {
+    echo " - vmq-admin plugin disable / enable --path, a subscriber connected throughout"
+    local written out
+    bg_sub -i e2e-re-sub -q 1 -t e2e/re "${ALICE[@]}" -C 2 -W 30 >"$WORK/re.out"
+    local s=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-re-sub' AND hook = 'on_subscribe'" 1 >/dev/null
+    written=$(status_value written)
+    out=$(broker_admin "$BROKER" plugin disable --name vmq_pgevents)
+    check "vmq-admin plugin disable" Done "$out"
+    pub -i e2e-re-pub1 -q 1 -t e2e/re -m while-disabled "${ALICE[@]}"
+    out=$(broker_admin "$BROKER" plugin enable --name vmq_pgevents --path "$PLUGIN")
+    check "vmq-admin plugin enable --path" Done "$out"
+    pub -i e2e-re-pub2 -q 1 -t e2e/re -m re-enabled "${ALICE[@]}"
+    wait "$s"
+    check "the subscriber got both messages" "while-disabled|re-enabled" "$(paste -sd '|' "$WORK/re.out")"
+    # enabled at run time, the plugin comes after vmq_passwd and vmq_acl:
+    # no auth_on_* rows (README, "Enabling it in VerneMQ")
+    check "after enable: the publisher's events (no auth_on_*)" \
+        "on_client_gone on_client_wakeup on_publish on_register on_topic_unsubscribed" \
+        "$(settle "SELECT string_agg(hook, ' ' ORDER BY hook) FROM vmq_events WHERE client_id = 'e2e-re-pub2'" \
+                  "on_client_gone on_client_wakeup on_publish on_register on_topic_unsubscribed")"
+    check "nothing recorded while disabled" 0 "$(q "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-re-pub1'")"
+    check "after enable: the delivery carries the subscriber's connection from before" "1|1" \
+        "$(settle "SELECT count(*), count(*) FILTER (WHERE conn_id = (SELECT conn_id FROM vmq_events WHERE client_id = 'e2e-re-sub' AND hook = 'on_register'))
+                   FROM vmq_events WHERE client_id = 'e2e-re-sub' AND hook = 'on_deliver'" "1|1")"
+    check "status counters carry on across the restart of the plugin" 1 \
+        "$(( $(status_value written) > written ))"
+    check "one writer thread in the broker" 1 "$(writer_threads)"
+}
+
+# 5. `vernemq stop` while PostgreSQL is down with events queued; start
+#    again with PostgreSQL up: every event written once
+scenario_stop_pg_down() {
+    echo " - vernemq stop while PostgreSQL is down, start with it up"
+    bash test/pg.sh stop "$PGDIR"
+    seq 1 300 | pub -i e2e-stop-pub -q 1 -t e2e/stop -l "${ALICE[@]}"
+    sleep 1
+    check_re "status: the events wait while PostgreSQL is down" '^[1-9][0-9]*$' "$(status_value 'queued events')"
+    broker_stop "$BROKER"
+    check_re "the stop leaves the queued events in the spool" '[1-9]' \
+        "$(cat "$BROKER"/data/vmq_pgevents/spool-*.dat 2>/dev/null | wc -c)"
+    bash test/pg.sh start "$PGDIR"
+    broker_start "$BROKER" || { bad "broker starts again"; return 1; }
+    check "every event of the stopped run written once" "300|300|1|300|1" \
+        "$(settle "SELECT count(*), count(DISTINCT convert_from(payload, 'UTF8')),
+                          min(convert_from(payload, 'UTF8')::int), max(convert_from(payload, 'UTF8')::int),
+                          count(DISTINCT incarnation)
+                   FROM vmq_events WHERE client_id = 'e2e-stop-pub' AND hook = 'on_publish'" "300|300|1|300|1" 20)"
+    check_conns "the stopped run's publisher: all its events" e2e-stop-pub \
+        "auth_on_register on_client_wakeup on_register $(printf 'auth_on_publish on_publish %.0s' $(seq 1 300))on_topic_unsubscribed on_client_gone"
+    pub -i e2e-after-restart -q 1 -t e2e/x -m after "${ALICE[@]}"
+    check "recording after the restart" 1 \
+        "$(settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-after-restart' AND hook = 'on_publish'" 1)"
+}
+
+# over all rows of the broker so far
+scenario_whole_run() {
+    echo " - all rows of this broker"
+    flush
+    check "every row carries the node" "$NODE" "$(q "SELECT string_agg(DISTINCT node, ',') FROM vmq_events")"
+    check "one incarnation per broker start (2), reloads included" 2 "$(q "SELECT count(DISTINCT incarnation) FROM vmq_events")"
+    check "seq is 1..n without gaps in each incarnation (nothing lost, nothing twice)" 0 \
+        "$(q "SELECT count(*) FROM (SELECT count(*) n, min(seq) lo, max(seq) hi FROM vmq_events GROUP BY node, incarnation) s
+              WHERE lo <> 1 OR n <> hi - lo + 1")"
+    check "no row marked malformed" 0 "$(q "SELECT count(*) FROM vmq_events WHERE extra ? 'malformed'")"
+    check "no password anywhere in the table" 0 \
+        "$(q "SELECT count(*) FROM vmq_events t WHERE t::text LIKE '%alice-pw%' OR t::text LIKE '%bob-pw%'
+              OR encode(payload, 'hex') LIKE '%616c6963652d7077%'")"
+}
+
+# 6. (VerneMQ 2.2+) a listener that forwards connection options
+scenario_connection_opts() {
+    echo " - connection options forwarded to auth_on_register (listener fwd)"
+    local p=$((PORT + 3))
+    mosquitto_pub -h 127.0.0.1 -p $p -i e2e-opts -q 0 -t e2e/o -m x "${ALICE[@]}" >/dev/null 2>&1
+    mosquitto_pub -V mqttv5 -h 127.0.0.1 -p $p -i e2e-opts5 -q 0 -t e2e/o -m x "${ALICE[@]}" >/dev/null 2>&1
+    check "auth_on_register/6 and auth_on_register_m5/7 with the listener's metadata in extra.opts" \
+        "auth_on_register|127.0.0.1|$p|mqtt|f auth_on_register_m5|127.0.0.1|$p|mqtt|f" \
+        "$(settle "SELECT hook, extra->'opts'->>'listener_addr', extra->'opts'->>'listener_port', extra->'opts'->>'listener_type', extra ? 'malformed'
+                   FROM vmq_events WHERE client_id IN ('e2e-opts', 'e2e-opts5') ORDER BY seq" \
+                  "auth_on_register|127.0.0.1|$p|mqtt|f
+auth_on_register_m5|127.0.0.1|$p|mqtt|f" | paste -sd ' ')"
+}
+
+# 7. two brokers clustered on loopback: publisher on A, subscriber on B
+scenario_cluster() {
+    local src=$1 tag=$2
+    echo " - two nodes in a cluster (B's plugin directory is named vmq_pgevents)"
+    local B=$E2E/$tag/b/vernemq NODE_B=VerneMQ-b@127.0.0.1 out
+    broker_unpack "$src" "$E2E/$tag/b" || { bad "unpack node B"; return 1; }
+    broker_configure "$B" "$NODE_B" $((PORT + 100)) "$PLUGIN2" "$DSN"
+    # a spool directory that cannot be made: B records all the same
+    broker_conf "$B" "vmq_pgevents.spool_dir = /dev/null/spool"
+    STARTED+=("$B")
+    broker_start "$BROKER" || { bad "node A starts again"; return 1; }
+    broker_start "$B" || { bad "node B starts"; return 1; }
+    out=$(broker_admin "$B" cluster join discovery-node="$NODE")
+    check "vmq-admin cluster join" Done "$out"
+    local i
+    for i in $(seq 1 100); do
+        [ "$(broker_admin "$B" cluster show | grep -c 'true')" -ge 2 ] && break
+        sleep 0.2
+    done
+    mosquitto_sub -h 127.0.0.1 -p $((PORT + 100)) -i e2e-cl-sub -q 1 -t e2e/cl "${ALICE[@]}" -C 1 -W 30 >"$WORK/cl.out" &
+    local s=$!
+    # the subscription must reach node A before the publish
+    for i in $(seq 1 100); do
+        broker_admin "$BROKER" session show --client_id=e2e-cl-sub 2>/dev/null | grep -q e2e-cl-sub && break
+        sleep 0.2
+    done
+    sleep 1
+    pub -i e2e-cl-pub -q 1 -t e2e/cl -m across "${ALICE[@]}"
+    wait "$s"
+    check "the subscriber on B got the message published on A" across "$(cat "$WORK/cl.out")"
+    BROKER=$B flush
+    check "publish row from node A, delivery row from node B, one table" \
+        "on_publish|e2e-cl-pub|$NODE on_deliver|e2e-cl-sub|$NODE_B" \
+        "$(settle "SELECT hook, client_id, node FROM vmq_events WHERE client_id LIKE 'e2e-cl-%' AND hook IN ('on_publish', 'on_deliver') ORDER BY hook DESC" \
+                  "on_publish|e2e-cl-pub|$NODE
+on_deliver|e2e-cl-sub|$NODE_B" | paste -sd ' ')"
+    check "node B without a usable spool_dir: records, says so in its log and its status" \
+        "connected|1|none: cannot make spool directory /dev/null/spool: Not a directory" \
+        "$(BROKER=$B status_value connection)|$(grep -c 'no spool: cannot make spool directory /dev/null/spool' "$B/log/console.log")|$(BROKER=$B status_value spool)"
+    check "node B's seq is its own, 1..n without gaps" 0 \
+        "$(BROKER=$B settle "SELECT count(*) FROM (SELECT count(*) n, min(seq) lo, max(seq) hi FROM vmq_events WHERE node = '$NODE_B' GROUP BY incarnation) s
+              WHERE lo <> 1 OR n <> hi - lo + 1" 0)"
+    broker_stop "$B"
+}
+
+# 8. a value the plugin cannot use, set in advanced.config (which no schema
+#    checks): the broker boots and serves MQTT, the plugin says why it
+#    records nothing
+scenario_bad_config() {
+    echo " - advanced.config with a value the plugin cannot use"
+    printf '[{vmq_pgevents, [{batch_size, 0}]}].\n' >"$BROKER/etc/advanced.config"
+    if broker_start "$BROKER"; then
+        ok "broker boots with vmq_pgevents batch_size 0 in advanced.config"
+        bg_sub -i e2e-bad-sub -q 1 -t e2e/bad "${ALICE[@]}" -C 1 -W 10 >"$WORK/bad.out"
+        local s=$BG
+        sleep 1
+        pub -i e2e-bad-pub -q 1 -t e2e/bad -m still-serving "${ALICE[@]}"
+        wait "$s"
+        check "MQTT is served" still-serving "$(cat "$WORK/bad.out")"
+        check "status: not_recording" not_recording "$(status_value connection)"
+        check_re "status: the last error names the key" 'batch_size' "$(status_value 'last error')"
+        check "nothing recorded" 0 "$(q "SELECT count(*) FROM vmq_events WHERE client_id LIKE 'e2e-bad-%'")"
+        check "logged once" 1 "$(grep -c 'vmq_pgevents: not recording: bad configuration: batch_size' "$BROKER/log/console.log")"
+    else
+        bad "broker boots with vmq_pgevents batch_size 0 in advanced.config"
+    fi
+    broker_stop "$BROKER"
+    rm -f "$BROKER/etc/advanced.config"
+}

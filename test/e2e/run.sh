@@ -81,21 +81,30 @@ for src in "${sources[@]}"; do
     PORT=18830
     HTTP=18831
     broker_configure "$A" "$NODE" "$PORT" "$PLUGIN" "$DSN"
+    case "$VERSION" in
+        2.1.*) ;;   # forwards connection options on TLS listeners only
+        *) broker_conf "$A" "listener.tcp.fwd = 127.0.0.1:$((PORT + 3))" \
+                       "listener.tcp.fwd.forward_connection_opts = on" ;;
+    esac
     BROKER=$A
     STARTED+=("$A")
     echo "   VerneMQ $VERSION, plugin directory $(basename "$PLUGIN")"
     if scenario_boot_pg_down; then
         scenario_traffic
         scenario_operate
-        scenario_plugin_reenable
-        scenario_stop_pg_down
-        scenario_whole_run
         case "$VERSION" in
             2.1.*) ;;
             *) scenario_connection_opts ;;
         esac
+        scenario_stop_pg_down
+        # last: enabled at run time, the plugin comes after vmq_passwd/vmq_acl
+        scenario_plugin_reenable
+        scenario_whole_run
         broker_stop "$A"
+        check "a clean stop leaves no spool file" "" "$(ls "$A/data/vmq_pgevents" 2>/dev/null)"
         scenario_cluster "$src" "$tag"
+        broker_stop "$A"
+        scenario_bad_config
     fi
     broker_stop "$A"
     echo "   ($((SECONDS - t0)) s so far)"
