@@ -102,9 +102,8 @@ for src in "${sources[@]}"; do
         scenario_whole_run
         broker_stop "$A"
         check "a clean stop leaves no spool file" "" "$(ls "$A/data/vmq_pgevents" 2>/dev/null)"
-        scenario_cluster "$src" "$tag"
-        broker_stop "$A"
         scenario_bad_config
+        scenario_cluster "$src" "$tag"
     fi
     broker_stop "$A"
     echo "   ($((SECONDS - t0)) s so far)"
