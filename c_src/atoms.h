@@ -25,7 +25,7 @@
     X(full) X(topic_include) X(topic_exclude) X(mountpoints) X(oldest_age_us)  \
     X(last_batch_us) X(dead_letter_lost) X(spool_dir) X(spool_max_bytes)     \
     X(spooled) X(spool_bytes) X(spooled_at_stop) X(spool_corrupt)          \
-    X(listener_addr) X(spool_error)
+    X(listener_addr) X(spool_error) X(pg_timeout_ms)
 
 typedef struct atoms {
 #define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;

@@ -479,7 +479,7 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     writer_config_t cfg;
     runtime_cfg_t rc;
     char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL, *spool_dir = NULL;
-    ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824;
+    ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824, pg_timeout = 10000;
     ERL_NIF_TERM result;
     int missing, schema_missing;
     char err[256];
@@ -508,6 +508,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         bad = "backoff_min_ms must be an integer from 1 to 600000";
     if (!bad && get_num(env, argv[0], p->am.am_backoff_max_ms, 1, 3600000, &bmax) < 0)
         bad = "backoff_max_ms must be an integer from 1 to 3600000";
+    if (!bad && get_num(env, argv[0], p->am.am_pg_timeout_ms, 100, 3600000, &pg_timeout) < 0)
+        bad = "pg_timeout_ms must be an integer from 100 to 3600000";
     if (!bad && get_num(env, argv[0], p->am.am_spool_max_bytes, 0, INT64_MAX, &spool_max) < 0)
         bad = "spool_max_bytes must be a non-negative integer";
     spool_dir = get_cstr(env, argv[0], p->am.am_spool_dir, &missing);
@@ -551,6 +553,7 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     cfg.json_max = (size_t)rc.jmax;
     cfg.backoff_min_ms = (int)bmin;
     cfg.backoff_max_ms = (int)bmax;
+    cfg.pg_timeout_ms = (int)pg_timeout;
     cfg.spool_dir = spool_dir;
     cfg.spool_max_bytes = (uint64_t)spool_max;
     /* the writer logs through log_to_owner, which takes mu: not held here */
@@ -719,6 +722,9 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     (void)argv;
     for (i = 0; i < HOOK_COUNT; i++)
         malformed_total += __atomic_load_n(&p->malformed[i], __ATOMIC_RELAXED);
+    /* the queue before the writer: an event the writer takes between the
+     * two reads is then counted as taken or in flight, never as nowhere */
+    queue_get_stats(&p->q, &qs);
     memset(&ws, 0, sizeof ws);
     pthread_mutex_lock(&p->mu);
     running = p->w != NULL;
@@ -734,7 +740,6 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
         ws.spool_bytes = p->past.spool_bytes;
     memcpy(dsn, p->dsn_masked, sizeof dsn);
     pthread_mutex_unlock(&p->mu);
-    queue_get_stats(&p->q, &qs);
 
     if (!running)
         state = p->am.am_stopped;
@@ -754,7 +759,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(queue_peak, make_u64(env, qs.peak_count));
     PUT(queue_peak_bytes, make_u64(env, qs.peak_bytes));
     PUT(inflight, make_u64(env, ws.inflight));
-    PUT(pending, make_u64(env, qs.count + ws.inflight));
+    PUT(pending, make_u64(env, qs.count + qs.taken + ws.inflight));
     PUT(last_seq, make_u64(env, qs.last_seq));
     PUT(dropped, make_u64(env, qs.dropped + ws.spool_dropped));
     PUT(spooled, make_u64(env, ws.spooled));

@@ -122,9 +122,17 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
         q->flush_req = 0;
     }
     __atomic_store_n(&q->count, q->count - k, __ATOMIC_RELAXED);
+    q->taken += k;
     pthread_mutex_unlock(&q->mu);
     *n = k;
     return k ? first : NULL;
+}
+
+void queue_settled(queue_t *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->taken = 0;
+    pthread_mutex_unlock(&q->mu);
 }
 
 void queue_request_flush(queue_t *q)
@@ -147,6 +155,7 @@ void queue_get_stats(queue_t *q, queue_stats_t *st)
 {
     pthread_mutex_lock(&q->mu);
     st->count = q->count;
+    st->taken = q->taken;
     st->bytes = q->bytes;
     st->peak_count = q->peak_count;
     st->peak_bytes = q->peak_bytes;

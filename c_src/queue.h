@@ -20,6 +20,7 @@ typedef struct queue {
     pthread_cond_t cv;         /* the writer waits here */
     event_t *head, *tail;
     size_t count, bytes;
+    size_t taken;              /* popped, not yet settled by the writer (see queue_settled) */
     size_t max_events, max_bytes;
     size_t wake_at;            /* signal the writer at this many events */
     size_t peak_count, peak_bytes;
@@ -47,11 +48,15 @@ uint64_t queue_drop(queue_t *q);
  * asked, or timeout_ms passes; then detaches up to max events (in order)
  * and returns them as a list (NULL when none). *n gets their count. */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
+/* The events popped so far are accounted for elsewhere now (in flight,
+ * spooled or gone): until then they count as taken, so a reader of
+ * count + taken + the writer's in-flight count never sees them nowhere. */
+void queue_settled(queue_t *q);
 void queue_request_flush(queue_t *q);
 void queue_request_stop(queue_t *q);
 
 typedef struct queue_stats {
-    size_t count, bytes, peak_count, peak_bytes;
+    size_t count, bytes, peak_count, peak_bytes, taken;
     uint64_t last_seq, dropped;
     int64_t oldest_us;         /* ts of the queue's first event, 0: empty */
 } queue_stats_t;

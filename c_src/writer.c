@@ -23,6 +23,7 @@
 #include "copy.h"
 #include "deadline.h"
 #include "hooks.h"
+#include "pgio.h"
 #include "spool.h"
 
 #define CHUNK_BYTES (1u << 20)   /* hand COPY data to libpq in ~1 MiB pieces */
@@ -37,6 +38,12 @@ struct writer {
 
     /* writer thread only */
     PGconn *conn;
+    pgio_t io;                 /* every libpq call that waits goes through it */
+    event_t *hand;             /* the unwritten events in hand (being written) */
+    size_t hand_n;
+    int hand_in_spool;         /* ... are in the spool too (read from it, or put there) */
+    uint64_t hand_dup_seq;     /* events of this incarnation up to this seq were
+                                * written and are also in the spool: not counted twice */
     spool_t *sp;               /* NULL: overflow is dropped */
     char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
@@ -204,6 +211,7 @@ static void disconnect(writer_t *w)
         PQfinish(w->conn);
         w->conn = NULL;
     }
+    w->io.conn = NULL;
     free(w->copy_sql);
     w->copy_sql = NULL;
     free(w->dead_sql);
@@ -248,24 +256,35 @@ static int prepare_sql(writer_t *w)
     return w->copy_sql && w->dead_sql && w->resume_sql ? 0 : -1;
 }
 
+/* why a pgio call gave no (good) result: the timeout, or libpq's word */
+static const char *io_error(writer_t *w, const PGresult *r)
+{
+    static __thread char msg[96];
+
+    if (w->io.timed_out) {
+        snprintf(msg, sizeof msg, "no answer from the server within %d ms", w->io.timeout_ms);
+        return msg;
+    }
+    return r ? PQresultErrorMessage(r) : PQerrorMessage(w->conn);
+}
+
 static int apply_schema(writer_t *w)
 {
     const char *params[1] = {w->table};
     PGresult *r;
     int ok;
 
-    r = PQexecParams(w->conn, "SELECT set_config('vmq_pgevents.table', $1, false)",
-                     1, NULL, params, NULL, NULL, 0);
+    r = pgio_exec(&w->io, "SELECT set_config('vmq_pgevents.table', $1, false)", 1, params);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
-        note_down(w, "setting the table name", PQresultErrorMessage(r));
+        note_down(w, "setting the table name", io_error(w, r));
     PQclear(r);
     if (!ok)
         return -1;
-    r = PQexec(w->conn, w->schema_sql);
+    r = pgio_exec(&w->io, w->schema_sql, 0, NULL);
     ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
-        note_down(w, "applying schema.sql", PQresultErrorMessage(r));
+        note_down(w, "applying schema.sql", io_error(w, r));
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -280,19 +299,20 @@ static void ignore_notice(void *arg, const char *message)
 
 static int ensure_connected(writer_t *w)
 {
-    const char *keys[] = {"fallback_application_name", "connect_timeout", "dbname", NULL};
-    const char *vals[] = {"vmq_pgevents", "10", w->conninfo, NULL};
+    const char *keys[] = {"fallback_application_name", "dbname", NULL};
+    const char *vals[] = {"vmq_pgevents", w->conninfo, NULL};
+    char err[256];
 
     if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
         goto connected;
     disconnect(w);
     set_state(w, WS_DISCONNECTED);
-    w->conn = PQconnectdbParams(keys, vals, 1);
-    if (!w->conn || PQstatus(w->conn) != CONNECTION_OK) {
-        note_down(w, "connect", w->conn ? PQerrorMessage(w->conn) : "out of memory");
-        disconnect(w);
+    w->conn = pgio_connect(&w->io, keys, vals, err, sizeof err);
+    if (!w->conn) {
+        note_down(w, "connect", err);
         return -1;
     }
+    w->io.conn = w->conn;
     PQsetNoticeProcessor(w->conn, ignore_notice, NULL);
     if (prepare_sql(w) < 0) {
         note_down(w, "connect", "out of memory");
@@ -325,12 +345,12 @@ static int resume_point(writer_t *w, int64_t incarnation, uint64_t *max_seq)
     int ok;
 
     snprintf(inc, sizeof inc, "%lld", (long long)incarnation);
-    r = PQexecParams(w->conn, w->resume_sql, 2, NULL, params, NULL, NULL, 0);
+    r = pgio_exec(&w->io, w->resume_sql, 2, params);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     if (ok)
         *max_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
     else
-        note_down(w, "reading the resume point", PQresultErrorMessage(r));
+        note_down(w, "reading the resume point", io_error(w, r));
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -347,7 +367,7 @@ static void result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
 
     snprintf(w->last_sqlstate, sizeof w->last_sqlstate, "%s", state ? state : "");
     if (!primary) {
-        clean_error(w, PQerrorMessage(w->conn), err, errlen);
+        clean_error(w, io_error(w, NULL), err, errlen);
         return;
     }
     snprintf(tmp, sizeof tmp, "%s (SQLSTATE %s)", primary, state ? state : "?");
@@ -360,7 +380,7 @@ static int classify(writer_t *w, PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 
-    if (PQstatus(w->conn) != CONNECTION_OK)
+    if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK)
         return W_RETRY;
     if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
                   strncmp(state, "54", 2) == 0))
@@ -382,7 +402,7 @@ static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_er
 
     err[0] = '\0';
     snprintf(state, sizeof state, "%s", w->last_sqlstate);
-    r = PQexec(w->conn, dead_error ? w->dead_sql : w->copy_sql);
+    r = pgio_exec(&w->io, dead_error ? w->dead_sql : w->copy_sql, 0, NULL);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
         rc = classify(w, r);
         result_error(w, r, err, errlen);
@@ -398,7 +418,7 @@ static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_er
         else
             copy_row(&b, &w->copy, ev);
         if (b.len >= CHUNK_BYTES && !b.failed) {
-            if (PQputCopyData(w->conn, b.p, (int)b.len) != 1) {
+            if (pgio_put(&w->io, b.p, b.len) < 0) {
                 sent_ok = 0;
                 break;
             }
@@ -406,15 +426,21 @@ static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_er
         }
     }
     copy_trailer(&b);
-    if (sent_ok && !b.failed && PQputCopyData(w->conn, b.p, (int)b.len) != 1)
+    if (sent_ok && !b.failed && pgio_put(&w->io, b.p, b.len) < 0)
         sent_ok = 0;
-    if (b.failed)
-        PQputCopyEnd(w->conn, "vmq_pgevents: out of memory encoding the batch");
-    else if (sent_ok)
-        PQputCopyEnd(w->conn, NULL);
+    if (sent_ok && pgio_end(&w->io, b.failed ? "vmq_pgevents: out of memory encoding the batch"
+                                             : NULL) < 0)
+        sent_ok = 0;
     buf_free(&b);
+    if (!sent_ok) {
+        /* the connection failed or the server stopped answering: what
+         * state it is in is unknown, so it goes */
+        clean_error(w, io_error(w, NULL), err, errlen);
+        disconnect(w);
+        return W_RETRY;
+    }
 
-    r = PQgetResult(w->conn);
+    r = pgio_result(&w->io);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
         rc = classify(w, r);
         result_error(w, r, err, errlen);
@@ -422,12 +448,8 @@ static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_er
             rc = W_RETRY;
     }
     PQclear(r);
-    while ((next = PQgetResult(w->conn)) != NULL)
+    while (!w->io.timed_out && (next = pgio_result(&w->io)) != NULL)
         PQclear(next);
-    if (rc == W_OK && !sent_ok) {
-        rc = W_RETRY;
-        clean_error(w, PQerrorMessage(w->conn), err, errlen);
-    }
     return rc;
 }
 
@@ -491,6 +513,20 @@ static void dead_letter(writer_t *w, event_t *ev, const char *err)
              (unsigned long long)n);
 }
 
+/* the events now in hand, for the I/O tick (writer_io_tick) */
+static void hold(writer_t *w, event_t *batch, size_t n)
+{
+    w->hand = batch;
+    w->hand_n = n;
+}
+
+static const event_t *nth(const event_t *list, size_t i)
+{
+    while (i--)
+        list = list->next;
+    return list;
+}
+
 /* Writes the batch, isolating rows PostgreSQL refuses. Returns the events
  * not yet written (NULL when all are done); they are kept for a retry. */
 static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
@@ -512,9 +548,20 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next)
                 skip++;
             if (skip) {
-                count_written(w, batch, skip);
+                /* written already; those copied to the spool while they
+                 * were being written were counted then */
+                size_t dups = 0;
+                if (w->copy.incarnation == w->cfg.incarnation)
+                    for (ev = batch; dups < skip && ev->seq <= w->hand_dup_seq; ev = ev->next)
+                        dups++;
+                pthread_mutex_lock(&w->smu);
+                w->st.inflight -= dups;
+                pthread_mutex_unlock(&w->smu);
+                if (skip > dups)
+                    count_written(w, nth(batch, dups), skip - dups);
                 batch = drop_front(batch, skip);
                 *n -= skip;
+                hold(w, batch, *n);
                 continue;
             }
             w->resume_check = 0;
@@ -526,8 +573,11 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             w->st.last_batch_us = now_us() - t0;
             pthread_mutex_unlock(&w->smu);
             count_written(w, batch, k);
+            if (w->hand_in_spool && w->copy.incarnation == w->cfg.incarnation)
+                w->hand_dup_seq = nth(batch, k - 1)->seq;
             batch = drop_front(batch, k);
             *n -= k;
+            hold(w, batch, *n);
             chunk = *n;
         } else if (rc == W_DATA) {
             if (k == 1) {
@@ -536,6 +586,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
                 dead_letter(w, bad, err);
                 event_free(bad);
                 *n -= 1;
+                hold(w, batch, *n);
                 chunk = *n;
             } else {
                 chunk = k / 2;
@@ -543,7 +594,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
         } else {
             note_down(w, "writing", err);
             w->resume_check = 1;
-            if (PQstatus(w->conn) != CONNECTION_OK)
+            if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK)
                 disconnect(w);
             else
                 w->schema_done = 0; /* e.g. the table was dropped: recreate */
@@ -605,17 +656,24 @@ static void spool_or_drop(writer_t *w, event_t *list, size_t n, int at_stop)
     spool_status(w);
 }
 
+/* the queue is past half its limit (in events or bytes) */
+static int queue_over_half(writer_t *w)
+{
+    queue_stats_t qs;
+
+    queue_get_stats(w->q, &qs);
+    return qs.count >= __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED) / 2 ||
+           qs.bytes >= __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED) / 2;
+}
+
 /* Overflow: once the queue is past half its limit, it goes to the spool,
  * after the batch in hand when that came from the queue (it is older). */
 static void spool_overflow(writer_t *w, event_t **batch, size_t *n, int from_spool)
 {
-    queue_stats_t qs;
     event_t *list;
     size_t k;
 
-    queue_get_stats(w->q, &qs);
-    if (qs.count < __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED) / 2 &&
-        qs.bytes < __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED) / 2)
+    if (!queue_over_half(w))
         return;
     if (*batch && !from_spool) {
         spool_or_drop(w, *batch, *n, 0);
@@ -628,6 +686,44 @@ static void spool_overflow(writer_t *w, event_t **batch, size_t *n, int from_spo
     }
     while ((list = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k)) != NULL)
         spool_or_drop(w, list, k, 0);
+    queue_settled(w->q);
+}
+
+static void report_queue_drops(writer_t *w);
+
+/* Runs while a libpq call waits for the server (pgio's tick): past half
+ * the queue limit, the queue goes to the spool as during an outage, so a
+ * server that stops answering costs no event. The events in hand are older:
+ * they are copied to the spool first (and stay in hand; once written they
+ * are skipped when read back). Nonzero: a stop's deadline has passed. */
+static int writer_io_tick(void *ctx)
+{
+    writer_t *w = ctx;
+    event_t *list;
+    const event_t *ev;
+    char err[256];
+    size_t k;
+    int past = 0;
+
+    if (stop_requested(w, &past) && past)
+        return 1;
+    report_queue_drops(w);
+    if (!w->sp || !queue_over_half(w))
+        return 0;
+    if (w->hand && !w->hand_in_spool) {
+        if (spool_append(w->sp, w->hand, w->hand_n, err, sizeof err) != 0)
+            return 0;   /* nothing newer may go to the spool before them */
+        w->hand_in_spool = 1;
+        pthread_mutex_lock(&w->smu);
+        for (ev = w->hand; ev; ev = ev->next)
+            w->st.spooled_hook[ev->hook]++;
+        w->st.spooled += w->hand_n;
+        pthread_mutex_unlock(&w->smu);
+    }
+    while ((list = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k)) != NULL)
+        spool_or_drop(w, list, k, 0);
+    queue_settled(w->q);
+    return 0;
 }
 
 /* The hook path counts the events it could not queue but never logs;
@@ -737,12 +833,16 @@ static void *writer_main(void *arg)
             w->st.inflight = n;
             w->st.inflight_oldest_us = batch->ts_us;
             pthread_mutex_unlock(&w->smu);
+            queue_settled(w->q);
+            w->hand_in_spool = from_spool;
         }
+        hold(w, batch, n);
         if (stopping && past) {
-            size_t rest = from_spool ? 0 : n;
+            size_t rest = w->hand_in_spool ? 0 : n;
             event_t *list;
             size_t k;
-            if (from_spool)
+            hold(w, NULL, 0);
+            if (w->hand_in_spool)
                 event_free_list(batch);        /* still in the spool */
             else if (w->sp)
                 spool_or_drop(w, batch, n, 1);
@@ -756,6 +856,7 @@ static void *writer_main(void *arg)
                 else
                     event_free_list(list);
             }
+            queue_settled(w->q);
             pthread_mutex_lock(&w->smu);
             if (!w->sp)
                 w->st.discarded_at_stop += rest;
@@ -777,15 +878,27 @@ static void *writer_main(void *arg)
         }
         w->copy.incarnation = batch_inc;
         batch = write_batch(w, batch, &n);
-        if (batch) {
-            backoff_spooling(w, &batch, &n, from_spool);
-        } else {
+        hold(w, NULL, 0);
+        if (!batch) {
             note_up(w);
             if (from_spool) {
                 spool_consumed(w->sp);
                 spool_status(w);
             }
+            continue;
         }
+        if (w->hand_in_spool && !from_spool) {
+            /* the server stopped answering and they went to the spool
+             * meanwhile: read back from there, before anything newer */
+            event_free_list(batch);
+            batch = NULL;
+            n = 0;
+            pthread_mutex_lock(&w->smu);
+            w->st.inflight = 0;
+            w->st.inflight_oldest_us = 0;
+            pthread_mutex_unlock(&w->smu);
+        }
+        backoff_spooling(w, &batch, &n, from_spool);
     }
     disconnect(w);
     spool_close(w->sp);
@@ -924,6 +1037,9 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->cfg.schema_sql = w->schema_sql;
     w->cfg.node = w->node;
     w->cfg.spool_dir = w->spool_dir;
+    w->io.timeout_ms = cfg->pg_timeout_ms > 0 ? cfg->pg_timeout_ms : 10000;
+    w->io.tick = writer_io_tick;
+    w->io.ctx = w;
     if (w->cfg.backoff_min_ms < 1)
         w->cfg.backoff_min_ms = 1;
     if (w->cfg.backoff_max_ms < w->cfg.backoff_min_ms)

@@ -27,6 +27,7 @@ typedef struct writer_config {
     int flush_interval_ms;
     size_t json_max;
     int backoff_min_ms, backoff_max_ms;
+    int pg_timeout_ms;        /* longest wait for PostgreSQL in one call; 0: 10000 */
     const char *spool_dir;    /* NULL: no spool, overflow is dropped */
     uint64_t spool_max_bytes;
 } writer_config_t;

@@ -24,6 +24,7 @@ read() ->
                     payload_json_max_bytes => int(payload_json_max_bytes, 0),
                     backoff_min_ms => int(backoff_min_ms, 1),
                     backoff_max_ms => int(backoff_max_ms, 1),
+                    pg_timeout_ms => int(pg_timeout_ms, 100),
                     stop_timeout_ms => int(stop_timeout_ms, 0),
                     conn_table_max => int(conn_table_max, 0),
                     payload_modes => payload_modes(),

@@ -9,6 +9,8 @@
 #   test/pg.sh start DIR         start and wait until it accepts connections
 #   test/pg.sh stop DIR          fast shutdown, waits
 #   test/pg.sh kill DIR          kill -9 the postmaster (fault tests)
+#   test/pg.sh freeze DIR        SIGSTOP the postmaster and every backend (a hung server)
+#   test/pg.sh thaw DIR          SIGCONT them
 #   test/pg.sh dsn DIR           print the libpq connection string
 #   test/pg.sh psql DIR ARGS...  psql connected to it
 #
@@ -127,6 +129,11 @@ kill)
         # a dead (or zombie, where nothing reaps it) postmaster leaves its lock
         rm -f "$dir/data/postmaster.pid" "$dir/.s.PGSQL.$(port)" "$dir/.s.PGSQL.$(port).lock"
     fi
+    ;;
+freeze|thaw)
+    sig=$([ "$cmd" = freeze ] && echo STOP || echo CONT)
+    pid=$(head -n 1 "$dir/data/postmaster.pid")
+    kill -$sig "$pid" $(pgrep -P "$pid") 2>/dev/null || true
     ;;
 dsn)
     echo "host=$dir port=$(port) user=$(superuser) dbname=postgres"

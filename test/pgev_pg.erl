@@ -3,7 +3,7 @@
 %% test/pg.sh and psql. Rows come back as maps decoded from row_to_json.
 -module(pgev_pg).
 
--export([dir/0, dsn/0, start/0, stop/0, kill/0, sql/1, rows/1, json_decode/1]).
+-export([dir/0, dsn/0, start/0, stop/0, kill/0, freeze/0, thaw/0, sql/1, rows/1, json_decode/1]).
 -export([pg/2, sql/2]).
 
 dir() ->
@@ -16,6 +16,9 @@ dsn() -> string:trim(run("test/pg.sh", ["dsn", dir()])).
 start() -> run("test/pg.sh", ["start", dir()]), ok.
 stop() -> run("test/pg.sh", ["stop", dir()]), ok.
 kill() -> run("test/pg.sh", ["kill", dir()]), ok.
+%% SIGSTOP / SIGCONT the server and its backends: a server that hangs
+freeze() -> run("test/pg.sh", ["freeze", dir()]), ok.
+thaw() -> run("test/pg.sh", ["thaw", dir()]), ok.
 
 %% psql -At: raw output
 sql(Sql) -> sql(dir(), Sql).

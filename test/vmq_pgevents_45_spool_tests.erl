@@ -167,3 +167,61 @@ fault_test_() ->
             pgev_app:stop()
         end
     end}.
+
+%% A PostgreSQL that stops answering (SIGSTOP of the server and every
+%% backend: what a network partition, a full disk or a stuck checkpoint
+%% looks like) for 30 s during a stream of 20,000 events/s, with the
+%% default queue and timeout: the writer's waits for the server are bounded
+%% and, while they last, what does not fit in memory goes to the spool.
+%% Nothing dropped; after SIGCONT every event written once, in order.
+frozen_server_test_() ->
+    {timeout, 300, fun() ->
+        T = "spool_frozen",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T, []),
+        try
+            Self = self(),
+            #{dropped := D0, spooled := Sp0} = vmq_pgevents:status(),
+            %% 20 processes x 1,000 events/s for 40 s
+            Pub = spawn_link(fun() -> stream(20, 1000, 40000), Self ! published end),
+            timer:sleep(5000),
+            pgev_pg:freeze(),
+            timer:sleep(30000),
+            pgev_pg:thaw(),
+            receive published -> ok after 120000 -> error({publisher_stuck, Pub}) end,
+            pgev_app:flush(),
+            N = count(T, "count(*)"),
+            ?assert(N >= 700000),
+            exactly_once(T, N),
+            #{dropped := D1, spooled := Sp1, queue_peak := Peak} = vmq_pgevents:status(),
+            ?assertEqual(0, D1 - D0),
+            ?assert(Sp1 - Sp0 > 100000),      %% the spool took the frozen stretch
+            ?assert(Peak =< 100000)
+        after
+            pgev_pg:thaw(),
+            pgev_app:stop()
+        end
+    end}.
+
+%% Procs processes, each Rate events/s in steps of 10 ms, for Ms
+stream(Procs, Rate, Ms) ->
+    Self = self(),
+    PerTick = Rate div 100,
+    Pids = [spawn_link(fun() ->
+                               S = {"", <<"frozen-", (integer_to_binary(I))/binary>>},
+                               T0 = erlang:monotonic_time(millisecond),
+                               stream_ticks(S, PerTick, T0, T0 + Ms, 0),
+                               Self ! {streamed, self()}
+                       end) || I <- lists:seq(1, Procs)],
+    [receive {streamed, P} -> ok end || P <- Pids],
+    ok.
+
+stream_ticks(S, PerTick, Next, End, K) ->
+    case erlang:monotonic_time(millisecond) of
+        Now when Now >= End -> ok;
+        Now ->
+            Now < Next andalso timer:sleep(Next - Now),
+            [ok = vmq_pgevents:on_publish(<<"u">>, S, 0, [<<"f">>], integer_to_binary(K + J), false)
+             || J <- lists:seq(1, PerTick)],
+            stream_ticks(S, PerTick, Next + 10, End, K + PerTick)
+    end.

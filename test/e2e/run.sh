@@ -92,6 +92,7 @@ for src in "${sources[@]}"; do
     if scenario_boot_pg_down; then
         scenario_traffic
         scenario_operate
+        scenario_frozen_pg
         case "$VERSION" in
             2.1.*) ;;
             *) scenario_connection_opts ;;

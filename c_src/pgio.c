@@ -1,0 +1,174 @@
+/* pgio.c - bounded libpq calls (see pgio.h). */
+#include "pgio.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <time.h>
+
+#define SLICE_MS 20   /* the tick runs at least this often while waiting */
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Waits until fd is ready for events. 1: ready; 0: the deadline passed
+ * or the tick asked to stop (io->timed_out set); -1: poll failed. */
+static int wait_fd(pgio_t *io, int fd, short events, int64_t deadline)
+{
+    for (;;) {
+        struct pollfd pfd = {.fd = fd, .events = events};
+        int64_t left = deadline - mono_ms();
+        int r;
+
+        if (left <= 0 || fd < 0) {
+            io->timed_out = 1;
+            return 0;
+        }
+        r = poll(&pfd, 1, left < SLICE_MS ? (int)left : SLICE_MS);
+        if (r > 0)
+            return 1;
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (io->tick && io->tick(io->ctx)) {
+            io->timed_out = 1;
+            return 0;
+        }
+    }
+}
+
+/* sends what libpq holds for the server; 0 when all is sent */
+static int flush_all(pgio_t *io, int64_t deadline)
+{
+    for (;;) {
+        int f = PQflush(io->conn);
+        if (f == 0)
+            return 0;
+        if (f < 0 || wait_fd(io, PQsocket(io->conn), POLLOUT | POLLIN, deadline) <= 0)
+            return -1;
+        if (!PQconsumeInput(io->conn))   /* read-ready: take it, then flush on */
+            return -1;
+    }
+}
+
+/* waits until PQgetResult will not block */
+static int await_result(pgio_t *io, int64_t deadline)
+{
+    while (PQisBusy(io->conn)) {
+        if (wait_fd(io, PQsocket(io->conn), POLLIN, deadline) <= 0 || !PQconsumeInput(io->conn))
+            return -1;
+    }
+    return 0;
+}
+
+PGconn *pgio_connect(pgio_t *io, const char *const *keys, const char *const *vals,
+                     char *err, size_t errlen)
+{
+    int64_t deadline = mono_ms() + io->timeout_ms;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING;
+    PGconn *c;
+
+    io->timed_out = 0;
+    c = PQconnectStartParams(keys, vals, 1);
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    if (PQstatus(c) == CONNECTION_BAD)
+        goto fail;
+    while (st != PGRES_POLLING_OK) {
+        int r;
+        if (st == PGRES_POLLING_FAILED)
+            goto fail;
+        r = wait_fd(io, PQsocket(c), st == PGRES_POLLING_READING ? POLLIN : POLLOUT, deadline);
+        if (r == 0) {
+            snprintf(err, errlen, "no answer from the server within %d ms", io->timeout_ms);
+            PQfinish(c);
+            return NULL;
+        }
+        if (r < 0)
+            goto fail;
+        st = PQconnectPoll(c);
+    }
+    if (PQsetnonblocking(c, 1) != 0)
+        goto fail;
+    return c;
+fail:
+    snprintf(err, errlen, "%s", PQerrorMessage(c));
+    PQfinish(c);
+    return NULL;
+}
+
+PGresult *pgio_exec(pgio_t *io, const char *sql, int nparams, const char *const *params)
+{
+    int64_t deadline = mono_ms() + io->timeout_ms;
+    PGresult *last = NULL, *r;
+    int sent;
+
+    io->timed_out = 0;
+    /* without parameters: the simple protocol, which takes several statements */
+    sent = nparams ? PQsendQueryParams(io->conn, sql, nparams, NULL, params, NULL, NULL, 0)
+                   : PQsendQuery(io->conn, sql);
+    if (!sent || flush_all(io, deadline) < 0)
+        return NULL;
+    for (;;) {
+        ExecStatusType st;
+        if (await_result(io, deadline) < 0) {
+            PQclear(last);
+            return NULL;
+        }
+        r = PQgetResult(io->conn);
+        if (!r)
+            return last;
+        st = PQresultStatus(r);
+        PQclear(last);
+        if (st == PGRES_COPY_IN || st == PGRES_COPY_OUT || st == PGRES_COPY_BOTH)
+            return r;
+        last = r;
+    }
+}
+
+int pgio_put(pgio_t *io, const char *p, size_t n)
+{
+    int64_t deadline = mono_ms() + io->timeout_ms;
+
+    io->timed_out = 0;
+    for (;;) {
+        int r = PQputCopyData(io->conn, p, (int)n);
+        if (r == 1)
+            return 0;
+        /* 0: libpq's buffer is full; let the socket drain */
+        if (r < 0 || wait_fd(io, PQsocket(io->conn), POLLOUT | POLLIN, deadline) <= 0 ||
+            !PQconsumeInput(io->conn) || PQflush(io->conn) < 0)
+            return -1;
+    }
+}
+
+int pgio_end(pgio_t *io, const char *errmsg)
+{
+    int64_t deadline = mono_ms() + io->timeout_ms;
+
+    io->timed_out = 0;
+    for (;;) {
+        int r = PQputCopyEnd(io->conn, errmsg);
+        if (r == 1)
+            return flush_all(io, deadline);
+        if (r < 0 || wait_fd(io, PQsocket(io->conn), POLLOUT | POLLIN, deadline) <= 0 ||
+            !PQconsumeInput(io->conn) || PQflush(io->conn) < 0)
+            return -1;
+    }
+}
+
+PGresult *pgio_result(pgio_t *io)
+{
+    int64_t deadline = mono_ms() + io->timeout_ms;
+
+    io->timed_out = 0;
+    if (flush_all(io, deadline) < 0 || await_result(io, deadline) < 0)
+        return NULL;
+    return PQgetResult(io->conn);
+}

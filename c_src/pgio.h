@@ -1,0 +1,48 @@
+/* pgio.h - the libpq calls the writer makes, none of which can block it
+ * for longer than a deadline: the connection is non-blocking and every wait
+ * polls its socket in short slices. Between slices the caller's tick runs
+ * (the writer moves queue overflow to the spool there), so a PostgreSQL
+ * that stops answering — a frozen server, a network partition — costs
+ * nothing but time. On a timeout the call fails with a message; the
+ * caller drops the connection and goes on as after any failed write.
+ *
+ * Used by the writer thread only. Knows nothing of erl_nif. */
+#ifndef VMQ_PGEV_PGIO_H
+#define VMQ_PGEV_PGIO_H
+
+#include <stddef.h>
+
+#include <libpq-fe.h>
+
+/* run every slice of a wait; nonzero: give the wait up (as a timeout) */
+typedef int (*pgio_tick_fn)(void *ctx);
+
+typedef struct pgio {
+    PGconn *conn;
+    int timeout_ms;        /* longest wait for one call */
+    pgio_tick_fn tick;     /* may be NULL */
+    void *ctx;
+    int timed_out;         /* the last failure was a timeout */
+} pgio_t;
+
+/* Connects (keys/vals as PQconnectStartParams, expand_dbname 1) within
+ * io->timeout_ms and makes the connection non-blocking. NULL on failure,
+ * with libpq's message (or the timeout) in err. */
+PGconn *pgio_connect(pgio_t *io, const char *const *keys, const char *const *vals,
+                     char *err, size_t errlen);
+
+/* PQexecParams (nparams may be 0): the last result, or for COPY the
+ * PGRES_COPY_IN result; NULL when the connection failed or timed out
+ * (PQerrorMessage, or the timeout flag, says which). */
+PGresult *pgio_exec(pgio_t *io, const char *sql, int nparams, const char *const *params);
+
+/* COPY data and its end (errmsg NULL: success), each sent completely:
+ * 0, or -1 on failure or timeout. */
+int pgio_put(pgio_t *io, const char *p, size_t n);
+int pgio_end(pgio_t *io, const char *errmsg);
+
+/* The next result (PQgetResult) once it has arrived; NULL when there is
+ * none left, or on failure or timeout (io->timed_out set). */
+PGresult *pgio_result(pgio_t *io);
+
+#endif
