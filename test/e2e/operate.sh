@@ -200,7 +200,14 @@ on_deliver|e2e-cl-sub|$NODE_B" | paste -sd ' ')"
 #    checks): the broker boots and serves MQTT, the plugin says why it
 #    records nothing
 scenario_bad_config() {
-    echo " - advanced.config with a value the plugin cannot use"
+    echo " - a bad value in vernemq.conf, then in advanced.config"
+    # vernemq.conf: refused by VerneMQ itself, naming the key (the schema)
+    cp "$BROKER/etc/vernemq.conf" "$WORK/vernemq.conf.good"
+    broker_conf "$BROKER" "vmq_pgevents.batch_size = notanumber"
+    check_re "vernemq.conf: vernemq config generate names the key" \
+        'Error transforming datatype for: vmq_pgevents.batch_size' \
+        "$(ERL_EPMD_ADDRESS=127.0.0.1 "$BROKER/bin/vernemq" config generate 2>&1)"
+    cp "$WORK/vernemq.conf.good" "$BROKER/etc/vernemq.conf"
     printf '[{vmq_pgevents, [{batch_size, 0}]}].\n' >"$BROKER/etc/advanced.config"
     if broker_start "$BROKER"; then
         ok "broker boots with vmq_pgevents batch_size 0 in advanced.config"
