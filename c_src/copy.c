@@ -142,7 +142,13 @@ static void put_payload_json(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
      * non-blank byte can start a JSON value */
     while (i < n && (p[i] == ' ' || p[i] == '\t' || p[i] == '\n' || p[i] == '\r'))
         i++;
-    if (i == n || !strchr("{[\"-0123456789tfn", p[i])) {
+    if (i == n || !p[i] || !strchr("{[\"-0123456789tfn", p[i])) {
+        put_null(b);
+        return;
+    }
+    /* jansson accepts a number followed by NUL bytes ("1\0"); PostgreSQL
+     * refuses any NUL in jsonb: such a payload is not stored as JSON */
+    if (memchr(p, 0, n)) {
         put_null(b);
         return;
     }

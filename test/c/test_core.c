@@ -294,6 +294,25 @@ static void test_copy(void)
     CHECK(len == -1);
     buf_free(&b);
     event_free(ev);
+
+    /* regression (hostile test, seed 44751592): jansson takes "1\0" as the
+     * number 1, PostgreSQL refuses a NUL in jsonb: no payload_json */
+    {
+        event_in_t in;
+        event_in_init(&in, HOOK_ON_PUBLISH, 946684800000000LL);
+        in.f[F_PAYLOAD] = (span_t){"1\0", 2, 1};
+        in.payload_size = 2;
+        ev = event_build(&in);
+        CHECK(ev != NULL);
+        if (ev) {
+            buf_init(&b, NULL, 0);
+            copy_row(&b, &ctx, ev);
+            len = copy_field((const unsigned char *)b.p, 19, &d);
+            CHECK(len == -1);
+            buf_free(&b);
+            event_free(ev);
+        }
+    }
 }
 
 static void test_conninfo(void)
