@@ -623,6 +623,21 @@ static void spool_status(writer_t *w)
 /* Appends list (n events) to the spool and frees it; when the spool
  * cannot take them they are dropped: counted per hook, logged (rate
  * limited). at_stop: counted as spooled at stop. */
+/* the first n events of list are in the spool now */
+static void count_spooled(writer_t *w, const event_t *list, size_t n, int at_stop)
+{
+    const event_t *ev;
+    size_t i;
+
+    pthread_mutex_lock(&w->smu);
+    for (ev = list, i = 0; ev && i < n; ev = ev->next, i++)
+        w->st.spooled_hook[ev->hook]++;
+    w->st.spooled += n;
+    if (at_stop)
+        w->st.spooled_at_stop += n;
+    pthread_mutex_unlock(&w->smu);
+}
+
 static void spool_or_drop(writer_t *w, event_t *list, size_t n, int at_stop)
 {
     char err[256];
@@ -632,13 +647,7 @@ static void spool_or_drop(writer_t *w, event_t *list, size_t n, int at_stop)
     if (!list)
         return;
     if (w->sp && spool_append(w->sp, list, n, err, sizeof err) == 0) {
-        pthread_mutex_lock(&w->smu);
-        for (ev = list; ev; ev = ev->next)
-            w->st.spooled_hook[ev->hook]++;
-        w->st.spooled += n;
-        if (at_stop)
-            w->st.spooled_at_stop += n;
-        pthread_mutex_unlock(&w->smu);
+        count_spooled(w, list, n, at_stop);
     } else {
         if (!w->sp)
             snprintf(err, sizeof err, "no spool");
@@ -668,11 +677,19 @@ static int queue_over_half(writer_t *w)
 
 /* Overflow: once the queue is past half its limit, it goes to the spool,
  * after the batch in hand when that came from the queue (it is older). */
-static void spool_overflow(writer_t *w, event_t **batch, size_t *n, int from_spool)
+/* everything queued now goes to the spool (or is dropped, counted) */
+static void spool_queue(writer_t *w)
 {
     event_t *list;
     size_t k;
 
+    while ((list = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k)) != NULL)
+        spool_or_drop(w, list, k, 0);
+    queue_settled(w->q);
+}
+
+static void spool_overflow(writer_t *w, event_t **batch, size_t *n, int from_spool)
+{
     if (!queue_over_half(w))
         return;
     if (*batch && !from_spool) {
@@ -684,9 +701,7 @@ static void spool_overflow(writer_t *w, event_t **batch, size_t *n, int from_spo
         w->st.inflight_oldest_us = 0;
         pthread_mutex_unlock(&w->smu);
     }
-    while ((list = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k)) != NULL)
-        spool_or_drop(w, list, k, 0);
-    queue_settled(w->q);
+    spool_queue(w);
 }
 
 static void report_queue_drops(writer_t *w);
@@ -699,10 +714,7 @@ static void report_queue_drops(writer_t *w);
 static int writer_io_tick(void *ctx)
 {
     writer_t *w = ctx;
-    event_t *list;
-    const event_t *ev;
     char err[256];
-    size_t k;
     int past = 0;
 
     if (stop_requested(w, &past) && past)
@@ -714,15 +726,9 @@ static int writer_io_tick(void *ctx)
         if (spool_append(w->sp, w->hand, w->hand_n, err, sizeof err) != 0)
             return 0;   /* nothing newer may go to the spool before them */
         w->hand_in_spool = 1;
-        pthread_mutex_lock(&w->smu);
-        for (ev = w->hand; ev; ev = ev->next)
-            w->st.spooled_hook[ev->hook]++;
-        w->st.spooled += w->hand_n;
-        pthread_mutex_unlock(&w->smu);
+        count_spooled(w, w->hand, w->hand_n, 0);
     }
-    while ((list = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k)) != NULL)
-        spool_or_drop(w, list, k, 0);
-    queue_settled(w->q);
+    spool_queue(w);
     return 0;
 }
 
