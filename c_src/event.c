@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "hooks.h"
+#include "journal.h"
 #include "text.h"
 
 const struct hook_def hook_defs[HOOK_COUNT] = {
@@ -23,40 +24,43 @@ void event_in_init(event_in_t *in, int hook, int64_t ts_us)
     in->clean = -1;
 }
 
-event_t *event_build(const event_in_t *in)
+int event_layout(const event_in_t *in, event_layout_t *lay)
 {
-    size_t need[F_COUNT];
-    uint8_t escaped = 0;
-    size_t total = offsetof(event_t, data), pos = 0;
-    event_t *ev;
     int f;
 
+    lay->total = offsetof(event_t, data);
+    lay->escaped = 0;
     for (f = 0; f < F_COUNT; f++) {
         const span_t *s = &in->f[f];
-        need[f] = 0;
+        lay->need[f] = 0;
         if (!s->present)
             continue;
-        need[f] = s->n;
+        lay->need[f] = s->n;
         if (f <= F_TEXT_LAST && !text_is_clean(s->p, s->n)) {
-            need[f] = text_escaped_len(s->p, s->n);
-            escaped |= (uint8_t)(1u << f);
+            lay->need[f] = text_escaped_len(s->p, s->n);
+            lay->escaped |= (uint8_t)(1u << f);
         }
-        if (need[f] > INT32_MAX || need[f] > UINT32_MAX - total)
-            return NULL;
-        total += need[f];
+        if (lay->need[f] > INT32_MAX || lay->need[f] > UINT32_MAX - lay->total)
+            return -1;
+        lay->total += lay->need[f];
     }
-    ev = malloc(total);
-    if (!ev)
-        return NULL;
-    /* padding too: the spool writes these bytes */
-    memset(ev, 0, offsetof(event_t, data));
-    ev->next = NULL;
-    ev->seq = 0;
+    return 0;
+}
+
+void event_fill(event_t *ev, const event_in_t *in, const event_layout_t *lay)
+{
+    size_t pos = 0;
+    int f;
+
+    /* padding too: the spool and the journal write these bytes; next and
+     * home are the caller's (the writer may read them meanwhile) */
+    memset(&ev->seq, 0, offsetof(event_t, home) - offsetof(event_t, seq));
+    memset(ev->off, 0, offsetof(event_t, data) - offsetof(event_t, off));
     ev->ts_us = in->ts_us;
     ev->conn_id = in->conn_id;
     ev->has_conn = (uint8_t)(in->has_conn != 0);
     ev->payload_size = in->payload_size;
-    ev->bytes = total;
+    ev->bytes = lay->total;
     ev->hook = (uint16_t)in->hook;
     ev->qos = (int8_t)in->qos;
     ev->retain = (int8_t)in->retain;
@@ -64,7 +68,7 @@ event_t *event_build(const event_in_t *in)
     ev->peer_family = (uint8_t)in->peer_family;
     ev->peer_port = (uint16_t)in->peer_port;
     memcpy(ev->peer_addr, in->peer_addr, sizeof ev->peer_addr);
-    ev->escaped = escaped;
+    ev->escaped = lay->escaped;
     for (f = 0; f < F_COUNT; f++) {
         const span_t *s = &in->f[f];
         ev->off[f] = (uint32_t)pos;
@@ -72,26 +76,44 @@ event_t *event_build(const event_in_t *in)
             ev->len[f] = -1;
             continue;
         }
-        if (escaped & (1u << f))
+        if (lay->escaped & (1u << f))
             text_escape(ev->data + pos, s->p, s->n);
         else if (s->n)
             memcpy(ev->data + pos, s->p, s->n);
-        ev->len[f] = (int32_t)need[f];
-        pos += need[f];
+        ev->len[f] = (int32_t)lay->need[f];
+        pos += lay->need[f];
     }
+}
+
+event_t *event_build(const event_in_t *in)
+{
+    event_layout_t lay;
+    event_t *ev;
+
+    if (event_layout(in, &lay) != 0)
+        return NULL;
+    ev = malloc(lay.total);
+    if (!ev)
+        return NULL;
+    ev->next = NULL;
+    ev->home = EV_HEAP;
+    event_fill(ev, in, &lay);
     return ev;
 }
 
 void event_free(event_t *ev)
 {
-    free(ev);
+    if (ev->home == EV_JOURNAL)
+        journal_release(ev);
+    else
+        free(ev);
 }
 
 void event_free_list(event_t *ev)
 {
     while (ev) {
         event_t *next = ev->next;
-        free(ev);
+        event_free(ev);
         ev = next;
     }
 }

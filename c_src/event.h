@@ -1,9 +1,11 @@
 /* event.h - one recorded hook call, as a plain C record.
  *
- * An event is one malloc: the header below followed by its variable-length
- * fields. It is built on the calling scheduler thread (event_build), owned
- * by the queue while queued, then by the writer thread, which frees it
- * after the row is committed or dead-lettered.
+ * An event is one block: the header below followed by its variable-length
+ * fields. It lives either in a record of the journal (journal.h: built in
+ * place on the calling scheduler thread) or in one malloc (event_build:
+ * no journal, or read back from the spool). It is owned by the queue while
+ * queued, then by the writer thread, which frees it (event_free: releases
+ * its journal space) after the row is committed or dead-lettered.
  * Knows nothing of erl_nif or libpq. */
 #ifndef VMQ_PGEV_EVENT_H
 #define VMQ_PGEV_EVENT_H
@@ -61,12 +63,26 @@ typedef struct event {
     uint8_t escaped;        /* bit i: text field i was escaped */
     uint16_t peer_port;
     uint8_t peer_addr[16];
+    uint16_t home;          /* EV_HEAP or EV_JOURNAL (was padding: spool files have 0) */
     uint32_t off[F_COUNT];
     int32_t len[F_COUNT];   /* -1: NULL; at most 256 MiB (payload_max_bytes) */
     char data[];
 } event_t;
 
+enum { EV_HEAP = 0, EV_JOURNAL = 1 };
+
+/* the layout of an event: its size and which text fields get escaped */
+typedef struct event_layout {
+    size_t total;           /* bytes of the whole event */
+    size_t need[F_COUNT];
+    uint8_t escaped;
+} event_layout_t;
+
 void event_in_init(event_in_t *in, int hook, int64_t ts_us);
+/* 0, or -1 when a field is too large for an event */
+int event_layout(const event_in_t *in, event_layout_t *lay);
+/* Writes everything but ev->next and ev->home into ev (lay->total bytes). */
+void event_fill(event_t *ev, const event_in_t *in, const event_layout_t *lay);
 /* One allocation holding everything; NULL when out of memory. */
 event_t *event_build(const event_in_t *in);
 void event_free(event_t *ev);

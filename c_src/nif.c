@@ -182,8 +182,8 @@ static ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     int hook, bad;
     ErlNifSInt64 conn;
     decoded_t d;
-    event_t *ev;
     uint64_t seq;
+    int rc;
 
     (void)argc;
     while (enif_get_list_cell(env, tail, &head, &tail)) {
@@ -226,17 +226,11 @@ static ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         decode_event(env, &p->am, hook, args, pmax, &d);
     }
     bad = d.malformed != 0;
-    ev = event_build(&d.in);
+    rc = queue_add(&p->q, &d.in, &seq);
     decoded_free(&d);
-    if (!ev) {
-        queue_drop(&p->q);
+    if (rc != 0) {
         __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
-        return error_tuple(env, p, p->am.am_no_memory);
-    }
-    if (queue_push(&p->q, ev, &seq) != 0) {
-        event_free(ev);
-        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
-        return error_tuple(env, p, p->am.am_queue_full);
+        return error_tuple(env, p, rc == 1 ? p->am.am_queue_full : p->am.am_no_memory);
     }
     __atomic_fetch_add(&p->recorded[hook], 1, __ATOMIC_RELAXED);
     if (bad)
@@ -480,6 +474,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     runtime_cfg_t rc;
     char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL, *spool_dir = NULL;
     ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824, pg_timeout = 10000;
+    ErlNifSInt64 jsync = 1000;
+    int journal = 1;
     ERL_NIF_TERM result;
     int missing, schema_missing;
     char err[256];
@@ -510,6 +506,17 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         bad = "backoff_max_ms must be an integer from 1 to 3600000";
     if (!bad && get_num(env, argv[0], p->am.am_pg_timeout_ms, 100, 3600000, &pg_timeout) < 0)
         bad = "pg_timeout_ms must be an integer from 100 to 3600000";
+    if (!bad && get_num(env, argv[0], p->am.am_journal_sync_ms, 1, 3600000, &jsync) < 0)
+        bad = "journal_sync_ms must be an integer from 1 to 3600000";
+    {
+        ERL_NIF_TERM jv;
+        if (enif_get_map_value(env, argv[0], p->am.am_journal, &jv)) {
+            if (enif_is_identical(jv, p->am.am_false))
+                journal = 0;
+            else if (!enif_is_identical(jv, p->am.am_true) && !bad)
+                bad = "journal must be true or false";
+        }
+    }
     if (!bad && get_num(env, argv[0], p->am.am_spool_max_bytes, 0, INT64_MAX, &spool_max) < 0)
         bad = "spool_max_bytes must be a non-negative integer";
     spool_dir = get_cstr(env, argv[0], p->am.am_spool_dir, &missing);
@@ -556,6 +563,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     cfg.pg_timeout_ms = (int)pg_timeout;
     cfg.spool_dir = spool_dir;
     cfg.spool_max_bytes = (uint64_t)spool_max;
+    cfg.journal_sync_ms = (int)jsync;
+    cfg.journal = journal;
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
     if (!w) {
@@ -777,6 +786,13 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(last_batch_us, enif_make_int64(env, ws.last_batch_us));
     PUT(last_error, text_bin(env, ws.last_error));
     PUT(spool_error, text_bin(env, running ? ws.spool_error : ""));
+    PUT(journal, running && ws.journal_on ? p->am.am_true : p->am.am_false);
+    PUT(journal_bytes, make_u64(env, running ? ws.journal_bytes : 0));
+    PUT(journal_segments, make_u64(env, running ? ws.journal_segments : 0));
+    PUT(journal_no_room, make_u64(env, running ? ws.journal_no_room : 0));
+    PUT(journal_sync_age_us, enif_make_int64(env, running && ws.journal_sync_us
+                                                      ? wall_us() - ws.journal_sync_us : 0));
+    PUT(journal_error, text_bin(env, running ? ws.journal_error : ""));
     PUT(malformed, make_u64(env, malformed_total));
     PUT(rejected, make_u64(env, __atomic_load_n(&p->rejected, __ATOMIC_RELAXED)));
     {
@@ -883,7 +899,7 @@ static void unload(ErlNifEnv *env, void *priv_data)
 
 static ErlNifFunc nif_funcs[] = {
     {"event", 3, nif_event, 0},
-    {"start", 2, nif_start, 0},
+    {"start", 2, nif_start, ERL_NIF_DIRTY_JOB_IO_BOUND},   /* makes the journal's files */
     {"configure", 1, nif_configure, 0},
     {"stop", 1, nif_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},
     {"flush", 0, nif_flush, 0},

@@ -3,6 +3,8 @@
 #include "queue.h"
 
 #include <errno.h>
+#include <sched.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -49,8 +51,125 @@ void queue_set_limits(queue_t *q, size_t max_events, size_t max_bytes, size_t wa
 
 int queue_full_hint(const queue_t *q)
 {
+    if (__atomic_load_n(&q->j, __ATOMIC_RELAXED))
+        return 0;   /* the journal decides */
     return __atomic_load_n(&q->count, __ATOMIC_RELAXED) >=
            __atomic_load_n(&q->max_events, __ATOMIC_RELAXED);
+}
+
+/* links ev (its seq set) at the tail; the lock is held. 1: wake the writer */
+static int link_tail(queue_t *q, event_t *ev)
+{
+    ev->next = NULL;
+    if (q->tail)
+        q->tail->next = ev;
+    else
+        q->head = ev;
+    q->tail = ev;
+    __atomic_store_n(&q->count, q->count + 1, __ATOMIC_RELAXED);
+    q->bytes += ev->bytes;
+    if (q->count > q->peak_count)
+        q->peak_count = q->count;
+    if (q->bytes > q->peak_bytes)
+        q->peak_bytes = q->bytes;
+    return q->count == q->wake_at;
+}
+
+int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq)
+{
+    event_layout_t lay;
+    journal_t *j;
+    event_t *ev;
+    int wake;
+
+    if (event_layout(in, &lay) != 0) {
+        *seq = queue_drop(q);
+        return 2;
+    }
+    pthread_mutex_lock(&q->mu);
+    j = q->j;
+    if (j) {
+        ev = journal_reserve(j, lay.total);
+        *seq = ++q->last_seq;
+        if (!ev) {
+            q->dropped++;
+            pthread_mutex_unlock(&q->mu);
+            return 1;
+        }
+        ev->home = EV_JOURNAL;  /* linked now, read by the writer once committed */
+        ev->seq = *seq;
+        ev->bytes = lay.total;
+        wake = link_tail(q, ev);
+        pthread_mutex_unlock(&q->mu);
+        event_fill(ev, in, &lay);
+        ev->seq = *seq;
+        journal_commit(j, ev);
+        if (wake)
+            pthread_cond_signal(&q->cv);
+        return 0;
+    }
+    pthread_mutex_unlock(&q->mu);
+    ev = malloc(lay.total);
+    if (!ev) {
+        *seq = queue_drop(q);
+        return 2;
+    }
+    ev->next = NULL;
+    ev->home = EV_HEAP;
+    event_fill(ev, in, &lay);
+    if (queue_push(q, ev, seq) != 0) {
+        free(ev);
+        return 1;
+    }
+    return 0;
+}
+
+void queue_attach_journal(queue_t *q, journal_t *j)
+{
+    pthread_mutex_lock(&q->mu);
+    __atomic_store_n(&q->j, j, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&q->mu);
+}
+
+event_t *queue_detach_journal(queue_t *q, size_t *n)
+{
+    journal_t *j;
+    event_t *ev, *next, *keep = NULL, *keep_tail = NULL, *out = NULL, *out_tail = NULL;
+
+    *n = 0;
+    pthread_mutex_lock(&q->mu);
+    j = q->j;
+    __atomic_store_n(&q->j, NULL, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&q->mu);
+    if (!j)
+        return NULL;
+    while (journal_busy(j))
+        sched_yield();   /* a hook is copying its event: microseconds */
+    pthread_mutex_lock(&q->mu);
+    for (ev = q->head; ev; ev = next) {
+        next = ev->next;
+        ev->next = NULL;
+        if (ev->home == EV_JOURNAL) {
+            if (out_tail)
+                out_tail->next = ev;
+            else
+                out = ev;
+            out_tail = ev;
+            q->bytes -= ev->bytes;
+            (*n)++;
+        } else {
+            if (keep_tail)
+                keep_tail->next = ev;
+            else
+                keep = ev;
+            keep_tail = ev;
+        }
+    }
+    q->head = keep;
+    q->tail = keep_tail;
+    __atomic_store_n(&q->count, q->count - *n, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&q->mu);
+    return out;
 }
 
 int queue_push(queue_t *q, event_t *ev, uint64_t *seq)
@@ -65,19 +184,7 @@ int queue_push(queue_t *q, event_t *ev, uint64_t *seq)
         return 1;
     }
     ev->seq = *seq;
-    ev->next = NULL;
-    if (q->tail)
-        q->tail->next = ev;
-    else
-        q->head = ev;
-    q->tail = ev;
-    __atomic_store_n(&q->count, q->count + 1, __ATOMIC_RELAXED);
-    q->bytes += ev->bytes;
-    if (q->count > q->peak_count)
-        q->peak_count = q->count;
-    if (q->bytes > q->peak_bytes)
-        q->peak_bytes = q->bytes;
-    wake = (q->count == q->wake_at);
+    wake = link_tail(q, ev);
     pthread_mutex_unlock(&q->mu);
     if (wake)
         pthread_cond_signal(&q->cv);
@@ -107,13 +214,21 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
         if (pthread_cond_timedwait(&q->cv, &q->mu, &deadline) == ETIMEDOUT)
             break;
     }
-    first = q->head;
-    last = NULL;
-    while (q->head && k < max) {
-        last = q->head;
-        q->head = last->next;
-        q->bytes -= last->bytes;
-        k++;
+    for (;;) {
+        first = q->head;
+        last = NULL;
+        /* a journal event is taken once its hook has finished writing it */
+        while (q->head && k < max && (q->head->home != EV_JOURNAL || journal_ready(q->head))) {
+            last = q->head;
+            q->head = last->next;
+            q->bytes -= last->bytes;
+            k++;
+        }
+        if (k || !q->head)
+            break;
+        pthread_mutex_unlock(&q->mu);
+        sched_yield();   /* the first is being written by its hook: microseconds */
+        pthread_mutex_lock(&q->mu);
     }
     if (last)
         last->next = NULL;

@@ -14,6 +14,7 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "journal.h"
 
 typedef struct queue {
     pthread_mutex_t mu;
@@ -26,6 +27,7 @@ typedef struct queue {
     size_t peak_count, peak_bytes;
     uint64_t last_seq;         /* the last sequence number handed out */
     uint64_t dropped;          /* events refused because the queue was full */
+    journal_t *j;              /* events go here when set (atomic read) */
     int flush_req;             /* write what is queued now */
     int stop;
 } queue_t;
@@ -38,6 +40,18 @@ void queue_set_limits(queue_t *q, size_t max_events, size_t max_bytes, size_t wa
 /* 1 when the queue is at its limit (unlocked read, a hint for callers that
  * want to skip building an event that would be dropped). */
 int queue_full_hint(const queue_t *q);
+/* The hook path: builds the event from in (into the journal when one is
+ * attached, else in one malloc) and queues it with the next sequence
+ * number. 0: queued; 1: dropped, no room (queue or journal full); 2:
+ * dropped, out of memory or too large. A drop consumes its number. */
+int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq);
+/* From now on events go to the journal j. */
+void queue_attach_journal(queue_t *q, journal_t *j);
+/* Events stop going to the journal; waits for those being written into
+ * it, then takes the journal's events out of the queue (they stay on disk
+ * for the spool to read at the next start) and returns them; *n: their
+ * number. The list must not be freed: only forgotten. */
+event_t *queue_detach_journal(queue_t *q, size_t *n);
 /* Takes ev and gives it the next sequence number: 0. Queue full: ev is not
  * taken (the caller frees it), the drop is counted and consumes a number: 1. */
 int queue_push(queue_t *q, event_t *ev, uint64_t *seq);

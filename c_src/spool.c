@@ -8,10 +8,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "crc32c.h"
 #include "hooks.h"
+#include "journal.h"
 
 #define MAGIC "VPGS"
 #define HDR 12                       /* magic, length, crc */
@@ -22,6 +25,8 @@
 
 typedef struct segment {
     int64_t incarnation;
+    int journal;          /* a journal file (journal.h), read as far as its records go */
+    unsigned epoch, number;
     char path[4096];
     uint64_t size;        /* bytes in the file */
     uint64_t rd;          /* read position of the oldest unconsumed record */
@@ -74,10 +79,61 @@ static uint32_t get32(const unsigned char *p)
     return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
+/* oldest first: by incarnation; in one, journal files (by epoch, number)
+ * before the spool file */
 static int cmp_seg(const void *a, const void *b)
 {
-    int64_t x = ((const segment_t *)a)->incarnation, y = ((const segment_t *)b)->incarnation;
-    return x < y ? -1 : x > y;
+    const segment_t *x = a, *y = b;
+
+    if (x->incarnation != y->incarnation)
+        return x->incarnation < y->incarnation ? -1 : 1;
+    if (x->journal != y->journal)
+        return x->journal ? -1 : 1;
+    if (x->epoch != y->epoch)
+        return x->epoch < y->epoch ? -1 : 1;
+    return x->number < y->number ? -1 : x->number > y->number;
+}
+
+/* the records' end in a journal file; 0 when it has none or is unreadable */
+static uint64_t journal_file_end(const char *path, uint64_t size)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    void *m;
+    size_t end;
+
+    if (fd < 0)
+        return 0;
+    m = mmap(NULL, (size_t)size, PROT_READ, MAP_SHARED, fd, 0);
+    close(fd);
+    if (m == MAP_FAILED)
+        return 0;
+    end = journal_data_end(m, (size_t)size);
+    munmap(m, (size_t)size);
+    return end;
+}
+
+/* journal-<incarnation>-<epoch>-<number>.dat; 0 when name is one */
+static int parse_journal_name(const char *name, int64_t *inc, unsigned *epoch, unsigned *number)
+{
+    long long i;
+    unsigned long e, n;
+    char *end;
+
+    if (strncmp(name, "journal-", 8) != 0)
+        return -1;
+    i = strtoll(name + 8, &end, 10);
+    if (*end != '-')
+        return -1;
+    e = strtoul(end + 1, &end, 10);
+    if (*end != '-')
+        return -1;
+    n = strtoul(end + 1, &end, 10);
+    if (strcmp(end, ".dat") != 0)
+        return -1;
+    *inc = i;
+    *epoch = (unsigned)e;
+    *number = (unsigned)n;
+    return 0;
 }
 
 spool_t *spool_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
@@ -112,7 +168,26 @@ spool_t *spool_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
         char *end;
         struct stat st;
         size_t len = strlen(e->d_name);
-        if (len < 11 || len > 60 || strncmp(e->d_name, "spool-", 6) != 0 ||
+        int64_t jinc;
+        memset(seg, 0, sizeof *seg);
+        if (len > 60)
+            continue;
+        if (parse_journal_name(e->d_name, &jinc, &seg->epoch, &seg->number) == 0) {
+            /* a journal file left by an earlier start (of any incarnation) */
+            snprintf(seg->path, sizeof seg->path, "%.3900s/%.60s", dir, e->d_name);
+            if (stat(seg->path, &st) != 0)
+                continue;
+            seg->size = journal_file_end(seg->path, (uint64_t)st.st_size);
+            if (seg->size == 0) {
+                unlink(seg->path);   /* nothing in it */
+                continue;
+            }
+            seg->journal = 1;
+            seg->incarnation = jinc;
+            s->nsegs++;
+            continue;
+        }
+        if (len < 11 || strncmp(e->d_name, "spool-", 6) != 0 ||
             strcmp(e->d_name + len - 4, ".dat") != 0)
             continue;
         inc = strtoll(e->d_name + 6, &end, 10);
@@ -132,6 +207,7 @@ spool_t *spool_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
     closedir(d);
     qsort(s->segs, (size_t)s->nsegs, sizeof s->segs[0], cmp_seg);
     /* this incarnation's file, last */
+    memset(&s->segs[s->nsegs], 0, sizeof s->segs[0]);
     s->segs[s->nsegs].incarnation = incarnation;
     snprintf(s->segs[s->nsegs].path, sizeof s->segs[0].path, "%.3900s/spool-%lld.dat", dir,
              (long long)incarnation);
@@ -247,6 +323,7 @@ event_t *spool_record_event(const unsigned char *rec, uint32_t len)
         return NULL;
     memcpy((char *)ev + EV_OFF, rec, len);
     ev->next = NULL;
+    ev->home = EV_HEAP;
     if (ev->bytes != EV_OFF + len || ev->hook >= HOOK_COUNT || ev->peer_family > 6)
         goto bad;
     for (f = 0; f < F_COUNT; f++) {
@@ -262,11 +339,76 @@ bad:
     return NULL;
 }
 
+/* One record of a spool file at pos: its event (NULL: damaged) and its
+ * size in *step (0: damaged, search for the next record). */
+static event_t *spool_record_at(const unsigned char *m, uint64_t pos, uint64_t size,
+                                uint64_t *step)
+{
+    uint32_t len;
+    event_t *ev;
+
+    *step = 0;
+    if (memcmp(m + pos, MAGIC, 4) != 0)
+        return NULL;
+    len = get32(m + pos + 4);
+    if (len > REC_MAX || pos + HDR + len > size)
+        return NULL;
+    if (crc32_buf(0, m + pos + HDR, len) != get32(m + pos + 8))
+        return NULL;
+    ev = spool_record_event(m + pos + HDR, len);
+    if (ev)
+        *step = HDR + len;
+    return ev;
+}
+
+/* One record of a journal file at pos (8-byte aligned): its event (NULL:
+ * none), its size in *step (0: damaged, search on), *torn: a record that
+ * was not whole (its writer died, or a power loss took part of it). */
+static event_t *journal_record_at(const unsigned char *m, uint64_t pos, uint64_t size,
+                                  uint64_t *step, int *torn)
+{
+    static const unsigned char zero[16];
+    uint32_t len, rsize;
+    const unsigned char *rec = m + pos;
+    event_t *ev;
+
+    *step = 0;
+    *torn = 0;
+    if (pos + JOURNAL_HDR > size)
+        return NULL;
+    rsize = get32(rec + 12);
+    if (memcmp(rec, zero, 16) == 0) {
+        /* unused space (or pages lost): skip to the next data */
+        uint64_t p = pos;
+        while (p + 8 <= size && memcmp(m + p, zero, 8) == 0)
+            p += 8;
+        *step = p - pos;
+        if (p + 8 <= size)
+            *torn = 1;   /* data after a hole */
+        return NULL;
+    }
+    if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > size - pos)
+        return NULL;
+    *step = rsize;
+    if (memcmp(rec, "VPGJ", 4) != 0) {
+        *torn = 1;
+        return NULL;
+    }
+    len = get32(rec + 4);
+    ev = NULL;
+    if ((uint64_t)JOURNAL_HDR + EV_OFF + len <= rsize &&
+        crc32c(rec + JOURNAL_HDR + EV_OFF, len) == get32(rec + 8))
+        ev = spool_record_event(rec + JOURNAL_HDR + EV_OFF, len);
+    if (!ev)
+        *torn = 1;
+    return ev;
+}
+
 event_t *spool_read(spool_t *s, size_t max, size_t *n, int64_t *incarnation)
 {
     event_t *head = NULL, *tail = NULL;
     segment_t *seg = NULL;
-    unsigned char hdr[HDR], *rec;
+    unsigned char *m;
     uint64_t pos;
     int i, fd;
 
@@ -281,42 +423,46 @@ event_t *spool_read(spool_t *s, size_t max, size_t *n, int64_t *incarnation)
         return NULL;
     *incarnation = seg->incarnation;
     fd = open(seg->path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
+    m = fd < 0 ? MAP_FAILED : mmap(NULL, (size_t)seg->size, PROT_READ, MAP_SHARED, fd, 0);
+    if (fd >= 0)
+        close(fd);
+    if (m == MAP_FAILED) {
         s->corrupt++;
         seg->rd = seg->rd_next = seg->size; /* unreadable: give it up */
         return NULL;
     }
+    madvise(m, (size_t)seg->size, MADV_SEQUENTIAL);
     pos = seg->rd;
-    while (*n < max && pos + HDR <= seg->size) {
-        uint32_t len;
-        event_t *ev = NULL;
-        if (pread(fd, hdr, HDR, (off_t)pos) != HDR)
-            break;
-        len = get32(hdr + 4);
-        if (memcmp(hdr, MAGIC, 4) == 0 && len <= REC_MAX && pos + HDR + len <= seg->size) {
-            rec = malloc(len ? len : 1);
-            if (!rec)
-                break;
-            if (pread(fd, rec, len, (off_t)(pos + HDR)) == (ssize_t)len &&
-                crc32_buf(0, rec, len) == get32(hdr + 8))
-                ev = spool_record_event(rec, len);
-            free(rec);
+    while (*n < max && pos < seg->size) {
+        uint64_t step;
+        int torn = 0;
+        event_t *ev;
+        if (seg->journal) {
+            ev = journal_record_at(m, pos, seg->size, &step, &torn);
+            if (torn)
+                s->corrupt++;
+            if (!ev && step) {
+                pos += step;
+                continue;
+            }
+        } else {
+            ev = pos + HDR <= seg->size ? spool_record_at(m, pos, seg->size, &step) : NULL;
         }
         if (!ev) {
-            /* damaged: skip one byte and look for the next valid record */
-            s->corrupt++;
-            pos++;
-            while (pos + 4 <= seg->size) {
-                char m[4];
-                if (pread(fd, m, 4, (off_t)pos) != 4 || memcmp(m, MAGIC, 4) == 0)
-                    break;
-                pos++;
-            }
+            /* damaged: look for the next valid record */
+            if (!seg->journal)
+                s->corrupt++;
+            else if (!torn)
+                s->corrupt++;
+            pos += seg->journal ? 8 : 1;
+            while (pos + 4 <= seg->size &&
+                   memcmp(m + pos, seg->journal ? "VPGJ" : MAGIC, 4) != 0)
+                pos += seg->journal ? 8 : 1;
             if (pos + 4 > seg->size)
                 pos = seg->size;    /* no valid record after it */
             continue;
         }
-        pos += HDR + len;
+        pos += step;
         if (tail)
             tail->next = ev;
         else
@@ -324,11 +470,7 @@ event_t *spool_read(spool_t *s, size_t max, size_t *n, int64_t *incarnation)
         tail = ev;
         (*n)++;
     }
-    close(fd);
-    if (pos + HDR > seg->size && pos < seg->size && !head) {
-        s->corrupt++;       /* a torn record at the end */
-        pos = seg->size;
-    }
+    munmap(m, (size_t)seg->size);
     seg->rd_next = pos;
     if (!head)
         seg->rd = pos;

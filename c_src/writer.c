@@ -23,6 +23,7 @@
 #include "copy.h"
 #include "deadline.h"
 #include "hooks.h"
+#include "journal.h"
 #include "pgio.h"
 #include "spool.h"
 
@@ -45,6 +46,7 @@ struct writer {
     uint64_t hand_dup_seq;     /* events of this incarnation up to this seq were
                                 * written and are also in the spool: not counted twice */
     spool_t *sp;               /* NULL: overflow is dropped */
+    journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
     char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
     int resume_check;          /* a write failed: ask the table where we are */
@@ -665,11 +667,50 @@ static void spool_or_drop(writer_t *w, event_t *list, size_t n, int at_stop)
     spool_status(w);
 }
 
+/* At a stop: events in the journal stay there (the next start reads them
+ * from disk), the others go to the spool (or are dropped, counted). */
+static void leave_or_spool(writer_t *w, event_t *list, size_t n)
+{
+    event_t *heap = NULL, *heap_tail = NULL, *ev, *next;
+    size_t i, nheap = 0, left = 0;
+
+    for (ev = list, i = 0; ev && i < n; ev = next, i++) {
+        next = ev->next;
+        if (ev->home == EV_JOURNAL) {
+            pthread_mutex_lock(&w->smu);
+            w->st.spooled_hook[ev->hook]++;
+            pthread_mutex_unlock(&w->smu);
+            left++;
+            continue;   /* not released: its record stays */
+        }
+        ev->next = NULL;
+        if (heap_tail)
+            heap_tail->next = ev;
+        else
+            heap = ev;
+        heap_tail = ev;
+        nheap++;
+    }
+    pthread_mutex_lock(&w->smu);
+    w->st.spooled += left;
+    w->st.spooled_at_stop += left;
+    w->st.journal_left += left;
+    pthread_mutex_unlock(&w->smu);
+    if (nheap) {
+        if (w->sp)
+            spool_or_drop(w, heap, nheap, 1);
+        else
+            event_free_list(heap);
+    }
+}
+
 /* the queue is past half its limit (in events or bytes) */
 static int queue_over_half(writer_t *w)
 {
     queue_stats_t qs;
 
+    if (w->j)
+        return 0;   /* the queue is on disk already */
     queue_get_stats(w->q, &qs);
     return qs.count >= __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED) / 2 ||
            qs.bytes >= __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED) / 2;
@@ -745,6 +786,19 @@ static void report_queue_drops(writer_t *w)
     now = now_us();
     if (w->drops_logged_us && now - w->drops_logged_us < 10000000)
         return;
+    if (w->j) {
+        journal_stats_t js;
+        journal_get_stats(w->j, &js);
+        wlog(w, WLOG_ERROR,
+             "%llu events dropped: no room in the journal (its files may use spool_max_bytes "
+             "%llu in all%s%s); %llu dropped so far",
+             (unsigned long long)(qs.dropped - w->drops_logged),
+             (unsigned long long)w->cfg.spool_max_bytes, js.error[0] ? "; " : "", js.error,
+             (unsigned long long)qs.dropped);
+        w->drops_logged = qs.dropped;
+        w->drops_logged_us = now;
+        return;
+    }
     wlog(w, WLOG_ERROR,
          "%llu events dropped: the in-memory queue was full (queue_max_events %zu, "
          "queue_max_bytes %zu)%s; %llu dropped so far",
@@ -776,6 +830,50 @@ static void backoff_spooling(writer_t *w, event_t **batch, size_t *n, int from_s
     }
 }
 
+/* events go to the journal from now on; without one they wait in memory
+ * and overflow goes to the spool (writer_start, before the thread) */
+static void open_journal(writer_t *w)
+{
+    char err[256] = "";
+    journal_t *j = journal_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes,
+                                w->cfg.journal_sync_ms, err, sizeof err);
+
+    if (!j) {
+        pthread_mutex_lock(&w->smu);
+        snprintf(w->st.journal_error, sizeof w->st.journal_error, "%s", err);
+        pthread_mutex_unlock(&w->smu);
+        return;
+    }
+    pthread_mutex_lock(&w->smu);
+    w->j = j;
+    w->st.journal_on = 1;
+    w->st.journal_error[0] = '\0';
+    pthread_mutex_unlock(&w->smu);
+    queue_attach_journal(w->q, j);
+}
+
+/* at the end: what the journal still holds stays on disk for the next start */
+static void close_journal(writer_t *w)
+{
+    event_t *left;
+    size_t n;
+    journal_t *j = w->j;
+
+    if (!j)
+        return;
+    left = queue_detach_journal(w->q, &n);
+    if (n) {
+        leave_or_spool(w, left, n);
+        wlog(w, WLOG_WARNING, "%zu events stay in the journal in %s: written at the next start",
+             n, w->spool_dir);
+    }
+    pthread_mutex_lock(&w->smu);
+    w->j = NULL;
+    w->st.journal_on = 0;
+    pthread_mutex_unlock(&w->smu);
+    journal_close(j);
+}
+
 static void *writer_main(void *arg)
 {
     writer_t *w = arg;
@@ -787,20 +885,17 @@ static void *writer_main(void *arg)
 #ifdef __linux__
     pthread_setname_np(pthread_self(), "vmq_pgevents");
 #endif
-    if (w->spool_dir) {
-        char err[256];
-        w->sp = spool_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes, err, sizeof err);
-        if (!w->sp) {
-            wlog(w, WLOG_ERROR, "no spool: %s; events that do not fit in memory are dropped", err);
-            pthread_mutex_lock(&w->smu);
-            snprintf(w->st.spool_error, sizeof w->st.spool_error, "%s", err);
-            pthread_mutex_unlock(&w->smu);
-        }
-        else if (!spool_empty(w->sp))
-            wlog(w, WLOG_INFO, "spool in %s holds %llu bytes from earlier runs: written first",
-                 w->spool_dir, (unsigned long long)spool_bytes(w->sp));
-        spool_status(w);
-    }
+    /* what writer_start found (it cannot log: it runs in the caller) */
+    if (w->spool_dir && !w->sp)
+        wlog(w, WLOG_ERROR, "no spool: %s; events that do not fit in memory are dropped",
+             w->st.spool_error);
+    else if (w->sp && !spool_empty(w->sp))
+        wlog(w, WLOG_INFO, "spool in %s holds %llu bytes from earlier runs: written first",
+             w->spool_dir, (unsigned long long)spool_bytes(w->sp));
+    if (w->sp && w->cfg.journal && !w->j)
+        wlog(w, WLOG_ERROR, "no journal: %s; events wait in memory (queue_max_events, "
+             "queue_max_bytes) and overflow goes to the spool", w->st.journal_error);
+    spool_status(w);
     {
         queue_stats_t qs;
         queue_get_stats(w->q, &qs);
@@ -850,17 +945,12 @@ static void *writer_main(void *arg)
             hold(w, NULL, 0);
             if (w->hand_in_spool)
                 event_free_list(batch);        /* still in the spool */
-            else if (w->sp)
-                spool_or_drop(w, batch, n, 1);
             else
-                event_free_list(batch);
+                leave_or_spool(w, batch, n);
             batch = NULL;
             while ((list = queue_pop(w->q, SIZE_MAX, 0, &k)) != NULL) {
                 rest += k;
-                if (w->sp)
-                    spool_or_drop(w, list, k, 1);
-                else
-                    event_free_list(list);
+                leave_or_spool(w, list, k);
             }
             queue_settled(w->q);
             pthread_mutex_lock(&w->smu);
@@ -871,8 +961,8 @@ static void *writer_main(void *arg)
             pthread_mutex_unlock(&w->smu);
             if (w->sp)
                 wlog(w, WLOG_WARNING,
-                     "stop timeout reached: %zu events go to the spool, written at the next start",
-                     rest);
+                     "stop timeout reached: %zu events stay on disk (%s), written at the next "
+                     "start", rest, w->j ? "the journal" : "the spool");
             else
                 wlog(w, WLOG_ERROR,
                      "stop timeout reached: %zu events could not be written and are lost", rest);
@@ -906,6 +996,7 @@ static void *writer_main(void *arg)
         }
         backoff_spooling(w, &batch, &n, from_spool);
     }
+    close_journal(w);
     disconnect(w);
     spool_close(w->sp);
     w->sp = NULL;
@@ -1059,7 +1150,20 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->log = log;
     w->log_ctx = log_ctx;
     w->st.state = WS_STARTING;
+    /* the spool first (it lists the files earlier runs left), then the
+     * journal, so hooks that run from the moment start returns are kept */
+    if (w->spool_dir) {
+        char serr[256];
+        w->sp = spool_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes, serr,
+                           sizeof serr);
+        if (!w->sp)
+            snprintf(w->st.spool_error, sizeof w->st.spool_error, "%s", serr);
+        else if (w->cfg.journal)
+            open_journal(w);
+    }
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
+        close_journal(w);
+        spool_close(w->sp);
         writer_free(w);
         snprintf(err, errlen, "cannot create the writer thread");
         return NULL;
@@ -1091,6 +1195,16 @@ void writer_get_status(writer_t *w, writer_status_t *st)
 {
     pthread_mutex_lock(&w->smu);
     *st = w->st;
+    if (w->j) {
+        journal_stats_t js;
+        journal_get_stats(w->j, &js);
+        st->journal_bytes = js.disk_bytes;
+        st->journal_segments = js.segments;
+        st->journal_syncs = js.syncs;
+        st->journal_no_room = js.no_room;
+        st->journal_sync_us = js.last_sync_us;
+        snprintf(st->journal_error, sizeof st->journal_error, "%s", js.error);
+    }
     pthread_mutex_unlock(&w->smu);
 }
 
@@ -1112,6 +1226,7 @@ void writer_status_add(writer_status_t *into, const writer_status_t *from)
     into->spooled += from->spooled;
     into->spool_dropped += from->spool_dropped;
     into->spooled_at_stop += from->spooled_at_stop;
+    into->journal_left += from->journal_left;
     into->spool_corrupt += from->spool_corrupt;
     into->reconnects += from->reconnects;
     into->discarded_at_stop += from->discarded_at_stop;

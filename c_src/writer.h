@@ -28,8 +28,10 @@ typedef struct writer_config {
     size_t json_max;
     int backoff_min_ms, backoff_max_ms;
     int pg_timeout_ms;        /* longest wait for PostgreSQL in one call; 0: 10000 */
-    const char *spool_dir;    /* NULL: no spool, overflow is dropped */
-    uint64_t spool_max_bytes;
+    const char *spool_dir;    /* NULL: no spool or journal, overflow is dropped */
+    uint64_t spool_max_bytes; /* bounds the journal's files and the spool */
+    int journal;              /* 1: events go to a journal in spool_dir (journal.h) */
+    int journal_sync_ms;      /* the journal is synced to disk this often; 0: 1000 */
 } writer_config_t;
 
 enum writer_state { WS_STARTING, WS_CONNECTED, WS_DISCONNECTED, WS_STOPPED };
@@ -50,6 +52,11 @@ typedef struct writer_status {
     int64_t last_batch_us;    /* how long the last committed COPY took */
     char last_error[256];
     char spool_error[256];    /* why there is no spool ("" when there is one) */
+    int journal_on;           /* events go to the journal (journal.h) */
+    uint64_t journal_bytes, journal_segments, journal_syncs, journal_no_room;
+    uint64_t journal_left;    /* events left in the journal at stops, for the next start */
+    int64_t journal_sync_us;  /* wall clock of the last journal sync, 0: none */
+    char journal_error[256];  /* why the journal is off or has no room ("") */
 } writer_status_t;
 
 typedef struct writer writer_t;

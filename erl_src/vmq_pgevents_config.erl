@@ -32,7 +32,9 @@ read() ->
                     topic_exclude => text(topic_exclude, env(topic_exclude, "$SYS/#")),
                     mountpoints => text(mountpoints, env(mountpoints, "")),
                     spool_dir => spool_dir(),
-                    spool_max_bytes => int(spool_max_bytes, 0)},
+                    spool_max_bytes => int(spool_max_bytes, 0),
+                    journal => bool(journal, env(journal, true)),
+                    journal_sync_ms => int(journal_sync_ms, 1)},
         Config = case AutoCreate of
                      true -> Config0#{schema_sql => schema_sql()};
                      false -> Config0

@@ -43,7 +43,8 @@ long_outage_small_memory_test_() ->
         pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
         pgev_pg:stop(),
         try
-            pgev_app:start(T, [{queue_max_events, 4000}, {batch_size, 500}]),
+            %% the journal off: events wait in memory and overflow to the spool
+            pgev_app:start(T, [{queue_max_events, 4000}, {batch_size, 500}, {journal, false}]),
             #{dropped := D0} = vmq_pgevents:status(),
             publish(8, 5000, 10),                 %% 40,000 events, ~40,000 a second
             timer:sleep(300),
@@ -115,7 +116,7 @@ damaged_spool_test_() ->
         pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
         pgev_pg:stop(),
         try
-            pgev_app:start(T, [{stop_timeout_ms, 200}]),
+            pgev_app:start(T, [{stop_timeout_ms, 200}, {journal, false}]),
             publish(1, 100),
             pgev_app:stop(),
             [File] = filelib:wildcard(filename:join(pgev_app:spool_dir(T), "spool-*.dat")),
@@ -126,7 +127,7 @@ damaged_spool_test_() ->
             pgev_pg:start(),
             #{spool_corrupt := C0} = vmq_pgevents:status(),
             pgev_app:capture_logs(),
-            pgev_app:restart(T, []),
+            pgev_app:restart(T, [{journal, false}]),
             pgev_app:flush(),
             #{spool_corrupt := C1} = vmq_pgevents:status(),
             ?assertEqual(1, C1 - C0),
@@ -144,12 +145,15 @@ damaged_spool_test_() ->
 
 %% The fault test: 200,000 events streamed by 20 processes (about 100,000
 %% a second) while PostgreSQL is stopped and started twice and killed -9
-%% once; the queue overflows to the spool during the outages.
+%% once; the journal holds them during the outages (with the journal off,
+%% the queue overflows to the spool).
 fault_test_() ->
-    {timeout, 600, fun() ->
-        T = "spool_fault",
+    [{"journal " ++ atom_to_list(J), {timeout, 600, fun() -> fault(J) end}} || J <- [true, false]].
+
+fault(Journal) ->
+        T = "spool_fault_" ++ atom_to_list(Journal),
         pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
-        pgev_app:start(T, [{queue_max_events, 50000}, {batch_size, 5000}]),
+        pgev_app:start(T, [{queue_max_events, 50000}, {batch_size, 5000}, {journal, Journal}]),
         try
             Self = self(),
             #{dropped := D0, spooled := Sp0} = vmq_pgevents:status(),
@@ -159,26 +163,30 @@ fault_test_() ->
             receive published -> ok after 300000 -> error({publisher_stuck, Pub}) end,
             pgev_app:flush(),
             exactly_once(T, 200000),
-            #{dropped := D1, spooled := Sp1} = vmq_pgevents:status(),
+            #{dropped := D1, spooled := Sp1, journal := J} = vmq_pgevents:status(),
             ?assertEqual(0, D1 - D0),
-            ?assert(Sp1 > Sp0)                 %% the spool took part
+            ?assertEqual(Journal, J),
+            ?assert(Journal orelse Sp1 > Sp0)   %% without the journal the spool took part
         after
             pgev_pg:start(),
             pgev_app:stop()
-        end
-    end}.
+        end.
 
 %% A PostgreSQL that stops answering (SIGSTOP of the server and every
 %% backend: what a network partition, a full disk or a stuck checkpoint
 %% looks like) for 30 s during a stream of 20,000 events/s, with the
-%% default queue and timeout: the writer's waits for the server are bounded
-%% and, while they last, what does not fit in memory goes to the spool.
+%% default settings: the writer's waits for the server are bounded; the
+%% journal holds the backlog on disk (the VM's own memory stays flat).
+%% With the journal off, what does not fit in memory goes to the spool.
 %% Nothing dropped; after SIGCONT every event written once, in order.
 frozen_server_test_() ->
-    {timeout, 300, fun() ->
-        T = "spool_frozen",
+    [{"journal " ++ atom_to_list(J), {timeout, 300, fun() -> frozen(J) end}} || J <- [true, false]].
+
+frozen(Journal) ->
+        T = "spool_frozen_" ++ atom_to_list(Journal),
         pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
-        pgev_app:start(T, []),
+        pgev_app:start(T, [{journal, Journal} || not Journal]),
+        Anon0 = rss_anon_kb(),
         try
             Self = self(),
             #{dropped := D0, spooled := Sp0} = vmq_pgevents:status(),
@@ -193,15 +201,30 @@ frozen_server_test_() ->
             N = count(T, "count(*)"),
             ?assert(N >= 700000),
             exactly_once(T, N),
-            #{dropped := D1, spooled := Sp1, queue_peak := Peak} = vmq_pgevents:status(),
+            #{dropped := D1, spooled := Sp1, queue_peak := Peak, journal := J} = vmq_pgevents:status(),
             ?assertEqual(0, D1 - D0),
-            ?assert(Sp1 - Sp0 > 100000),      %% the spool took the frozen stretch
-            ?assert(Peak =< 100000)
+            ?assertEqual(Journal, J),
+            case Journal of
+                true ->
+                    ?assert(Peak > 300000),        %% the journal took the frozen stretch
+                    Grew = rss_anon_kb() - Anon0,
+                    io:format(user, "~n    frozen 30 s with the journal: queue peak ~b events, "
+                              "the VM's anonymous memory grew ~b KiB~n", [Peak, Grew]),
+                    ?assert(Grew < 65536);         %% ... and not the VM's memory
+                false ->
+                    ?assert(Sp1 - Sp0 > 100000),   %% the spool took the frozen stretch
+                    ?assert(Peak =< 100000)
+            end
         after
             pgev_pg:thaw(),
             pgev_app:stop()
-        end
-    end}.
+        end.
+
+%% the VM's anonymous memory (not the journal's file pages), KiB
+rss_anon_kb() ->
+    {ok, S} = file:read_file("/proc/self/status"),
+    {match, [K]} = re:run(S, "RssAnon:\\s+(\\d+)", [{capture, all_but_first, list}]),
+    list_to_integer(K).
 
 %% Procs processes, each Rate events/s in steps of 10 ms, for Ms
 stream(Procs, Rate, Ms) ->

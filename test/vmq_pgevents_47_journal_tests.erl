@@ -1,0 +1,195 @@
+%% @doc The journal (c_src/journal.c): a burst at hook speed, kill -9 of
+%% the VM while events stream, the disk limit. Real NIF, real PostgreSQL,
+%% a second real VM for the crash.
+-module(vmq_pgevents_47_journal_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+-export([crash_child/1]).
+
+count(T, What) ->
+    scalar("SELECT " ++ What ++ " FROM " ++ T).
+
+scalar(Sql) ->
+    list_to_integer(string:trim(pgev_pg:sql(Sql))).
+
+%% every event once; per incarnation, seq without gaps
+exactly_once(T, N) ->
+    ?assertEqual(N, count(T, "count(*)")),
+    ?assertEqual(N, count(T, "count(DISTINCT (incarnation, seq))")),
+    ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ T ++
+                           " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)) g")).
+
+%% Procs processes each call on_publish PerProc times as fast as they can
+burst(Procs, PerProc, Payload) ->
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               S = {"", <<"burst-", (integer_to_binary(I))/binary>>},
+                               burst_loop(S, PerProc, Payload),
+                               Self ! {done, self()}
+                       end) || I <- lists:seq(1, Procs)],
+    [receive {done, P} -> ok end || P <- Pids],
+    ok.
+
+burst_loop(_, 0, _) -> ok;
+burst_loop(S, K, Payload) ->
+    ok = vmq_pgevents:on_publish(<<"u">>, S, 0, [<<"b">>], Payload, false),
+    burst_loop(S, K - 1, Payload).
+
+%% 2,000,000 calls from 20 processes at full speed (64-byte payloads) with
+%% the default settings: the journal takes them as fast as the hooks make
+%% them; none dropped, every one written once.
+burst_test_() ->
+    {timeout, 600, fun() ->
+        T = "journal_burst",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_app:start(T, []),
+        try
+            #{dropped := D0} = vmq_pgevents:status(),
+            T0 = erlang:monotonic_time(microsecond),
+            burst(20, 100000, binary:copy(<<"x">>, 64)),
+            T1 = erlang:monotonic_time(microsecond),
+            #{dropped := D1, queue_peak := Peak} = vmq_pgevents:status(),
+            pgev_app:flush(),
+            T2 = erlang:monotonic_time(microsecond),
+            io:format(user, "~n    burst: 2,000,000 calls in ~b ms (~b calls/s), queue peak ~b, "
+                      "all written ~b ms after the first call~n",
+                      [(T1 - T0) div 1000, 2000000 * 1000000 div max(1, T1 - T0), Peak,
+                       (T2 - T0) div 1000]),
+            ?assertEqual(0, D1 - D0),
+            exactly_once(T, 2000000),
+            #{journal := true, dropped := D2} = vmq_pgevents:status(),
+            ?assertEqual(0, D2 - D0)
+        after
+            pgev_app:stop()
+        end
+    end}.
+
+%% The disk limit: with PostgreSQL away and spool_max_bytes small, the
+%% journal fills; what does not fit is dropped: counted per hook, logged,
+%% a gap in seq. Everything that fitted is written once PostgreSQL is back.
+disk_limit_test_() ->
+    {timeout, 300, fun() ->
+        T = "journal_limit",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:stop(),
+        try
+            pgev_app:start(T, [{spool_max_bytes, 4194304}]),   %% 4 MiB: 1 MiB segments
+            pgev_app:capture_logs(),
+            #{dropped := D0, last_seq := L0} = vmq_pgevents:status(),
+            burst(4, 10000, binary:copy(<<"y">>, 200)),        %% ~18 MB of events
+            timer:sleep(10500),                                 %% the drop report is rate limited
+            #{dropped := D1, last_seq := L1, journal_no_room := NoRoom, journal_bytes := Bytes,
+              per_hook := #{on_publish := #{dropped := HookDropped}}} = vmq_pgevents:status(),
+            Dropped = D1 - D0,
+            ?assertEqual(40000, L1 - L0),
+            ?assert(Dropped > 20000),
+            ?assertEqual(Dropped, NoRoom),
+            ?assertEqual(Dropped, HookDropped),
+            ?assert(Bytes =< 4194304),
+            Logs = pgev_app:captured_logs(),
+            ?assertMatch([_ | _], [L || L <- Logs, binary:match(L, <<"no room in the journal">>) =/= nomatch]),
+            pgev_pg:start(),
+            pgev_app:flush(),
+            Kept = 40000 - Dropped,
+            ?assertEqual(Kept, count(T, "count(*)")),
+            ?assertEqual(Kept, count(T, "count(DISTINCT seq)")),
+            %% the gaps in seq are the drops
+            ?assertEqual(Dropped, L1 - L0 - Kept)
+        after
+            _ = pgev_app:captured_logs(),
+            pgev_pg:start(),
+            catch pgev_app:stop()
+        end
+    end}.
+
+%% kill -9 of a VM streaming 20,000 events/s into a healthy PostgreSQL:
+%% started again with the same spool_dir, every event whose hook call had
+%% returned is in the table, once. The child VM writes, per process, the
+%% number of its last returned call into a file (after the call returns).
+crash_test_() ->
+    {timeout, 300, fun() ->
+        T = "journal_crash",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        Spool = pgev_app:spool_dir(T),
+        os:cmd("rm -rf '" ++ Spool ++ "'"),
+        Progress = filename:join(pgev_pg:dir(), "crash_progress"),
+        ok = file:write_file(Progress, <<0:(20 * 64)>>),
+        Erl = os:find_executable("erl"),
+        Pa = [filename:absname(D) || D <- [filename:dirname(code:which(vmq_pgevents)),
+                                           filename:dirname(code:which(?MODULE))]],
+        Args = ["-noshell", "-pa" | Pa] ++
+            ["-eval", "vmq_pgevents_47_journal_tests:crash_child([\"" ++ T ++ "\", \"" ++ Spool ++
+                 "\", \"" ++ Progress ++ "\"])"],
+        Port = open_port({spawn_executable, Erl}, [{args, Args}, {line, 1000}, exit_status,
+                                                   stderr_to_stdout]),
+        OsPid = child_pid(Port),
+        timer:sleep(4000),                        %% ~80,000 events
+        #{} = child_status(Port),
+        os:cmd("kill -9 " ++ OsPid),
+        receive {Port, {exit_status, _}} -> ok after 10000 -> error(child_not_killed) end,
+        {ok, Bin} = file:read_file(Progress),
+        Returned = [K || <<K:64>> <= Bin],
+        ?assert(lists:sum(Returned) > 40000),
+        %% the child's rows so far, then this VM reads its journal
+        Before = count(T, "count(*)"),
+        pgev_app:restart(T, []),
+        try
+            pgev_app:flush(),
+            After = count(T, "count(*)"),
+            io:format(user, "~n    kill -9: ~b calls had returned; ~b rows were in the table, "
+                      "~b after the restart~n", [lists:sum(Returned), Before, After]),
+            [begin
+                 C = "'crash-" ++ integer_to_list(I) ++ "'",
+                 %% 1..K all there, each once (what came after the last
+                 %% progress write may be there too)
+                 ?assertEqual(K, scalar("SELECT count(DISTINCT convert_from(payload, 'UTF8')::int) FROM " ++ T ++
+                                        " WHERE client_id = " ++ C ++ " AND convert_from(payload, 'UTF8')::int <= " ++
+                                        integer_to_list(K))),
+                 ?assertEqual(0, scalar("SELECT count(*) - count(DISTINCT payload) FROM " ++ T ++
+                                        " WHERE client_id = " ++ C))
+             end || {I, K} <- lists:zip(lists:seq(1, 20), Returned)],
+            %% the crashed incarnation: seq 1..n, no gap, nothing twice
+            ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ T ++
+                                   " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)"
+                                   " OR min(seq) <> 1) g"))
+        after
+            pgev_app:stop()
+        end
+    end}.
+
+child_pid(Port) ->
+    receive
+        {Port, {data, {eol, "pid " ++ P}}} -> P;
+        {Port, {data, _}} -> child_pid(Port);
+        {Port, {exit_status, S}} -> error({child_exited, S})
+    after 30000 -> error(child_silent)
+    end.
+
+child_status(Port) ->
+    receive {Port, {exit_status, S}} -> error({child_exited, S}) after 0 -> #{} end.
+
+%% in the child VM
+crash_child([T, Spool, Progress]) ->
+    logger:set_primary_config(level, error),
+    pgev_app:restart(T, [{spool_dir, Spool}]),
+    io:format("pid ~s~n", [os:getpid()]),
+    [spawn(fun() -> crash_stream(I, Progress) end) || I <- lists:seq(1, 20)],
+    timer:sleep(infinity).
+
+%% 1,000 events/s: 10 every 10 ms; after each returned call its number
+%% goes to the progress file
+crash_stream(I, Progress) ->
+    {ok, F} = file:open(Progress, [read, write, raw, binary]),
+    S = {"", <<"crash-", (integer_to_binary(I))/binary>>},
+    T0 = erlang:monotonic_time(millisecond),
+    crash_tick(S, F, (I - 1) * 8, T0, 0).
+
+crash_tick(S, F, Off, Next, K) ->
+    Now = erlang:monotonic_time(millisecond),
+    Now < Next andalso timer:sleep(Next - Now),
+    lists:foreach(fun(J) ->
+                          ok = vmq_pgevents:on_publish(<<"u">>, S, 0, [<<"c">>],
+                                                       integer_to_binary(K + J), false),
+                          ok = file:pwrite(F, Off, <<(K + J):64>>)
+                  end, lists:seq(1, 10)),
+    crash_tick(S, F, Off, Next + 10, K + 10).
