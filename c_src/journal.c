@@ -18,6 +18,10 @@
 #include "deadline.h"
 
 #define SPARES 2                 /* segments kept ready ahead of the hook path */
+#define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23   /* Linux 5.14 */
+#endif
 #define TICK_MS 10
 #define RETRY_US 1000000         /* after a segment could not be made */
 #define EV_OFF offsetof(event_t, seq)
@@ -29,7 +33,9 @@ typedef struct jseg {
     size_t used;                 /* hook path, under the queue lock */
     uint64_t live;               /* atomic: reserved, not yet released */
     int fd;
-    int synced;                  /* journal thread: synced since it was sealed */
+    int synced;                  /* sync thread: synced since it was sealed */
+    int syncing;                 /* under mu: the sync thread uses its fd; not deleted */
+    size_t populated;            /* journal thread: pages faulted in up to here */
     char path[4096];
 } jseg_t;
 
@@ -41,6 +47,7 @@ struct journal {
     uint64_t max_bytes;
     int sync_ms;
     size_t page;
+    int touch;                   /* no MADV_POPULATE_WRITE: pages touched before use */
 
     jseg_t *cur;                 /* set under the queue lock, read atomically */
     uint64_t busy;               /* atomic: reserved, not yet committed */
@@ -48,7 +55,9 @@ struct journal {
 
     pthread_mutex_t mu;          /* never held across I/O */
     pthread_cond_t cv;
-    pthread_t thread;
+    pthread_t thread;            /* makes spares, deletes written segments */
+    pthread_t sync_thread;       /* syncs (its waits never hold up the spares) */
+    pthread_cond_t sync_cv;
     int stop;
     jseg_t *spares, *spares_tail, *sealed;   /* spares: oldest (lowest number) first */
     int nspares;
@@ -123,9 +132,12 @@ static jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
         s->base = NULL;
         goto fail;
     }
-    /* write-fault every page now, so the hook path does not */
-    for (off = 0; off < s->cap; off += j->page)
-        ((volatile unsigned char *)s->base)[off] = 0;
+    if (j->touch) {
+        /* write-fault every page now, so the hook path does not */
+        for (off = 0; off < s->cap; off += j->page)
+            ((volatile unsigned char *)s->base)[off] = 0;
+        s->populated = s->cap;
+    }
     return s;
 fail:
     close(s->fd);
@@ -146,6 +158,33 @@ static void seg_free(jseg_t *s, int remove)
     free(s);
 }
 
+/* Faults in the next pages of the first segment that needs it (the one
+ * in use, then the spares in order), so the hook path finds them mapped
+ * and writable. MADV_POPULATE_WRITE does not change the contents, so this
+ * may run while hooks write into the same segment. 1: did some. */
+static int populate_step(journal_t *j)
+{
+    jseg_t *s, *cur;
+    size_t from, n;
+
+    pthread_mutex_lock(&j->mu);
+    cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    s = cur && cur->populated < cur->cap ? cur : NULL;
+    if (!s)
+        for (s = j->spares; s && s->populated >= s->cap; s = s->next)
+            ;
+    pthread_mutex_unlock(&j->mu);
+    /* the segment cannot go meanwhile: only this thread deletes */
+    if (!s)
+        return 0;
+    from = s->populated;
+    n = s->cap - from < POPULATE_STEP ? s->cap - from : POPULATE_STEP;
+    if (madvise(s->base + from, n, MADV_POPULATE_WRITE) != 0 && errno != EINTR)
+        n = s->cap - from;   /* not possible here: the hook path faults them in */
+    s->populated = from + n;
+    return 1;
+}
+
 /* a new spare goes last: segments are used in the order of their numbers,
  * which is the order the spool reads them in (mu held, or before the
  * thread starts) */
@@ -162,26 +201,35 @@ static void push_spare(journal_t *j, jseg_t *s)
     j->nsegs++;
 }
 
+/* fdatasync of the segment in use and of every sealed one not yet synced;
+ * a segment being synced is not deleted meanwhile */
 static void sync_segments(journal_t *j)
 {
-    jseg_t *cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE), *s, *head;
-    int ok = 1;
+    jseg_t *s, *list[64];
+    int n = 0, i, ok = 1;
 
-    /* the list's nodes go only on this thread, new ones are pushed in front */
     pthread_mutex_lock(&j->mu);
-    head = j->sealed;
-    pthread_mutex_unlock(&j->mu);
-    for (s = head; s; s = s->next) {
+    s = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    if (s) {
+        s->syncing++;
+        list[n++] = s;
+    }
+    for (s = j->sealed; s && n < 64; s = s->next) {
         if (s->synced)
             continue;
-        if (fdatasync(s->fd) == 0)
-            s->synced = 1;
-        else
-            ok = 0;
+        s->syncing++;
+        list[n++] = s;
     }
-    if (cur && fdatasync(cur->fd) != 0)
-        ok = 0;
+    pthread_mutex_unlock(&j->mu);
+    for (i = 0; i < n; i++) {
+        if (fdatasync(list[i]->fd) != 0)
+            ok = 0;
+        else if (i > 0)
+            list[i]->synced = 1;   /* a sealed one (all but the first) needs it once */
+    }
     pthread_mutex_lock(&j->mu);
+    for (i = 0; i < n; i++)
+        list[i]->syncing--;
     if (ok) {
         j->syncs++;
         j->last_sync_us = wall_us();
@@ -189,10 +237,32 @@ static void sync_segments(journal_t *j)
     pthread_mutex_unlock(&j->mu);
 }
 
+static void *sync_main(void *arg)
+{
+    journal_t *j = arg;
+
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "vmq_pgev_sync");
+#endif
+    pthread_mutex_lock(&j->mu);
+    while (!j->stop) {
+        struct timespec dl;
+        deadline_after(&dl, j->sync_ms);
+        pthread_cond_timedwait(&j->sync_cv, &j->mu, &dl);
+        if (j->stop)
+            break;
+        pthread_mutex_unlock(&j->mu);
+        sync_segments(j);
+        pthread_mutex_lock(&j->mu);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
 static void *journal_main(void *arg)
 {
     journal_t *j = arg;
-    int64_t next_sync = mono_us() + (int64_t)j->sync_ms * 1000, retry_at = 0;
+    int64_t retry_at = 0;
 
 #ifdef __linux__
     pthread_setname_np(pthread_self(), "vmq_pgev_jrnl");
@@ -205,7 +275,7 @@ static void *journal_main(void *arg)
 
         /* sealed segments whose every event is written */
         while ((s = *pp) != NULL) {
-            if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0) {
+            if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0 && !s->syncing) {
                 *pp = s->next;
                 s->next = dead;
                 dead = s;
@@ -236,9 +306,9 @@ static void *journal_main(void *arg)
             }
             continue;   /* the next spare at once; the lock is held */
         }
-        if (mono_us() >= next_sync) {
-            sync_segments(j);
-            next_sync = mono_us() + (int64_t)j->sync_ms * 1000;
+        if (!j->touch && populate_step(j)) {
+            pthread_mutex_lock(&j->mu);
+            continue;
         }
         pthread_mutex_lock(&j->mu);
         if (!j->stop) {
@@ -313,6 +383,13 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         return NULL;
     }
     j->epoch = next_epoch(dir, incarnation);
+    {
+        /* can the kernel fault pages in for us (Linux 5.14+)? */
+        void *m = mmap(NULL, j->page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+        j->touch = m == MAP_FAILED || madvise(m, j->page, MADV_POPULATE_WRITE) != 0;
+        if (m != MAP_FAILED)
+            munmap(m, j->page);
+    }
     err[0] = '\0';
     j->cur = seg_make(j, err, errlen);
     if (!j->cur) {
@@ -337,10 +414,27 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         pthread_condattr_destroy(&ca);
         goto fail_mu;
     }
+    if (pthread_cond_init(&j->sync_cv, &ca) != 0) {
+        pthread_condattr_destroy(&ca);
+        pthread_cond_destroy(&j->cv);
+        goto fail_mu;
+    }
     pthread_condattr_destroy(&ca);
     if (pthread_create(&j->thread, NULL, journal_main, j) != 0) {
         snprintf(err, errlen, "cannot start the journal thread");
         pthread_cond_destroy(&j->cv);
+        pthread_cond_destroy(&j->sync_cv);
+        goto fail_mu;
+    }
+    if (pthread_create(&j->sync_thread, NULL, sync_main, j) != 0) {
+        snprintf(err, errlen, "cannot start the journal's sync thread");
+        pthread_mutex_lock(&j->mu);
+        j->stop = 1;
+        pthread_mutex_unlock(&j->mu);
+        pthread_cond_broadcast(&j->cv);
+        pthread_join(j->thread, NULL);
+        pthread_cond_destroy(&j->cv);
+        pthread_cond_destroy(&j->sync_cv);
         goto fail_mu;
     }
     return j;
@@ -370,7 +464,9 @@ void journal_close(journal_t *j)
     j->stop = 1;
     pthread_mutex_unlock(&j->mu);
     pthread_cond_broadcast(&j->cv);
+    pthread_cond_broadcast(&j->sync_cv);
     pthread_join(j->thread, NULL);
+    pthread_join(j->sync_thread, NULL);
     for (s = j->spares; s; s = next) {
         next = s->next;
         seg_free(s, 1);
@@ -382,6 +478,7 @@ void journal_close(journal_t *j)
     if (j->cur)
         seg_free(j->cur, __atomic_load_n(&j->cur->live, __ATOMIC_ACQUIRE) == 0);
     pthread_cond_destroy(&j->cv);
+    pthread_cond_destroy(&j->sync_cv);
     pthread_mutex_destroy(&j->mu);
     free(j);
 }
