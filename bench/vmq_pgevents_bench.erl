@@ -4,7 +4,7 @@
 %% the same run. Prints a table; writes the numbers as JSON.
 -module(vmq_pgevents_bench).
 
--export([main/1, noop_hook/6, ingest/1, crash_window/0]).
+-export([main/1, noop_hook/6, ingest/1, readback/0]).
 
 -define(CALLS, 1000000).
 -define(INGEST, 1000000).
@@ -18,9 +18,9 @@ main([PgDir, OutJson, Baselines]) ->
     Mem = queue_memory(),          %% first: in a fresh VM, RSS growth is real
     Hooks = hook_costs(),
     Ingest = [ingest(P) || P <- [64, 1024]],
-    Window = crash_window(),
+    Readback = readback(),
     Result = #{machine => machine(), timer_overhead_ns => Overhead, hook_cost => Hooks,
-               ingest => Ingest, memory => Mem, baselines => Base, crash_window => Window},
+               ingest => Ingest, memory => Mem, baselines => Base, readback => Readback},
     report(Result),
     ok = file:write_file(OutJson, json(Result)),
     io:format("~nJSON: ~ts~n", [OutJson]),
@@ -80,8 +80,12 @@ hook_costs() ->
     Up = [hook_cost(H, P, up) || H <- [noop, on_publish, on_deliver, auth_on_register], P <- [1, 10, 100]],
     Down = [hook_cost(H, P, down) || H <- [on_publish, on_deliver, auth_on_register], P <- [1, 100]],
     stop(),
+    %% the same with the journal off (events in memory), for comparison
+    start("bench_hooks", [{journal, false}]),
+    Mem = [(hook_cost(on_publish, P, up))#{journal => false} || P <- [1, 100]],
+    stop(),
     quiet_server(["bench_hooks"]),
-    Up ++ Down.
+    [H#{journal => true} || H <- Up ++ Down] ++ Mem.
 
 %% every measured segment starts like the baselines did: earlier tables
 %% gone, dirty pages written (no checkpoint of someone else's rows mid-run)
@@ -110,8 +114,9 @@ hook_cost(Hook, Procs, PgState) ->
     case PgState of down -> pg("start"); up -> ok end,
     {ok, _} = vmq_pgevents:flush(600000),
     {P50, P99, P999} = percentiles(Hist, Per * Procs),
-    io:format("hook ~p x~p (postgresql ~p, writer ~p): p50 ~.2f us, p99 ~.2f us, p99.9 ~.2f us~n",
-              [Hook, Procs, PgState, State, P50, P99, P999]),
+    #{journal := Journal} = vmq_pgevents:status(),
+    io:format("hook ~p x~p (postgresql ~p, writer ~p, journal ~p): p50 ~.2f us, p99 ~.2f us, p99.9 ~.2f us~n",
+              [Hook, Procs, PgState, State, Journal, P50, P99, P999]),
     #{hook => Hook, procs => Procs, postgresql => PgState, calls => Per * Procs,
       p50_us => P50, p99_us => P99, p999_us => P999, dropped => Dropped}.
 
@@ -182,60 +187,63 @@ ingest(PayloadBytes) ->
       vm_memory_before => MemBefore, vm_memory_after => MemAfter,
       rss_before => RssBefore, rss_at_peak => RssPeak}.
 
-%% ---- what a kill -9 of the broker would lose -----------------------------------------
-%% Events are lost in a crash only while they are in memory: queued or in
-%% the batch being written (spooled and committed ones survive). Sample
-%% that number (status `pending') every 5 ms under a steady stream, with
-%% PostgreSQL healthy and the default flush interval and batch size.
+%% ---- reading a backlog back ---------------------------------------------------------
+%% 1,000,000 events (64 B payloads) recorded while PostgreSQL is down, then
+%% timed from PostgreSQL's start to the last committed row: (1) the
+%% journal of the running plugin; (2) journal files left by a stop and read
+%% by the next start (what a restart after a crash reads).
 
-crash_window() ->
-    quiet_server(["bench_window"]),
-    start("bench_window", [{batch_size, 5000}, {flush_interval_ms, 200}]),
-    R = [window_at(Rate) || Rate <- [1000, 10000, 50000]],
+readback() ->
+    N = ?INGEST,
+    quiet_server(["bench_readback"]),
+    start("bench_readback", [{stop_timeout_ms, 100}]),
+    pg("stop"),
+    publish_n(N, 64),
+    pg("start"),
+    T0 = erlang:monotonic_time(microsecond),
+    {ok, _} = vmq_pgevents:flush(600000),
+    T1 = erlang:monotonic_time(microsecond),
+    Live = round(N / ((T1 - T0) / 1.0e6)),
+    io:format("read back from the journal: ~b events/s~n", [Live]),
+    pg("stop"),
+    publish_n(N, 64),
+    #{spooled_at_stop := S0} = vmq_pgevents:status(),
+    stop(),                                        %% they stay in the journal's files
+    pg("start"),
+    quiet_server([]),
+    _ = application:load(vmq_pgevents),
+    [application:set_env(vmq_pgevents, K, V) ||
+        {K, V} <- [{dsn, string:trim(pg("dsn"))}, {table, "bench_readback"}, {batch_size, 10000},
+                   {spool_dir, get(pgdir) ++ "_spool"}]],
+    T2 = erlang:monotonic_time(microsecond),
+    {ok, _} = application:ensure_all_started(vmq_pgevents),
+    {ok, _} = vmq_pgevents:flush(600000),
+    T3 = erlang:monotonic_time(microsecond),
+    Rows = list_to_integer(string:trim(os:cmd("bash test/pg.sh psql " ++ get(pgdir) ++
+                                              " -Atc 'SELECT count(*) FROM bench_readback'"))),
     stop(),
-    R.
+    Files = round(N / ((T3 - T2) / 1.0e6)),
+    io:format("read back from journal files at the next start: ~b events/s (~b left at stop, ~b rows)~n",
+              [Files, S0, Rows]),
+    #{events => N, live_events_per_s => Live, files_events_per_s => Files, rows => Rows}.
 
-window_at(Rate) ->
-    Procs = 10,
-    Seconds = 4,
+publish_n(N, PayloadBytes) ->
+    Procs = 4,
     Self = self(),
-    PerTick = max(1, Rate div Procs div 100),          %% every 10 ms
-    Pubs = [spawn_link(fun() -> steady(?S(I), PerTick, Seconds * 100), Self ! {done, self()} end)
-            || I <- lists:seq(1, Procs)],
-    Samples = sample_pending(erlang:monotonic_time(millisecond) + Seconds * 1000, []),
-    [receive {done, P} -> ok end || P <- Pubs],
-    {ok, _} = vmq_pgevents:flush(60000),
-    Sorted = lists:sort(Samples),
-    N = length(Sorted),
-    P50 = lists:nth(max(1, N div 2), Sorted),
-    P99 = lists:nth(max(1, (N * 99) div 100), Sorted),
-    Max = lists:last(Sorted),
-    io:format("crash window at ~b events/s: in memory p50 ~b, p99 ~b, max ~b events (~b ms of traffic at most)~n",
-              [Rate, P50, P99, Max, Max * 1000 div Rate]),
-    #{rate => Rate, p50_events => P50, p99_events => P99, max_events => Max,
-      max_ms_of_traffic => Max * 1000 div Rate}.
-
-steady(_, _, 0) -> ok;
-steady(S, PerTick, Ticks) ->
-    T0 = erlang:monotonic_time(millisecond),
-    [vmq_pgevents:on_publish(<<"bench">>, S, 1, [<<"bench">>, <<"w">>], <<"payload">>, false)
-     || _ <- lists:seq(1, PerTick)],
-    timer:sleep(max(0, 10 - (erlang:monotonic_time(millisecond) - T0))),
-    steady(S, PerTick, Ticks - 1).
-
-sample_pending(Until, Acc) ->
-    case erlang:monotonic_time(millisecond) >= Until of
-        true -> Acc;
-        false ->
-            #{pending := P} = vmq_pgevents_nif:status(),
-            timer:sleep(5),
-            sample_pending(Until, [P | Acc])
-    end.
+    P = binary:copy(<<"x">>, PayloadBytes),
+    Pids = [spawn_link(fun() ->
+                               S = ?S(I),
+                               [vmq_pgevents:on_publish(<<"bench">>, S, 1, [<<"bench">>, <<"topic">>], P, false)
+                                || _ <- lists:seq(1, N div Procs)],
+                               Self ! {done, self()}
+                       end) || I <- lists:seq(1, Procs)],
+    [receive {done, Pid} -> ok end || Pid <- Pids],
+    ok.
 
 %% ---- memory per queued event ------------------------------------------------------
 
 queue_memory() ->
-    start("bench_memory", []),
+    start("bench_memory", [{journal, false}]),   %% in memory: what the VM holds per event
     pg("stop"),
     N = 200000,
     erlang:garbage_collect(),
@@ -280,10 +288,11 @@ report(#{hook_cost := Hooks, ingest := Ingest, memory := Mem, baselines := B, ma
               [maps:get(cpu, M), maps:get(cores, M), maps:get(otp, M), maps:get(postgresql, M)]),
     io:format("~nHook call cost (us, inside the VM, ~b calls each; includes ~b ns of timer overhead;~n"
               " noop = a hook function that does nothing, same arguments, same load)~n", [?CALLS, Ov]),
-    io:format("  ~-18s ~5s ~6s ~8s ~8s ~8s~n", ["hook", "procs", "pg", "p50", "p99", "p99.9"]),
-    [io:format("  ~-18s ~5b ~6s ~8.2f ~8.2f ~8.2f~n",
-               [H, P, S, P50, P99, P999]) ||
-        #{hook := H, procs := P, postgresql := S, p50_us := P50, p99_us := P99, p999_us := P999} <- Hooks],
+    io:format("  ~-18s ~5s ~6s ~8s ~8s ~8s ~8s~n", ["hook", "procs", "pg", "journal", "p50", "p99", "p99.9"]),
+    [io:format("  ~-18s ~5b ~6s ~8s ~8.2f ~8.2f ~8.2f~n",
+               [H, P, S, if J -> "on"; true -> "off" end, P50, P99, P999]) ||
+        #{hook := H, procs := P, postgresql := S, journal := J, p50_us := P50, p99_us := P99,
+          p999_us := P999} <- Hooks],
     io:format("~nSustained ingest, hook call to committed row (~b events, 4 calling processes, batch 10000)~n", [?INGEST]),
     io:format("  ~-8s ~12s ~14s ~14s ~10s ~10s~n", ["payload", "events/s", "raw COPY /s", "INSERT/s", "vs COPY", "vs INSERT"]),
     [begin
@@ -296,12 +305,15 @@ report(#{hook_cost := Hooks, ingest := Ingest, memory := Mem, baselines := B, ma
                [P, Pk, PkB / 1.0e6, MB / 1.0e6, MA / 1.0e6, R0 / 1.0e6, R1 / 1.0e6])
      || #{payload_bytes := P, queue_peak_events := Pk, queue_peak_bytes := PkB, vm_memory_before := MB,
           vm_memory_after := MA, rss_before := R0, rss_at_peak := R1} <- Ingest],
-    io:format("~nQueue memory per event beyond its payload: ~.1f bytes accounted, ~.1f bytes RSS~n",
+    io:format("~nQueue memory per event beyond its payload (journal off): ~.1f bytes accounted, ~.1f bytes RSS~n",
               [maps:get(accounted_bytes_per_event, Mem), maps:get(rss_bytes_per_event, Mem)]),
-    io:format("~nIn memory (lost by a kill -9 of the broker), sampled every 5 ms, PostgreSQL healthy:~n"),
-    [io:format("  ~7b events/s: p50 ~b, p99 ~b, max ~b events (~b ms of traffic)~n", [R, P50, P99, Mx, Ms])
-     || #{rate := R, p50_events := P50, p99_events := P99, max_events := Mx, max_ms_of_traffic := Ms}
-            <- maps:get(crash_window, Res)].
+    #{live_events_per_s := Live, files_events_per_s := Files} = maps:get(readback, Res),
+    Copy64 = maps:get(copy64, B),
+    io:format("~nReading back a backlog of ~b events (64 B) recorded while PostgreSQL was down:~n", [?INGEST]),
+    io:format("  from the running journal:         ~9b events/s = ~.2fx raw COPY (~b rows/s)~n",
+              [Live, Live / Copy64, Copy64]),
+    io:format("  from journal files, next start:   ~9b events/s = ~.2fx raw COPY~n",
+              [Files, Files / Copy64]).
 
 %% ---- minimal JSON encoder ------------------------------------------------------------
 

@@ -1,5 +1,6 @@
-/* queue.h - the bounded in-memory queue between the hook path and the
- * writer thread.
+/* queue.h - the queue between the hook path and the writer thread: a
+ * list of events that live in the journal (journal.h: on disk, bounded by
+ * its files) or, without one, in memory (bounded by max_events/max_bytes).
  *
  * Scheduler threads push (never wait: a full queue is a counted drop);
  * the writer thread pops batches. Sequence numbers are assigned under the

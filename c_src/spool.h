@@ -1,14 +1,19 @@
-/* spool.h - the on-disk spool: events that do not fit in memory while
- * PostgreSQL is away (or slower than the broker), kept in order and
- * written before anything newer.
+/* spool.h - what is on disk in spool_dir besides the running journal:
+ * the journal files an earlier start or run left (journal.h), and the
+ * spool of journal = off (events that do not fit in memory while
+ * PostgreSQL is away or slower than the broker). Both are read in order
+ * and written before anything newer.
  *
- * One append-only file per plugin incarnation, spool-<incarnation>.dat, in
- * the spool directory; records: "VPGS" | length | CRC-32 | event bytes.
- * Read oldest incarnation first, in file order. A damaged record (bad
- * magic, length or checksum, or fields that do not fit) is counted and
- * skipped by searching for the next valid record. Files left by an earlier
- * run are replayed first; events already committed before a crash are
- * skipped by the writer's resume point, so replay is idempotent.
+ * Spool: one append-only file per plugin incarnation, spool-<incarnation>.dat;
+ * records: "VPGS" | length | CRC-32 | event bytes. Journal files:
+ * journal-<incarnation>-<epoch>-<number>.dat (records in journal.h),
+ * read as far as their records go. Oldest incarnation first; in one, the
+ * journal files by epoch and number, then the spool file. A damaged record
+ * (bad magic, length or checksum, or fields that do not fit; in a journal
+ * file also one whose hook died while writing it) is counted and skipped
+ * by searching for the next valid record. Events already committed before
+ * a crash are skipped by the writer's resume point, so replay is
+ * idempotent.
  *
  * Used by the writer thread only. Knows nothing of erl_nif or libpq. */
 #ifndef VMQ_PGEV_SPOOL_H

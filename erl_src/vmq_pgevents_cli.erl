@@ -140,8 +140,19 @@ status_rows(S, PerSecond) ->
             {"spool", case maps:get(spool_error, S, <<>>) of
                           <<>> -> "ok";
                           E -> "none: " ++ binary_to_list(E)
-                      end}],
+                      end},
+            {"journal", journal_text(S)}],
     [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].
+
+%% on, with its bytes on disk and the age of its last sync; or why not
+journal_text(#{journal := true, journal_bytes := B, journal_sync_age_us := Age} = S) ->
+    io_lib:format("on: ~b bytes on disk, synced ~.1f s ago~ts",
+                  [B, Age / 1.0e6, case maps:get(journal_error, S, <<>>) of
+                                       <<>> -> "";
+                                       E -> "; " ++ binary_to_list(E)
+                                   end]);
+journal_text(#{journal_error := E}) when E =/= <<>> -> "off: " ++ binary_to_list(E);
+journal_text(_) -> "off".
 
 to_text(V) when is_integer(V) -> integer_to_list(V);
 to_text(V) -> V.

@@ -18,7 +18,7 @@ from_status(S = #{per_hook := PerHook}) ->
         [{counter, [{hook, atom_to_list(H)}], id(Name, H), Name, Desc, maps:get(Key, maps:get(H, PerHook))}
          || {Key, Name, Desc} <- [{recorded, pgevents_recorded, <<"Events recorded (queued for writing)">>},
                                   {written, pgevents_written, <<"Events written to PostgreSQL">>},
-                                  {dropped, pgevents_dropped, <<"Events dropped: the queue was full">>},
+                                  {dropped, pgevents_dropped, <<"Events dropped: no room in the journal or the queue">>},
                                   {dead_lettered, pgevents_dead_lettered, <<"Rows PostgreSQL refused">>},
                                   {spooled, pgevents_spooled_hook, <<"Events moved to the on-disk spool">>},
                                   {filtered, pgevents_filtered, <<"Events left out by topic or mountpoint filters">>},
@@ -38,6 +38,9 @@ from_status(S = #{per_hook := PerHook}) ->
           <<"Duration of the last committed COPY, microseconds">>, maps:get(last_batch_us, S)},
          {gauge, [], pgevents_spool_bytes, pgevents_spool_bytes,
           <<"Bytes in the on-disk spool, not yet written">>, maps:get(spool_bytes, S)},
+         {gauge, [], pgevents_journal_bytes, pgevents_journal_bytes,
+          <<"Bytes of the journal's files in spool_dir (in use and made ahead)">>,
+          maps:get(journal_bytes, S, 0)},
          {counter, [], pgevents_spooled, pgevents_spooled,
           <<"Events moved to the on-disk spool">>, maps:get(spooled, S)},
          {counter, [], pgevents_spool_corrupt, pgevents_spool_corrupt,

@@ -106,8 +106,8 @@ scenario_stop_pg_down() {
     sleep 1
     check_re "status: the events wait while PostgreSQL is down" '^[1-9][0-9]*$' "$(status_value 'queued events')"
     broker_stop "$BROKER"
-    check_re "the stop leaves the queued events in the spool" '[1-9]' \
-        "$(cat "$BROKER"/data/vmq_pgevents/spool-*.dat 2>/dev/null | wc -c)"
+    check_re "the stop leaves the queued events on disk (the journal's files)" '[1-9]' \
+        "$(ls "$BROKER"/data/vmq_pgevents/ 2>/dev/null | grep -c '^journal-')"
     bash test/pg.sh start "$PGDIR"
     broker_start "$BROKER" || { bad "broker starts again"; return 1; }
     check "every event of the stopped run written once" "300|300|1|300|1" \
@@ -135,6 +135,40 @@ scenario_whole_run() {
     check "no password anywhere in the table" 0 \
         "$(q "SELECT count(*) FROM vmq_events t WHERE t::text LIKE '%alice-pw%' OR t::text LIKE '%bob-pw%'
               OR encode(payload, 'hex') LIKE '%616c6963652d7077%'")"
+}
+
+# 10. kill -9 of the broker during MQTT traffic, PostgreSQL healthy; then
+#     `vernemq start`: every message a subscriber received (so its
+#     on_publish and on_deliver calls had returned) has both rows, once
+scenario_broker_killed() {
+    echo " - kill -9 of the broker during MQTT traffic (the journal)"
+    local out=$WORK/kill-sub.out pubpid subpid got max
+    bg_sub -i e2e-kill-sub -q 1 -t e2e/kill "${ALICE[@]}" >"$out"
+    subpid=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-kill-sub' AND hook = 'on_subscribe'" 1 >/dev/null
+    seq 1 1000000 | pub -i e2e-kill-pub -q 1 -t e2e/kill -l "${ALICE[@]}" &
+    pubpid=$!
+    sleep 3
+    kill -9 "$(broker_pid "$BROKER")"
+    sleep 1
+    kill "$pubpid" "$subpid" 2>/dev/null
+    wait "$pubpid" "$subpid" 2>/dev/null
+    got=$(wc -l <"$out")
+    max=$(tail -n 1 "$out")
+    check_re "the subscriber got messages before the kill" '^[1-9][0-9]+$' "$got"
+    check "... 1..n, in order, none twice" "$got" "$(awk -v n=0 '$1 == n + 1 { n++ } END { print n }' "$out")"
+    check_re "the killed broker left the journal's files" '[1-9]' \
+        "$(ls "$BROKER"/data/vmq_pgevents/ 2>/dev/null | grep -c '^journal-')"
+    broker_start "$BROKER" || { bad "broker starts again after kill -9"; return 1; }
+    check "every message the subscriber got: its on_publish row, once" "$got|$got" \
+        "$(settle "SELECT count(*), count(DISTINCT payload) FROM vmq_events WHERE client_id = 'e2e-kill-pub'
+                   AND hook = 'on_publish' AND convert_from(payload, 'UTF8')::int <= $max" "$got|$got" 30)"
+    check "every message the subscriber got: its on_deliver row, once" "$got|$got" \
+        "$(settle "SELECT count(*), count(DISTINCT payload) FROM vmq_events WHERE client_id = 'e2e-kill-sub'
+                   AND hook = 'on_deliver' AND convert_from(payload, 'UTF8')::int <= $max" "$got|$got" 30)"
+    check "no event twice in the killed run" 0 \
+        "$(q "SELECT count(*) - count(DISTINCT (incarnation, seq)) FROM vmq_events WHERE client_id LIKE 'e2e-kill-%'")"
+    echo "   (the subscriber had $got messages when the broker was killed)"
 }
 
 # 6. (VerneMQ 2.2+) a listener that forwards connection options
@@ -242,7 +276,7 @@ scenario_frozen_pg() {
         sent=$((sent + 1000))
         [ $((SECONDS - t0)) -ge 15 ] && break
     done
-    check_re "status while frozen: events wait (in memory or the spool)" '^[1-9]' \
+    check_re "status while frozen: events wait (in the journal)" '^[1-9]' \
         "$(( $(status_value 'queued events') + $(status_value 'spool bytes') ))"
     bash test/pg.sh thaw "$PGDIR"
     check "every publish made while PostgreSQL was frozen is written once" "$sent|$sent" \

@@ -102,7 +102,13 @@ for src in "${sources[@]}"; do
         scenario_plugin_reenable
         scenario_whole_run
         broker_stop "$A"
-        check "a clean stop leaves no spool file" "" "$(ls "$A/data/vmq_pgevents" 2>/dev/null)"
+        check "a clean stop leaves no spool or journal file" "" "$(ls "$A/data/vmq_pgevents" 2>/dev/null)"
+        if broker_start "$A"; then
+            scenario_broker_killed
+        else
+            bad "broker starts again"
+        fi
+        broker_stop "$A"
         scenario_bad_config
         scenario_cluster "$src" "$tag"
     fi

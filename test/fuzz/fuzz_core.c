@@ -18,12 +18,15 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include "buf.h"
 #include "copy.h"
 #include "event.h"
 #include "hooks.h"
 #include "jsonw.h"
+#include "journal.h"
 #include "spool.h"
 #include "text.h"
 
@@ -229,12 +232,74 @@ static void check_spool_record(const uint8_t *d, size_t n)
     event_free(ev);
 }
 
+/* a journal file left by a crash, with any bytes in it: the spool reads
+ * it without reading outside it; every event it returns lies inside
+ * itself and encodes as a valid row */
+static char journal_dir[64];
+
+static void remove_journal_dir(void)
+{
+    rmdir(journal_dir);
+}
+
+static void check_journal_file(const uint8_t *d, size_t n)
+{
+    char *dir = journal_dir;
+    char path[128], err[256];
+    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
+    spool_t *sp;
+    event_t *list, *ev;
+    size_t k;
+    int64_t inc;
+    FILE *f;
+    int f_;
+
+    if (n < JOURNAL_HDR)
+        return;
+    REQUIRE(journal_data_end(d, n) <= n);
+    if (!dir[0]) {
+        snprintf(journal_dir, sizeof journal_dir, "/tmp/vmq_pgevents_fuzz.%d", (int)getpid());
+        mkdir(journal_dir, 0700);
+        atexit(remove_journal_dir);
+    }
+    snprintf(path, sizeof path, "%s/journal-1-1-0.dat", dir);
+    f = fopen(path, "wb");
+    if (!f)
+        return;
+    fwrite(d, 1, n, f);
+    fclose(f);
+    sp = spool_open(dir, 2, 1u << 30, err, sizeof err);
+    REQUIRE(sp != NULL);
+    while ((list = spool_read(sp, 64, &k, &inc)) != NULL) {
+        REQUIRE(inc == 1);
+        for (ev = list; ev; ev = ev->next) {
+            buf_t row;
+            REQUIRE(ev->home == EV_HEAP);
+            for (f_ = 0; f_ < F_COUNT; f_++)
+                if (ev->len[f_] >= 0)
+                    REQUIRE((size_t)ev->off[f_] + (size_t)ev->len[f_] <=
+                            ev->bytes - offsetof(event_t, data));
+            buf_init(&row, NULL, 0);
+            copy_row(&row, &ctx, ev);
+            REQUIRE(!row.failed && row.len >= 2);
+            buf_free(&row);
+        }
+        event_free_list(list);
+        spool_consumed(sp);
+    }
+    spool_close(sp);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/spool-2.dat", dir);
+    unlink(path);
+}
+
 void fuzz_one(const uint8_t *data, size_t size)
 {
     check_text(data, size);
     check_json_string(data, size);
     check_event(data, size);
     check_spool_record(data, size);
+    check_journal_file(data, size);
 }
 
 #ifndef FUZZ_REGRESS
