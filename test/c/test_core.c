@@ -5,6 +5,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <signal.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -730,9 +732,63 @@ static void test_journal_damage(void)
     CHECK(system(cmd) == 0);
 }
 
+/* The disk refuses space (here: RLIMIT_FSIZE, as a full disk would with
+ * ENOSPC): a segment cannot be made; the error is in the stats, events
+ * beyond what is already allocated are counted drops, nothing crashes. */
+static void test_journal_no_space(void)
+{
+    char dir[] = "/tmp/vmq_pgevents_journal_test.XXXXXX", err[256] = "", cmd[300];
+    struct rlimit old, small;
+    journal_t *j;
+    journal_stats_t js;
+    queue_t q;
+    event_in_t in;
+    uint64_t seq;
+    char payload[600];
+    int i, rc = 0;
+
+    CHECK(mkdtemp(dir) != NULL && getrlimit(RLIMIT_FSIZE, &old) == 0);
+    signal(SIGXFSZ, SIG_IGN);
+    small = old;
+    small.rlim_cur = 512 * 1024;
+    CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
+    CHECK(journal_open(dir, 11, 64u << 20, 1000, err, sizeof err) == NULL &&
+          strstr(err, "cannot allocate") != NULL);
+    setrlimit(RLIMIT_FSIZE, &old);
+    j = journal_open(dir, 11, 16u << 20, 1000, err, sizeof err);   /* 2 MiB segments: 3 made */
+    CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
+    if (!j)
+        return;
+    CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);   /* no more segments from here */
+    queue_attach_journal(&q, j);
+    memset(payload, 'n', sizeof payload);
+    for (i = 0; i < 20000 && rc == 0; i++) {
+        event_in_init(&in, HOOK_ON_PUBLISH, 1);
+        in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+        rc = queue_add(&q, &in, &seq);
+        if (rc == 0 && i % 1000 == 999)
+            usleep(20000);   /* time for the journal thread to try */
+    }
+    CHECK(rc == 1 && i > 8000);   /* 6 MiB allocated before: ~9,000 events */
+    usleep(100000);
+    journal_get_stats(j, &js);
+    CHECK(js.no_room == 1 && strstr(js.error, "cannot allocate") != NULL);
+    setrlimit(RLIMIT_FSIZE, &old);
+    {
+        size_t n;
+        (void)queue_detach_journal(&q, &n);
+    }
+    journal_close(j);
+    queue_destroy(&q);
+    signal(SIGXFSZ, SIG_DFL);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
     test_journal();
+    test_journal_no_space();
     test_journal_damage();
     test_spool();
     test_filters();

@@ -142,7 +142,7 @@ scenario_whole_run() {
 #     on_publish and on_deliver calls had returned) has both rows, once
 scenario_broker_killed() {
     echo " - kill -9 of the broker during MQTT traffic (the journal)"
-    local out=$WORK/kill-sub.out pubpid subpid got max
+    local out=$WORK/kill-sub.out pubpid subpid got set
     bg_sub -i e2e-kill-sub -q 1 -t e2e/kill "${ALICE[@]}" >"$out"
     subpid=$BG
     settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-kill-sub' AND hook = 'on_subscribe'" 1 >/dev/null
@@ -154,18 +154,20 @@ scenario_broker_killed() {
     kill "$pubpid" "$subpid" 2>/dev/null
     wait "$pubpid" "$subpid" 2>/dev/null
     got=$(wc -l <"$out")
-    max=$(tail -n 1 "$out")
+    # (not 1..n: VerneMQ drops what a slow subscriber's queue cannot hold,
+    # max_online_messages; those drops are on_message_drop rows)
+    set=$(paste -sd, "$out")
     check_re "the subscriber got messages before the kill" '^[1-9][0-9]+$' "$got"
-    check "... 1..n, in order, none twice" "$got" "$(awk -v n=0 '$1 == n + 1 { n++ } END { print n }' "$out")"
+    check "... none twice" "" "$(sort "$out" | uniq -d | head -n 3)"
     check_re "the killed broker left the journal's files" '[1-9]' \
         "$(ls "$BROKER"/data/vmq_pgevents/ 2>/dev/null | grep -c '^journal-')"
     broker_start "$BROKER" || { bad "broker starts again after kill -9"; return 1; }
     check "every message the subscriber got: its on_publish row, once" "$got|$got" \
         "$(settle "SELECT count(*), count(DISTINCT payload) FROM vmq_events WHERE client_id = 'e2e-kill-pub'
-                   AND hook = 'on_publish' AND convert_from(payload, 'UTF8')::int <= $max" "$got|$got" 30)"
+                   AND hook = 'on_publish' AND convert_from(payload, 'UTF8')::int = ANY('{$set}'::int[])" "$got|$got" 30)"
     check "every message the subscriber got: its on_deliver row, once" "$got|$got" \
         "$(settle "SELECT count(*), count(DISTINCT payload) FROM vmq_events WHERE client_id = 'e2e-kill-sub'
-                   AND hook = 'on_deliver' AND convert_from(payload, 'UTF8')::int <= $max" "$got|$got" 30)"
+                   AND hook = 'on_deliver' AND convert_from(payload, 'UTF8')::int = ANY('{$set}'::int[])" "$got|$got" 30)"
     check "no event twice in the killed run" 0 \
         "$(q "SELECT count(*) - count(DISTINCT (incarnation, seq)) FROM vmq_events WHERE client_id LIKE 'e2e-kill-%'")"
     echo "   (the subscriber had $got messages when the broker was killed)"
