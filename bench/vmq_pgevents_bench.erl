@@ -38,6 +38,7 @@ start(Table, Env) ->
     [application:set_env(vmq_pgevents, K, V) ||
         {K, V} <- [{dsn, Dsn}, {table, Table}, {batch_size, 10000},
                    {queue_max_events, 3000000}, {queue_max_bytes, 4000000000},
+                   {spool_max_bytes, 4000000000},
                    {backoff_min_ms, 20}, {backoff_max_ms, 200}, {stop_timeout_ms, 600000},
                    {spool_dir, get(pgdir) ++ "_spool"} | Env]],
     {ok, _} = application:ensure_all_started(vmq_pgevents),
@@ -209,12 +210,13 @@ readback() ->
     publish_n(N, 64),
     #{spooled_at_stop := S0} = vmq_pgevents:status(),
     stop(),                                        %% they stay in the journal's files
+    #{spooled_at_stop := S1} = vmq_pgevents_nif:status(),
     pg("start"),
     quiet_server([]),
     _ = application:load(vmq_pgevents),
     [application:set_env(vmq_pgevents, K, V) ||
         {K, V} <- [{dsn, string:trim(pg("dsn"))}, {table, "bench_readback"}, {batch_size, 10000},
-                   {spool_dir, get(pgdir) ++ "_spool"}]],
+                   {spool_dir, get(pgdir) ++ "_spool"}, {spool_max_bytes, 4000000000}]],
     T2 = erlang:monotonic_time(microsecond),
     {ok, _} = application:ensure_all_started(vmq_pgevents),
     {ok, _} = vmq_pgevents:flush(600000),
@@ -224,7 +226,7 @@ readback() ->
     stop(),
     Files = round(N / ((T3 - T2) / 1.0e6)),
     io:format("read back from journal files at the next start: ~b events/s (~b left at stop, ~b rows)~n",
-              [Files, S0, Rows]),
+              [Files, S1 - S0, Rows]),
     #{events => N, live_events_per_s => Live, files_events_per_s => Files, rows => Rows}.
 
 publish_n(N, PayloadBytes) ->

@@ -19,6 +19,7 @@
 
 #define SPARES 2                 /* segments kept ready ahead of the hook path */
 #define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
+#define WINDOW (16u << 20)       /* how far ahead of the hooks pages are kept writable */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23   /* Linux 5.14 */
 #endif
@@ -30,12 +31,13 @@ typedef struct jseg {
     struct jseg *next;
     unsigned char *base;
     size_t cap;
-    size_t used;                 /* hook path, under the queue lock */
+    size_t used;                 /* hook path, under the queue lock; read as a hint */
     uint64_t live;               /* atomic: reserved, not yet released */
     int fd;
     int synced;                  /* sync thread: synced since it was sealed */
     int syncing;                 /* under mu: the sync thread uses its fd; not deleted */
-    size_t populated;            /* journal thread: pages faulted in up to here */
+    size_t populated;            /* atomic: pages made writable up to here (0: again
+                                  * from the hooks' offset: a sync cleaned them) */
     char path[4096];
 } jseg_t;
 
@@ -158,30 +160,50 @@ static void seg_free(jseg_t *s, int remove)
     free(s);
 }
 
-/* Faults in the next pages of the first segment that needs it (the one
- * in use, then the spares in order), so the hook path finds them mapped
- * and writable. MADV_POPULATE_WRITE does not change the contents, so this
- * may run while hooks write into the same segment. 1: did some. */
+/* Keeps the pages the hooks will write next mapped and writable: up to
+ * WINDOW ahead of the hooks' offset in the segment in use, and the first
+ * WINDOW of each spare. Only a window: every sync of the segment in use
+ * writes its dirty pages and write-protects them again, so they are made
+ * writable anew after each sync (the sync thread resets populated), and
+ * pages made writable far ahead would be written to disk as zeros.
+ * MADV_POPULATE_WRITE does not change the contents, so this may run while
+ * hooks write into the same segment. 1: did some. */
 static int populate_step(journal_t *j)
 {
     jseg_t *s, *cur;
-    size_t from, n;
+    size_t from = 0, to = 0, n, done;
 
     pthread_mutex_lock(&j->mu);
     cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
-    s = cur && cur->populated < cur->cap ? cur : NULL;
-    if (!s)
-        for (s = j->spares; s && s->populated >= s->cap; s = s->next)
-            ;
+    s = NULL;
+    if (cur) {
+        size_t used = __atomic_load_n(&cur->used, __ATOMIC_RELAXED) & ~(j->page - 1);
+        from = __atomic_load_n(&cur->populated, __ATOMIC_RELAXED);
+        if (from < used)
+            from = used;
+        to = used + WINDOW < cur->cap ? used + WINDOW : cur->cap;
+        if (from < to)
+            s = cur;
+    }
+    if (!s) {
+        for (s = j->spares; s; s = s->next) {
+            from = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
+            to = WINDOW < s->cap ? WINDOW : s->cap;
+            if (from < to)
+                break;
+        }
+    }
     pthread_mutex_unlock(&j->mu);
     /* the segment cannot go meanwhile: only this thread deletes */
     if (!s)
         return 0;
-    from = s->populated;
-    n = s->cap - from < POPULATE_STEP ? s->cap - from : POPULATE_STEP;
+    done = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
+    n = to - from < POPULATE_STEP ? to - from : POPULATE_STEP;
     if (madvise(s->base + from, n, MADV_POPULATE_WRITE) != 0 && errno != EINTR)
         n = s->cap - from;   /* not possible here: the hook path faults them in */
-    s->populated = from + n;
+    /* unless a sync reset it meanwhile */
+    __atomic_compare_exchange_n(&s->populated, &done, from + n, 0, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
     return 1;
 }
 
@@ -226,6 +248,8 @@ static void sync_segments(journal_t *j)
             ok = 0;
         else if (i > 0)
             list[i]->synced = 1;   /* a sealed one (all but the first) needs it once */
+        else
+            __atomic_store_n(&list[i]->populated, 0, __ATOMIC_RELAXED);   /* cleaned */
     }
     pthread_mutex_lock(&j->mu);
     for (i = 0; i < n; i++)
@@ -517,7 +541,7 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes)
         s = next;
     }
     rec = s->base + s->used;
-    s->used += need;
+    __atomic_store_n(&s->used, s->used + need, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->live, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&j->busy, 1, __ATOMIC_RELAXED);
     put32(rec + 12, (uint32_t)need);
