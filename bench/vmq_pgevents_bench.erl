@@ -196,6 +196,7 @@ ingest(PayloadBytes) ->
 
 readback() ->
     N = ?INGEST,
+    Copy = copy_baseline(N),
     quiet_server(["bench_readback"]),
     start("bench_readback", [{stop_timeout_ms, 100}]),
     pg("stop"),
@@ -227,7 +228,22 @@ readback() ->
     Files = round(N / ((T3 - T2) / 1.0e6)),
     io:format("read back from journal files at the next start: ~b events/s (~b left at stop, ~b rows)~n",
               [Files, S1 - S0, Rows]),
-    #{events => N, live_events_per_s => Live, files_events_per_s => Files, rows => Rows}.
+    #{events => N, live_events_per_s => Live, files_events_per_s => Files, rows => Rows,
+      copy_rows_per_s => Copy}.
+
+%% raw COPY of N 64-byte rows (bench/pg_baseline) into a fresh table of the
+%% plugin's shape, right before the read-back: the same server state
+copy_baseline(N) ->
+    quiet_server(["bench_copy_rb"]),
+    os:cmd("PGOPTIONS='-c vmq_pgevents.table=bench_copy_rb' bash test/pg.sh psql " ++ get(pgdir) ++
+           " -q -f priv/schema.sql -c CHECKPOINT"),
+    Out = os:cmd("_build/make/pg_baseline '" ++ string:trim(pg("dsn")) ++ "' bench_copy_rb copy " ++
+                 integer_to_list(N) ++ " 64 10000 2>/dev/null"),
+    [_, _, _, Rate | _] = string:lexemes(Out, " \n"),
+    quiet_server(["bench_copy_rb"]),
+    R = list_to_integer(Rate),
+    io:format("raw COPY right before the read-back: ~b rows/s~n", [R]),
+    R.
 
 publish_n(N, PayloadBytes) ->
     Procs = 4,
@@ -309,9 +325,10 @@ report(#{hook_cost := Hooks, ingest := Ingest, memory := Mem, baselines := B, ma
           vm_memory_after := MA, rss_before := R0, rss_at_peak := R1} <- Ingest],
     io:format("~nQueue memory per event beyond its payload (journal off): ~.1f bytes accounted, ~.1f bytes RSS~n",
               [maps:get(accounted_bytes_per_event, Mem), maps:get(rss_bytes_per_event, Mem)]),
-    #{live_events_per_s := Live, files_events_per_s := Files} = maps:get(readback, Res),
-    Copy64 = maps:get(copy64, B),
-    io:format("~nReading back a backlog of ~b events (64 B) recorded while PostgreSQL was down:~n", [?INGEST]),
+    #{live_events_per_s := Live, files_events_per_s := Files, copy_rows_per_s := Copy64} =
+        maps:get(readback, Res),
+    io:format("~nReading back a backlog of ~b events (64 B) recorded while PostgreSQL was down~n"
+              "(vs raw COPY of as many rows measured right before it):~n", [?INGEST]),
     io:format("  from the running journal:         ~9b events/s = ~.2fx raw COPY (~b rows/s)~n",
               [Live, Live / Copy64, Copy64]),
     io:format("  from journal files, next start:   ~9b events/s = ~.2fx raw COPY~n",

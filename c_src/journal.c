@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "be32.h"
 #include "crc32c.h"
 #include "deadline.h"
 
@@ -73,19 +74,6 @@ static uint32_t magic_word(void)
     uint32_t m;
     memcpy(&m, "VPGJ", 4);
     return m;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 static int64_t wall_us(void)

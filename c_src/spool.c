@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "be32.h"
 #include "crc32c.h"
 #include "hooks.h"
 #include "journal.h"
@@ -64,19 +65,6 @@ uint32_t crc32_buf(uint32_t crc, const void *p, size_t n)
     for (i = 0; i < n; i++)
         crc = table[(crc ^ b[i]) & 0xFF] ^ (crc >> 8);
     return ~crc;
-}
-
-static void put32(unsigned char *p, uint32_t v)
-{
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
-}
-
-static uint32_t get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
 }
 
 /* oldest first: by incarnation; in one, journal files (by epoch, number)

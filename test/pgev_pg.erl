@@ -5,6 +5,24 @@
 
 -export([dir/0, dsn/0, start/0, stop/0, kill/0, freeze/0, thaw/0, sql/1, rows/1, json_decode/1]).
 -export([pg/2, sql/2]).
+-export([scalar/1, count/2, exactly_once/2]).
+
+%% one number from a query
+scalar(Sql) ->
+    list_to_integer(string:trim(sql(Sql))).
+
+count(Table, What) ->
+    scalar("SELECT " ++ What ++ " FROM " ++ Table).
+
+%% every one of N events once in Table; per incarnation, seq without gaps
+exactly_once(Table, N) ->
+    Got = {count(Table, "count(*)"), count(Table, "count(DISTINCT (incarnation, seq))"),
+           scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ Table ++
+                  " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)) g")},
+    case Got of
+        {N, N, 0} -> ok;
+        _ -> error({not_exactly_once, Table, #{expected => N, {rows, distinct, incarnations_with_gaps} => Got}})
+    end.
 
 dir() ->
     case os:getenv("VMQ_PGEVENTS_TEST_PG") of

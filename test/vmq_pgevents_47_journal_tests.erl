@@ -6,18 +6,11 @@
 
 -export([crash_child/1]).
 
-count(T, What) ->
-    scalar("SELECT " ++ What ++ " FROM " ++ T).
+count(T, What) -> pgev_pg:count(T, What).
 
-scalar(Sql) ->
-    list_to_integer(string:trim(pgev_pg:sql(Sql))).
+scalar(Sql) -> pgev_pg:scalar(Sql).
 
-%% every event once; per incarnation, seq without gaps
-exactly_once(T, N) ->
-    ?assertEqual(N, count(T, "count(*)")),
-    ?assertEqual(N, count(T, "count(DISTINCT (incarnation, seq))")),
-    ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ T ++
-                           " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)) g")).
+exactly_once(T, N) -> ok = pgev_pg:exactly_once(T, N).
 
 %% Procs processes each call on_publish PerProc times as fast as they can
 burst(Procs, PerProc, Payload) ->
