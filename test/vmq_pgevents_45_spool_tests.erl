@@ -203,7 +203,9 @@ frozen(Journal) ->
                     Grew = rss_anon_kb() - Anon0,
                     io:format(user, "~n    frozen 30 s with the journal: queue peak ~b events, "
                               "the VM's anonymous memory grew ~b KiB~n", [Peak, Grew]),
-                    ?assert(Grew < 65536);         %% ... and not the VM's memory
+                    %% ... and not the VM's memory (under ASan its allocator keeps
+                    %% freed memory in quarantine: not a measure there)
+                    ?assert(Grew < 65536 orelse os:getenv("SANITIZE") =:= "1");
                 false ->
                     ?assert(Sp1 - Sp0 > 100000),   %% the spool took the frozen stretch
                     ?assert(Peak =< 100000)
