@@ -27,7 +27,8 @@
     X(spooled) X(spool_bytes) X(spooled_at_stop) X(spool_corrupt)          \
     X(listener_addr) X(spool_error) X(pg_timeout_ms) X(journal_sync_ms)         \
     X(journal) X(journal_bytes) X(journal_segments) X(journal_sync_age_us)  \
-    X(journal_error) X(journal_no_room)
+    X(journal_error) X(journal_no_room) X(partition) X(retention_s)          \
+    X(partitions_created) X(partitions_dropped) X(partitions_checked_us)
 
 typedef struct atoms {
 #define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;

@@ -478,8 +478,9 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     runtime_cfg_t rc;
     char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL, *spool_dir = NULL;
     ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824, pg_timeout = 10000;
-    ErlNifSInt64 jsync = 1000;
+    ErlNifSInt64 jsync = 1000, retention = 0;
     int journal = 1;
+    char *partition = NULL;
     ERL_NIF_TERM result;
     int missing, schema_missing;
     char err[256];
@@ -510,6 +511,16 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         bad = "backoff_max_ms must be an integer from 1 to 3600000";
     if (!bad && get_num(env, argv[0], p->am.am_pg_timeout_ms, 100, 3600000, &pg_timeout) < 0)
         bad = "pg_timeout_ms must be an integer from 100 to 3600000";
+    partition = get_cstr(env, argv[0], p->am.am_partition, &missing);
+    if (!bad && missing)
+        partition = strdup("none");
+    if (!bad && (!partition || (strcmp(partition, "day") != 0 && strcmp(partition, "hour") != 0 &&
+                                strcmp(partition, "none") != 0)))
+        bad = "partition must be day, hour or none";
+    if (!bad && strcmp(partition, "none") != 0 && table && strlen(table) > 51)
+        bad = "table must have at most 51 bytes with partition day or hour (<table>_pYYYYMMDDHH must fit in 63)";
+    if (!bad && get_num(env, argv[0], p->am.am_retention_s, 0, INT64_MAX / 2, &retention) < 0)
+        bad = "retention_s must be a non-negative integer";
     if (!bad && get_num(env, argv[0], p->am.am_journal_sync_ms, 1, 3600000, &jsync) < 0)
         bad = "journal_sync_ms must be an integer from 1 to 3600000";
     {
@@ -568,6 +579,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     cfg.spool_dir = spool_dir;
     cfg.spool_max_bytes = (uint64_t)spool_max;
     cfg.journal_sync_ms = (int)jsync;
+    cfg.partition = partition;
+    cfg.retention_s = retention;
     cfg.journal = journal;
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
@@ -589,6 +602,7 @@ out:
     free(schema);
     free(node);
     free(spool_dir);
+    free(partition);
     return result;
 }
 
@@ -726,7 +740,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     priv_t *p = enif_priv_data(env);
     writer_status_t ws;
     queue_stats_t qs;
-    ERL_NIF_TERM k[41], v[41], state, map;
+    ERL_NIF_TERM k[48], v[48], state, map;
     char dsn[512];
     int n = 0, running, i;
     uint64_t malformed_total = 0;
@@ -797,6 +811,9 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(journal_sync_age_us, enif_make_int64(env, running && ws.journal_sync_us
                                                       ? wall_us() - ws.journal_sync_us : 0));
     PUT(journal_error, text_bin(env, running ? ws.journal_error : ""));
+    PUT(partitions_created, make_u64(env, ws.partitions_created));
+    PUT(partitions_dropped, make_u64(env, ws.partitions_dropped));
+    PUT(partitions_checked_us, enif_make_int64(env, running ? ws.partitions_checked_us : 0));
     PUT(malformed, make_u64(env, malformed_total));
     PUT(rejected, make_u64(env, __atomic_load_n(&p->rejected, __ATOMIC_RELAXED)));
     {

@@ -31,7 +31,7 @@
 
 struct writer {
     writer_config_t cfg;       /* strings below are our own copies */
-    char *conninfo, *table, *schema_sql, *node, *password, *spool_dir;
+    char *conninfo, *table, *schema_sql, *node, *password, *spool_dir, *partition;
     queue_t *q;
     writer_log_fn log;
     void *log_ctx;
@@ -49,6 +49,7 @@ struct writer {
     journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
     char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
+    int64_t upkeep_at_us;      /* next partition upkeep (monotonic) */
     int resume_check;          /* a write failed: ask the table where we are */
     char last_sqlstate[6];     /* of the last failed statement */
     uint64_t drops_logged;     /* hook-path drops already reported */
@@ -272,11 +273,13 @@ static const char *io_error(writer_t *w, const PGresult *r)
 
 static int apply_schema(writer_t *w)
 {
-    const char *params[1] = {w->table};
+    const char *params[2] = {w->table, w->partition};
     PGresult *r;
     int ok;
 
-    r = pgio_exec(&w->io, "SELECT set_config('vmq_pgevents.table', $1, false)", 1, params);
+    r = pgio_exec(&w->io,
+                  "SELECT set_config('vmq_pgevents.table', $1, false), "
+                  "set_config('vmq_pgevents.partition', $2, false)", 2, params);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
         note_down(w, "setting the table name", io_error(w, r));
@@ -287,6 +290,69 @@ static int apply_schema(writer_t *w)
     ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     if (!ok)
         note_down(w, "applying schema.sql", io_error(w, r));
+    PQclear(r);
+    return ok ? 0 : -1;
+}
+
+static int partitioned(const writer_t *w)
+{
+    return w->schema_sql && strcmp(w->partition, "none") != 0;
+}
+
+static int64_t mono_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+#define UPKEEP_EVERY_MS 60000
+
+static void result_error(writer_t *w, PGresult *r, char *err, size_t errlen);
+
+/* Partition upkeep (auto_create on, partition day or hour): makes the
+ * partitions from now through two periods ahead, and those that events
+ * from lo_us to hi_us need (0: none; e.g. old events from a journal);
+ * drops the partitions past the retention. -1: it failed (logged). */
+static int upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
+{
+    char keep[24], lo[32], hi[32];
+    const char *params[5] = {w->table, w->partition, keep, lo_us ? lo : NULL, hi_us ? hi : NULL};
+    PGresult *r;
+    int ok;
+
+    snprintf(keep, sizeof keep, "%lld", (long long)w->cfg.retention_s);
+    snprintf(lo, sizeof lo, "%.6f", (double)lo_us / 1e6);
+    snprintf(hi, sizeof hi, "%.6f", (double)hi_us / 1e6);
+    r = pgio_exec(&w->io,
+                  "SELECT created, coalesce(array_to_string(dropped, ', '), '') "
+                  "FROM vmq_pgevents_partitions($1, $2, 2, $3::bigint, now(), "
+                  "to_timestamp($4::float8), to_timestamp($5::float8))", 5, params);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    w->upkeep_at_us = mono_ms() + UPKEEP_EVERY_MS;
+    if (ok) {
+        long created = strtol(PQgetvalue(r, 0, 0), NULL, 10);
+        const char *dropped = PQgetvalue(r, 0, 1);
+        uint64_t ndropped = 0;
+        const char *c;
+        if (*dropped)
+            for (ndropped = 1, c = dropped; *c; c++)
+                ndropped += *c == ',';
+        pthread_mutex_lock(&w->smu);
+        w->st.partitions_created += (uint64_t)(created > 0 ? created : 0);
+        w->st.partitions_dropped += ndropped;
+        w->st.partitions_checked_us = now_us();
+        pthread_mutex_unlock(&w->smu);
+        if (created > 0)
+            wlog(w, WLOG_INFO, "made %ld partition(s) of %s ahead of time", created, w->table);
+        if (ndropped)
+            wlog(w, WLOG_INFO, "retention: dropped partition(s) %s (older than %lld s)", dropped,
+                 (long long)w->cfg.retention_s);
+    } else {
+        char err[256];
+        result_error(w, r, err, sizeof err);
+        wlog(w, WLOG_ERROR, "partition upkeep of %s failed: %s", w->table, err);
+    }
     PQclear(r);
     return ok ? 0 : -1;
 }
@@ -330,6 +396,8 @@ connected:
         if (apply_schema(w) < 0)
             return -1;
         w->schema_done = 1;
+        if (partitioned(w))
+            (void)upkeep(w, 0, 0);
     }
     set_state(w, WS_CONNECTED);
     return 0;
@@ -535,6 +603,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
 {
     size_t chunk = *n;
     char err[256];
+    int upkept = 0;
 
     while (batch) {
         size_t k = chunk < *n ? chunk : *n;
@@ -581,6 +650,21 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             *n -= k;
             hold(w, batch, *n);
             chunk = *n;
+        } else if (rc == W_DATA && partitioned(w) && !upkept &&
+                   strcmp(w->last_sqlstate, "23514") == 0) {
+            /* maybe no partition for these rows (old events from the
+             * journal, a partition dropped by hand): make them, once */
+            int64_t lo = INT64_MAX, hi = 0;
+            const event_t *ev;
+            size_t i;
+            for (ev = batch, i = 0; ev && i < k; ev = ev->next, i++) {
+                if (ev->ts_us < lo)
+                    lo = ev->ts_us;
+                if (ev->ts_us > hi)
+                    hi = ev->ts_us;
+            }
+            upkept = 1;
+            (void)upkeep(w, lo, hi);
         } else if (rc == W_DATA) {
             if (k == 1) {
                 event_t *bad = batch;
@@ -905,6 +989,9 @@ static void *writer_main(void *arg)
         int past = 0, stopping = stop_requested(w, &past);
 
         report_queue_drops(w);
+        if (partitioned(w) && w->schema_done && w->conn && mono_ms() >= w->upkeep_at_us &&
+            !stopping)
+            (void)upkeep(w, 0, 0);
         if (w->sp && !stopping)
             spool_overflow(w, &batch, &n, from_spool);
         if (!batch) {
@@ -1016,6 +1103,7 @@ static void writer_free(writer_t *w)
     free(w->schema_sql);
     free(w->node);
     free(w->spool_dir);
+    free(w->partition);
     if (w->password) {
         memset(w->password, 0, strlen(w->password));
         free(w->password);
@@ -1122,8 +1210,10 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->schema_sql = dup_or_null(cfg->schema_sql);
     w->node = strdup(cfg->node);
     w->spool_dir = dup_or_null(cfg->spool_dir);
+    w->partition = strdup(cfg->partition ? cfg->partition : "none");
     w->password = conninfo_password(w->conninfo);
-    if (!w->conninfo || !w->table || !w->node || (cfg->schema_sql && !w->schema_sql) ||
+    if (!w->conninfo || !w->table || !w->node || !w->partition ||
+        (cfg->schema_sql && !w->schema_sql) ||
         (cfg->spool_dir && !w->spool_dir)) {
         writer_free(w);
         snprintf(err, errlen, "out of memory");
@@ -1134,6 +1224,7 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->cfg.schema_sql = w->schema_sql;
     w->cfg.node = w->node;
     w->cfg.spool_dir = w->spool_dir;
+    w->cfg.partition = w->partition;
     w->io.timeout_ms = cfg->pg_timeout_ms > 0 ? cfg->pg_timeout_ms : 10000;
     w->io.tick = writer_io_tick;
     w->io.ctx = w;
@@ -1227,6 +1318,8 @@ void writer_status_add(writer_status_t *into, const writer_status_t *from)
     into->spool_dropped += from->spool_dropped;
     into->spooled_at_stop += from->spooled_at_stop;
     into->journal_left += from->journal_left;
+    into->partitions_created += from->partitions_created;
+    into->partitions_dropped += from->partitions_dropped;
     into->spool_corrupt += from->spool_corrupt;
     into->reconnects += from->reconnects;
     into->discarded_at_stop += from->discarded_at_stop;

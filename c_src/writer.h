@@ -30,6 +30,8 @@ typedef struct writer_config {
     int pg_timeout_ms;        /* longest wait for PostgreSQL in one call; 0: 10000 */
     const char *spool_dir;    /* NULL: no spool or journal, overflow is dropped */
     uint64_t spool_max_bytes; /* bounds the journal's files and the spool */
+    const char *partition;    /* "day", "hour" or "none": schema.sql's vmq_pgevents.partition */
+    int64_t retention_s;      /* partitions that ended this long ago are dropped; 0: never */
     int journal;              /* 1: events go to a journal in spool_dir (journal.h) */
     int journal_sync_ms;      /* the journal is synced to disk this often; 0: 1000 */
 } writer_config_t;
@@ -55,6 +57,8 @@ typedef struct writer_status {
     int journal_on;           /* events go to the journal (journal.h) */
     uint64_t journal_bytes, journal_segments, journal_syncs, journal_no_room;
     uint64_t journal_left;    /* events left in the journal at stops, for the next start */
+    uint64_t partitions_created, partitions_dropped;
+    int64_t partitions_checked_us; /* wall clock of the last partition upkeep, 0: none */
     int64_t journal_sync_us;  /* wall clock of the last journal sync, 0: none */
     char journal_error[256];  /* why the journal is off or has no room ("") */
 } writer_status_t;

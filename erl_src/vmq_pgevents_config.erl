@@ -34,6 +34,8 @@ read() ->
                     spool_dir => spool_dir(),
                     spool_max_bytes => int(spool_max_bytes, 0),
                     journal => bool(journal, env(journal, true)),
+                    partition => partition(),
+                    retention_s => retention(env(retention, "off")),
                     journal_sync_ms => int(journal_sync_ms, 1)},
         Config = case AutoCreate of
                      true -> Config0#{schema_sql => schema_sql()};
@@ -165,6 +167,28 @@ bool(Key, V) -> throw({config, io_lib:format("~ts: expected on/off, got ~0p", [K
 
 %% overflow = spool (default): an absolute directory, made if missing;
 %% overflow = drop: no spool
+partition() ->
+    case env(partition, day) of
+        P when P =:= day; P =:= "day" -> <<"day">>;
+        P when P =:= hour; P =:= "hour" -> <<"hour">>;
+        P when P =:= none; P =:= "none" -> <<"none">>;
+        P -> throw({config, io_lib:format("partition: expected day, hour or none, got ~0p", [P])})
+    end.
+
+%% off | <N>d | <N>h -> seconds (0: off)
+retention(off) -> 0;
+retention(V) when is_atom(V) -> retention(atom_to_list(V));
+retention(V) when is_binary(V) -> retention(binary_to_list(V));
+retention("off") -> 0;
+retention(V) when is_list(V) ->
+    case re:run(V, "^([1-9][0-9]{0,5})([dh])$", [{capture, all_but_first, list}]) of
+        {match, [N, "d"]} -> list_to_integer(N) * 86400;
+        {match, [N, "h"]} -> list_to_integer(N) * 3600;
+        nomatch -> throw({config, io_lib:format("retention: expected off, <N>d or <N>h, got ~0p", [V])})
+    end;
+retention(V) ->
+    throw({config, io_lib:format("retention: expected off, <N>d or <N>h, got ~0p", [V])}).
+
 spool_dir() ->
     case env(overflow, spool) of
         O when O =:= drop; O =:= "drop" -> <<>>;

@@ -45,6 +45,8 @@ from_status(S = #{per_hook := PerHook}) ->
           <<"Events moved to the on-disk spool">>, maps:get(spooled, S)},
          {counter, [], pgevents_spool_corrupt, pgevents_spool_corrupt,
           <<"Damaged spool records skipped">>, maps:get(spool_corrupt, S)},
+         {counter, [], pgevents_partitions_dropped, pgevents_partitions_dropped,
+          <<"Partitions dropped by the retention">>, maps:get(partitions_dropped, S, 0)},
          {counter, [], pgevents_reconnects, pgevents_reconnects,
           <<"Connections made to PostgreSQL">>, maps:get(reconnects, S)},
          {counter, [], pgevents_write_errors, pgevents_write_errors,

@@ -132,6 +132,14 @@ scenario_whole_run() {
         "$(q "SELECT count(*) FROM (SELECT count(*) n, min(seq) lo, max(seq) hi FROM vmq_events GROUP BY node, incarnation) s
               WHERE lo <> 1 OR n <> hi - lo + 1")"
     check "no row marked malformed" 0 "$(q "SELECT count(*) FROM vmq_events WHERE extra ? 'malformed'")"
+    check "the table is partitioned by day: today's partition and the next two exist" 3 \
+        "$(q "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
+              WHERE i.inhparent = 'vmq_events'::regclass AND c.relname IN (
+                SELECT 'vmq_events_p' || to_char((now() + d * interval '1 day') AT TIME ZONE 'UTC', 'YYYYMMDD')
+                FROM generate_series(0, 2) d)")"
+    check "every row in its day's partition" 0 \
+        "$(q "SELECT count(*) FROM vmq_events WHERE tableoid::regclass::text <>
+              'vmq_events_p' || to_char(ts AT TIME ZONE 'UTC', 'YYYYMMDD')")"
     check "no password anywhere in the table" 0 \
         "$(q "SELECT count(*) FROM vmq_events t WHERE t::text LIKE '%alice-pw%' OR t::text LIKE '%bob-pw%'
               OR encode(payload, 'hex') LIKE '%616c6963652d7077%'")"
