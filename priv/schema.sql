@@ -89,7 +89,9 @@ BEGIN
       'the plugin makes the partitioned table at its next connect; then move the rows: README, '
       '"Keeping months of data"', t, part, t, t || '_old', t || '_dead', t || '_old_dead');
   END IF;
-  IF part = 'none' THEN
+  -- partitioned, the key gains ts (a partitioned table's key must hold its
+  -- partition key; an event's ts never changes, so a replay still collides
+  -- with the row it repeats)
   EXECUTE format($ddl$
     CREATE TABLE IF NOT EXISTS %I (
       node              text        NOT NULL,  -- Erlang node name of the broker
@@ -115,40 +117,12 @@ BEGIN
       properties        jsonb,                 -- MQTT 5 properties
       reason            text,                  -- on_message_drop reason, all_topics
       extra             jsonb,                 -- connection options, notes
-      PRIMARY KEY (node, incarnation, seq)
-    )$ddl$, t);
-  ELSE
-  -- the same columns; the key gains ts (a partitioned table's key must
-  -- hold its partition key; an event's ts never changes, so a replay
-  -- still collides with the row it repeats)
-  EXECUTE format($ddl$
-    CREATE TABLE IF NOT EXISTS %I (
-      node              text        NOT NULL,
-      incarnation       bigint      NOT NULL,
-      seq               bigint      NOT NULL,
-      ts                timestamptz NOT NULL,
-      hook              text        NOT NULL,
-      conn_id           bigint,
-      mountpoint        text,
-      client_id         text,
-      username          text,
-      peer_addr         inet,
-      peer_port         integer,
-      qos               smallint,
-      topic             text,
-      topics            jsonb,
-      retain            boolean,
-      clean_session     boolean,
-      payload           bytea,
-      payload_size      integer,
-      payload_truncated boolean,
-      payload_json      jsonb,
-      properties        jsonb,
-      reason            text,
-      extra             jsonb,
-      PRIMARY KEY (node, incarnation, seq, ts)
-    ) PARTITION BY RANGE (ts)$ddl$, t);
-  PERFORM vmq_pgevents_partitions(t, part, 2, 0);
+      PRIMARY KEY (node, incarnation, seq%s)
+    )%s$ddl$, t,
+    CASE WHEN part = 'none' THEN '' ELSE ', ts' END,
+    CASE WHEN part = 'none' THEN '' ELSE ' PARTITION BY RANGE (ts)' END);
+  IF part <> 'none' THEN
+    PERFORM vmq_pgevents_partitions(t, part, 2, 0);
   END IF;
   EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (client_id, incarnation, seq)',
                  t || '_client_idx', t);
