@@ -4,6 +4,8 @@
 #   make test       C tests, then the Erlang suite against a private PostgreSQL
 #   make run        replay a recorded session into a private PostgreSQL and show the rows
 #   make bench      benchmarks (see README, "Performance")
+#   make bench-query queries on 100 million generated rows (README, "Keeping months of data")
+#   make bench-broker a real VerneMQ under MQTT load, with and without the plugin (README, "Performance")
 #
 # Switches: ERTS_INCLUDE_DIR=... (build against another erts, e.g. a VerneMQ
 # release's), DEBUG=1 (no optimisation), SANITIZE=1 (ASan + UBSan).
@@ -42,7 +44,7 @@ ERL_SRC := $(wildcard erl_src/*.erl)
 BEAMS := $(patsubst erl_src/%.erl,ebin/%.beam,$(ERL_SRC))
 TEST_ERL := $(wildcard test/*.erl)
 
-.PHONY: all nif ebin deps test test-run test-c run run-demo bench bench-run fuzz valgrind clean
+.PHONY: all nif ebin deps test test-run test-c run run-demo bench bench-run bench-query bench-query-run bench-broker bench-broker-run fuzz valgrind clean
 
 all: nif ebin
 
@@ -133,6 +135,29 @@ bench-run: all $(BUILD)/test_ebin/.built $(BUILD)/pg_baseline $(BUILD)/bench_ebi
 $(BUILD)/pg_baseline: bench/pg_baseline.c $(CORE_SRC) $(HDRS)
 	@mkdir -p $(BUILD)
 	$(CC) $(CFLAGS_ALL) -Ic_src $(PKG_CFLAGS) -o $@ bench/pg_baseline.c $(CORE_SRC) $(PKG_LIBS) $(LDFLAGS)
+
+# the real-broker benchmark: VerneMQ + the plugin + PostgreSQL under MQTT load
+bench-broker: deps
+	@$(MAKE) --no-print-directory bench-broker-run
+
+bench-broker-run: all $(BUILD)/mqtt_load
+	@bash bench/run_bench_broker.sh
+
+$(BUILD)/mqtt_load: bench/mqtt_load.c
+	@mkdir -p $(BUILD)
+	@pkg-config --exists libmosquitto || { echo "libmosquitto not found: apt-get install libmosquitto-dev" >&2; exit 1; }
+	$(CC) -std=gnu11 -O2 $(WARN) -pthread $(shell pkg-config --cflags libmosquitto 2>/dev/null) -o $@ bench/mqtt_load.c $(shell pkg-config --libs libmosquitto 2>/dev/null)
+
+# the query benchmark: a table of ROWS generated rows (default 100 million)
+bench-query: deps
+	@$(MAKE) --no-print-directory bench-query-run
+
+bench-query-run: all $(BUILD)/gen_events
+	@bash bench/run_bench_query.sh
+
+$(BUILD)/gen_events: bench/gen_events.c $(CORE_SRC) $(HDRS)
+	@mkdir -p $(BUILD)
+	$(CC) $(CFLAGS_ALL) -Ic_src $(PKG_CFLAGS) -o $@ bench/gen_events.c $(CORE_SRC) $(PKG_LIBS) $(LDFLAGS)
 
 $(BUILD)/bench_ebin/.built: $(wildcard bench/*.erl) $(BEAMS)
 	@mkdir -p $(BUILD)/bench_ebin

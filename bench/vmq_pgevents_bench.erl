@@ -33,7 +33,7 @@ pg(Cmd) -> os:cmd("bash test/pg.sh " ++ Cmd ++ " " ++ get(pgdir)).
 start(Table, Env) ->
     _ = application:load(vmq_pgevents),
     pg("start"),
-    psql("DROP TABLE IF EXISTS " ++ Table),
+    psql("DROP TABLE IF EXISTS " ++ Table ++ " CASCADE"),
     Dsn = string:trim(pg("dsn")),
     [application:set_env(vmq_pgevents, K, V) ||
         {K, V} <- [{dsn, Dsn}, {table, Table}, {batch_size, 10000},
@@ -91,7 +91,7 @@ hook_costs() ->
 %% every measured segment starts like the baselines did: earlier tables
 %% gone, dirty pages written (no checkpoint of someone else's rows mid-run)
 quiet_server(Tables) ->
-    [psql("DROP TABLE IF EXISTS " ++ T) || T <- Tables],
+    [psql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE") || T <- Tables],
     psql("CHECKPOINT").
 
 psql(Sql) ->

@@ -14,13 +14,13 @@ const char copy_columns[] =
     "node, incarnation, seq, ts, hook, conn_id, mountpoint, client_id, "
     "username, peer_addr, peer_port, qos, topic, topics, retain, "
     "clean_session, payload, payload_size, payload_truncated, payload_json, "
-    "properties, reason, extra";
+    "properties, reason, extra, payload_hash";
 
 const char copy_dead_columns[] =
     "node, incarnation, seq, ts, hook, conn_id, mountpoint, client_id, "
     "username, peer_addr, peer_port, qos, topic, topics, retain, "
     "clean_session, payload, payload_size, payload_truncated, payload_json, "
-    "properties, reason, extra, dead_error, dead_sqlstate";
+    "properties, reason, extra, payload_hash, dead_error, dead_sqlstate";
 
 #define PG_EPOCH_US 946684800000000LL
 #define PGSQL_AF_INET 2
@@ -210,6 +210,46 @@ static void put_extra(buf_t *b, const event_t *ev)
     }
 }
 
+/* MurmurHash64A (Austin Appleby, public domain) over little-endian 8-byte
+ * words: the same value on every machine */
+int64_t copy_payload_hash(const void *data, size_t n)
+{
+    const uint64_t m = 0xc6a4a7935bd1e995ULL;
+    const unsigned char *p = data;
+    uint64_t h = 0x5bd1e9955bd1e995ULL ^ ((uint64_t)n * m);
+    size_t i;
+
+    for (; n >= 8; p += 8, n -= 8) {
+        uint64_t k = 0;
+        for (i = 0; i < 8; i++)
+            k |= (uint64_t)p[i] << (8 * i);
+        k *= m;
+        k ^= k >> 47;
+        k *= m;
+        h ^= k;
+        h *= m;
+    }
+    if (n) {
+        for (i = 0; i < n; i++)
+            h ^= (uint64_t)p[i] << (8 * i);
+        h *= m;
+    }
+    h ^= h >> 47;
+    h *= m;
+    h ^= h >> 47;
+    return (int64_t)h;
+}
+
+/* payload_hash: of the payload as stored; NULL when no payload is stored
+ * (hooks without one, or payload_mode = none cut it to nothing) */
+static void put_payload_hash(buf_t *b, const event_t *ev)
+{
+    if (ev->len[F_PAYLOAD] < 0 || (ev->len[F_PAYLOAD] == 0 && ev->payload_size > 0))
+        put_null(b);
+    else
+        put_int8(b, copy_payload_hash(event_field(ev, F_PAYLOAD), (size_t)ev->len[F_PAYLOAD]));
+}
+
 static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev);
 
 void copy_row(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
@@ -267,4 +307,5 @@ static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
     put_jsonb_field(b, ev, F_PROPERTIES);                    /* properties */
     put_field(b, ev, F_REASON);                              /* reason */
     put_extra(b, ev);                                        /* extra */
+    put_payload_hash(b, ev);                                 /* payload_hash */
 }

@@ -20,7 +20,7 @@ typedef struct copy_ctx {
 
 /* the column list, in the order copy_row writes them */
 extern const char copy_columns[];
-#define COPY_NCOLS 23
+#define COPY_NCOLS 24
 
 void copy_header(buf_t *b);
 void copy_row(buf_t *b, const copy_ctx_t *ctx, const event_t *ev);
@@ -29,5 +29,8 @@ extern const char copy_dead_columns[];
 void copy_row_dead(buf_t *b, const copy_ctx_t *ctx, const event_t *ev,
                    const char *error, const char *sqlstate);
 void copy_trailer(buf_t *b);
+/* the payload_hash column's value for these payload bytes (64-bit
+ * MurmurHash64A, little-endian words) */
+int64_t copy_payload_hash(const void *data, size_t n);
 
 #endif

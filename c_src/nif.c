@@ -499,8 +499,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     else if (!dsn && (dsn = strdup("")) == NULL)
         bad = "out of memory";
     table = get_cstr(env, argv[0], p->am.am_table, &missing);
-    if (!bad && (!table || !*table || strlen(table) > 58))
-        bad = "table must be a name of 1 to 58 bytes (<table>_dead must fit in 63)";
+    if (!bad && (!table || !*table || strlen(table) > 49))
+        bad = "table must be a name of 1 to 49 bytes (<table>_failed_logins must fit in 63)";
     schema = get_cstr(env, argv[0], p->am.am_schema_sql, &schema_missing);
     node = get_cstr(env, argv[0], p->am.am_node, &missing);
     if (!bad && !node)
@@ -517,8 +517,6 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     if (!bad && (!partition || (strcmp(partition, "day") != 0 && strcmp(partition, "hour") != 0 &&
                                 strcmp(partition, "none") != 0)))
         bad = "partition must be day, hour or none";
-    if (!bad && strcmp(partition, "none") != 0 && table && strlen(table) > 51)
-        bad = "table must have at most 51 bytes with partition day or hour (<table>_pYYYYMMDDHH must fit in 63)";
     if (!bad && get_num(env, argv[0], p->am.am_retention_s, 0, INT64_MAX / 2, &retention) < 0)
         bad = "retention_s must be a non-negative integer";
     if (!bad && get_num(env, argv[0], p->am.am_journal_sync_ms, 1, 3600000, &jsync) < 0)

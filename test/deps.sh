@@ -21,6 +21,8 @@ id postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v curl >/dev/null || need+=(curl)
 ldconfig -p 2>/dev/null | grep -q 'libsnappy.so.1 ' || need+=(libsnappy1v5)
+# make bench-broker's load generator
+pkg-config --exists libmosquitto 2>/dev/null || need+=(libmosquitto-dev)
 # `test/deps.sh ci`: also what .ci/run's checks use
 if [ "${1:-}" = ci ]; then
     command -v valgrind >/dev/null || need+=(valgrind)

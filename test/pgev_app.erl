@@ -73,6 +73,6 @@ restart(Table, Env) ->
 
 %% Fun() with the plugin started on a fresh, empty table
 with_plugin(Table, Env, Fun) ->
-    pgev_pg:sql("DROP TABLE IF EXISTS \"" ++ Table ++ "\""),
+    pgev_pg:sql("DROP TABLE IF EXISTS \"" ++ Table ++ "\" CASCADE"),
     start(Table, Env),
     try Fun() after stop() end.

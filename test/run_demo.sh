@@ -34,7 +34,7 @@ if [ -z "${DSN:-}" ] && [ "$(psql_run -Atc "SELECT c.relkind FROM pg_class c WHE
     # the private server's table from an earlier version is a plain one;
     # the plugin now partitions it by day (README, "Keeping months of data")
     echo "== the demo's $TABLE of an earlier version is not partitioned: dropped"
-    psql_run -qc "DROP TABLE $TABLE, ${TABLE}_dead"
+    psql_run -qc "DROP TABLE $TABLE, ${TABLE}_dead CASCADE"
 fi
 
 echo "== replaying test/traces/scenario_a.trace (MQTT 3.1.1: subscribe, publish, reconnect, unsubscribe)"
@@ -68,11 +68,18 @@ SELECT seq, to_char(ts, 'HH24:MI:SS.US') AS time, conn_id AS conn, hook, client_
        coalesce(topics::text, reason) AS topics
 FROM $TABLE WHERE incarnation = $inc ORDER BY seq"
 
-echo "== one client's connections, in order"
+echo "== the connections (the view ${TABLE}_connections), this run only"
 psql_run -P pager=off -c "
-SELECT conn_id, min(ts) AS started, string_agg(hook, ' > ' ORDER BY seq) AS events
-FROM $TABLE WHERE incarnation = $inc AND client_id = '1528366636'
-GROUP BY conn_id ORDER BY min(seq)"
+SELECT conn_id, client_id, username, host(peer_addr) AS peer, mqtt_version AS mqtt, clean_session AS clean,
+       login, to_char(connected_at, 'HH24:MI:SS.MS') AS connected, ended_how,
+       publishes, deliveries, subscribes, events
+FROM ${TABLE}_connections WHERE incarnation = $inc ORDER BY connected_at"
+
+echo "== what became of 1528366636-pub's messages (${TABLE}_journey)"
+psql_run -P pager=off -c "
+SELECT to_char(published_at, 'HH24:MI:SS.MS') AS published, topic, qos, payload_size AS bytes,
+       to_client_id, to_conn_id, round(latency_ms::numeric, 3) AS latency_ms, candidates
+FROM ${TABLE}_journey('1528366636-pub', now() - interval '1 minute') WHERE incarnation = $inc"
 
 echo "Explore: psql '$dsn'   (table $TABLE; README has more queries)"
 if command -v vmq-admin >/dev/null 2>&1; then

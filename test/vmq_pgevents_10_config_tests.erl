@@ -116,5 +116,7 @@ nif_refuses_bad_dsn_test() ->
     ?assertEqual({error, <<"dsn is not a valid libpq connection string or URI">>},
                  vmq_pgevents_nif:start(#{dsn => <<"host='secretpw">>, table => <<"t">>,
                                           node => <<"n">>}, self())),
-    ?assertEqual({error, <<"table must be a name of 1 to 58 bytes (<table>_dead must fit in 63)">>},
-                 vmq_pgevents_nif:start(#{dsn => <<>>, table => <<>>, node => <<"n">>}, self())).
+    ?assertEqual({error, <<"table must be a name of 1 to 49 bytes (<table>_failed_logins must fit in 63)">>},
+                 vmq_pgevents_nif:start(#{dsn => <<>>, table => <<>>, node => <<"n">>}, self())),
+    ?assertEqual({error, <<"table must be a name of 1 to 49 bytes (<table>_failed_logins must fit in 63)">>},
+                 vmq_pgevents_nif:start(#{dsn => <<>>, table => binary:copy(<<"t">>, 50), node => <<"n">>}, self())).

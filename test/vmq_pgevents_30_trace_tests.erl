@@ -13,7 +13,7 @@ scenario_test_() ->
 %% one trace: every call answered correctly, one row per recorded event
 scenario(S) ->
     Table = "trace_" ++ S,
-    pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table),
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table ++ " CASCADE"),
     pgev_app:start(Table),
     Before = vmq_pgevents:status(),
     try
@@ -26,6 +26,7 @@ scenario(S) ->
         lists:foreach(fun({Exp, Row}) -> check_row(Exp, Row) end, lists:zip(Expected, Rows)),
         check_sequence(Rows),
         check_connections(Results, Rows),
+        pgev_views:check(S, Table),
         check_no_password(Table),
         After = vmq_pgevents:status(),
         [?assertEqual({K, 0}, {K, maps:get(K, After) - maps:get(K, Before)})
@@ -232,7 +233,7 @@ j(M) when is_map(M) -> maps:fold(fun(K, V, Acc) -> Acc#{j(K) => j(V)} end, #{}, 
 %% a fresh table holding one replayed trace, for Check(Table)
 with_trace(Table, Scenario, Check) ->
     {timeout, 60, fun() ->
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ Table ++ " CASCADE"),
         pgev_app:start(Table),
         try
             pgev_broker:replay("test/traces/scenario_" ++ Scenario ++ ".trace"),
@@ -294,7 +295,7 @@ scenario_e_failed_auth_test_() ->
 connection_identity_test_() ->
     {timeout, 60, fun() ->
         T = "conn_identity",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_app:start(T),
         try
             S = {[], <<"taken">>},

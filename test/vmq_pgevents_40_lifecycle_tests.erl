@@ -17,7 +17,7 @@ count(Table) ->
 reload_test_() ->
     {timeout, 120, fun() ->
         T = "life_reload",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         Round = fun() ->
                         pgev_app:start(T),
                         publish(10),
@@ -139,7 +139,7 @@ writer_threads() ->
 postgres_down_at_start_test_() ->
     {timeout, 120, fun() ->
         T = "life_down_at_start",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         try
             pgev_app:start(T),
@@ -161,7 +161,7 @@ postgres_down_at_start_test_() ->
 postgres_restart_midstream_test_() ->
     {timeout, 180, fun() ->
         T = "life_restart",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_app:start(T, [{batch_size, 200}]),
         try
             Self = self(),
@@ -198,7 +198,7 @@ postgres_restart_midstream_test_() ->
 queue_limit_test_() ->
     {timeout, 120, fun() ->
         T = "life_queue_limit",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         try
             pgev_app:start(T, [{queue_max_events, 100}, {batch_size, 50}, {overflow, drop}]),
@@ -234,7 +234,7 @@ queue_limit_test_() ->
 outage_logged_once_test_() ->
     {timeout, 120, fun() ->
         T = "life_outage_log",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         pgev_app:capture_logs(),
         try
@@ -263,7 +263,7 @@ outage_logged_once_test_() ->
 poisoned_row_test_() ->
     {timeout, 120, fun() ->
         T = "life_poison",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_app:start(T, [{batch_size, 1000}, {flush_interval_ms, 500}]),
         pgev_app:capture_logs(),
         try

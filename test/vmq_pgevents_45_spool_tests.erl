@@ -33,7 +33,7 @@ exactly_once(T, N) -> ok = pgev_pg:exactly_once(T, N).
 long_outage_small_memory_test_() ->
     {timeout, 300, fun() ->
         T = "spool_outage",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         try
             %% the journal off: events wait in memory and overflow to the spool
@@ -65,7 +65,7 @@ long_outage_small_memory_test_() ->
 stop_and_restart_test_() ->
     {timeout, 300, fun() ->
         T = "spool_restart",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         try
             pgev_app:start(T, [{stop_timeout_ms, 200}]),
@@ -106,7 +106,7 @@ stop_and_restart_test_() ->
 damaged_spool_test_() ->
     {timeout, 300, fun() ->
         T = "spool_broken",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         try
             pgev_app:start(T, [{stop_timeout_ms, 200}, {journal, false}]),
@@ -145,7 +145,7 @@ fault_test_() ->
 
 fault(Journal) ->
         T = "spool_fault_" ++ atom_to_list(Journal),
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_app:start(T, [{queue_max_events, 50000}, {batch_size, 5000}, {journal, Journal}]),
         try
             Self = self(),
@@ -177,7 +177,7 @@ frozen_server_test_() ->
 
 frozen(Journal) ->
         T = "spool_frozen_" ++ atom_to_list(Journal),
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_app:start(T, [{journal, Journal} || not Journal]),
         Anon0 = rss_anon_kb(),
         try

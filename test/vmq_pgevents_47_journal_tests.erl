@@ -34,7 +34,7 @@ burst_loop(S, K, Payload) ->
 burst_test_() ->
     {timeout, 600, fun() ->
         T = "journal_burst",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_app:start(T, []),
         try
             #{dropped := D0} = vmq_pgevents:status(),
@@ -65,7 +65,7 @@ burst_test_() ->
 disk_limit_test_() ->
     {timeout, 300, fun() ->
         T = "journal_limit",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         try
             pgev_app:start(T, [{spool_max_bytes, 4194304}]),   %% 4 MiB: 1 MiB segments
@@ -105,7 +105,7 @@ disk_limit_test_() ->
 crash_test_() ->
     {timeout, 300, fun() ->
         T = "journal_crash",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         Spool = pgev_app:spool_dir(T),
         os:cmd("rm -rf '" ++ Spool ++ "'"),
         Progress = filename:join(pgev_pg:dir(), "crash_progress"),

@@ -26,7 +26,7 @@ random_calls() ->
     io:format(user, "~n   hostile input: ~b calls, seed ~b (replay: VMQ_PGEVENTS_SEED=~b)~n",
               [Calls, Seed, Seed]),
     T = "hostile",
-    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
     pgev_app:start(T, [{queue_max_events, 10000000}, {queue_max_bytes, 8000000000},
                        {batch_size, 10000}, {payload_max_bytes, 4096}]),
     try
@@ -173,7 +173,7 @@ extremes_test_() ->
 
 extremes() ->
     T = "hostile_extremes",
-    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
     pgev_app:start(T, [{payload_max_bytes, 1024}]),
     try
         Huge = binary:copy(<<"p">>, 256 * 1024 * 1024),
@@ -211,7 +211,7 @@ secrets() ->
     T = "hostile_secrets",
     Pw = <<"Sup3r-Secret-MQTT-pw">>,
     DsnPw = "Dsn-Secret-pw-4711",
-    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
     %% a dsn with a password the server does not check (trust auth): the
     %% password travels through the plugin and must never come out
     Dsn = pgev_pg:dsn() ++ " password=" ++ DsnPw,
@@ -253,7 +253,7 @@ table_name_test_() ->
     {timeout, 60, fun() ->
         Hostile = "events; DROP TABLE victim",
         pgev_pg:sql("CREATE TABLE IF NOT EXISTS victim (x int)"),
-        pgev_pg:sql("DROP TABLE IF EXISTS \"" ++ Hostile ++ "\""),
+        pgev_pg:sql("DROP TABLE IF EXISTS \"" ++ Hostile ++ "\" CASCADE"),
         pgev_app:start(Hostile),
         try
             ok = vmq_pgevents:on_client_gone({"", <<"c">>}),
@@ -273,7 +273,7 @@ table_name_test_() ->
 latin1_atom_key_test_() ->
     {timeout, 60, fun() ->
         T = "hostile_atom_key",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_app:start(T),
         try
             #{dead_lettered := D0} = vmq_pgevents:status(),

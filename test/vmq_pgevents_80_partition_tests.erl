@@ -21,7 +21,7 @@ partitions(T) ->
                    " \n").
 
 drop(T) ->
-    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead, " ++ T ++ "_old, " ++ T ++ "_old_dead").
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead, " ++ T ++ "_old, " ++ T ++ "_old_dead CASCADE").
 
 %% The maintenance function under a test clock: from `at' through two
 %% periods ahead; retention drops what ended keep_seconds before `at'.
@@ -57,7 +57,7 @@ function_test_() ->
         pgev_pg:sql("CREATE TABLE IF NOT EXISTS part_fn_plain (ts timestamptz)"),
         ?assertEqual("0|{}", string:trim(pgev_pg:sql(
             "SELECT created, dropped FROM vmq_pgevents_partitions('part_fn_plain', 'day', 2, 1)"))),
-        pgev_pg:sql("DROP TABLE part_fn_plain"),
+        pgev_pg:sql("DROP TABLE part_fn_plain CASCADE"),
         drop(T)
     end}.
 
@@ -109,7 +109,7 @@ missing_partition_test_() ->
             publish(10),
             pgev_app:flush(),
             This = string:trim(pgev_pg:sql("SELECT '" ++ T ++ "_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDDHH24')")),
-            pgev_pg:sql("DROP TABLE " ++ This),
+            pgev_pg:sql("DROP TABLE " ++ This ++ " CASCADE"),
             #{dead_lettered := Dead0} = vmq_pgevents:status(),
             publish(500),
             pgev_app:flush(),

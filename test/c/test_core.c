@@ -284,8 +284,16 @@ static void test_copy(void)
     CHECK(len > 0 && d[0] == 1);
     if (len > 0)
         CHECK_MEM(d + 1, (size_t)len - 1, "{\"escaped\":[\"client_id\"]}");
+    len = copy_field(row, 23, &d);                       /* payload_hash */
+    CHECK(len == 8 && (int64_t)be64(d) == 3556729773055788134LL);
     CHECK((unsigned char)b.p[b.len - 1] == 0xFF && (unsigned char)b.p[b.len - 2] == 0xFF);
     buf_free(&b);
+
+    /* payload_hash: values pinned (stored hashes must stay comparable
+     * across versions; computed independently in Python) */
+    CHECK(copy_payload_hash("", 0) == -5359395787896680367LL);
+    CHECK(copy_payload_hash("hello", 5) == 7067998063446838299LL);
+    CHECK(copy_payload_hash("0123456789abcdef!", 17) == 1196384083624992253LL);
 
     /* a payload that is not JSON, or truncated, gets no payload_json */
     ev->len[F_PAYLOAD] = 3;  /* truncated view of {"a":1} */
@@ -295,6 +303,15 @@ static void test_copy(void)
     len = copy_field(row, 18, &d);
     CHECK(len == 1 && d[0] == 1);
     len = copy_field(row, 19, &d);
+    CHECK(len == -1);
+    len = copy_field(row, 23, &d);                       /* hash of what is stored */
+    CHECK(len == 8 && (int64_t)be64(d) == copy_payload_hash("{\"a", 3));
+    buf_free(&b);
+    /* payload_mode none (nothing stored of a payload): no payload_hash */
+    ev->len[F_PAYLOAD] = 0;
+    buf_init(&b, NULL, 0);
+    copy_row(&b, &ctx, ev);
+    len = copy_field((const unsigned char *)b.p, 23, &d);
     CHECK(len == -1);
     buf_free(&b);
     event_free(ev);

@@ -61,6 +61,20 @@ scenario_boot_pg_down() {
               FROM vmq_events WHERE client_id = 'e2e-sub' AND hook IN ('on_offline_message', 'on_deliver')")"
     check_conns "publisher: one clean connection" e2e-pub1 \
         "auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone"
+
+    # the views of priv/schema.sql, as the README shows them
+    check "failed logins view: the refused login (client, user, peer, clean session)" "e2e-refused|alice|127.0.0.1|t" \
+        "$(q "SELECT client_id, username, host(peer_addr), clean_session FROM vmq_events_failed_logins('-infinity')")"
+    check "connections view: the persistent subscriber's two connections" \
+        "registered|offline|3|f|1|0|alice registered|offline|3|f|1|1|alice" \
+        "$(q "SELECT login, ended_how, mqtt_version, clean_session, subscribes, deliveries, username
+              FROM vmq_events_connections WHERE client_id = 'e2e-sub' ORDER BY connected_at" | paste -sd ' ')"
+    check "journey: the offline message, delivered at the next connection" "offline-msg|e2e-sub|1|t" \
+        "$(q "SELECT convert_from(e.payload, 'UTF8'), j.to_client_id, j.candidates, j.to_conn_id = c.conn_id
+              FROM vmq_events_journey('e2e-pub1', '-infinity') j
+              JOIN vmq_events e ON e.node = j.node AND e.incarnation = j.incarnation AND e.seq = j.seq
+              JOIN (SELECT conn_id FROM vmq_events_connections WHERE client_id = 'e2e-sub'
+                    ORDER BY connected_at OFFSET 1) c ON true")"
 }
 
 # 2. PostgreSQL up: QoS 0/1/2, retained, an ACL denial, a will, a
@@ -86,6 +100,9 @@ scenario_traffic() {
               WHERE hook = 'on_publish' AND client_id LIKE 'e2e-q_' ORDER BY seq" | paste -sd ' ')"
     # VerneMQ hands on_deliver the subscription's QoS (2 here), not the
     # QoS on the wire (the lower of publish and subscription): see README
+    check "journey: each QoS publish delivered once to the subscriber" "e2e-q0|e2e-q-sub|1 e2e-q1|e2e-q-sub|1 e2e-q2|e2e-q-sub|1" \
+        "$(q "SELECT c, j.to_client_id, j.candidates FROM unnest(ARRAY['e2e-q0', 'e2e-q1', 'e2e-q2']) c,
+              vmq_events_journey(c, '-infinity') j ORDER BY c" | paste -sd ' ')"
     check "delivery rows: topic, qos (the subscription's), payload, the subscriber's connection" "e2e/q/0|2|m0|1 e2e/q/1|2|m1|1 e2e/q/2|2|m2|1 e2e/q/r|2|{\"r\":1}|1" \
         "$(q "SELECT d.topic, d.qos, convert_from(d.payload, 'UTF8'),
                      (SELECT count(*) FROM vmq_events r WHERE r.hook = 'on_register' AND r.conn_id = d.conn_id AND r.client_id = 'e2e-q-sub')
@@ -141,6 +158,14 @@ scenario_traffic() {
     check "takeover: the second connection, its wake-up included" \
         "auth_on_register on_client_wakeup on_register auth_on_subscribe on_subscribe on_topic_unsubscribed on_client_gone" \
         "$(conn_n e2e-take 2)"
+    check "connections view: the first connection taken over, the second gone" "taken over gone" \
+        "$(q "SELECT ended_how FROM vmq_events_connections WHERE client_id = 'e2e-take' ORDER BY connected_at" | paste -sd ' ')"
+    check "timeline: the client's events in order across both connections" \
+        "$(q "SELECT string_agg(hook, ' ' ORDER BY seq) FROM vmq_events WHERE client_id = 'e2e-take'")" \
+        "$(q "SELECT string_agg(hook, ' ') FROM vmq_events_timeline('e2e-take')")"
+    check "one connection's events: the first connection" "$(conn_n e2e-take 1)" \
+        "$(q "SELECT string_agg(e.hook, ' ') FROM (SELECT node, incarnation, conn_id FROM vmq_events_connections
+              WHERE client_id = 'e2e-take' ORDER BY connected_at LIMIT 1) c, vmq_events_connection(c.node, c.incarnation, c.conn_id) e")"
 
     # unsubscribe
     sub -i e2e-unsub -q 1 -t e2e/u -U e2e/u "${ALICE[@]}" -W 1 >/dev/null 2>&1
@@ -160,6 +185,10 @@ scenario_traffic() {
         "auth_on_register_m5 on_client_wakeup on_register_m5 auth_on_subscribe_m5 on_subscribe_m5 on_deliver_m5 on_client_offline on_topic_unsubscribed on_session_expired"
     check "MQTT 5 delivery row: qos, topic, user property" 'e2e/v5|1|[{"key": "k1", "val": "v1"}]' \
         "$(q "SELECT topic, qos, properties->'p_user_property' FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'on_deliver_m5'")"
+    check "connections view: MQTT 5, the session expired" "5|session expired|1" \
+        "$(q "SELECT mqtt_version, ended_how, deliveries FROM vmq_events_connections WHERE client_id = 'e2e-v5'")"
+    check "journey: the MQTT 5 publish, delivered once, latency under 10 s" "e2e-v5|1|t" \
+        "$(q "SELECT to_client_id, candidates, latency_ms BETWEEN 0 AND 10000 FROM vmq_events_journey('e2e-v5-pub', '-infinity')")"
     check "MQTT 5 login: clean start false, session expiry property" "f|2" \
         "$(q "SELECT clean_session, properties->>'p_session_expiry_interval' FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'auth_on_register_m5'")"
 }
