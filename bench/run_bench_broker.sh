@@ -15,7 +15,8 @@
 # the broker's threads (schedulers, the writer thread "vmq_pgevents", the
 # journal's threads) and of PostgreSQL, and the rows checked against what
 # the load sent and received. Medians over the runs, printed as a table and
-# written to _build/bench/broker.json.
+# written to _build/bench/broker.json. PERF=1: also the writer thread's
+# CPU by perf stat and a profile of the PostgreSQL backend (first all run).
 set -uo pipefail    # not -e: test/e2e/broker.sh's helpers expect plain bash
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -129,6 +130,16 @@ for rep in $(seq 1 "$REPS"); do
     for cfg in "${order[@]}"; do
         configure "$cfg"
         prefix=b${rep}${cfg}
+        profiling=0
+        if [ "${PERF:-0}" = 1 ] && [ "$rep" = 1 ] && [ "$cfg" = all ] && command -v perf >/dev/null; then
+            # the writer thread's CPU by perf, and where the PostgreSQL
+            # backend that takes the plugin's COPY spends its time
+            profiling=1
+            wtid=$(grep -lx vmq_pgevents /proc/"$BEAM"/task/*/comm | head -n 1 | cut -d/ -f5)
+            bpid=$(sql "SELECT pid FROM pg_stat_activity WHERE application_name = 'vmq_pgevents' LIMIT 1")
+            perf stat -e task-clock -t "$wtid" -x, -o "$OUT/writer.perfstat" -- sleep "$RUN_SECONDS" 2>/dev/null &
+            perf record -q -F 999 -g -p "$bpid" -o "$OUT/pg_backend.perf" -- sleep "$RUN_SECONDS" >/dev/null 2>&1 &
+        fi
         before=$(cpu_snapshot | cpu_sum)
         load=$(MQTT_USER=alice MQTT_PASS=alice-pw "$BUILD/mqtt_load" 127.0.0.1 "$PORT" "$RUN_SECONDS" "$PUBS" "$SUBS" "$WINDOW" "$prefix") ||
             { echo "bench-broker: the load failed" >&2; exit 1; }
@@ -146,6 +157,14 @@ for rep in $(seq 1 "$REPS"); do
             want_auth=$([ "$cfg" = all ] && echo "$sent" || echo 0)
             if [ "$pubs" = "$sent" ] && [ "$dels" = "$recv" ] && [ "$auths" = "$want_auth" ]; then rows_ok=yes
             else rows_ok="NO (on_publish $pubs/$sent, on_deliver $dels/$recv, auth_on_publish $auths/$want_auth)"; fi
+        fi
+        if [ $profiling = 1 ]; then
+            wait
+            wms=$(awk -F, '/task-clock/ { print $1 }' "$OUT/writer.perfstat")
+            echo "  perf: the writer thread ran $wms ms for $events events: $(awk -v m="$wms" -v e="$events" 'BEGIN { printf "%.2f", m * 1000 / e }') µs per event"
+            perf report -i "$OUT/pg_backend.perf" --stdio --no-children --sort dso,symbol 2>/dev/null |
+                grep -E '^ +[0-9]' | head -n 25 >"$OUT/pg_backend.txt"
+            echo "  perf: the PostgreSQL backend's top symbols in $OUT/pg_backend.txt"
         fi
         cpu=$(join <(sort <<<"$before") <(sort <<<"$after") | awk '{ printf "\"%s\": %.3f, ", $1, $3 - $2 }')
         echo "{\"rep\": $rep, \"config\": \"$cfg\", \"events\": $events, \"rows_ok\": \"$rows_ok\", \"cpu_s\": {${cpu%, }}, \"load\": $load}" >>"$results"
