@@ -162,7 +162,7 @@ for rep in $(seq 1 "$REPS"); do
             wait
             wms=$(awk -F, '/task-clock/ { print $1 }' "$OUT/writer.perfstat")
             echo "  perf: the writer thread ran $wms ms for $events events: $(awk -v m="$wms" -v e="$events" 'BEGIN { printf "%.2f", m * 1000 / e }') µs per event"
-            perf report -i "$OUT/pg_backend.perf" --stdio --no-children --sort dso,symbol 2>/dev/null |
+            perf report -i "$OUT/pg_backend.perf" --stdio --no-children -g none --sort dso,symbol 2>/dev/null |
                 grep -E '^ +[0-9]' | head -n 25 >"$OUT/pg_backend.txt"
             echo "  perf: the PostgreSQL backend's top symbols in $OUT/pg_backend.txt"
         fi
