@@ -67,16 +67,10 @@ adm() { broker_admin "$BROKER" "$@" >/dev/null; }
 # vmq_acl in the auth hooks and miss auth_on_publish
 plugin=unset
 restart() {
-    local want=$1 n i
+    local want=$1
     broker_stop "$BROKER"
     broker_conf "$BROKER" "plugins.vmq_pgevents = $want"
-    ERL_EPMD_ADDRESS=127.0.0.1 WAIT_FOR_ERLANG=60 "$BROKER/bin/vernemq" start >"$BROKER/start.out" 2>&1 ||
-        { echo "broker did not start: $(tail -n 3 "$BROKER/start.out")" >&2; exit 1; }
-    n=$([ "$want" = on ] && echo 3 || echo 2)
-    for i in $(seq 1 150); do
-        [ "$(broker_admin "$BROKER" plugin show 2>/dev/null | grep -cE '^\| (vmq_pgevents|vmq_passwd|vmq_acl) ')" = "$n" ] && break
-        sleep 0.2
-    done
+    broker_start "$BROKER" "$([ "$want" = on ] && echo vmq_pgevents) vmq_passwd vmq_acl" >&2 || exit 1
     BEAM=$(broker_pid "$BROKER")
     plugin=$want
     # warm-up, not measured (its own topics)

@@ -49,7 +49,7 @@ struct writer {
     journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
     char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
-    int64_t upkeep_at_us;      /* next partition upkeep (monotonic) */
+    int64_t upkeep_at_ms;      /* next partition upkeep (monotonic ms) */
     int resume_check;          /* a write failed: ask the table where we are */
     char last_sqlstate[6];     /* of the last failed statement */
     uint64_t drops_logged;     /* hook-path drops already reported */
@@ -325,19 +325,16 @@ static int upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
     snprintf(lo, sizeof lo, "%.6f", (double)lo_us / 1e6);
     snprintf(hi, sizeof hi, "%.6f", (double)hi_us / 1e6);
     r = pgio_exec(&w->io,
-                  "SELECT created, coalesce(array_to_string(dropped, ', '), '') "
+                  "SELECT created, coalesce(array_to_string(dropped, ', '), ''), "
+                  "coalesce(array_length(dropped, 1), 0) "
                   "FROM vmq_pgevents_partitions($1, $2, 2, $3::bigint, now(), "
                   "to_timestamp($4::float8), to_timestamp($5::float8))", 5, params);
-    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
-    w->upkeep_at_us = mono_ms() + UPKEEP_EVERY_MS;
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 3;
+    w->upkeep_at_ms = mono_ms() + UPKEEP_EVERY_MS;
     if (ok) {
         long created = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         const char *dropped = PQgetvalue(r, 0, 1);
-        uint64_t ndropped = 0;
-        const char *c;
-        if (*dropped)
-            for (ndropped = 1, c = dropped; *c; c++)
-                ndropped += *c == ',';
+        uint64_t ndropped = strtoull(PQgetvalue(r, 0, 2), NULL, 10);
         pthread_mutex_lock(&w->smu);
         w->st.partitions_created += (uint64_t)(created > 0 ? created : 0);
         w->st.partitions_dropped += ndropped;
@@ -989,7 +986,7 @@ static void *writer_main(void *arg)
         int past = 0, stopping = stop_requested(w, &past);
 
         report_queue_drops(w);
-        if (partitioned(w) && w->schema_done && w->conn && mono_ms() >= w->upkeep_at_us &&
+        if (partitioned(w) && w->schema_done && w->conn && mono_ms() >= w->upkeep_at_ms &&
             !stopping)
             (void)upkeep(w, 0, 0);
         if (w->sp && !stopping)

@@ -86,6 +86,7 @@ DECLARE
   version constant text := 'vmq_pgevents views 1, table ' || to_regclass(quote_ident(tbl))::oid;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
   registers constant text := '(''on_register'', ''on_register_m5'')';
+  login_rows constant text := '(''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')';
   publishes constant text := '(''on_publish'', ''on_publish_m5'')';
   delivers constant text := '(''on_deliver'', ''on_deliver_m5'')';
 BEGIN
@@ -171,7 +172,7 @@ BEGIN
     ORDER BY e.ts, e.node, e.incarnation, e.conn_id
     $b$
     $v$, tbl || '_failed_logins', tbl,
-    '(' || substr(logins, 2, length(logins) - 2) || ', ' || substr(registers, 2), logins);
+    login_rows, logins);
 
   -- a client's events in order, across its connections and the nodes
   -- (ts, then each node's own order)
@@ -204,7 +205,7 @@ BEGIN
       END IF;
     END
     $b$
-    $v$, tbl || '_connection', tbl, '(' || substr(logins, 2, length(logins) - 2) || ', ' || substr(registers, 2));
+    $v$, tbl || '_connection', tbl, login_rows);
 
   -- a client's publishes since `since`, each with the deliveries it
   -- produced within `within`: same mountpoint, topic, payload size and

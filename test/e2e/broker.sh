@@ -71,17 +71,20 @@ broker_pid() {
     pgrep -f "$1/.*beam.smp" | head -n 1
 }
 
-# broker_start DIR: boots the node and waits until the plugins are up
-# (VerneMQ starts them a moment after the node answers)
+# broker_start DIR [PLUGINS]: boots the node and waits until the plugins
+# are up (VerneMQ starts them a moment after the node answers); PLUGINS:
+# the ones to wait for, default "vmq_pgevents vmq_passwd vmq_acl"
 broker_start() {
-    local dir=$1 i
+    local dir=$1 plugins=${2:-vmq_pgevents vmq_passwd vmq_acl} i want
     if ! ERL_EPMD_ADDRESS=127.0.0.1 WAIT_FOR_ERLANG=60 "$dir/bin/vernemq" start >"$dir/start.out" 2>&1; then
         echo "   broker did not start: $(tail -n 3 "$dir/start.out" | tr '\n' ' ')"
         grep -E '\[error\]' "$dir/log/console.log" 2>/dev/null | tail -n 3 | cut -c1-400
         return 1
     fi
+    plugins=$(echo $plugins)   # one space between names
+    want=$(wc -w <<<"$plugins")
     for i in $(seq 1 150); do
-        if [ "$(broker_admin "$dir" plugin show 2>/dev/null | grep -cE '^\| (vmq_pgevents|vmq_passwd|vmq_acl) ')" = 3 ]; then
+        if [ "$(broker_admin "$dir" plugin show 2>/dev/null | grep -cE "^\| (${plugins// /|}) ")" = "$want" ]; then
             return 0
         fi
         sleep 0.2
