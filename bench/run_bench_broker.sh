@@ -15,7 +15,9 @@
 # the broker's threads (schedulers, the writer thread "vmq_pgevents", the
 # journal's threads) and of PostgreSQL, and the rows checked against what
 # the load sent and received. Medians over the runs, printed as a table and
-# written to _build/bench/broker.json. PERF=1: also the writer thread's
+# written to _build/bench/broker.json. Before each run the table is emptied
+# and PostgreSQL checkpoints, so every run starts from the same state.
+# PERF=1: also the writer thread's
 # CPU by perf stat and a profile of the PostgreSQL backend (first all run).
 set -uo pipefail    # not -e: test/e2e/broker.sh's helpers expect plain bash
 cd "$(dirname "$0")/.."
@@ -134,6 +136,11 @@ for rep in $(seq 1 "$REPS"); do
             perf stat -e task-clock -t "$wtid" -x, -o "$OUT/writer.perfstat" -- sleep "$RUN_SECONDS" 2>/dev/null &
             perf record -q -F 999 -g -p "$bpid" -o "$OUT/pg_backend.perf" -- sleep "$RUN_SECONDS" >/dev/null 2>&1 &
         fi
+        # every run starts alike: the rows of the runs before are gone and
+        # their dirty pages written (no checkpoint, no autovacuum, no bigger
+        # index left to one configuration by the runs before it)
+        sql "DO \$\$ BEGIN IF to_regclass('vmq_events') IS NOT NULL THEN TRUNCATE vmq_events; END IF; END \$\$" >/dev/null
+        sql "CHECKPOINT" >/dev/null
         before=$(cpu_snapshot | cpu_sum)
         load=$(MQTT_USER=alice MQTT_PASS=alice-pw "$BUILD/mqtt_load" 127.0.0.1 "$PORT" "$RUN_SECONDS" "$PUBS" "$SUBS" "$WINDOW" "$prefix") ||
             { echo "bench-broker: the load failed" >&2; exit 1; }

@@ -17,7 +17,7 @@
     X(backoff_min_ms) X(backoff_max_ms)                                     \
     X(state) X(starting) X(connected) X(disconnected) X(stopped)            \
     X(queued) X(queued_bytes) X(queue_peak) X(queue_peak_bytes) X(last_seq) \
-    X(written) X(batches) X(dead_lettered) X(reconnects) X(dropped)         \
+    X(written) X(batches) X(prefetched) X(dead_lettered) X(reconnects) X(dropped)         \
     X(discarded_at_stop) X(write_errors) X(inflight) X(pending)             \
     X(last_write_us) X(last_error) X(dsn_masked) X(incarnation)             \
     X(recorded) X(malformed) X(rejected) X(per_hook) X(filtered)            \

@@ -738,7 +738,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     priv_t *p = enif_priv_data(env);
     writer_status_t ws;
     queue_stats_t qs;
-    ERL_NIF_TERM k[48], v[48], state, map;
+    ERL_NIF_TERM k[56], v[56], state, map;
     char dsn[512];
     int n = 0, running, i;
     uint64_t malformed_total = 0;
@@ -793,6 +793,7 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(spool_corrupt, make_u64(env, ws.spool_corrupt));
     PUT(written, make_u64(env, ws.written));
     PUT(batches, make_u64(env, ws.batches));
+    PUT(prefetched, make_u64(env, ws.prefetched));
     PUT(dead_lettered, make_u64(env, ws.dead_lettered));
     PUT(dead_letter_lost, make_u64(env, ws.dead_lost));
     PUT(discarded_at_stop, make_u64(env, ws.discarded_at_stop));

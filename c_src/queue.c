@@ -243,6 +243,16 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     return k ? first : NULL;
 }
 
+int queue_ready(queue_t *q)
+{
+    int ready;
+
+    pthread_mutex_lock(&q->mu);
+    ready = q->count >= q->wake_at || q->flush_req || q->stop;
+    pthread_mutex_unlock(&q->mu);
+    return ready;
+}
+
 void queue_settled(queue_t *q)
 {
     pthread_mutex_lock(&q->mu);

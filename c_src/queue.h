@@ -63,6 +63,9 @@ uint64_t queue_drop(queue_t *q);
  * asked, or timeout_ms passes; then detaches up to max events (in order)
  * and returns them as a list (NULL when none). *n gets their count. */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
+/* 1 when queue_pop would return at once: a batch (wake_at events) is
+ * waiting, or a flush or stop is asked. */
+int queue_ready(queue_t *q);
 /* The events popped so far are accounted for elsewhere now (in flight,
  * spooled or gone): until then they count as taken, so a reader of
  * count + taken + the writer's in-flight count never sees them nowhere. */

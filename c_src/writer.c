@@ -7,7 +7,14 @@
  * isolated; that row is logged and counted as dead-lettered, the rest is
  * written. Connection failures keep the batch and retry with capped
  * exponential backoff and jitter; each outage is logged once when it starts
- * and once when it ends. */
+ * and once when it ends.
+ *
+ * Pipelined: once a batch's COPY data is sent, and while PostgreSQL
+ * commits it, the next batch waiting in the queue is popped and encoded
+ * (prefetch), so its data goes out the moment the commit is in. libpq
+ * cannot have two statements in flight around a COPY (pipeline mode does
+ * not support COPY), so this is the overlap there is: the writer's work on
+ * batch n+1 against the server's commit of batch n. */
 #define _GNU_SOURCE
 #include "writer.h"
 
@@ -28,6 +35,7 @@
 #include "spool.h"
 
 #define CHUNK_BYTES (1u << 20)   /* hand COPY data to libpq in ~1 MiB pieces */
+#define PRE_BYTES (4u << 20)     /* encode at most this much ahead (prefetch) */
 
 struct writer {
     writer_config_t cfg;       /* strings below are our own copies */
@@ -59,6 +67,13 @@ struct writer {
     int64_t down_since_us;
     uint64_t down_attempts;
     copy_ctx_t copy;
+    buf_t enc;                 /* COPY data being encoded and sent */
+    /* the start of the next batch, encoded while the one before it commits
+     * (prefetch): valid only for the copy_send right after that commit */
+    buf_t pre;                 /* COPY header and the rows of pre_n events */
+    size_t pre_n;              /* 0: nothing encoded ahead */
+    uint64_t pre_seq;          /* the seq of its first event */
+    event_t *pre_last;         /* the last event encoded */
 
     /* stop request: guarded by smu, waited on by the writer's sleeps */
     pthread_mutex_t smu;
@@ -455,20 +470,25 @@ static int classify(writer_t *w, PGresult *r)
     return W_RETRY;
 }
 
-/* COPY the first n events of list as one statement (one transaction);
- * dead_error: into the dead-letter table, with this error */
-static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_error,
-                       char *err, size_t errlen)
+/* Starts a COPY (dead_error: into the dead-letter table, with this error)
+ * and sends the first n events of list, then the COPY's end: the rows
+ * prefetch() encoded ahead, if it did, then the rest, encoded here a chunk
+ * at a time while PostgreSQL takes the chunks before. *last: the n-th
+ * event. W_OK: all sent; copy_commit says whether PostgreSQL took it. */
+static int copy_send(writer_t *w, event_t *list, size_t n, const char *dead_error,
+                     event_t **last, char *err, size_t errlen)
 {
     char state[6];
-    buf_t b;
-    PGresult *r, *next;
-    event_t *ev;
-    size_t i;
-    int rc = W_OK, sent_ok = 1;
+    buf_t *b = &w->enc;
+    PGresult *r;
+    event_t *ev = list, *prev = NULL;
+    size_t i = 0, pre_n = w->pre_n;
+    int rc, sent_ok = 1, pre;
 
     err[0] = '\0';
     snprintf(state, sizeof state, "%s", w->last_sqlstate);
+    pre = !dead_error && pre_n && pre_n <= n && list->seq == w->pre_seq && !w->pre.failed;
+    w->pre_n = 0;
     r = pgio_exec(&w->io, dead_error ? w->dead_sql : w->copy_sql, 0, NULL);
     if (PQresultStatus(r) != PGRES_COPY_IN) {
         rc = classify(w, r);
@@ -477,28 +497,45 @@ static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_er
         return rc;
     }
     PQclear(r);
-    buf_init(&b, NULL, 0);
-    copy_header(&b);
-    for (ev = list, i = 0; ev && i < n; ev = ev->next, i++) {
+    b->len = 0;
+    b->failed = 0;
+    if (pre) {
+        size_t off, k;
+        for (off = 0; sent_ok && off < w->pre.len; off += k) {
+            k = w->pre.len - off < CHUNK_BYTES ? w->pre.len - off : CHUNK_BYTES;
+            sent_ok = pgio_put(&w->io, w->pre.p + off, k) == 0;
+        }
+        i = pre_n;
+        prev = w->pre_last;
+        ev = prev->next;
+        if (w->pre.cap > 2 * PRE_BYTES) {   /* a huge row: give its memory back */
+            buf_free(&w->pre);
+            buf_init(&w->pre, NULL, 0);
+        }
+    } else {
+        copy_header(b);
+    }
+    for (; sent_ok && ev && i < n; prev = ev, ev = ev->next, i++) {
         if (dead_error)
-            copy_row_dead(&b, &w->copy, ev, dead_error, state);
+            copy_row_dead(b, &w->copy, ev, dead_error, state);
         else
-            copy_row(&b, &w->copy, ev);
-        if (b.len >= CHUNK_BYTES && !b.failed) {
-            if (pgio_put(&w->io, b.p, b.len) < 0) {
-                sent_ok = 0;
-                break;
-            }
-            b.len = 0;
+            copy_row(b, &w->copy, ev);
+        if (b->len >= CHUNK_BYTES && !b->failed) {
+            sent_ok = pgio_put(&w->io, b->p, b->len) == 0;
+            b->len = 0;
         }
     }
-    copy_trailer(&b);
-    if (sent_ok && !b.failed && pgio_put(&w->io, b.p, b.len) < 0)
+    *last = prev;
+    copy_trailer(b);
+    if (sent_ok && !b->failed && pgio_put(&w->io, b->p, b->len) < 0)
         sent_ok = 0;
-    if (sent_ok && pgio_end(&w->io, b.failed ? "vmq_pgevents: out of memory encoding the batch"
-                                             : NULL) < 0)
+    if (sent_ok && pgio_end(&w->io, b->failed ? "vmq_pgevents: out of memory encoding the batch"
+                                              : NULL) < 0)
         sent_ok = 0;
-    buf_free(&b);
+    if (b->cap > 2 * CHUNK_BYTES) {   /* one huge row: give its memory back */
+        buf_free(b);
+        buf_init(b, NULL, 0);
+    }
     if (!sent_ok) {
         /* the connection failed or the server stopped answering: what
          * state it is in is unknown, so it goes */
@@ -506,6 +543,14 @@ static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_er
         disconnect(w);
         return W_RETRY;
     }
+    return W_OK;
+}
+
+/* The COPY's result: W_OK once PostgreSQL has committed it. */
+static int copy_commit(writer_t *w, char *err, size_t errlen)
+{
+    PGresult *r, *next;
+    int rc = W_OK;
 
     r = pgio_result(&w->io);
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
@@ -513,11 +558,23 @@ static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_er
         result_error(w, r, err, errlen);
         if (rc == W_OK)
             rc = W_RETRY;
+        w->pre_n = 0;   /* what was encoded ahead may never be sent as it is */
     }
     PQclear(r);
     while (!w->io.timed_out && (next = pgio_result(&w->io)) != NULL)
         PQclear(next);
     return rc;
+}
+
+/* COPY the first n events of list as one statement (one transaction);
+ * dead_error: into the dead-letter table, with this error */
+static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_error,
+                       char *err, size_t errlen)
+{
+    event_t *last;
+    int rc = copy_send(w, list, n, dead_error, &last, err, errlen);
+
+    return rc == W_OK ? copy_commit(w, err, errlen) : rc;
 }
 
 static event_t *drop_front(event_t *list, size_t n)
@@ -594,16 +651,57 @@ static const event_t *nth(const event_t *list, size_t i)
     return list;
 }
 
+/* While the COPY just sent commits, the next batch: when one is waiting
+ * in the queue and nothing must go before it (the hand came from the
+ * queue, the spool is empty), it is popped and joins the hand after last,
+ * and up to PRE_BYTES of it are encoded now, to be sent the moment the
+ * commit is in. 1: a batch was taken. */
+static int prefetch(writer_t *w, event_t *batch, size_t *n, event_t *last)
+{
+    event_t *more, *ev;
+    size_t k, i;
+
+    if (!last || last->next || w->hand_in_spool || w->copy.incarnation != w->cfg.incarnation ||
+        (w->sp && !spool_empty(w->sp)) || !queue_ready(w->q))
+        return 0;
+    more = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k);
+    if (!more)
+        return 0;
+    last->next = more;
+    *n += k;
+    pthread_mutex_lock(&w->smu);
+    w->st.inflight += k;
+    w->st.prefetched++;
+    pthread_mutex_unlock(&w->smu);
+    queue_settled(w->q);
+    hold(w, batch, *n);
+    w->pre.len = 0;
+    w->pre.failed = 0;
+    copy_header(&w->pre);
+    for (ev = more, i = 0; ev && w->pre.len < PRE_BYTES; last = ev, ev = ev->next, i++)
+        copy_row(&w->pre, &w->copy, ev);
+    if (!w->pre.failed) {
+        w->pre_n = i;
+        w->pre_seq = more->seq;
+        w->pre_last = last;
+    }
+    return 1;
+}
+
 /* Writes the batch, isolating rows PostgreSQL refuses. Returns the events
- * not yet written (NULL when all are done); they are kept for a retry. */
-static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
+ * not yet written (NULL when all are done). *written 0: they are kept for
+ * a retry; 1: all were written, and these are the next batch, taken from
+ * the queue while the last COPY committed (prefetch). */
+static event_t *write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
 {
     size_t chunk = *n;
     char err[256];
-    int upkept = 0;
+    int upkept = 0, fetched = 0;
 
+    *written = 0;
     while (batch) {
         size_t k = chunk < *n ? chunk : *n;
+        event_t *last;
         int64_t t0;
         int rc;
 
@@ -635,7 +733,12 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             w->resume_check = 0;
         }
         t0 = now_us();
-        rc = copy_events(w, batch, k, NULL, err, sizeof err);
+        rc = copy_send(w, batch, k, NULL, &last, err, sizeof err);
+        if (rc == W_OK) {
+            if (k == *n)
+                fetched = prefetch(w, batch, n, last);
+            rc = copy_commit(w, err, sizeof err);
+        }
         if (rc == W_OK) {
             pthread_mutex_lock(&w->smu);
             w->st.last_batch_us = now_us() - t0;
@@ -647,6 +750,10 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             *n -= k;
             hold(w, batch, *n);
             chunk = *n;
+            if (fetched) {
+                *written = 1;   /* the rest is the next batch */
+                return batch;
+            }
         } else if (rc == W_DATA && partitioned(w) && !upkept &&
                    strcmp(w->last_sqlstate, "23514") == 0) {
             /* maybe no partition for these rows (old events from the
@@ -684,6 +791,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n)
             return batch;
         }
     }
+    *written = 1;
     return NULL;
 }
 
@@ -960,7 +1068,7 @@ static void *writer_main(void *arg)
     writer_t *w = arg;
     event_t *batch = NULL;
     size_t n = 0;
-    int from_spool = 0;
+    int from_spool = 0, written;
     int64_t batch_inc = w->cfg.incarnation;
 
 #ifdef __linux__
@@ -992,6 +1100,7 @@ static void *writer_main(void *arg)
         if (w->sp && !stopping)
             spool_overflow(w, &batch, &n, from_spool);
         if (!batch) {
+            w->pre_n = 0;   /* nothing encoded ahead belongs to a new batch */
             if (w->sp && !spool_empty(w->sp)) {
                 /* the spool is older than anything queued: it goes first */
                 batch = spool_read(w->sp, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED),
@@ -1057,9 +1166,11 @@ static void *writer_main(void *arg)
             continue;
         }
         w->copy.incarnation = batch_inc;
-        batch = write_batch(w, batch, &n);
+        batch = write_batch(w, batch, &n, &written);
         hold(w, NULL, 0);
-        if (!batch) {
+        if (written) {
+            /* batch: NULL, or the next batch, fetched from the queue
+             * during the last commit (never with a batch from the spool) */
             note_up(w);
             if (from_spool) {
                 spool_consumed(w->sp);
@@ -1101,6 +1212,8 @@ static void writer_free(writer_t *w)
     free(w->node);
     free(w->spool_dir);
     free(w->partition);
+    buf_free(&w->enc);
+    buf_free(&w->pre);
     if (w->password) {
         memset(w->password, 0, strlen(w->password));
         free(w->password);
@@ -1230,6 +1343,8 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     if (w->cfg.backoff_max_ms < w->cfg.backoff_min_ms)
         w->cfg.backoff_max_ms = w->cfg.backoff_min_ms;
     w->backoff_ms = w->cfg.backoff_min_ms;
+    buf_init(&w->enc, NULL, 0);
+    buf_init(&w->pre, NULL, 0);
     w->copy.node = w->node;
     w->copy.node_len = strlen(w->node);
     w->copy.incarnation = cfg->incarnation;
@@ -1309,6 +1424,7 @@ void writer_status_add(writer_status_t *into, const writer_status_t *from)
 
     into->written += from->written;
     into->batches += from->batches;
+    into->prefetched += from->prefetched;
     into->dead_lettered += from->dead_lettered;
     into->dead_lost += from->dead_lost;
     into->spooled += from->spooled;

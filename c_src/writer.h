@@ -41,6 +41,7 @@ enum writer_state { WS_STARTING, WS_CONNECTED, WS_DISCONNECTED, WS_STOPPED };
 typedef struct writer_status {
     int state;
     uint64_t written, batches, dead_lettered, reconnects, discarded_at_stop;
+    uint64_t prefetched;      /* batches taken and encoded while the one before committed */
     uint64_t dead_lost;       /* refused rows the dead-letter table did not take either */
     uint64_t spooled, spool_dropped, spooled_at_stop, spool_corrupt;
     uint64_t spool_bytes;

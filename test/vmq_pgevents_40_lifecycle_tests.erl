@@ -158,6 +158,35 @@ postgres_down_at_start_test_() ->
         end
     end}.
 
+%% Under load the writer takes the next batch from the queue and encodes
+%% it while PostgreSQL commits the one before (status prefetched): every
+%% event must still land once, in its place, with its own payload.
+pipelined_batches_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_pipelined",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+        pgev_app:start(T, [{batch_size, 500}, {journal, false}]),
+        try
+            #{last_seq := First0, prefetched := P0} = vmq_pgevents:status(),
+            N = 60000,
+            publish(N),     %% payloads "1".."N" from one process: seq order
+            pgev_app:flush(),
+            #{prefetched := P1, batches := Batches, dropped := 0, dead_lettered := 0} =
+                vmq_pgevents:status(),
+            ?assertEqual(N, count(T)),
+            ?assertEqual([#{<<"min">> => First0 + 1, <<"max">> => First0 + N,
+                            <<"seqs">> => N, <<"wrong_payload">> => 0}],
+                         pgev_pg:rows("SELECT min(seq), max(seq), count(DISTINCT seq) AS seqs, "
+                                      "count(*) FILTER (WHERE payload IS DISTINCT FROM "
+                                      "convert_to((seq - " ++ integer_to_list(First0) ++
+                                      ")::text, 'UTF8')) AS wrong_payload FROM " ++ T)),
+            ?assert(Batches >= N div 500),
+            ?assert(P1 - P0 > 0)
+        after
+            pgev_app:stop()
+        end
+    end}.
+
 postgres_restart_midstream_test_() ->
     {timeout, 180, fun() ->
         T = "life_restart",
@@ -263,7 +292,7 @@ outage_logged_once_test_() ->
 poisoned_row_test_() ->
     {timeout, 120, fun() ->
         T = "life_poison",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead CASCADE"),
         pgev_app:start(T, [{batch_size, 1000}, {flush_interval_ms, 500}]),
         pgev_app:capture_logs(),
         try

@@ -168,6 +168,7 @@ static void test_queue(void)
 
     CHECK(queue_init(&q, 3, 1 << 20, 2) == 0);
     for (i = 0; i < 3; i++) {
+        CHECK(queue_ready(&q) == (i >= 2));   /* ready from wake_at (2) events on */
         ev = make_event();
         CHECK(queue_push(&q, ev, &seq) == 0 && seq == (uint64_t)i + 1);
     }
@@ -191,6 +192,11 @@ static void test_queue(void)
     }
     list = queue_pop(&q, 10, 10, &n);                   /* empty: times out */
     CHECK(list == NULL && n == 0);
+    CHECK(!queue_ready(&q));
+    queue_request_flush(&q);                            /* a flush: ready when empty too */
+    CHECK(queue_ready(&q));
+    list = queue_pop(&q, 10, 1000, &n);
+    CHECK(list == NULL && n == 0 && !queue_ready(&q));
     queue_destroy(&q);
 
     /* byte limit */
