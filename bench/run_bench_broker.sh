@@ -78,8 +78,7 @@ configure() {
     esac
     broker_start "$BROKER" "$([ "$1" = none ] || echo vmq_pgevents) vmq_passwd vmq_acl" >&2 || exit 1
     BEAM=$(broker_pid "$BROKER")
-    MQTT_USER=alice MQTT_PASS=alice-pw "$BUILD/mqtt_load" 127.0.0.1 "$PORT" 2 "$PUBS" "$SUBS" "$WINDOW" "warmup" >/dev/null
-    sleep 1
+    MQTT_USER=alice MQTT_PASS=alice-pw "$BUILD/mqtt_load" 127.0.0.1 "$PORT" 1 "$PUBS" "$SUBS" "$WINDOW" "warmup" >/dev/null
 }
 
 # CPU seconds (user + system) of: the broker's threads by group, and every

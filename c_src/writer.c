@@ -1063,6 +1063,20 @@ static void close_journal(writer_t *w)
     journal_close(j);
 }
 
+/* The events in hand went to the spool too (writer_io_tick) while they
+ * were being written: forgotten here, read back from there before
+ * anything newer (what was written meanwhile is skipped then). */
+static void drop_hand(writer_t *w, event_t **batch, size_t *n)
+{
+    event_free_list(*batch);
+    *batch = NULL;
+    *n = 0;
+    pthread_mutex_lock(&w->smu);
+    w->st.inflight = 0;
+    w->st.inflight_oldest_us = 0;
+    pthread_mutex_unlock(&w->smu);
+}
+
 static void *writer_main(void *arg)
 {
     writer_t *w = arg;
@@ -1176,18 +1190,14 @@ static void *writer_main(void *arg)
                 spool_consumed(w->sp);
                 spool_status(w);
             }
+            if (batch && w->hand_in_spool)
+                drop_hand(w, &batch, &n);   /* read back from the spool, in order */
             continue;
         }
         if (w->hand_in_spool && !from_spool) {
             /* the server stopped answering and they went to the spool
              * meanwhile: read back from there, before anything newer */
-            event_free_list(batch);
-            batch = NULL;
-            n = 0;
-            pthread_mutex_lock(&w->smu);
-            w->st.inflight = 0;
-            w->st.inflight_oldest_us = 0;
-            pthread_mutex_unlock(&w->smu);
+            drop_hand(w, &batch, &n);
         }
         backoff_spooling(w, &batch, &n, from_spool);
     }
