@@ -739,6 +739,8 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n, int *written
                 fetched = prefetch(w, batch, n, last);
             rc = copy_commit(w, err, sizeof err);
         }
+        if (rc != W_OK)
+            fetched = 0;   /* split or retried from here: all of it, in this call */
         if (rc == W_OK) {
             pthread_mutex_lock(&w->smu);
             w->st.last_batch_us = now_us() - t0;
