@@ -19,7 +19,7 @@ bash test/pg.sh start "$PGDIR"
 DSN=$(bash test/pg.sh dsn "$PGDIR")
 
 table() {  # the plugin's own schema.sql, applied the way a DBA would; then a checkpoint
-    bash test/pg.sh psql "$PGDIR" -q -c "DROP TABLE IF EXISTS bench_insert CASCADE" -c "DROP TABLE IF EXISTS bench_copy CASCADE"
+    bash test/pg.sh psql "$PGDIR" -q -c "DROP TABLE IF EXISTS bench_insert CASCADE"
     PGOPTIONS="-c vmq_pgevents.table=$1" bash test/pg.sh psql "$PGDIR" -q -f priv/schema.sql -c CHECKPOINT
 }
 baseline() {  # name table mode rows payload

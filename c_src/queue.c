@@ -202,6 +202,12 @@ uint64_t queue_drop(queue_t *q)
     return seq;
 }
 
+/* a batch is waiting, or a flush or stop is asked; the lock is held */
+static int ready_locked(const queue_t *q)
+{
+    return q->count >= q->wake_at || q->flush_req || q->stop;
+}
+
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
 {
     struct timespec deadline;
@@ -210,7 +216,7 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
 
     deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&q->mu);
-    while (q->count < q->wake_at && !q->flush_req && !q->stop) {
+    while (!ready_locked(q)) {
         if (pthread_cond_timedwait(&q->cv, &q->mu, &deadline) == ETIMEDOUT)
             break;
     }
@@ -248,7 +254,7 @@ int queue_ready(queue_t *q)
     int ready;
 
     pthread_mutex_lock(&q->mu);
-    ready = q->count >= q->wake_at || q->flush_req || q->stop;
+    ready = ready_locked(q);
     pthread_mutex_unlock(&q->mu);
     return ready;
 }
