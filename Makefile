@@ -3,6 +3,8 @@
 #   make            the plugin directory: priv/vmq_pgevents_nif.so + ebin/
 #   make test       C tests, then the Erlang suite against a private PostgreSQL
 #   make run        replay a recorded session into a private PostgreSQL and show the rows
+#   make dist       the release tarball _build/dist/vmq_pgevents-<vsn>-otp<N>-linux-<arch>.tar.gz
+#                   (+ .sha256): the plugin with libpq and jansson inside (README, "Installing")
 #   make bench      benchmarks (see README, "Performance")
 #   make bench-query queries on 100 million generated rows (README, "Keeping months of data")
 #   make bench-broker a real VerneMQ under MQTT load, with and without the plugin (README, "Performance")
@@ -33,18 +35,21 @@ CORE_SRC := c_src/buf.c c_src/text.c c_src/jsonw.c c_src/event.c c_src/crc32c.c 
 NIF_SRC := $(CORE_SRC) c_src/terms.c c_src/nif.c
 HDRS := $(wildcard c_src/*.h)
 NIF_SO := priv/vmq_pgevents_nif.so
+# the NIF looks for its libraries in priv/lib/ first (where the release
+# tarball puts libpq and jansson), then where the system keeps them
+NIF_LDFLAGS := -Wl,--enable-new-dtags,-rpath,'$$ORIGIN/lib'
 # identifies this build of the NIF: a reload adopts the running state only
 # from a library of the same build (see c_src/nif.c, "Reloads")
 BUILD_ID = $(shell cat $(NIF_SRC) $(HDRS) | cksum | cut -d' ' -f1)-$(shell echo '$(CC) $(CFLAGS_ALL)' | cksum | cut -d' ' -f1)
 BUILD := _build/make
 # rebuild everything C when the flags change (e.g. SANITIZE=1 and back)
-FLAGS_STAMP := $(BUILD)/cflags-$(shell echo '$(CC) $(CFLAGS_ALL)' | cksum | cut -d' ' -f1)
+FLAGS_STAMP := $(BUILD)/cflags-$(shell echo '$(CC) $(CFLAGS_ALL) $(NIF_LDFLAGS) $(LDFLAGS)' | cksum | cut -d' ' -f1)
 
 ERL_SRC := $(wildcard erl_src/*.erl)
 BEAMS := $(patsubst erl_src/%.erl,ebin/%.beam,$(ERL_SRC))
 TEST_ERL := $(wildcard test/*.erl)
 
-.PHONY: all nif ebin deps test test-run test-c run run-demo bench bench-run bench-query bench-query-run bench-broker bench-broker-run fuzz valgrind clean
+.PHONY: all nif ebin dist deps test test-run test-c run run-demo bench bench-run bench-query bench-query-run bench-broker bench-broker-run fuzz valgrind clean
 
 all: nif ebin
 
@@ -59,7 +64,7 @@ $(NIF_SO): $(NIF_SRC) $(HDRS) $(FLAGS_STAMP)
 	@test -f "$(ERTS_INCLUDE_DIR)/erl_nif.h" || { echo "erl_nif.h not found in '$(ERTS_INCLUDE_DIR)': install erlang-dev or set ERTS_INCLUDE_DIR" >&2; exit 1; }
 	@pkg-config --exists $(PKGS) || { echo "pkg-config cannot find $(PKGS): install libpq-dev libjansson-dev" >&2; exit 1; }
 	@mkdir -p priv
-	$(CC) $(CFLAGS_ALL) -DPGEV_BUILD_ID='"$(BUILD_ID)"' -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) -ldl $(LDFLAGS)
+	$(CC) $(CFLAGS_ALL) -DPGEV_BUILD_ID='"$(BUILD_ID)"' -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) -ldl $(NIF_LDFLAGS) $(LDFLAGS)
 
 ebin: $(BEAMS) ebin/vmq_pgevents.app
 
@@ -70,6 +75,18 @@ ebin/%.beam: erl_src/%.erl
 ebin/vmq_pgevents.app: erl_src/vmq_pgevents.app.src $(ERL_SRC)
 	@mkdir -p ebin
 	$(ERL) -noshell -eval '{ok, [{application, A, P}]} = file:consult("erl_src/vmq_pgevents.app.src"), Mods = lists:sort([list_to_atom(filename:basename(F, ".erl")) || F <- filelib:wildcard("erl_src/*.erl")]), ok = file:write_file("$@", io_lib:format("~p.~n", [{application, A, lists:keystore(modules, 1, P, {modules, Mods})}])), halt().'
+
+# ---- the release tarball -------------------------------------------------
+# ebin/, priv/ (the NIF, libpq.so.5 and libjansson.so.4 of this machine in
+# priv/lib/ with their copyright files, schema.sql, the cuttlefish schema,
+# the Prometheus rules) and INSTALL, under one directory vmq_pgevents/.
+VSN = $(shell sed -n 's/^ *{vsn, *"\([^"]*\)"}.*/\1/p' erl_src/vmq_pgevents.app.src)
+OTP_RELEASE = $(shell $(ERL) -noshell -eval 'io:format("~ts", [erlang:system_info(otp_release)]), halt().' 2>/dev/null)
+DIST_NAME = vmq_pgevents-$(VSN)-otp$(OTP_RELEASE)-linux-$(shell uname -m)
+DIST := _build/dist
+
+dist: all
+	@bash docker/dist.sh "$(DIST)" "$(DIST_NAME)"
 
 # ---- tests ---------------------------------------------------------------
 
@@ -114,7 +131,7 @@ deps:
 test: deps
 	@$(MAKE) --no-print-directory test-run
 
-test-run: all $(BUILD)/test_core $(BUILD)/fuzz_regress $(BUILD)/test_ebin/.built $(BUILD)/other_build/priv/vmq_pgevents_nif.so
+test-run: all dist $(BUILD)/test_core $(BUILD)/fuzz_regress $(BUILD)/test_ebin/.built $(BUILD)/other_build/priv/vmq_pgevents_nif.so
 	@bash test/run_tests.sh
 
 test-c: $(BUILD)/test_core

@@ -57,6 +57,8 @@ struct writer {
     journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
     char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
+    int connected_once;        /* the first connect (at start, before any event) is done */
+    int64_t connect_at_ms;     /* until then: the next try (monotonic ms) */
     int64_t upkeep_at_ms;      /* next partition upkeep (monotonic ms) */
     int resume_check;          /* a write failed: ask the table where we are */
     char last_sqlstate[6];     /* of the last failed statement */
@@ -411,6 +413,7 @@ connected:
         if (partitioned(w))
             (void)upkeep(w, 0, 0);
     }
+    w->connected_once = 1;
     set_state(w, WS_CONNECTED);
     return 0;
 }
@@ -1115,6 +1118,15 @@ static void *writer_main(void *arg)
             (void)upkeep(w, 0, 0);
         if (w->sp && !stopping)
             spool_overflow(w, &batch, &n, from_spool);
+        if (!batch && !stopping && !w->connected_once && mono_ms() >= w->connect_at_ms) {
+            /* connect and apply the schema at start, so the table and the
+             * views are there before the first event; PostgreSQL down:
+             * retried with the backoff while events wait */
+            if (ensure_connected(w) == 0)
+                note_up(w);
+            else
+                w->connect_at_ms = mono_ms() + next_backoff_ms(w);
+        }
         if (!batch) {
             w->pre_n = 0;   /* nothing encoded ahead belongs to a new batch */
             if (w->sp && !spool_empty(w->sp)) {

@@ -136,10 +136,11 @@ dropped_message(_) ->
 
 %% @doc Connection state, queue depth, counters (README, "Status").
 %% When the plugin could not start (see vmq_pgevents_server), `state' is
-%% `not_recording' and `last_error' says why.
+%% `not_recording' and `last_error' says why. `warnings': the listeners
+%% whose plugin chains leave this plugin out (vmq_pgevents_listeners).
 -spec status() -> map().
 status() ->
-    S = vmq_pgevents_nif:status(),
+    S = (vmq_pgevents_nif:status())#{warnings => vmq_pgevents_listeners:warnings()},
     case vmq_pgevents_server:problem() of
         undefined -> S;
         Why -> S#{state := not_recording, last_error := Why}

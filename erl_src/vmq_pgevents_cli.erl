@@ -141,7 +141,8 @@ status_rows(S, PerSecond) ->
                           <<>> -> "ok";
                           E -> "none: " ++ binary_to_list(E)
                       end},
-            {"journal", journal_text(S)}],
+            {"journal", journal_text(S)}]
+        ++ [{"warning", binary_to_list(W)} || W <- maps:get(warnings, S, [])],
     [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].
 
 %% on, with its bytes on disk and the age of its last sync; or why not

@@ -3,11 +3,34 @@
 -module(vmq_pgevents_nif).
 
 -export([event/3, start/2, configure/1, stop/1, flush/0, status/0, hooks/0]).
--export([priv_dir/0]).
+-export([priv_dir/0, load_error/0]).
 -on_load(init/0).
 
+-define(LOAD_ERROR, {?MODULE, load_error}).
+
+%% A NIF library that cannot be loaded (a library it needs is missing, say)
+%% leaves this module loaded with its stubs, so that the plugin can say why it does not
+%% record (load_error/0, vmq_pgevents_server) instead of being undefined.
 init() ->
-    erlang:load_nif(filename:join(priv_dir(), "vmq_pgevents_nif"), 0).
+    case erlang:load_nif(filename:join(priv_dir(), "vmq_pgevents_nif"), 0) of
+        ok ->
+            persistent_term:erase(?LOAD_ERROR),
+            ok;
+        {error, {load_failed, Text}} ->
+            %% the library itself cannot be loaded (dlopen)
+            persistent_term:put(?LOAD_ERROR, unicode:characters_to_binary(io_lib:format("~ts", [Text]))),
+            ok;
+        Error ->
+            %% e.g. an upgrade refused (another build): the load fails and
+            %% the running code stays
+            Error
+    end.
+
+%% why the NIF library did not load (the dynamic loader's words), or
+%% undefined when it is loaded
+-spec load_error() -> binary() | undefined.
+load_error() ->
+    persistent_term:get(?LOAD_ERROR, undefined).
 
 %% The plugin directory may be named anything (VerneMQ loads it by path),
 %% so find priv/ next to this module's ebin/ rather than by app name: the
@@ -34,10 +57,21 @@ configure(_Config) -> erlang:nif_error(not_loaded).
 stop(_TimeoutMs) -> erlang:nif_error(not_loaded).
 
 -spec flush() -> ok.
-flush() -> erlang:nif_error(not_loaded).
+flush() -> ok.    %% without the NIF: nothing to write
 
+%% without the NIF: nothing recorded, nothing written, and why
 -spec status() -> map().
-status() -> erlang:nif_error(not_loaded).
+status() ->
+    Zero = [incarnation, queued, queued_bytes, queue_peak, queue_peak_bytes, inflight, pending,
+            last_seq, dropped, spooled, spool_bytes, spooled_at_stop, spool_corrupt, written,
+            batches, prefetched, dead_lettered, dead_letter_lost, discarded_at_stop,
+            write_errors, reconnects, last_write_us, last_batch_us, journal_bytes,
+            journal_segments, journal_no_room, journal_sync_age_us, partitions_created,
+            partitions_dropped, partitions_checked_us, malformed, rejected, oldest_age_us],
+    maps:merge(maps:from_list([{K, 0} || K <- Zero]),
+               #{state => stopped, dsn_masked => <<>>, journal => false, journal_error => <<>>,
+                 spool_error => <<>>, per_hook => #{},
+                 last_error => case load_error() of undefined -> <<>>; E -> E end}).
 
 -spec hooks() -> [{atom(), non_neg_integer()}].
 hooks() -> erlang:nif_error(not_loaded).

@@ -22,14 +22,21 @@ start_link() ->
 init([]) ->
     process_flag(trap_exit, true),
     persistent_term:erase(?PROBLEM),
+    case vmq_pgevents_nif:load_error() of
+        undefined -> start();
+        Why -> not_recording(nif, Why)
+    end.
+
+start() ->
     try start_writer() of
         {ok, StopTimeout} ->
-            {ok, #{stop_timeout_ms => StopTimeout, samples => [sample()]}};
+            {ok, warn_listeners(#{stop_timeout_ms => StopTimeout, samples => [sample()],
+                                  warned => []})};
         {error, Why} ->
-            not_recording(Why)
+            not_recording(config, Why)
     catch
         Class:Reason ->
-            not_recording(io_lib:format("start failed: ~0p:~0p", [Class, Reason]))
+            not_recording(config, io_lib:format("start failed: ~0p:~0p", [Class, Reason]))
     end.
 
 start_writer() ->
@@ -63,13 +70,24 @@ start_nif(Config, StopTimeout) ->
             Result
     end.
 
-not_recording(Why) ->
-    Msg = iolist_to_binary(io_lib:format("~ts", [case is_atom(Why) of
-                                                   true -> atom_to_list(Why);
-                                                   false -> Why
-                                               end])),
-    logger:error("vmq_pgevents: not recording: ~ts (the broker goes on without it; "
-                 "fix the configuration and restart the plugin)", [Msg]),
+%% Kind: config (the configuration or the server refused it) or nif (the
+%% NIF library did not load: a system library is missing, not a setting)
+not_recording(Kind, Why) ->
+    Text = iolist_to_binary(io_lib:format("~ts", [case is_atom(Why) of
+                                                    true -> atom_to_list(Why);
+                                                    false -> Why
+                                                end])),
+    Msg = case Kind of
+              nif -> <<"the NIF library cannot load: ", Text/binary,
+                       " (install libpq5 and libjansson4, or the release tarball, which carries them;"
+                       " see the README, \"Installing\")">>;
+              config -> Text
+          end,
+    logger:error("vmq_pgevents: not recording: ~ts (the broker goes on without it; ~ts)",
+                 [Msg, case Kind of
+                           nif -> "restart the plugin or VerneMQ once the library is there";
+                           config -> "fix the configuration and restart the plugin"
+                       end]),
     persistent_term:put(?PROBLEM, Msg),
     catch vmq_pgevents_conn:init_table(0),
     catch vmq_pgevents_nif:configure(#{hooks => []}),   %% nothing piles up in memory
@@ -100,7 +118,7 @@ handle_cast(_Msg, State) ->
 
 handle_info(sample, State = #{samples := Samples}) ->
     erlang:send_after(?SAMPLE_MS, self(), sample),
-    {noreply, State#{samples := lists:sublist([sample() | Samples], ?SAMPLES)}};
+    {noreply, warn_listeners(State#{samples := lists:sublist([sample() | Samples], ?SAMPLES)})};
 handle_info({vmq_pgevents_log, Level, Msg}, State) ->
     logger:log(Level, "vmq_pgevents: ~ts", [Msg]),
     {noreply, State};
@@ -114,6 +132,17 @@ terminate(_Reason, #{stop_timeout_ms := Timeout}) ->
 terminate(_Reason, _State) ->
     persistent_term:erase(?PROBLEM),
     ok.
+
+%% once for each listener whose plugin chain leaves the plugin out (at
+%% start, and within 5 s of a listener started at run time)
+warn_listeners(State = #{warned := Warned}) ->
+    Now = vmq_pgevents_listeners:warnings(),
+    [logger:warning("vmq_pgevents: ~ts (name vmq_pgevents first in that listener's "
+                    "auth_plugins and authz_plugins; see the README)", [W])
+     || W <- Now -- Warned],
+    State#{warned := lists:usort(Warned ++ Now)};
+warn_listeners(State) ->
+    State.
 
 drain_logs() ->
     receive

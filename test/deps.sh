@@ -21,6 +21,11 @@ id postgres >/dev/null 2>&1 || need+=(postgresql)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v curl >/dev/null || need+=(curl)
 ldconfig -p 2>/dev/null | grep -q 'libsnappy.so.1 ' || need+=(libsnappy1v5)
+# the image test (test/image/run.sh): the image's root by debootstrap, run
+# with unshare/nsenter/chroot; the alert rules' tests: promtool
+command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v unshare >/dev/null || need+=(util-linux)
+command -v promtool >/dev/null || need+=(prometheus)
 # make bench-broker's load generator
 pkg-config --exists libmosquitto 2>/dev/null || need+=(libmosquitto-dev)
 # `test/deps.sh ci`: also what .ci/run's checks use

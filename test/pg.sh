@@ -2,10 +2,12 @@
 # test/pg.sh - a private PostgreSQL server for the tests, `make run` and
 # `make bench`: data, unix socket and log all inside one directory, no TCP.
 #
-#   test/pg.sh init DIR [fast] [tls]
+#   test/pg.sh init DIR [fast] [tls|tcp]
 #                                initdb into DIR (fast: fsync off, for tests;
 #                                tls: a test CA, server and client certificates
-#                                in DIR, TCP on 127.0.0.1 with TLS only)
+#                                in DIR, TCP on 127.0.0.1 with TLS only;
+#                                tcp: also TCP on 127.0.0.1, password (SCRAM)
+#                                required there; the port in DIR/port)
 #   test/pg.sh start DIR         start and wait until it accepts connections
 #   test/pg.sh stop DIR          fast shutdown, waits
 #   test/pg.sh kill DIR          kill -9 the postmaster (fault tests)
@@ -62,9 +64,9 @@ make_certs() {
 
 case "$cmd" in
 init)
-    fast=0 tls=0
+    fast=0 tls=0 tcp=0
     for o in "$@"; do
-        case "$o" in fast) fast=1 ;; tls) tls=1 ;; esac
+        case "$o" in fast) fast=1 ;; tls) tls=1 ;; tcp) tcp=1 ;; esac
     done
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
@@ -80,6 +82,14 @@ init)
         # Never synchronous_commit = off: a killed server would lose acknowledged rows.
         if [ $fast = 1 ]; then echo "fsync = off"; fi
     } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    if [ $tcp = 1 ]; then
+        p=$(( (RANDOM % 20000) + 30000 ))
+        while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+        echo "$p" >"$dir/port"
+        printf "listen_addresses = '127.0.0.1'\nport = %s\n" "$p" | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+        { echo "host all all 127.0.0.1/32 scram-sha-256"; cat "$dir/data/pg_hba.conf"; } >"$dir/hba.new"
+        as_owner cp "$dir/hba.new" "$dir/data/pg_hba.conf"
+    fi
     if [ $tls = 1 ]; then
         p=$(( (RANDOM % 20000) + 30000 ))
         while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done

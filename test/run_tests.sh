@@ -4,8 +4,11 @@
 #   2. a private PostgreSQL in a temporary directory (test/pg.sh)
 #   3. the EUnit suite in a real Erlang VM with the real NIF
 #   4. the real-broker suite (test/e2e/run.sh): every VerneMQ release in
-#      ../shared/vernemq/ (or VERNEMQ_HOME) with the plugin enabled as the
-#      README says, driven by mosquitto clients
+#      ../shared/vernemq/ (or VERNEMQ_HOME) with the plugin installed from
+#      the release tarball and enabled as the README says, driven by
+#      mosquitto clients
+#   5. the official Docker image's runtime (test/image/run.sh)
+#   6. the Prometheus alert rules (promtool)
 # and ends with one line "N passed, N failed" over all of them.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -69,6 +72,34 @@ else
         pass=$((pass + BASH_REMATCH[1])); fail=$((fail + BASH_REMATCH[2]))
     fi
     [ $rc -eq 0 ] || [[ $last =~ [1-9][0-9]*\ failed ]] || fail=$((fail + 1))
+fi
+
+# add_counts LOG RC: the last "N passed, N failed" line of a stage's log
+add_counts() {
+    local last
+    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$1" | tail -n 1)
+    if [[ $last =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
+        pass=$((pass + BASH_REMATCH[1])); fail=$((fail + BASH_REMATCH[2]))
+    fi
+    [ "$2" -eq 0 ] || [[ $last =~ [1-9][0-9]*\ failed ]] || fail=$((fail + 1))
+}
+
+echo "== the official Docker image's runtime (test/image/run.sh)"
+if [ "${SANITIZE:-}" = 1 ]; then
+    echo "   not under SANITIZE=1 (the plain make test runs it)"
+else
+    bash test/image/run.sh 2>&1 | tee "$BUILD/image.log"; add_counts "$BUILD/image.log" "${PIPESTATUS[0]}"
+fi
+
+echo "== Prometheus alert rules (promtool check rules, promtool test rules)"
+if command -v promtool >/dev/null; then
+    if promtool check rules priv/vmq_pgevents.rules.yml && (cd test/prometheus && promtool test rules vmq_pgevents.rules.test.yml); then
+        echo "alert rules: 1 passed, 0 failed"; pass=$((pass + 1))
+    else
+        echo "alert rules: 0 passed, 1 failed"; fail=$((fail + 1))
+    fi
+else
+    echo "promtool missing (apt-get install prometheus; test/deps.sh installs it)"; fail=$((fail + 1))
 fi
 
 echo "$pass passed, $fail failed"

@@ -341,3 +341,33 @@ poisoned_row_test_() ->
 
 topic(37) -> <<"zz-refused">>;
 topic(_) -> <<"fine">>.
+
+%% The writer connects and applies schema.sql when the plugin starts: the
+%% table and its views are there before the first event, and status says
+%% connected. With PostgreSQL down at start it keeps trying (the boot test
+%% of the real-broker suite).
+connect_at_start_test_() ->
+    {timeout, 60, fun() ->
+        T = "life_connect",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+        ?assertEqual("", string:trim(pgev_pg:sql("SELECT to_regclass('" ++ T ++ "')"))),
+        pgev_app:start(T),
+        try
+            State = wait_state(connected, 100),
+            ?assertEqual(connected, State),
+            ?assertEqual(T, string:trim(pgev_pg:sql("SELECT to_regclass('" ++ T ++ "')"))),
+            ?assertEqual(T ++ "_connections",
+                         string:trim(pgev_pg:sql("SELECT to_regclass('" ++ T ++ "_connections')"))),
+            ?assertEqual(0, count(T)),
+            #{pending := 0} = vmq_pgevents:status()
+        after
+            pgev_app:stop()
+        end
+    end}.
+
+wait_state(Want, 0) -> maps:get(state, vmq_pgevents:status(), Want);
+wait_state(Want, N) ->
+    case vmq_pgevents:status() of
+        #{state := Want} -> Want;
+        _ -> timer:sleep(100), wait_state(Want, N - 1)
+    end.

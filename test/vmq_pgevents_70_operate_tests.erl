@@ -138,3 +138,30 @@ filters_test_() ->
             ?assertEqual({error, <<"not a valid MQTT topic filter: a/#/b">>}, vmq_pgevents:reconfigure())
         end)
     end}.
+
+%% VerneMQ 2.2's per-listener chains (vmq_server's listeners env, as a
+%% boot config and `vmq-admin listener start' leave it): a chain without
+%% vmq_pgevents is named, one with it or none at all is not.
+listener_chain_warnings_test() ->
+    Listeners =
+        [{mqtt, [{{{127, 0, 0, 1}, 1883}, [{mountpoint, ""}]},
+                 {{"127.0.0.1", 1884}, [{auth_plugins, [vmq_passwd]}, {authz_plugins, [vmq_acl]}]},
+                 {{"127.0.0.1", 1885}, [{auth_plugins, [vmq_pgevents, vmq_passwd]},
+                                        {authz_plugins, [vmq_pgevents, vmq_acl]}]},
+                 {{{127, 0, 0, 1}, 1886}, [{auth_plugins, undefined}, {authz_plugins, [vmq_acl]}]}]},
+         {mqttws, [{{{0, 0, 0, 0}, 8080}, [{auth_plugins, [vmq_passwd]}]}]},
+         {vmq, [{{{127, 0, 0, 1}, 44053}, [{auth_plugins, [x]}]}]},   %% not MQTT
+         {http, [{{{127, 0, 0, 1}, 8888}, []}]}],
+    ?assertEqual([<<"logins on 0.0.0.0:8080 are not recorded: vmq_pgevents is not in its auth_plugins">>,
+                  <<"logins on 127.0.0.1:1884 are not recorded: vmq_pgevents is not in its auth_plugins">>,
+                  <<"publish and subscribe authorizations on 127.0.0.1:1884 are not recorded: "
+                    "vmq_pgevents is not in its authz_plugins">>,
+                  <<"publish and subscribe authorizations on 127.0.0.1:1886 are not recorded: "
+                    "vmq_pgevents is not in its authz_plugins">>],
+                 vmq_pgevents_listeners:warnings(Listeners)),
+    ?assertEqual([], vmq_pgevents_listeners:warnings(undefined)),
+    %% outside VerneMQ (no vmq_config): none
+    ?assertEqual([], vmq_pgevents_listeners:warnings()),
+    %% and status shows them, one row each
+    Rows = vmq_pgevents_cli:status_rows((vmq_pgevents_nif:status())#{warnings => [<<"w1">>, <<"w2">>]}, 0),
+    ?assertEqual(["w1", "w2"], [V || [{name, "warning"}, {value, V}] <- Rows]).

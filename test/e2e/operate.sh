@@ -195,6 +195,52 @@ scenario_connection_opts() {
 auth_on_register_m5|127.0.0.1|$p|mqtt|f" | paste -sd ' ')"
 }
 
+# 6b. VerneMQ 2.2's per-listener plugin chains, with listeners started at
+#     run time (2.2.0 refuses them in vernemq.conf at boot): a chain that
+#     leaves the plugin out is warned about (log, status) and its logins go
+#     unrecorded; one that names it first records everything
+scenario_listener_chains() {
+    echo " - per-listener plugin chains (vmq-admin listener start --auth_plugins/--authz_plugins)"
+    local out=$((PORT + 5)) in=$((PORT + 6)) i w
+    check "listener start with auth_plugins=[vmq_passwd], authz_plugins=[vmq_acl]" Done \
+        "$(broker_admin "$BROKER" listener start address=127.0.0.1 port=$out \
+               '--auth_plugins=[vmq_passwd]' '--authz_plugins=[vmq_acl]' --allowed_protocol_versions=3,4,5 | tr -d ' \n')"
+    check "listener start with vmq_pgevents first in both chains" Done \
+        "$(broker_admin "$BROKER" listener start address=127.0.0.1 port=$in \
+               '--auth_plugins=[vmq_pgevents,vmq_passwd]' '--authz_plugins=[vmq_pgevents,vmq_acl]' --allowed_protocol_versions=3,4,5 | tr -d ' \n')"
+    w="logins on 127.0.0.1:$out are not recorded: vmq_pgevents is not in its auth_plugins"
+    check "status warns about the chain that leaves the plugin out (logins, authorizations), only that one" \
+        "$w|publish and subscribe authorizations on 127.0.0.1:$out are not recorded: vmq_pgevents is not in its authz_plugins" \
+        "$(status_value warning | paste -sd '|')"
+    for i in $(seq 1 50); do
+        grep -qF "$w" "$BROKER/log/console.log" && break
+        sleep 0.2
+    done
+    check "the log warns once about that listener's logins" 1 "$(grep -cF "$w" "$BROKER/log/console.log")"
+    for p in $out $in; do
+        mosquitto_sub -V mqttv5 -h 127.0.0.1 -p $p -i e2e-chain-sub-$p -q 1 -t e2e/chain/$p "${ALICE[@]}" -C 1 -W 10 >/dev/null &
+        local s=$!
+        sleep 0.5
+        mosquitto_pub -V mqttv5 -h 127.0.0.1 -p $p -i e2e-chain-pub-$p -q 1 -t e2e/chain/$p -m x "${ALICE[@]}"
+        wait $s
+    done
+    check_conns "chain with vmq_pgevents first: login, authorization and publish recorded" e2e-chain-pub-$in \
+        "auth_on_register_m5 on_client_wakeup on_register_m5 auth_on_publish_m5 on_publish_m5 on_topic_unsubscribed on_client_gone"
+    check "chain with vmq_pgevents first: the subscriber's login and subscribe recorded" "auth_on_register_m5 auth_on_subscribe_m5" \
+        "$(q "SELECT string_agg(hook, ' ' ORDER BY seq) FROM vmq_events WHERE client_id = 'e2e-chain-sub-$in'
+              AND hook IN ('auth_on_register_m5', 'auth_on_subscribe_m5')")"
+    # without its login the wake-up has no connection id (it is the login
+    # that opens one): the wake-up stands apart
+    check_conns "chain without it: no login or authorization rows, a wake-up without conn_id (as the warning says)" \
+        e2e-chain-pub-$out "on_client_wakeup | on_register_m5 on_publish_m5 on_topic_unsubscribed on_client_gone"
+    check "chain without it: the wake-up's conn_id is empty" "on_client_wakeup|t" \
+        "$(q "SELECT hook, conn_id IS NULL FROM vmq_events WHERE client_id = 'e2e-chain-pub-$out' ORDER BY seq LIMIT 1")"
+    broker_admin "$BROKER" listener stop address=127.0.0.1 port=$out >/dev/null
+    broker_admin "$BROKER" listener delete address=127.0.0.1 port=$out >/dev/null
+    broker_admin "$BROKER" listener stop address=127.0.0.1 port=$in >/dev/null
+    broker_admin "$BROKER" listener delete address=127.0.0.1 port=$in >/dev/null
+}
+
 # 7. two brokers clustered on loopback: publisher on A, subscriber on B
 scenario_cluster() {
     local src=$1 tag=$2

@@ -41,14 +41,19 @@ done
 E2E=$ROOT/_build/e2e
 WORK=$E2E/work
 mkdir -p "$WORK"
-# the plugin as a user installs it: ebin/ and priv/ copied to a directory.
-# Its name is not the application's (VerneMQ must cope with that).
+# the plugin as a user installs it: the release tarball (`make dist`)
+# unpacked into a directory. PLUGIN's name is not the application's
+# (VerneMQ must cope with that).
+TARBALL=$(ls -t _build/dist/vmq_pgevents-*.tar.gz 2>/dev/null | head -n 1)
+[ -n "$TARBALL" ] || { echo "real-broker suite: no release tarball in _build/dist (make dist)"; echo "0 passed, 1 failed"; exit 1; }
 PLUGIN=$E2E/plugin/pgevents-build
 PLUGIN2=$E2E/plugin/vmq_pgevents
 for d in "$PLUGIN" "$PLUGIN2"; do
-    rm -rf "$d"
-    mkdir -p "$d"
-    cp -r ebin priv "$d/"
+    rm -rf "$d" "$d.unpack"
+    mkdir -p "$d.unpack"
+    tar xzf "$TARBALL" -C "$d.unpack"
+    mv "$d.unpack/vmq_pgevents" "$d"
+    rmdir "$d.unpack"
 done
 
 PGDIR=$(mktemp -d /tmp/vmq_pgevents_e2e.XXXXXX)
@@ -95,7 +100,8 @@ for src in "${sources[@]}"; do
         scenario_frozen_pg
         case "$VERSION" in
             2.1.*) ;;
-            *) scenario_connection_opts ;;
+            *) scenario_connection_opts
+               scenario_listener_chains ;;
         esac
         scenario_stop_pg_down
         # last: enabled at run time, the plugin comes after vmq_passwd/vmq_acl
