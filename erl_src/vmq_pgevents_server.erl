@@ -77,17 +77,15 @@ not_recording(Kind, Why) ->
                                                     true -> atom_to_list(Why);
                                                     false -> Why
                                                 end])),
-    Msg = case Kind of
-              nif -> <<"the NIF library cannot load: ", Text/binary,
-                       " (install libpq5 and libjansson4, or the release tarball, which carries them;"
-                       " see the README, \"Installing\")">>;
-              config -> Text
-          end,
-    logger:error("vmq_pgevents: not recording: ~ts (the broker goes on without it; ~ts)",
-                 [Msg, case Kind of
-                           nif -> "restart the plugin or VerneMQ once the library is there";
-                           config -> "fix the configuration and restart the plugin"
-                       end]),
+    {Msg, Hint} =
+        case Kind of
+            nif -> {<<"the NIF library cannot load: ", Text/binary,
+                      " (install libpq5 and libjansson4, or the release tarball, which carries them;"
+                      " see the README, \"Installing\")">>,
+                    "restart the plugin or VerneMQ once the library is there"};
+            config -> {Text, "fix the configuration and restart the plugin"}
+        end,
+    logger:error("vmq_pgevents: not recording: ~ts (the broker goes on without it; ~ts)", [Msg, Hint]),
     persistent_term:put(?PROBLEM, Msg),
     catch vmq_pgevents_conn:init_table(0),
     catch vmq_pgevents_nif:configure(#{hooks => []}),   %% nothing piles up in memory

@@ -62,6 +62,14 @@ make_certs() {
     chmod 600 "$d"/*.key
 }
 
+# a TCP port on 127.0.0.1 that nothing listens on, kept in DIR/port
+free_port() {
+    local p=$(( (RANDOM % 20000) + 30000 ))
+    while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
+    echo "$p" >"$dir/port"
+    echo "$p"
+}
+
 case "$cmd" in
 init)
     fast=0 tls=0 tcp=0
@@ -83,17 +91,13 @@ init)
         if [ $fast = 1 ]; then echo "fsync = off"; fi
     } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
     if [ $tcp = 1 ]; then
-        p=$(( (RANDOM % 20000) + 30000 ))
-        while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-        echo "$p" >"$dir/port"
+        p=$(free_port)
         printf "listen_addresses = '127.0.0.1'\nport = %s\n" "$p" | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
         { echo "host all all 127.0.0.1/32 scram-sha-256"; cat "$dir/data/pg_hba.conf"; } >"$dir/hba.new"
         as_owner cp "$dir/hba.new" "$dir/data/pg_hba.conf"
     fi
     if [ $tls = 1 ]; then
-        p=$(( (RANDOM % 20000) + 30000 ))
-        while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
-        echo "$p" >"$dir/port"
+        p=$(free_port)
         make_certs "$dir"
         cp "$dir/server.key" "$dir/server.crt" "$dir/ca.crt" "$dir/data/"
         [ "$(id -u)" = 0 ] && chown postgres: "$dir"/data/server.* "$dir"/data/ca.crt

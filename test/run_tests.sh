@@ -60,20 +60,6 @@ elif [ $rc -ne 0 ]; then
 fi
 [ $rc -eq 0 ] || [ $fail -gt 0 ] || fail=$((fail + 1))
 
-echo "== real VerneMQ brokers (test/e2e/run.sh)"
-if [ "${SANITIZE:-}" = 1 ]; then
-    # the brokers bring their own VM, which cannot preload the sanitizer runtime
-    echo "   not under SANITIZE=1 (the plain make test runs it)"
-else
-    unset LD_PRELOAD
-    bash test/e2e/run.sh 2>&1 | tee "$BUILD/e2e.log"; rc=${PIPESTATUS[0]}
-    last=$(grep -E '^[0-9]+ passed, [0-9]+ failed' "$BUILD/e2e.log" | tail -n 1)
-    if [[ $last =~ ([0-9]+)\ passed,\ ([0-9]+)\ failed ]]; then
-        pass=$((pass + BASH_REMATCH[1])); fail=$((fail + BASH_REMATCH[2]))
-    fi
-    [ $rc -eq 0 ] || [[ $last =~ [1-9][0-9]*\ failed ]] || fail=$((fail + 1))
-fi
-
 # add_counts LOG RC: the last "N passed, N failed" line of a stage's log
 add_counts() {
     local last
@@ -83,6 +69,15 @@ add_counts() {
     fi
     [ "$2" -eq 0 ] || [[ $last =~ [1-9][0-9]*\ failed ]] || fail=$((fail + 1))
 }
+
+echo "== real VerneMQ brokers (test/e2e/run.sh)"
+if [ "${SANITIZE:-}" = 1 ]; then
+    # the brokers bring their own VM, which cannot preload the sanitizer runtime
+    echo "   not under SANITIZE=1 (the plain make test runs it)"
+else
+    unset LD_PRELOAD
+    bash test/e2e/run.sh 2>&1 | tee "$BUILD/e2e.log"; add_counts "$BUILD/e2e.log" "${PIPESTATUS[0]}"
+fi
 
 echo "== the official Docker image's runtime (test/image/run.sh)"
 if [ "${SANITIZE:-}" = 1 ]; then

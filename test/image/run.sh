@@ -128,6 +128,14 @@ ctr_ready() {
     return 1
 }
 
+# the processes whose root is the container's
+ctr_pids() {
+    local p
+    for p in $(ls /proc | grep -E '^[0-9]+$'); do
+        [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$R" ] && echo "$p"
+    done
+}
+
 # docker stop: SIGTERM to the start script (it stops the node), then
 # SIGKILL to whatever is left in the root after 60 s; epmd too
 ctr_stop() {
@@ -140,9 +148,7 @@ ctr_stop() {
         done
         CTR_PID=
     fi
-    for p in $(ls /proc | grep -E '^[0-9]+$'); do
-        [ "$(readlink "/proc/$p/root" 2>/dev/null)" = "$R" ] && kill -9 "$p" 2>/dev/null
-    done
+    for p in $(ctr_pids); do kill -9 "$p" 2>/dev/null; done
     return 0
 }
 
@@ -216,7 +222,7 @@ for rel in "${releases[@]}"; do
         "vmq_pgevents.dsn=host=127.0.0.1 port=$PGPORT user=vmq dbname=$DB" \
         "$(grep '^vmq_pgevents.dsn' "$R/vernemq/etc/vernemq.conf")"
     check "the NIF loaded (no 'Failed to load NIF' in the log)" 0 "$(grep -c 'Failed to load NIF' "$CTR_LOG")"
-    beam=$(for p in $(pgrep -f 'beam.smp'); do [ "$(readlink /proc/$p/root)" = "$R" ] && echo "$p"; done | head -n 1)
+    beam=$(ctr_pids | while read -r p; do grep -qa beam.smp "/proc/$p/cmdline" && echo "$p"; done | head -n 1)
     check "libpq and jansson come from the plugin's priv/lib" 2 \
         "$(grep -oE '/vernemq/plugins/vmq_pgevents/priv/lib/(libpq.so.5|libjansson.so.4)$' "/proc/$beam/maps" 2>/dev/null | sort -u | wc -l)"
     # connect at start: status connected and the table there before any client
@@ -249,7 +255,7 @@ for rel in "${releases[@]}"; do
     for i in 1 2 3; do pub -i img-jpub -q 1 -t img/j -m "journal-$i" -u alice -P alice-pw; done
     sleep 0.5
     ctr_stop
-    check "docker stop (SIGTERM): the container ends" "" "$(for p in $(ls /proc | grep -E '^[0-9]+$'); do [ "$(readlink /proc/$p/root 2>/dev/null)" = "$R" ] && echo "$p"; done)"
+    check "docker stop (SIGTERM): the container ends" "" "$(ctr_pids)"
     check_re "the journal is on the data volume (/vernemq/data/vmq_pgevents)" '[a-z]' \
         "$(ls "$R/vernemq/data/vmq_pgevents" 2>/dev/null)"
 
