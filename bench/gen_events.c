@@ -16,7 +16,11 @@
  *   - gets a command from a backend (on_publish by it, on_deliver to the
  *     device on its own connection), or
  *   - leaves (on_client_gone or on_client_offline).
- * Payloads are distinct 64-byte binaries (not JSON). Prints one line:
+ * GEN_PAYLOAD picks the payloads: json (the default) a device's telemetry
+ * as JSON, ~60 bytes with values that drift (e.g.
+ * {"t":21.53,"h":40.2,"bat":87,"seq":123456}); random: 64 random bytes
+ * (encrypted payloads, the worst case for compression); fill: 8 bytes of a
+ * counter and 56 copies of one byte (what earlier versions made). Prints one line:
  * "rows <n> seconds <s> node <node> incarnation <i>". */
 #define _GNU_SOURCE
 #include <libpq-fe.h>
@@ -36,6 +40,8 @@
 
 typedef struct device {
     int64_t conn_id;   /* 0: not connected */
+    double temp, hum;  /* its telemetry, drifting */
+    int bat;
 } device_t;
 
 static PGconn *conn;
@@ -45,6 +51,8 @@ static uint64_t seq, rng = 0x9E3779B97F4A7C15ULL;
 static int64_t next_conn = 1, start_us, span_us;
 static long rows;
 static int auth_payload_none;
+enum { PAY_JSON, PAY_RANDOM, PAY_FILL };
+static int payload_kind;
 static long rows_in_copy;
 static char copy_sql[1024];
 
@@ -180,7 +188,7 @@ static void login(const char *client, long dev, int64_t cid, const char *usernam
 }
 
 static void message(event_in_t *in, int hook, const char *client, int64_t cid, const char *username,
-                    const char *topic, const char *payload)
+                    const char *topic, const char *payload, size_t len)
 {
     base(in, hook, client, cid);
     if (username)
@@ -190,9 +198,40 @@ static void message(event_in_t *in, int hook, const char *client, int64_t cid, c
     in->f[F_TOPIC] = (span_t){topic, strlen(topic), 1};
     /* GEN_AUTH_PAYLOAD=none: auth_on_publish as with payload_modes =
      * auth_on_publish:none (the size only) */
-    in->f[F_PAYLOAD] = (span_t){payload, hook == HOOK_AUTH_ON_PUBLISH && auth_payload_none ? 0 : 64, 1};
-    in->payload_size = 64;
+    in->f[F_PAYLOAD] = (span_t){payload, hook == HOOK_AUTH_ON_PUBLISH && auth_payload_none ? 0 : len, 1};
+    in->payload_size = (uint32_t)len;
     emit(in);
+}
+
+/* the payload of a device's next message into p (96 bytes), its length */
+static size_t make_payload(device_t *dv, char *p)
+{
+    size_t i;
+    switch (payload_kind) {
+    case PAY_RANDOM:
+        for (i = 0; i < 64; i += 8) {
+            uint64_t r = rnd();
+            memcpy(p + i, &r, 8);
+        }
+        return 64;
+    case PAY_FILL:
+        memcpy(p, &seq, sizeof seq);
+        memset(p + sizeof seq, (int)(seq & 0x7f), 64 - sizeof seq);
+        return 64;
+    default:
+        if (!dv->bat) {
+            dv->temp = 15 + (double)(rnd() % 1000) / 100;
+            dv->hum = 30 + (double)(rnd() % 400) / 10;
+            dv->bat = 100;
+        }
+        dv->temp += ((double)(rnd() % 21) - 10) / 100;
+        dv->hum += ((double)(rnd() % 11) - 5) / 10;
+        if (rnd() % 50 == 0 && dv->bat > 1)
+            dv->bat--;
+        return (size_t)snprintf(p, 96, "{\"t\":%.2f,\"h\":%.1f,\"bat\":%d,\"seq\":%llu,\"up\":%llu}",
+                                dv->temp, dv->hum, dv->bat, (unsigned long long)seq,
+                                (unsigned long long)(seq / 7));
+    }
 }
 
 int main(int argc, char **argv)
@@ -201,7 +240,8 @@ int main(int argc, char **argv)
     double days;
     device_t *dev;
     int64_t backend_conn[BACKENDS];
-    char backend[BACKENDS][16], client[32], topic[64], payload[64], *ident;
+    char backend[BACKENDS][16], client[32], topic[64], payload[96], *ident;
+    size_t plen;
     struct timespec t0, t1;
     event_in_t in;
 
@@ -213,6 +253,10 @@ int main(int argc, char **argv)
     days = atof(argv[4]);
     devices = atol(argv[5]);
     dev = calloc((size_t)devices, sizeof *dev);
+    if (getenv("GEN_PAYLOAD") && strcmp(getenv("GEN_PAYLOAD"), "random") == 0)
+        payload_kind = PAY_RANDOM;
+    else if (getenv("GEN_PAYLOAD") && strcmp(getenv("GEN_PAYLOAD"), "fill") == 0)
+        payload_kind = PAY_FILL;
     auth_payload_none = getenv("GEN_AUTH_PAYLOAD") && strcmp(getenv("GEN_AUTH_PAYLOAD"), "none") == 0;
     conn = PQconnectdb(argv[1]);
     if (!dev || PQstatus(conn) != CONNECTION_OK)
@@ -235,8 +279,7 @@ int main(int argc, char **argv)
         long d = (long)(rnd() % (uint64_t)devices);
         uint64_t r = rnd() % 1000;
         snprintf(client, sizeof client, "device-%06ld", d);
-        memcpy(payload, &seq, sizeof seq);                /* distinct payloads */
-        memset(payload + sizeof seq, (int)(seq & 0x7f), sizeof payload - sizeof seq);
+        plen = make_payload(&dev[d], payload);
         if (!dev[d].conn_id) {
             int64_t cid = next_conn++;
             int ok = rnd() % 20 != 0;
@@ -246,14 +289,14 @@ int main(int argc, char **argv)
         } else if (r < 900) {
             int b = (int)(rnd() % BACKENDS);
             snprintf(topic, sizeof topic, "devices/%ld/telemetry", d);
-            message(&in, HOOK_AUTH_ON_PUBLISH, client, dev[d].conn_id, "device", topic, payload);
-            message(&in, HOOK_ON_PUBLISH, client, dev[d].conn_id, "device", topic, payload);
-            message(&in, HOOK_ON_DELIVER_6, backend[b], backend_conn[b], "backend", topic, payload);
+            message(&in, HOOK_AUTH_ON_PUBLISH, client, dev[d].conn_id, "device", topic, payload, plen);
+            message(&in, HOOK_ON_PUBLISH, client, dev[d].conn_id, "device", topic, payload, plen);
+            message(&in, HOOK_ON_DELIVER_6, backend[b], backend_conn[b], "backend", topic, payload, plen);
         } else if (r < 980) {
             int b = (int)(rnd() % BACKENDS);
             snprintf(topic, sizeof topic, "devices/%ld/cmd", d);
-            message(&in, HOOK_ON_PUBLISH, backend[b], backend_conn[b], "backend", topic, payload);
-            message(&in, HOOK_ON_DELIVER_6, client, dev[d].conn_id, "device", topic, payload);
+            message(&in, HOOK_ON_PUBLISH, backend[b], backend_conn[b], "backend", topic, payload, plen);
+            message(&in, HOOK_ON_DELIVER_6, client, dev[d].conn_id, "device", topic, payload, plen);
         } else {
             base(&in, r & 1 ? HOOK_ON_CLIENT_GONE : HOOK_ON_CLIENT_OFFLINE, client, dev[d].conn_id);
             emit(&in);

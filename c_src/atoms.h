@@ -28,7 +28,9 @@
     X(listener_addr) X(spool_error) X(pg_timeout_ms) X(journal_sync_ms)         \
     X(journal) X(journal_bytes) X(journal_segments) X(journal_sync_age_us)  \
     X(journal_error) X(journal_no_room) X(partition) X(retention_s)          \
-    X(partitions_created) X(partitions_dropped) X(partitions_checked_us)
+    X(partitions_created) X(partitions_dropped) X(partitions_checked_us)  \
+    X(compress_after_s) X(compress_every_ms) X(partitions_compressed)     \
+    X(compress_failures) X(compress_refused) X(compress_error)
 
 typedef struct atoms {
 #define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;

@@ -1,5 +1,5 @@
 /* deadline.h - a CLOCK_MONOTONIC time ms from now, for timed waits
- * (queue.c, writer.c). Any thread. */
+ * (queue.c, writer.c, compress.c). Any thread. */
 #ifndef VMQ_PGEV_DEADLINE_H
 #define VMQ_PGEV_DEADLINE_H
 

@@ -478,7 +478,7 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     runtime_cfg_t rc;
     char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL, *spool_dir = NULL;
     ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824, pg_timeout = 10000;
-    ErlNifSInt64 jsync = 1000, retention = 0;
+    ErlNifSInt64 jsync = 1000, retention = 0, compress_after = 0, compress_every = 60000;
     int journal = 1;
     char *partition = NULL;
     ERL_NIF_TERM result;
@@ -519,6 +519,10 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
         bad = "partition must be day, hour or none";
     if (!bad && get_num(env, argv[0], p->am.am_retention_s, 0, INT64_MAX / 2, &retention) < 0)
         bad = "retention_s must be a non-negative integer";
+    if (!bad && get_num(env, argv[0], p->am.am_compress_after_s, 0, INT64_MAX / 2, &compress_after) < 0)
+        bad = "compress_after_s must be a non-negative integer";
+    if (!bad && get_num(env, argv[0], p->am.am_compress_every_ms, 10, 86400000, &compress_every) < 0)
+        bad = "compress_every_ms must be an integer from 10 to 86400000";
     if (!bad && get_num(env, argv[0], p->am.am_journal_sync_ms, 1, 3600000, &jsync) < 0)
         bad = "journal_sync_ms must be an integer from 1 to 3600000";
     {
@@ -579,6 +583,8 @@ static ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[
     cfg.journal_sync_ms = (int)jsync;
     cfg.partition = partition;
     cfg.retention_s = retention;
+    cfg.compress_after_s = compress_after;
+    cfg.compress_every_ms = (int)compress_every;
     cfg.journal = journal;
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
@@ -813,6 +819,10 @@ static ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv
     PUT(partitions_created, make_u64(env, ws.partitions_created));
     PUT(partitions_dropped, make_u64(env, ws.partitions_dropped));
     PUT(partitions_checked_us, enif_make_int64(env, running ? ws.partitions_checked_us : 0));
+    PUT(partitions_compressed, make_u64(env, ws.partitions_compressed));
+    PUT(compress_failures, make_u64(env, ws.compress_failures));
+    PUT(compress_refused, running && ws.compress_refused ? p->am.am_true : p->am.am_false);
+    PUT(compress_error, text_bin(env, running ? ws.compress_error : ""));
     PUT(malformed, make_u64(env, malformed_total));
     PUT(rejected, make_u64(env, __atomic_load_n(&p->rejected, __ATOMIC_RELAXED)));
     {

@@ -5,6 +5,7 @@
 #include <poll.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 #define SLICE_MS 20   /* the tick runs at least this often while waiting */
@@ -171,4 +172,23 @@ PGresult *pgio_result(pgio_t *io)
     if (flush_all(io, deadline) < 0 || await_result(io, deadline) < 0)
         return NULL;
     return PQgetResult(io->conn);
+}
+
+void pgio_clean_error(const char *in, const char *secret, char *out, size_t n)
+{
+    size_t len;
+    char *p;
+
+    snprintf(out, n, "%s", in ? in : "unknown error");
+    len = strlen(out);
+    while (len && (out[len - 1] == '\n' || out[len - 1] == ' '))
+        out[--len] = '\0';
+    for (p = out; *p; p++)
+        if (*p == '\n')
+            *p = ' ';
+    if (secret && *secret) {
+        size_t sl = strlen(secret);
+        while ((p = strstr(out, secret)) != NULL)
+            memset(p, '*', sl);
+    }
 }

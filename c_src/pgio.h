@@ -6,7 +6,8 @@
  * nothing but time. On a timeout the call fails with a message; the
  * caller drops the connection and goes on as after any failed write.
  *
- * Used by the writer thread only. Knows nothing of erl_nif. */
+ * Used by the writer thread and the compressor thread (each its own
+ * connection). Knows nothing of erl_nif. */
 #ifndef VMQ_PGEV_PGIO_H
 #define VMQ_PGEV_PGIO_H
 
@@ -44,5 +45,9 @@ int pgio_end(pgio_t *io, const char *errmsg);
 /* The next result (PQgetResult) once it has arrived; NULL when there is
  * none left, or on failure or timeout (io->timed_out set). */
 PGresult *pgio_result(pgio_t *io);
+
+/* A libpq message for a log line or status: one line, no trailing
+ * newline, every copy of secret (the password; NULL: none) masked. */
+void pgio_clean_error(const char *in, const char *secret, char *out, size_t n);
 
 #endif

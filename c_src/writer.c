@@ -27,6 +27,7 @@
 #include <time.h>
 
 #include "buf.h"
+#include "compress.h"
 #include "copy.h"
 #include "deadline.h"
 #include "hooks.h"
@@ -60,6 +61,7 @@ struct writer {
     int connected_once;        /* the first connect (at start, before any event) is done */
     int64_t connect_at_ms;     /* until then: the next try (monotonic ms) */
     int64_t upkeep_at_ms;      /* next partition upkeep (monotonic ms) */
+    compressor_t *comp;        /* compress_after set: its own thread and connection */
     int resume_check;          /* a write failed: ask the table where we are */
     char last_sqlstate[6];     /* of the last failed statement */
     uint64_t drops_logged;     /* hook-path drops already reported */
@@ -112,22 +114,7 @@ static void wlog(writer_t *w, int level, const char *fmt, ...)
 /* libpq's message without trailing newline and never with the password */
 static void clean_error(const writer_t *w, const char *in, char *out, size_t n)
 {
-    size_t len;
-    char *p;
-
-    snprintf(out, n, "%s", in ? in : "unknown error");
-    len = strlen(out);
-    while (len && (out[len - 1] == '\n' || out[len - 1] == ' '))
-        out[--len] = '\0';
-    for (p = out; *p; p++)
-        if (*p == '\n')
-            *p = ' ';
-    if (w->password && *w->password) {
-        size_t pl = strlen(w->password);
-        while ((p = strstr(out, w->password)) != NULL) {
-            memset(p, '*', pl);
-        }
-    }
+    pgio_clean_error(in, w->password, out, n);
 }
 
 static void set_error(writer_t *w, const char *msg)
@@ -246,7 +233,8 @@ static int prepare_sql(writer_t *w)
 {
     static const char copy_fmt[] = "COPY %s (%s) FROM STDIN (FORMAT binary)";
     static const char resume_fmt[] =
-        "SELECT coalesce(max(seq), 0) FROM %s WHERE node = $1 AND incarnation = $2";
+        "SELECT coalesce(max(seq), 0) FROM %s WHERE node = $1 AND incarnation = $2 "
+        "AND ts >= to_timestamp($3::float8) AND ts <= to_timestamp($4::float8)";
     char *ident = PQescapeIdentifier(w->conn, w->table, strlen(w->table)), *dead_ident;
     char dead_name[80];
     size_t n;
@@ -421,16 +409,29 @@ connected:
 /* After a failed write the batch may have been committed anyway (the
  * connection died before COMMIT's answer). One writer per node commits in
  * seq order, so the table's highest seq for this incarnation says exactly
- * which of the batch's events are already there. */
-static int resume_point(writer_t *w, int64_t incarnation, uint64_t *max_seq)
+ * which of the batch's events are already there. Asked among the rows
+ * from the batch's first ts to its last (a second either side): those are
+ * the only rows that can be the batch's, and the partitions of other
+ * periods are not read (a compressed one has no index to ask). */
+static int resume_point(writer_t *w, int64_t incarnation, const event_t *batch, uint64_t *max_seq)
 {
-    char inc[24];
-    const char *params[2] = {w->node, inc};
+    char inc[24], lo[32], hi[32];
+    const char *params[4] = {w->node, inc, lo, hi};
+    int64_t lo_us = INT64_MAX, hi_us = INT64_MIN;
+    const event_t *ev;
     PGresult *r;
     int ok;
 
+    for (ev = batch; ev; ev = ev->next) {
+        if (ev->ts_us < lo_us)
+            lo_us = ev->ts_us;
+        if (ev->ts_us > hi_us)
+            hi_us = ev->ts_us;
+    }
     snprintf(inc, sizeof inc, "%lld", (long long)incarnation);
-    r = pgio_exec(&w->io, w->resume_sql, 2, params);
+    snprintf(lo, sizeof lo, "%.6f", (double)(lo_us - 1000000) / 1e6);
+    snprintf(hi, sizeof hi, "%.6f", (double)(hi_us + 1000000) / 1e6);
+    r = pgio_exec(&w->io, w->resume_sql, 4, params);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
     if (ok)
         *max_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
@@ -712,7 +713,7 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n, int *written
             uint64_t max_seq;
             size_t skip = 0;
             event_t *ev;
-            if (resume_point(w, w->copy.incarnation, &max_seq) < 0)
+            if (resume_point(w, w->copy.incarnation, batch, &max_seq) < 0)
                 return batch;
             for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next)
                 skip++;
@@ -1395,7 +1396,24 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
         snprintf(err, errlen, "cannot create the writer thread");
         return NULL;
     }
+    if (cfg->compress_after_s > 0 && strcmp(w->partition, "none") != 0) {
+        compress_config_t cc = {w->conninfo, w->password, w->table, cfg->compress_after_s,
+                                cfg->compress_every_ms};
+        char cerr[128];
+        w->comp = compressor_start(&cc, log, log_ctx, cerr, sizeof cerr);
+        if (!w->comp)
+            snprintf(w->st.compress_error, sizeof w->st.compress_error, "%s", cerr);
+    }
     return w;
+}
+
+/* the compressor's status in the writer's */
+static void compress_into(writer_status_t *st, const compress_status_t *cs)
+{
+    st->partitions_compressed = cs->compressed;
+    st->compress_failures = cs->failures;
+    st->compress_refused = cs->refused;
+    snprintf(st->compress_error, sizeof st->compress_error, "%s", cs->error);
 }
 
 void writer_stop(writer_t *w, int timeout_ms, writer_status_t *final)
@@ -1409,6 +1427,14 @@ void writer_stop(writer_t *w, int timeout_ms, writer_status_t *final)
     pthread_mutex_unlock(&w->smu);
     pthread_cond_broadcast(&w->scv);
     queue_request_stop(w->q);
+    if (w->comp) {
+        compress_status_t cs;
+        compressor_stop(w->comp, &cs);
+        w->comp = NULL;
+        pthread_mutex_lock(&w->smu);
+        compress_into(&w->st, &cs);
+        pthread_mutex_unlock(&w->smu);
+    }
     pthread_join(w->thread, NULL);
     /* the queue stays usable: a later writer_start picks up from here */
     pthread_mutex_lock(&w->q->mu);
@@ -1422,6 +1448,11 @@ void writer_get_status(writer_t *w, writer_status_t *st)
 {
     pthread_mutex_lock(&w->smu);
     *st = w->st;
+    if (w->comp) {
+        compress_status_t cs;
+        compressor_get_status(w->comp, &cs);
+        compress_into(st, &cs);
+    }
     if (w->j) {
         journal_stats_t js;
         journal_get_stats(w->j, &js);
@@ -1457,6 +1488,8 @@ void writer_status_add(writer_status_t *into, const writer_status_t *from)
     into->journal_left += from->journal_left;
     into->partitions_created += from->partitions_created;
     into->partitions_dropped += from->partitions_dropped;
+    into->partitions_compressed += from->partitions_compressed;
+    into->compress_failures += from->compress_failures;
     into->spool_corrupt += from->spool_corrupt;
     into->reconnects += from->reconnects;
     into->discarded_at_stop += from->discarded_at_stop;

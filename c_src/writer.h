@@ -34,6 +34,8 @@ typedef struct writer_config {
     int64_t retention_s;      /* partitions that ended this long ago are dropped; 0: never */
     int journal;              /* 1: events go to a journal in spool_dir (journal.h) */
     int journal_sync_ms;      /* the journal is synced to disk this often; 0: 1000 */
+    int64_t compress_after_s; /* partitions that ended this long ago become columnar (compress.h); 0: never */
+    int compress_every_ms;    /* how often the compressor looks; 0: 60000 */
 } writer_config_t;
 
 enum writer_state { WS_STARTING, WS_CONNECTED, WS_DISCONNECTED, WS_STOPPED };
@@ -60,6 +62,9 @@ typedef struct writer_status {
     uint64_t journal_left;    /* events left in the journal at stops, for the next start */
     uint64_t partitions_created, partitions_dropped;
     int64_t partitions_checked_us; /* wall clock of the last partition upkeep, 0: none */
+    uint64_t partitions_compressed, compress_failures;
+    int compress_refused;     /* the server cannot compress (no Citus columnar, not allowed) */
+    char compress_error[256]; /* the compressor's last failure ("") */
     int64_t journal_sync_us;  /* wall clock of the last journal sync, 0: none */
     char journal_error[256];  /* why the journal is off or has no room ("") */
 } writer_status_t;

@@ -35,7 +35,9 @@ read() ->
                     spool_max_bytes => int(spool_max_bytes, 0),
                     journal => bool(journal, env(journal, true)),
                     partition => partition(),
-                    retention_s => retention(env(retention, "off")),
+                    retention_s => period(retention, env(retention, "off")),
+                    compress_after_s => compress_after(),
+                    compress_every_ms => int(compress_every_ms, 10),
                     journal_sync_ms => int(journal_sync_ms, 1)},
         Config = case AutoCreate of
                      true -> Config0#{schema_sql => schema_sql()};
@@ -175,19 +177,27 @@ partition() ->
         P -> throw({config, io_lib:format("partition: expected day, hour or none, got ~0p", [P])})
     end.
 
-%% off | <N>d | <N>h -> seconds (0: off)
-retention(off) -> 0;
-retention(V) when is_atom(V) -> retention(atom_to_list(V));
-retention(V) when is_binary(V) -> retention(binary_to_list(V));
-retention("off") -> 0;
-retention(V) when is_list(V) ->
+%% compress_after needs partitions to compress
+compress_after() ->
+    case {period(compress_after, env(compress_after, "off")), partition()} of
+        {S, <<"none">>} when S > 0 ->
+            throw({config, "compress_after needs partition = day or hour (it compresses whole partitions)"});
+        {S, _} -> S
+    end.
+
+%% off | <N>d | <N>h -> seconds (0: off), for the setting Key
+period(_, off) -> 0;
+period(K, V) when is_atom(V) -> period(K, atom_to_list(V));
+period(K, V) when is_binary(V) -> period(K, binary_to_list(V));
+period(_, "off") -> 0;
+period(K, V) when is_list(V) ->
     case re:run(V, "^([1-9][0-9]{0,5})([dh])$", [{capture, all_but_first, list}]) of
         {match, [N, "d"]} -> list_to_integer(N) * 86400;
         {match, [N, "h"]} -> list_to_integer(N) * 3600;
-        nomatch -> throw({config, io_lib:format("retention: expected off, <N>d or <N>h, got ~0p", [V])})
+        nomatch -> throw({config, io_lib:format("~ts: expected off, <N>d or <N>h, got ~0p", [K, V])})
     end;
-retention(V) ->
-    throw({config, io_lib:format("retention: expected off, <N>d or <N>h, got ~0p", [V])}).
+period(K, V) ->
+    throw({config, io_lib:format("~ts: expected off, <N>d or <N>h, got ~0p", [K, V])}).
 
 spool_dir() ->
     case env(overflow, spool) of

@@ -67,10 +67,12 @@ status() ->
             batches, prefetched, dead_lettered, dead_letter_lost, discarded_at_stop,
             write_errors, reconnects, last_write_us, last_batch_us, journal_bytes,
             journal_segments, journal_no_room, journal_sync_age_us, partitions_created,
-            partitions_dropped, partitions_checked_us, malformed, rejected, oldest_age_us],
+            partitions_dropped, partitions_checked_us, partitions_compressed,
+            compress_failures, malformed, rejected, oldest_age_us],
     maps:merge(maps:from_list([{K, 0} || K <- Zero]),
                #{state => stopped, dsn_masked => <<>>, journal => false, journal_error => <<>>,
-                 spool_error => <<>>, per_hook => #{},
+                 spool_error => <<>>, per_hook => #{}, compress_refused => false,
+                 compress_error => <<>>,
                  last_error => case load_error() of undefined -> <<>>; E -> E end}).
 
 -spec hooks() -> [{atom(), non_neg_integer()}].

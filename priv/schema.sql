@@ -20,6 +20,53 @@
 -- holds this lock to its end.
 DO $lock$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('vmq_pgevents schema.sql')); END $lock$;
 
+-- The indexes of one heap ("hot") partition. A table partitioned by this
+-- version has no index of its own: each partition has its own, so that a
+-- compressed partition (vmq_pgevents_compress, below) can do with fewer
+-- (PostgreSQL requires an index of a partitioned table on every partition).
+-- The planner uses each partition's indexes as it would the table's.
+CREATE OR REPLACE FUNCTION vmq_pgevents_hot_indexes(part text) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+  -- the key: (node, incarnation, seq) is unique; ts is in it as in the
+  -- partitioned key of earlier versions (a replay collides with its row)
+  EXECUTE format('ALTER TABLE %I ADD PRIMARY KEY (node, incarnation, seq, ts)', part);
+  -- a client's events by time (timeline, connections, one connection),
+  -- the logins (a connection's client, failed logins)
+  PERFORM vmq_pgevents_cold_indexes(part);
+  -- time ranges (last hour's counts): a few pages
+  EXECUTE format('CREATE INDEX ON %I USING brin (ts)', part);
+  -- publishes and deliveries: the deliveries of a publish (message journey)
+  EXECUTE format('CREATE INDEX ON %I (payload_hash, ts) WHERE payload_hash IS NOT NULL '
+                 'AND hook IN (''on_publish'', ''on_publish_m5'', ''on_deliver'', ''on_deliver_m5'')', part);
+END
+$f$;
+
+-- The indexes of the heap part of a compressed partition (its login rows)
+-- too: a client's rows by time, and the logins (a connection's client,
+-- failed logins). The columnar part has none: its rows are stored in client
+-- order, and columnar skips the chunks of other clients.
+CREATE OR REPLACE FUNCTION vmq_pgevents_cold_indexes(part text) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+  EXECUTE format('CREATE INDEX ON %I (client_id, ts)', part);
+  EXECUTE format('CREATE INDEX ON %I (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) '
+                 'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
+                 part);
+END
+$f$;
+
+-- The partitions of tbl with their periods, oldest first: name, kind
+-- ('heap'; 'compressed': a partition of vmq_pgevents_compress, itself
+-- partitioned), lower and upper bound.
+CREATE OR REPLACE FUNCTION vmq_pgevents_partition_list(tbl text)
+RETURNS TABLE (name text, kind text, lo timestamptz, hi timestamptz) LANGUAGE sql STABLE AS $f$
+  SELECT c.relname::text, CASE WHEN c.relkind = 'p' THEN 'compressed' ELSE a.amname::text END,
+         substring(pg_get_expr(c.relpartbound, c.oid) from 'FROM \(''([^'']*)''\)')::timestamptz,
+         substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \(''([^'']*)''\)')::timestamptz
+  FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid LEFT JOIN pg_am a ON a.oid = c.relam
+  WHERE i.inhparent = to_regclass(quote_ident(tbl)) AND c.relkind IN ('r', 'p')
+  ORDER BY 4, 1
+$f$;
+
 -- Makes the partitions of tbl from the period of `lo` (default: of `at`)
 -- through `ahead` periods after `at` (and through `hi`), and drops those
 -- that ended keep_seconds or more before `at` (0: none). Returns how many
@@ -54,22 +101,191 @@ BEGIN
        AND (keep_seconds <= 0 OR p + step > at - make_interval(secs => keep_seconds)) THEN
       EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
                      name, tbl, p, p + step);
+      IF NOT EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(quote_ident(tbl))) THEN
+        PERFORM vmq_pgevents_hot_indexes(name);   -- this version's layout (below)
+      END IF;
       created := created + 1;
     END IF;
     p := p + step;
   END LOOP;
   IF keep_seconds > 0 THEN
-    FOR r IN SELECT c.relname::text AS relname,
-                    substring(pg_get_expr(c.relpartbound, c.oid) from 'TO \(''([^'']*)''\)') AS upper
-             FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
-             WHERE i.inhparent = to_regclass(quote_ident(tbl)) ORDER BY 1 LOOP
-      IF r.upper IS NOT NULL AND r.upper::timestamptz <= at - make_interval(secs => keep_seconds) THEN
-        EXECUTE format('DROP TABLE %I', r.relname);
-        dropped := dropped || r.relname;
-      END IF;
+    FOR r IN SELECT l.name FROM vmq_pgevents_partition_list(tbl) l
+             WHERE l.hi <= at - make_interval(secs => keep_seconds) ORDER BY 1 LOOP
+      EXECUTE format('DROP TABLE %I', r.name);
+      dropped := dropped || r.name;
     END LOOP;
   END IF;
   RETURN NEXT;
+END
+$f$;
+
+-- Compressed history: every heap partition of tbl whose period ended
+-- older_than or longer before `at` is rewritten as a columnar table (the
+-- extension citus_columnar, made here when missing and the role may), its
+-- rows in (client_id, ts) order so that each client's rows are together,
+-- and swapped in for the heap partition under the same name. At most
+-- max_partitions of them (NULL: all), oldest first. Returns one row per
+-- partition compressed.
+--
+-- One transaction: stopped at any point (the server, the caller) it leaves
+-- the heap partitions as they were, and a rerun does the job. The copy
+-- takes SHARE on the partition being copied (late rows for that period wait
+-- until the commit; rows for today's partitions do not) and, for the swap
+-- only, ACCESS EXCLUSIVE on tbl: asked for with a 2 s lock_timeout, up to
+-- 30 times, 1 s apart, so that a long query on tbl does not make every
+-- write wait behind it. One run per table at a time (an advisory lock): a
+-- second caller returns nothing.
+CREATE OR REPLACE FUNCTION vmq_pgevents_compress(
+    tbl text, older_than interval, at timestamptz DEFAULT now(), max_partitions integer DEFAULT NULL)
+RETURNS TABLE (partition text, rows bigint, heap_bytes bigint, columnar_bytes bigint)
+LANGUAGE plpgsql AS $f$
+DECLARE
+  cols text;
+  r record;
+  names text[] := '{}';
+  tmps text[] := '{}';
+  los timestamptz[] := '{}';
+  his timestamptz[] := '{}';
+  counts bigint[] := '{}';
+  before bigint[] := '{}';
+  tmp text;
+  n bigint;
+  -- login rows stay on the heap: failed logins and a connection's client
+  -- are found by index there (an index lookup into columnar storage reads
+  -- a whole chunk: ~10 ms)
+  logins constant text := '''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5''';
+  i integer;
+  locked boolean := false;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(quote_ident(tbl))) THEN
+    RAISE EXCEPTION 'vmq_pgevents_compress: % is not a partitioned events table (partition = day or hour)', tbl;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(quote_ident(tbl))) THEN
+    RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = format(
+      'vmq_pgevents_compress: %I has indexes of its own (an earlier version''s layout), which every '
+      'partition would have to carry; run SELECT vmq_pgevents_split_indexes(%L) once as its owner '
+      '(README, "Compressed history")', tbl, tbl);
+  END IF;
+  IF NOT EXISTS (SELECT 1 FROM pg_am WHERE amname = 'columnar') THEN
+    IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'citus_columnar') THEN
+      RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE =
+        'vmq_pgevents_compress: this PostgreSQL server has no columnar storage: install Citus '
+        '(11.1 or later, its extension citus_columnar) on the server (README, "Compressed history")';
+    END IF;
+    BEGIN
+      CREATE EXTENSION IF NOT EXISTS citus_columnar;
+    EXCEPTION WHEN insufficient_privilege THEN
+      RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE =
+        'vmq_pgevents_compress: Citus is installed on the server but the extension citus_columnar is '
+        'not in this database, and this role may not create it: a superuser runs '
+        'CREATE EXTENSION citus_columnar; in it (README, "Compressed history")';
+    END;
+  END IF;
+  IF NOT pg_try_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl)) THEN
+    RETURN;   -- another broker or a cron job is at it
+  END IF;
+  SELECT string_agg(quote_ident(attname), ', ' ORDER BY attnum) INTO cols
+  FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(tbl)) AND attnum > 0 AND NOT attisdropped;
+
+  -- the copies, each beside its heap partition
+  FOR r IN SELECT * FROM vmq_pgevents_partition_list(tbl) l
+           WHERE l.kind = 'heap' AND l.hi <= at - older_than
+           ORDER BY l.hi LIMIT max_partitions LOOP
+    tmp := 'vmq_pgevents_compressing_' || to_regclass(quote_ident(r.name))::oid;
+    EXECUTE format('LOCK TABLE %I IN SHARE MODE', r.name);
+    -- the period as a constraint from the start: ATTACH below needs no scan
+    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS, CONSTRAINT %I CHECK (ts >= %L AND ts < %L)) '
+                   'PARTITION BY LIST (hook)', tmp, tbl, tmp || '_period', r.lo, r.hi);
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES IN (%s)', tmp || '_l', tmp, logins);
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT USING columnar', tmp || '_c', tmp);
+    EXECUTE format('INSERT INTO %I (%s) SELECT %s FROM %I ORDER BY client_id, ts, node, incarnation, seq',
+                   tmp, cols, cols, r.name);
+    GET DIAGNOSTICS n = ROW_COUNT;
+    PERFORM vmq_pgevents_cold_indexes(tmp || '_l');
+    names := names || r.name;
+    tmps := tmps || tmp;
+    los := los || r.lo;
+    his := his || r.hi;
+    counts := counts || n;
+    before := before || pg_total_relation_size(to_regclass(quote_ident(r.name)));
+  END LOOP;
+  IF cardinality(names) = 0 THEN
+    RETURN;
+  END IF;
+
+  -- the swap: the table to ourselves for a moment
+  FOR i IN 1..30 LOOP
+    BEGIN
+      PERFORM set_config('lock_timeout', '2s', true);
+      EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', tbl);
+      locked := true;
+    EXCEPTION WHEN lock_not_available THEN
+      PERFORM pg_sleep(1);
+    END;
+    EXIT WHEN locked;
+  END LOOP;
+  PERFORM set_config('lock_timeout', '0', true);
+  IF NOT locked THEN
+    RAISE EXCEPTION USING ERRCODE = 'lock_not_available', MESSAGE = format(
+      'vmq_pgevents_compress: %I was never free for a moment in 90 s (long queries on it?); nothing changed', tbl);
+  END IF;
+  FOR i IN 1..cardinality(names) LOOP
+    EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', tbl, names[i]);
+    EXECUTE format('DROP TABLE %I', names[i]);
+    EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i], names[i]);
+    EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_l', names[i] || '_l');
+    EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_c', names[i] || '_c');
+    EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                   tbl, names[i], los[i], his[i]);
+    partition := names[i];
+    rows := counts[i];
+    heap_bytes := before[i];
+    SELECT sum(pg_total_relation_size(relid)) INTO columnar_bytes
+    FROM pg_partition_tree(to_regclass(quote_ident(names[i])));
+    RETURN NEXT;
+  END LOOP;
+END
+$f$;
+
+-- Upgrades a table partitioned by an earlier version (the key and indexes
+-- on the table itself, so on every partition) to this version's layout:
+-- each partition keeps the indexes it has, as its own, and the table none.
+-- One transaction holding the table: every partition is detached, the
+-- table's key and indexes dropped (their partitions' copies stay), and the
+-- partitions attached again (PostgreSQL reads each to check its period).
+-- Returns how many partitions it moved.
+CREATE OR REPLACE FUNCTION vmq_pgevents_split_indexes(tbl text) RETURNS integer LANGUAGE plpgsql AS $f$
+DECLARE
+  parts record;
+  list text[] := '{}';
+  los timestamptz[] := '{}';
+  his timestamptz[] := '{}';
+  c record;
+  i integer;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(quote_ident(tbl))) THEN
+    RAISE EXCEPTION 'vmq_pgevents_split_indexes: % is not a partitioned table', tbl;
+  END IF;
+  EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', tbl);
+  FOR parts IN SELECT * FROM vmq_pgevents_partition_list(tbl) LOOP
+    EXECUTE format('ALTER TABLE %I DETACH PARTITION %I', tbl, parts.name);
+    list := list || parts.name;
+    los := los || parts.lo;
+    his := his || parts.hi;
+  END LOOP;
+  FOR c IN SELECT conname FROM pg_constraint
+           WHERE conrelid = to_regclass(quote_ident(tbl)) AND contype IN ('p', 'u') LOOP
+    EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', tbl, c.conname);
+  END LOOP;
+  FOR c IN SELECT indexrelid::regclass::text AS idx FROM pg_index
+           WHERE indrelid = to_regclass(quote_ident(tbl)) LOOP
+    EXECUTE format('DROP INDEX %s', c.idx);
+  END LOOP;
+  FOR i IN 1..coalesce(cardinality(list), 0) LOOP
+    EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
+                   tbl, list[i], los[i], his[i]);
+  END LOOP;
+  RETURN coalesce(cardinality(list), 0);
 END
 $f$;
 
@@ -263,9 +479,8 @@ BEGIN
       'the plugin makes the partitioned table at its next connect; then move the rows: README, '
       '"Keeping months of data"', t, part, t, t || '_old', t || '_dead', t || '_old_dead');
   END IF;
-  -- partitioned, the key gains ts (a partitioned table's key must hold its
-  -- partition key; an event's ts never changes, so a replay still collides
-  -- with the row it repeats)
+  -- partitioned, the key and the indexes are each partition's own
+  -- (vmq_pgevents_hot_indexes); a plain table has them itself
   EXECUTE format($ddl$
     CREATE TABLE IF NOT EXISTS %I (
       node              text        NOT NULL,  -- Erlang node name of the broker
@@ -291,30 +506,35 @@ BEGIN
       properties        jsonb,                 -- MQTT 5 properties
       reason            text,                  -- on_message_drop reason, all_topics
       extra             jsonb,                 -- connection options, notes
-      payload_hash      bigint,                -- of the stored payload (message journeys)
-      PRIMARY KEY (node, incarnation, seq%s)
+      payload_hash      bigint                 -- of the stored payload (message journeys)
+      %s
     )%s$ddl$, t,
-    CASE WHEN part = 'none' THEN '' ELSE ', ts' END,
+    CASE WHEN part = 'none' THEN ', PRIMARY KEY (node, incarnation, seq)' ELSE '' END,
     CASE WHEN part = 'none' THEN '' ELSE ' PARTITION BY RANGE (ts)' END);
   IF part <> 'none' THEN
     PERFORM vmq_pgevents_partitions(t, part, 2, 0);
   END IF;
   -- a table of an earlier version gains the column (no rewrite: NULL)
   EXECUTE format('ALTER TABLE %I ADD COLUMN IF NOT EXISTS payload_hash bigint', t);
-  -- a client's events by time (timeline, connections, one connection)
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (client_id, ts)',
-                 t || '_client_ts_idx', t);
-  -- time ranges (last hour's counts): a few pages per partition
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I USING brin (ts)',
-                 t || '_ts_idx', t);
-  -- logins only: a connection's client, failed logins
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) '
-                 'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
-                 t || '_login_idx', t);
-  -- publishes and deliveries: the deliveries of a publish (message journey)
-  EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (payload_hash, ts) WHERE payload_hash IS NOT NULL '
-                 'AND hook IN (''on_publish'', ''on_publish_m5'', ''on_deliver'', ''on_deliver_m5'')',
-                 t || '_payload_hash_idx', t);
+  -- the indexes on the table itself: a plain table, or one partitioned by
+  -- an earlier version (its key and indexes are its partitions' too;
+  -- vmq_pgevents_split_indexes turns it into this version's layout)
+  IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(quote_ident(t))) THEN
+    -- a client's events by time (timeline, connections, one connection)
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (client_id, ts)',
+                   t || '_client_ts_idx', t);
+    -- time ranges (last hour's counts): a few pages per partition
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I USING brin (ts)',
+                   t || '_ts_idx', t);
+    -- logins only: a connection's client, failed logins
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) '
+                   'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
+                   t || '_login_idx', t);
+    -- publishes and deliveries: the deliveries of a publish (message journey)
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (payload_hash, ts) WHERE payload_hash IS NOT NULL '
+                   'AND hook IN (''on_publish'', ''on_publish_m5'', ''on_deliver'', ''on_deliver_m5'')',
+                   t || '_payload_hash_idx', t);
+  END IF;
   -- rows PostgreSQL refused for their data (e.g. a CHECK a DBA added):
   -- the same columns without constraints or indexes, plus the error
   EXECUTE format('CREATE TABLE IF NOT EXISTS %I (LIKE %I INCLUDING DEFAULTS, '

@@ -35,13 +35,40 @@ if [ "${1:-}" = ci ]; then
     ls /usr/lib/llvm-*/lib/clang/*/lib/linux/libclang_rt.fuzzer-x86_64.a >/dev/null 2>&1 || need+=(libclang-rt-14-dev)
 fi
 
-[ ${#need[@]} -eq 0 ] && exit 0
+# Citus (columnar storage for compress_after): not packaged by Debian; the
+# build in ../shared/citus needs postgresql-15 15.20 or later (older
+# servers cannot load citus.so). Installed after the packages, below.
+CITUS_TGZ=${VMQ_CITUS_TGZ:-$(ls "$(dirname "$0")"/../../shared/citus/citus-*-pg15-debian12-amd64.tar.gz 2>/dev/null | tail -n 1)}
+citus_ok() { [ -f /usr/lib/postgresql/15/lib/citus_columnar.so ] && pg15_new_enough; }
+pg15_new_enough() {
+    local v
+    v=$(dpkg-query -W -f '${Version}' postgresql-15 2>/dev/null) || return 1
+    dpkg --compare-versions "$v" ge 15.20
+}
+install_citus() {
+    if citus_ok; then return 0; fi
+    if [ -z "$CITUS_TGZ" ]; then
+        echo "Citus: no citus-*-pg15-debian12-amd64.tar.gz in ../shared/citus (set VMQ_CITUS_TGZ); the compression tests need it" >&2
+        return 1
+    fi
+    if [ "$(id -u)" != 0 ]; then
+        echo "missing: Citus for PostgreSQL 15; install it with: sudo apt-get install postgresql-15 && sudo tar xzf $CITUS_TGZ -C /" >&2
+        return 1
+    fi
+    pg15_new_enough || { echo "installing: postgresql-15 (15.20 or later, for Citus)"
+                         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null; }
+    echo "installing: Citus from $CITUS_TGZ"
+    tar xzf "$CITUS_TGZ" -C /
+}
+
+if [ ${#need[@]} -eq 0 ]; then install_citus; exit $?; fi
 mapfile -t need < <(printf '%s\n' "${need[@]}" | sort -u)
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     echo "installing: ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+    install_citus
 else
     echo "missing: ${need[*]}" >&2
     echo "install them with: sudo apt-get install ${need[*]}" >&2

@@ -7,7 +7,11 @@
 #                                tls: a test CA, server and client certificates
 #                                in DIR, TCP on 127.0.0.1 with TLS only;
 #                                tcp: also TCP on 127.0.0.1, password (SCRAM)
-#                                required there; the port in DIR/port)
+#                                required there; the port in DIR/port;
+#                                nocitus: a server that has no Citus, run
+#                                from DIR/tree: a copy of this PostgreSQL's
+#                                programs beside links to its files, the
+#                                Citus ones left out)
 #   test/pg.sh start DIR         start and wait until it accepts connections
 #   test/pg.sh stop DIR          fast shutdown, waits
 #   test/pg.sh kill DIR          kill -9 the postmaster (fault tests)
@@ -25,6 +29,7 @@ dir=${2:?usage: pg.sh $cmd DIR}
 shift 2
 
 pg_bin() {
+    if [ -f "$dir/pg_bin" ]; then cat "$dir/pg_bin"; return; fi
     if [ -n "${PG_BIN:-}" ]; then echo "$PG_BIN"; return; fi
     if command -v pg_config >/dev/null && [ -x "$(pg_config --bindir)/initdb" ]; then
         pg_config --bindir; return
@@ -70,13 +75,30 @@ free_port() {
     echo "$p"
 }
 
+# DIR/tree: this PostgreSQL without Citus. Its programs are copied (they
+# find their libraries and share files relative to where they are, not
+# through links), everything else is linked, citus* left out.
+tree_without_citus() {
+    local t=$dir/tree lib share f
+    lib=$(cd "$BIN/.." && pwd)                       # /usr/lib/postgresql/15
+    share=$("$BIN/pg_config" --sharedir 2>/dev/null || echo "/usr/share/postgresql/${lib##*/}")
+    mkdir -p "$t$lib/lib" "$t$share/extension"
+    cp -a "$BIN" "$t$lib/"
+    for f in "$lib"/lib/*; do case "${f##*/}" in citus*) ;; *) ln -s "$f" "$t$lib/lib/" ;; esac; done
+    for f in "$share"/*; do [ "${f##*/}" = extension ] || ln -s "$f" "$t$share/"; done
+    for f in "$share"/extension/*; do case "${f##*/}" in citus*) ;; *) ln -s "$f" "$t$share/extension/" ;; esac; done
+    echo "$t$lib/bin" >"$dir/pg_bin"
+    BIN=$t$lib/bin
+}
+
 case "$cmd" in
 init)
-    fast=0 tls=0 tcp=0
+    fast=0 tls=0 tcp=0 nocitus=0
     for o in "$@"; do
-        case "$o" in fast) fast=1 ;; tls) tls=1 ;; tcp) tcp=1 ;; esac
+        case "$o" in fast) fast=1 ;; tls) tls=1 ;; tcp) tcp=1 ;; nocitus) nocitus=1 ;; esac
     done
     mkdir -p "$dir"
+    [ $nocitus = 1 ] && tree_without_citus
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     chmod 700 "$dir"
     as_owner "$BIN/initdb" -D "$dir/data" -U "$(superuser)" --auth=trust -E UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \

@@ -20,7 +20,7 @@ tls() ->
         pgev_pg:sql(Dir, "CREATE ROLE vmq_cert LOGIN"),
         pgev_pg:sql(Dir, "SELECT set_config('vmq_pgevents.table', 'tls_events', false); " ++ schema_sql()),
         pgev_pg:sql(Dir, "GRANT INSERT ON tls_events, tls_events_dead TO vmq_cert; "
-                         "GRANT SELECT (node, incarnation, seq) ON tls_events TO vmq_cert"),
+                         "GRANT SELECT (node, incarnation, seq, ts) ON tls_events TO vmq_cert"),
         Dsn = fun(Ca) ->
                       lists:flatten(
                         ["host=localhost hostaddr=127.0.0.1 port=", Port,

@@ -1,0 +1,297 @@
+/* compress.c - the compressor thread (see compress.h). */
+#define _GNU_SOURCE
+#include "compress.h"
+
+#include <errno.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <libpq-fe.h>
+
+#include "deadline.h"
+#include "pgio.h"
+
+#define CONNECT_TIMEOUT_MS 10000
+/* one partition's rewrite: a day of a busy broker takes minutes */
+#define CALL_TIMEOUT_MS (3600 * 1000)
+
+struct compressor {
+    compress_config_t cfg;
+    char *conninfo, *password, *table;
+    writer_log_fn log;
+    void *log_ctx;
+    pthread_t thread;
+    pthread_mutex_t mu;       /* st, stop */
+    pthread_cond_t cv;
+    int stop;
+    compress_status_t st;
+    char last_logged[256];    /* a failure is logged when it changes */
+    pgio_t io;
+    PGconn *conn;
+    int looked;
+};
+
+static int64_t now_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static void comp_log(compressor_t *c, int level, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof msg, fmt, ap);
+    va_end(ap);
+    if (c->log)
+        c->log(c->log_ctx, level, msg);
+}
+
+static int stopping(void *ctx)
+{
+    compressor_t *c = ctx;
+    int s;
+
+    pthread_mutex_lock(&c->mu);
+    s = c->stop;
+    pthread_mutex_unlock(&c->mu);
+    return s;
+}
+
+static void ignore_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+static void disconnect(compressor_t *c)
+{
+    if (c->conn)
+        PQfinish(c->conn);
+    c->conn = NULL;
+    c->io.conn = NULL;
+}
+
+/* a failed look: kept in status, logged when it is not the one before */
+static void failed(compressor_t *c, const char *what, const char *why)
+{
+    char clean[200];
+
+    pgio_clean_error(why, c->password, clean, sizeof clean);
+    pthread_mutex_lock(&c->mu);
+    c->st.failures++;
+    snprintf(c->st.error, sizeof c->st.error, "%s: %s", what, clean);
+    pthread_mutex_unlock(&c->mu);
+    if (strcmp(clean, c->last_logged) != 0) {
+        snprintf(c->last_logged, sizeof c->last_logged, "%s", clean);
+        comp_log(c, WLOG_ERROR, "compress_after: %s of %s failed: %s; tried again every %d s",
+             what, c->table, clean, c->cfg.every_ms / 1000);
+    }
+}
+
+static int ensure_connected(compressor_t *c)
+{
+    const char *keys[] = {"fallback_application_name", "dbname", NULL};
+    const char *vals[] = {"vmq_pgevents compress", c->conninfo, NULL};
+    char err[256];
+
+    if (c->conn && PQstatus(c->conn) == CONNECTION_OK)
+        return 0;
+    disconnect(c);
+    c->io.timeout_ms = CONNECT_TIMEOUT_MS;
+    c->conn = pgio_connect(&c->io, keys, vals, err, sizeof err);
+    if (!c->conn) {
+        failed(c, "connecting", err);
+        return -1;
+    }
+    c->io.conn = c->conn;
+    PQsetNoticeProcessor(c->conn, ignore_notice, NULL);
+    /* a call given up at stop: the server sees the connection gone within
+     * a second and rolls the rewrite back, rather than finish it unseen */
+    PQclear(pgio_exec(&c->io, "SET client_connection_check_interval = 1000", 0, NULL));
+    return 0;
+}
+
+/* The call went wrong: why, as "primary message (SQLSTATE x)". 1 when the
+ * server cannot compress at all (no columnar storage, not allowed). */
+static int call_failed(compressor_t *c, PGresult *r)
+{
+    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    char why[320];
+
+    if (c->io.timed_out) {
+        snprintf(why, sizeof why, "no answer from the server within %d s", CALL_TIMEOUT_MS / 1000);
+        disconnect(c);
+    } else if (primary) {
+        snprintf(why, sizeof why, "%s (SQLSTATE %s)", primary, state ? state : "?");
+    } else {
+        snprintf(why, sizeof why, "%s", c->conn ? PQerrorMessage(c->conn) : "no connection");
+        disconnect(c);
+    }
+    if (state && (strcmp(state, "0A000") == 0 || strcmp(state, "42501") == 0)) {
+        char clean[256];
+        pgio_clean_error(why, c->password, clean, sizeof clean);
+        pthread_mutex_lock(&c->mu);
+        c->st.refused = 1;
+        snprintf(c->st.error, sizeof c->st.error, "%s", clean);
+        pthread_mutex_unlock(&c->mu);
+        comp_log(c, WLOG_ERROR, "compress_after = %lld s is refused: %s. Nothing is compressed; "
+             "everything else works as without it", (long long)c->cfg.after_s, clean);
+        return 1;
+    }
+    failed(c, "compressing", why);
+    return 0;
+}
+
+/* One look: every partition due, one call (one transaction) each, until
+ * none is left. 1 when the server cannot compress (refused). */
+static int look(compressor_t *c)
+{
+    char after[24];
+    const char *params[2] = {c->table, after};
+
+    snprintf(after, sizeof after, "%lld", (long long)c->cfg.after_s);
+    while (!stopping(c)) {
+        PGresult *r;
+        int64_t t0 = now_us();
+
+        if (ensure_connected(c) < 0)
+            return 0;
+        c->io.timeout_ms = CALL_TIMEOUT_MS;
+        r = pgio_exec(&c->io,
+                      "SELECT partition, rows, heap_bytes, columnar_bytes "
+                      "FROM vmq_pgevents_compress($1, make_interval(secs => $2::bigint), now(), 1)",
+                      2, params);
+        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+            int refused = stopping(c) ? 0 : call_failed(c, r);
+            PQclear(r);
+            return refused;
+        }
+        pthread_mutex_lock(&c->mu);
+        c->st.checked_us = now_us();
+        c->st.error[0] = '\0';
+        c->st.compressed += (uint64_t)PQntuples(r);
+        pthread_mutex_unlock(&c->mu);
+        c->last_logged[0] = '\0';
+        if (PQntuples(r) == 0) {
+            PQclear(r);
+            return 0;
+        }
+        comp_log(c, WLOG_INFO, "compressed partition %s: %s rows, %s bytes on the heap, %s compressed, in %.1f s",
+             PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
+             (double)(now_us() - t0) / 1e6);
+        PQclear(r);
+    }
+    return 0;
+}
+
+static void *run(void *arg)
+{
+    compressor_t *c = arg;
+
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "vmq_pgev_comp");
+#endif
+    for (;;) {
+        struct timespec until;
+        /* the first look one interval after the start: the writer has
+         * applied schema.sql (the function) by then */
+        int refused = c->looked++ ? look(c) : 0;
+
+        pthread_mutex_lock(&c->mu);
+        deadline_after(&until, c->cfg.every_ms);
+        if (refused)   /* asked again after the next start only */
+            while (!c->stop)
+                pthread_cond_wait(&c->cv, &c->mu);
+        while (!c->stop && pthread_cond_timedwait(&c->cv, &c->mu, &until) != ETIMEDOUT)
+            ;
+        if (c->stop) {
+            pthread_mutex_unlock(&c->mu);
+            break;
+        }
+        pthread_mutex_unlock(&c->mu);
+    }
+    disconnect(c);
+    return NULL;
+}
+
+static void free_compressor(compressor_t *c)
+{
+    if (c->password) {
+        memset(c->password, 0, strlen(c->password));
+        free(c->password);
+    }
+    free(c->conninfo);
+    free(c->table);
+    pthread_mutex_destroy(&c->mu);
+    pthread_cond_destroy(&c->cv);
+    free(c);
+}
+
+compressor_t *compressor_start(const compress_config_t *cfg, writer_log_fn log, void *log_ctx,
+                               char *err, size_t errlen)
+{
+    compressor_t *c = calloc(1, sizeof *c);
+    pthread_condattr_t ca;
+
+    if (!c) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    pthread_mutex_init(&c->mu, NULL);
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);   /* deadline_after's clock */
+    pthread_cond_init(&c->cv, &ca);
+    pthread_condattr_destroy(&ca);
+    c->cfg = *cfg;
+    if (c->cfg.every_ms <= 0)
+        c->cfg.every_ms = 60000;
+    c->conninfo = strdup(cfg->conninfo ? cfg->conninfo : "");
+    c->table = strdup(cfg->table ? cfg->table : "");
+    c->password = cfg->password ? strdup(cfg->password) : NULL;
+    c->log = log;
+    c->log_ctx = log_ctx;
+    c->io.tick = stopping;
+    c->io.ctx = c;
+    if (!c->conninfo || !c->table || (cfg->password && !c->password)) {
+        snprintf(err, errlen, "out of memory");
+        free_compressor(c);
+        return NULL;
+    }
+    c->cfg.conninfo = c->conninfo;
+    c->cfg.table = c->table;
+    c->cfg.password = c->password;
+    if (pthread_create(&c->thread, NULL, run, c) != 0) {
+        snprintf(err, errlen, "cannot start the compressor thread");
+        free_compressor(c);
+        return NULL;
+    }
+    return c;
+}
+
+void compressor_stop(compressor_t *c, compress_status_t *final)
+{
+    pthread_mutex_lock(&c->mu);
+    c->stop = 1;
+    pthread_cond_signal(&c->cv);
+    pthread_mutex_unlock(&c->mu);
+    pthread_join(c->thread, NULL);
+    if (final)
+        *final = c->st;
+    free_compressor(c);
+}
+
+void compressor_get_status(compressor_t *c, compress_status_t *st)
+{
+    pthread_mutex_lock(&c->mu);
+    *st = c->st;
+    pthread_mutex_unlock(&c->mu);
+}
