@@ -191,7 +191,8 @@ BEGIN
   FOR r IN SELECT * FROM vmq_pgevents_partition_list(tbl) l
            WHERE l.kind = 'heap' AND l.hi <= at - older_than
            ORDER BY l.hi LIMIT max_partitions LOOP
-    tmp := 'vmq_pgevents_compressing_' || to_regclass(quote_ident(r.name))::oid;
+    -- short, so that PostgreSQL's names for its indexes keep it whole
+    tmp := 'vmq_pgev_c' || to_regclass(quote_ident(r.name))::oid;
     EXECUTE format('LOCK TABLE %I IN SHARE MODE', r.name);
     -- the period as a constraint from the start: ATTACH below needs no scan
     EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS, CONSTRAINT %I CHECK (ts >= %L AND ts < %L)) '
@@ -235,6 +236,14 @@ BEGIN
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i], names[i]);
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_l', names[i] || '_l');
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_c', names[i] || '_c');
+    -- its indexes named after it too, where the name fits
+    FOR r IN SELECT c.relname::text AS idx, replace(c.relname, tmps[i], names[i]) AS want
+             FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
+             WHERE x.indrelid = to_regclass(quote_ident(names[i] || '_l')) LOOP
+      IF octet_length(r.want) <= 63 AND r.want <> r.idx AND to_regclass(quote_ident(r.want)) IS NULL THEN
+        EXECUTE format('ALTER INDEX %I RENAME TO %I', r.idx, r.want);
+      END IF;
+    END LOOP;
     EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
                    tbl, names[i], los[i], his[i]);
     partition := names[i];

@@ -55,8 +55,11 @@ install_citus() {
         echo "missing: Citus for PostgreSQL 15; install it with: sudo apt-get install postgresql-15 && sudo tar xzf $CITUS_TGZ -C /" >&2
         return 1
     fi
-    pg15_new_enough || { echo "installing: postgresql-15 (15.20 or later, for Citus)"
-                         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null; }
+    if ! pg15_new_enough; then
+        echo "installing: postgresql-15 (15.20 or later, for Citus)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends postgresql-15 >/dev/null
+    fi
     echo "installing: Citus from $CITUS_TGZ"
     tar xzf "$CITUS_TGZ" -C /
 }

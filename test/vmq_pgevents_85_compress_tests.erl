@@ -181,7 +181,7 @@ interrupted_test_() ->
         pgev_pg:start(),
         ?assertMatch([{"cmp_kill_p20300201", "heap"}], kinds(T)),
         ?assertEqual(Sum, trim("SELECT count(*) || '|' || sum(seq) || '|' || sum(length(payload)) FROM " ++ T)),
-        ?assertEqual(0, scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 'vmq_pgevents_compressing%'")),
+        ?assertEqual(0, scalar("SELECT count(*) FROM pg_class WHERE relname LIKE 'vmq_pgev_c%'")),
         ?assertEqual("cmp_kill_p20300201|400000",
                      trim("SELECT partition || '|' || rows FROM vmq_pgevents_compress('" ++ T ++
                           "', '1 day', '2030-02-03 00:00+00')")),

@@ -341,3 +341,41 @@ scenario_frozen_pg() {
     check "nothing dropped" "$dropped0" "$(status_value 'dropped (queue full)')"
     echo "   ($sent messages published in $((SECONDS - t0)) s while frozen)"
 }
+
+# 11. compress_after in vernemq.conf: a day partition of three days ago
+#     (rows put there by SQL, as an older run would have) is rewritten as
+#     Citus columnar storage by the plugin's own thread while the broker
+#     records MQTT traffic; the rows are all still there, the metric counts it
+scenario_compress() {
+    local old
+    echo " - compress_after = 1d: a partition of three days ago compressed"
+    q "SELECT vmq_pgevents_partitions('vmq_events', 'day', 0, 0, now(), now() - interval '3 days')" >/dev/null
+    old=$(q "SELECT name FROM vmq_pgevents_partition_list('vmq_events') WHERE kind = 'heap' ORDER BY lo LIMIT 1")
+    q "INSERT INTO vmq_events (node, incarnation, seq, ts, hook, client_id)
+       SELECT 'VerneMQ@old', 1, g, date_trunc('day', now() - interval '3 days') + g * interval '1 s',
+              'on_client_offline', 'e2e-old-' || g FROM generate_series(1, 3000) g" >/dev/null
+    cp "$BROKER/etc/vernemq.conf" "$WORK/vernemq.conf.good"
+    broker_conf "$BROKER" "vmq_pgevents.compress_after = 1d" "vmq_pgevents.compress_every_ms = 500"
+    if broker_start "$BROKER"; then
+        local i
+        for i in $(seq 1 10); do pub -i e2e-cmp-pub -q 1 -t e2e/cmp -m "m$i" "${ALICE[@]}"; done
+        for i in $(seq 1 60); do
+            grep -q "compressed partition $old" "$BROKER/log/console.log" && break
+            sleep 0.5
+        done
+        check_re "logged: compressed partition $old" "compressed partition $old: 3000 rows" \
+            "$(grep -o "compressed partition $old: [0-9]* rows" "$BROKER/log/console.log" | head -n 1)"
+        check "the partition is compressed" compressed \
+            "$(q "SELECT kind FROM vmq_pgevents_partition_list('vmq_events') WHERE name = '$old'")"
+        check "its rows all there, in the columnar part" "3000|3000" \
+            "$(q "SELECT (SELECT count(*) FROM vmq_events WHERE node = 'VerneMQ@old'), (SELECT count(*) FROM ${old}_c)")"
+        check "MQTT recorded meanwhile" 10 "$(settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-cmp-pub' AND hook = 'on_publish'" 10)"
+        check_re "metric pgevents_partitions_compressed" '^[1-9]' \
+            "$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk 'index($0, "vernemq_pgevents_partitions_compressed") == 1 {print $NF}')"
+    else
+        bad "broker boots with compress_after = 1d"
+    fi
+    broker_stop "$BROKER"
+    cp "$WORK/vernemq.conf.good" "$BROKER/etc/vernemq.conf"
+    q "DROP TABLE $old" >/dev/null   # not this run's rows: out of the checks that follow
+}

@@ -116,6 +116,7 @@ for src in "${sources[@]}"; do
         fi
         broker_stop "$A"
         scenario_bad_config
+        scenario_compress
         scenario_cluster "$src" "$tag"
     fi
     broker_stop "$A"
