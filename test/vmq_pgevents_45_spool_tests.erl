@@ -39,7 +39,7 @@ long_outage_small_memory_test_() ->
             %% the journal off: events wait in memory and overflow to the spool
             pgev_app:start(T, [{queue_max_events, 4000}, {batch_size, 500}, {journal, false}]),
             #{dropped := D0} = vmq_pgevents:status(),
-            publish(8, 5000, 10),                 %% 40,000 events, ~40,000 a second
+            publish(8, 5000, 20),                 %% 40,000 events, ~20,000 a second
             timer:sleep(300),
             #{dropped := D1, spooled := Spooled, spool_bytes := Bytes, queue_peak := Peak,
               per_hook := #{on_publish := #{spooled := HookSpooled}}} = vmq_pgevents:status(),
