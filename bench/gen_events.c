@@ -199,7 +199,7 @@ static void message(event_in_t *in, int hook, const char *client, int64_t cid, c
     /* GEN_AUTH_PAYLOAD=none: auth_on_publish as with payload_modes =
      * auth_on_publish:none (the size only) */
     in->f[F_PAYLOAD] = (span_t){payload, hook == HOOK_AUTH_ON_PUBLISH && auth_payload_none ? 0 : len, 1};
-    in->payload_size = (uint32_t)len;
+    in->payload_size = len;
     emit(in);
 }
 

@@ -406,6 +406,19 @@ connected:
     return 0;
 }
 
+/* the earliest and latest ts of the first n events of a list (SIZE_MAX: all) */
+static void ts_range(const event_t *ev, size_t n, int64_t *lo, int64_t *hi)
+{
+    *lo = INT64_MAX;
+    *hi = INT64_MIN;
+    for (; ev && n; ev = ev->next, n--) {
+        if (ev->ts_us < *lo)
+            *lo = ev->ts_us;
+        if (ev->ts_us > *hi)
+            *hi = ev->ts_us;
+    }
+}
+
 /* After a failed write the batch may have been committed anyway (the
  * connection died before COMMIT's answer). One writer per node commits in
  * seq order, so the table's highest seq for this incarnation says exactly
@@ -417,17 +430,11 @@ static int resume_point(writer_t *w, int64_t incarnation, const event_t *batch, 
 {
     char inc[24], lo[32], hi[32];
     const char *params[4] = {w->node, inc, lo, hi};
-    int64_t lo_us = INT64_MAX, hi_us = INT64_MIN;
-    const event_t *ev;
+    int64_t lo_us, hi_us;
     PGresult *r;
     int ok;
 
-    for (ev = batch; ev; ev = ev->next) {
-        if (ev->ts_us < lo_us)
-            lo_us = ev->ts_us;
-        if (ev->ts_us > hi_us)
-            hi_us = ev->ts_us;
-    }
+    ts_range(batch, SIZE_MAX, &lo_us, &hi_us);
     snprintf(inc, sizeof inc, "%lld", (long long)incarnation);
     snprintf(lo, sizeof lo, "%.6f", (double)(lo_us - 1000000) / 1e6);
     snprintf(hi, sizeof hi, "%.6f", (double)(hi_us + 1000000) / 1e6);
@@ -764,15 +771,8 @@ static event_t *write_batch(writer_t *w, event_t *batch, size_t *n, int *written
                    strcmp(w->last_sqlstate, "23514") == 0) {
             /* maybe no partition for these rows (old events from the
              * journal, a partition dropped by hand): make them, once */
-            int64_t lo = INT64_MAX, hi = 0;
-            const event_t *ev;
-            size_t i;
-            for (ev = batch, i = 0; ev && i < k; ev = ev->next, i++) {
-                if (ev->ts_us < lo)
-                    lo = ev->ts_us;
-                if (ev->ts_us > hi)
-                    hi = ev->ts_us;
-            }
+            int64_t lo, hi;
+            ts_range(batch, k, &lo, &hi);
             upkept = 1;
             (void)upkeep(w, lo, hi);
         } else if (rc == W_DATA) {

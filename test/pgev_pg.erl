@@ -5,7 +5,12 @@
 
 -export([dir/0, dsn/0, start/0, stop/0, kill/0, freeze/0, thaw/0, sql/1, rows/1, json_decode/1]).
 -export([pg/2, sql/2]).
--export([scalar/1, count/2, exactly_once/2]).
+-export([scalar/1, count/2, exactly_once/2, schema_sql/0]).
+
+%% priv/schema.sql's text, to send as one statement string as the plugin does
+schema_sql() ->
+    {ok, B} = file:read_file("priv/schema.sql"),
+    binary_to_list(B).
 
 %% one number from a query
 scalar(Sql) ->

@@ -162,6 +162,4 @@ upgrade_from_plain_test_() ->
         end
     end}.
 
-schema_sql() ->
-    {ok, B} = file:read_file("priv/schema.sql"),
-    binary_to_list(B).
+schema_sql() -> pgev_pg:schema_sql().

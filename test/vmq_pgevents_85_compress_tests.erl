@@ -14,9 +14,7 @@ sql(Sql) -> pgev_pg:sql(Sql).
 scalar(Sql) -> pgev_pg:scalar(Sql).
 trim(Sql) -> string:trim(sql(Sql)).
 
-schema_sql() ->
-    {ok, B} = file:read_file("priv/schema.sql"),
-    binary_to_list(B).
+schema_sql() -> pgev_pg:schema_sql().
 
 %% the table T as the plugin makes it (partition = day)
 make_table(T) ->
