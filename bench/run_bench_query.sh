@@ -59,8 +59,9 @@ load() {
     # keys and indexes (made afterwards, as for any bulk load)
     sql "SELECT vmq_pgevents_partitions('$T', 'day', 2, 0, now(), now() - interval '$DAYS days')" >/dev/null
     sql "DO \$\$ DECLARE r record; BEGIN
-           FOR r IN SELECT name FROM vmq_pgevents_partition_list('$T') LOOP
-             EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', r.name, r.name || '_pkey');
+           FOR r IN SELECT l.name, c.conname FROM vmq_pgevents_partition_list('$T') l
+                    JOIN pg_constraint c ON c.conrelid = l.name::regclass AND c.contype IN ('p', 'u') LOOP
+             EXECUTE format('ALTER TABLE %I DROP CONSTRAINT %I', r.name, r.conname);
            END LOOP;
            FOR r IN SELECT i.indexrelid::regclass::text AS idx FROM vmq_pgevents_partition_list('$T') l
                     JOIN pg_index i ON i.indrelid = l.name::regclass LOOP
@@ -138,7 +139,7 @@ sizes() {
                         LEFT JOIN pg_am am ON am.oid = c.relam WHERE t.isleaf)
         SELECT part, sum(pg_table_size(relid)) FROM leaves GROUP BY part
         UNION ALL
-        SELECT l.part || ' index ' || regexp_replace(pg_get_indexdef(i.indexrelid), '^.* USING (\w+) (\([^)]*\)).*$', '\1 \2'),
+        SELECT l.part || ' index ' || regexp_replace(regexp_replace(pg_get_indexdef(i.indexrelid), ' (INCLUDE|WITH|WHERE) .*$', ''), '^.* USING ', ''),
                sum(pg_relation_size(i.indexrelid))
         FROM leaves l JOIN pg_index i ON i.indrelid = l.relid GROUP BY 1
         ORDER BY 2 DESC")

@@ -8,6 +8,9 @@
 -module(vmq_pgevents_85_compress_tests).
 -include_lib("eunit/include/eunit.hrl").
 
+%% the rows and the questions, for the lean-row tests (86) too
+-export([fill/2, answers/1]).
+
 -define(S, {"", <<"cmp">>}).
 
 sql(Sql) -> pgev_pg:sql(Sql).
