@@ -37,3 +37,6 @@ baselines=$(IFS=,; echo "${b[*]}")
 
 echo "== the plugin"
 erl -noshell -pa ebin -pa "$BUILD/bench_ebin" -eval "vmq_pgevents_bench:main([\"$PGDIR\", \"$OUT/results.json\", \"$baselines\"])."
+
+echo "== instructions per hook call (callgrind)"
+bash bench/run_bench_icount.sh
