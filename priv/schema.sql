@@ -345,7 +345,7 @@ CREATE OR REPLACE FUNCTION vmq_pgevents_views(tbl text) RETURNS void LANGUAGE pl
 DECLARE
   -- the views' version and the table they were made for (a table renamed
   -- and made again gets views of its own)
-  version constant text := 'vmq_pgevents views 1, table ' || to_regclass(quote_ident(tbl))::oid;
+  version constant text := 'vmq_pgevents views 2, table ' || to_regclass(quote_ident(tbl))::oid;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
   registers constant text := '(''on_register'', ''on_register_m5'')';
   login_rows constant text := '(''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')';
@@ -362,7 +362,7 @@ BEGIN
                  tbl || '_timeline', tbl || '_connection', tbl || '_journey', tbl || '_failed_logins');
 
   -- one row per MQTT connection (node, incarnation, conn_id); filtered on
-  -- client_id it reads that client's rows only (client_ts_idx)
+  -- client_id it reads that client's rows only (its client_id index)
   EXECUTE format($v$
     CREATE VIEW %1$I AS
     SELECT node, incarnation, conn_id, mountpoint, client_id, username, peer_addr, peer_port,
@@ -428,7 +428,7 @@ BEGIN
            e.peer_addr, e.peer_port, e.clean_session, e.hook
     FROM failed f
     CROSS JOIN LATERAL (SELECT * FROM %2$I e
-                        WHERE e.client_id = f.client_id AND e.ts = f.ts AND e.conn_id = f.conn_id
+                        WHERE e.conn_id = f.conn_id AND e.ts = f.ts AND e.client_id IS NOT DISTINCT FROM f.client_id
                           AND e.node = f.node AND e.incarnation = f.incarnation AND e.hook IN %4$s
                         LIMIT 1) e
     ORDER BY e.ts, e.node, e.incarnation, e.conn_id
@@ -445,7 +445,7 @@ BEGIN
     $v$, tbl || '_timeline', tbl);
 
   -- one connection's events in order: its client from its login row
-  -- (login_idx), then that client's rows (client_ts_idx)
+  -- (login_idx), then that client's rows (its client_id index)
   EXECUTE format($v$
     CREATE FUNCTION %1$I(node text, incarnation bigint, conn_id bigint)
     RETURNS SETOF %2$I LANGUAGE plpgsql STABLE AS $b$
