@@ -53,7 +53,9 @@ stage() {
     esac
 }
 
-printf '%-18s %12s %8s %8s %8s %8s %8s %8s %8s\n' hook "instr/call" entry decode filter row journal crc other
+STAGES="entry decode filter row journal crc other"
+pc() { awk -v a="$1" -v c="$CALLS" 'BEGIN { printf "%.0f", a / c }'; }
+printf '%-18s %12s' hook "instr/call"; printf ' %8s' $STAGES; echo
 json=""
 for h in $HOOKS; do
     rm -rf "$WORK/spool" "$WORK/cg.out"
@@ -65,7 +67,8 @@ for h in $HOOKS; do
         { cat "$WORK/out" >&2; exit 1; }
     want=$([ "$h" = disabled ] && echo 0 || echo "$CALLS")
     grep -q "^recorded $want\$" "$WORK/out" || { echo "run_bench_icount: $h: not $want events recorded" >&2; cat "$WORK/out" >&2; exit 1; }
-    declare -A per=([entry]=0 [decode]=0 [filter]=0 [row]=0 [journal]=0 [crc]=0 [other]=0)
+    declare -A per=()
+    for s in $STAGES; do per[$s]=0; done
     total=0
     while read -r n fn; do
         n=${n//,/}
@@ -74,11 +77,15 @@ for h in $HOOKS; do
         total=$((total + n))
     done < <(callgrind_annotate --threshold=100 --auto=no "$WORK/cg.out" 2>/dev/null |
              awk '/^ *[0-9,]+ \(/ && !/PROGRAM TOTALS/ { n = $1; sub(/^ *[0-9,]+ +\( *[0-9.]+%\) +/, ""); print n, $1 }')
-    pc() { awk -v a="$1" -v c="$CALLS" 'BEGIN { printf "%.0f", a / c }'; }
-    printf '%-18s %12s %8s %8s %8s %8s %8s %8s %8s\n' "$h" "$(pc $total)" "$(pc ${per[entry]})" "$(pc ${per[decode]})" \
-        "$(pc ${per[filter]})" "$(pc ${per[row]})" "$(pc ${per[journal]})" "$(pc ${per[crc]})" "$(pc ${per[other]})"
+    printf '%-18s %12s' "$h" "$(pc $total)"
+    stages_json=""
+    for s in $STAGES; do
+        printf ' %8s' "$(pc ${per[$s]})"
+        stages_json+="${stages_json:+, }\"$s\": $(pc ${per[$s]})"
+    done
+    echo
     json+="${json:+,}
- {\"hook\": \"$h\", \"calls\": $CALLS, \"instructions_per_call\": $(pc $total), \"stages\": {\"entry\": $(pc ${per[entry]}), \"decode\": $(pc ${per[decode]}), \"filter\": $(pc ${per[filter]}), \"row\": $(pc ${per[row]}), \"journal\": $(pc ${per[journal]}), \"crc\": $(pc ${per[crc]}), \"other\": $(pc ${per[other]})}}"
+ {\"hook\": \"$h\", \"calls\": $CALLS, \"instructions_per_call\": $(pc $total), \"stages\": {$stages_json}}"
     unset per
 done
 echo "(instructions inside the NIF per call, callgrind; $CALLS calls each; $(basename "$ERTS"))"

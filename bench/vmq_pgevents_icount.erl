@@ -1,14 +1,12 @@
 %% @doc What bench/run_bench_icount.sh runs under callgrind: the plugin
 %% started without a reachable PostgreSQL (its writer waits; every event
 %% goes into the journal), then Calls calls of one hook from one process,
-%% with the arguments of vmq_pgevents_bench's hook lines. `disabled':
+%% with the arguments of vmq_pgevents_bench's hook lines (its hook_fun). `disabled':
 %% on_publish with the hook left out of `hooks' (the NIF walks the
 %% arguments, finds the hook and returns): the floor of any call.
 -module(vmq_pgevents_icount).
 
 -export([main/1]).
-
--define(S, {"", <<"bench-client-1">>}).
 
 main([Spool, Hook, Calls]) ->
     logger:set_primary_config(level, error),
@@ -19,20 +17,11 @@ main([Spool, Hook, Calls]) ->
                    {hooks, Hooks}, {spool_dir, Spool},
                    {backoff_min_ms, 600000}, {backoff_max_ms, 600000}]],
     {ok, _} = application:ensure_all_started(vmq_pgevents),
-    loop(hook_fun(Hook), list_to_integer(Calls)),
+    Fun = vmq_pgevents_bench:hook_fun(case Hook of "disabled" -> on_publish; _ -> list_to_atom(Hook) end, 1),
+    loop(Fun, list_to_integer(Calls)),
     #{per_hook := Per} = vmq_pgevents:status(),
     io:format("recorded ~p~n", [lists:sum([maps:get(recorded, M, 0) || M <- maps:values(Per)])]),
     halt(0).
 
 loop(_, 0) -> ok;
 loop(F, N) -> F(), loop(F, N - 1).
-
-hook_fun(H) when H =:= "on_publish"; H =:= "disabled" ->
-    P = binary:copy(<<"x">>, 64),
-    fun() -> vmq_pgevents:on_publish(<<"bench">>, ?S, 1, [<<"bench">>, <<"topic">>], P, false) end;
-hook_fun("on_deliver") ->
-    P = binary:copy(<<"x">>, 64),
-    fun() -> vmq_pgevents:on_deliver(<<"bench">>, ?S, 1, [<<"bench">>, <<"topic">>], P, false, #{}) end;
-hook_fun("auth_on_register") ->
-    fun() -> vmq_pgevents:auth_on_register({{127, 0, 0, 1}, 40000}, ?S, <<"bench">>,
-                                           {encrypted, <<"x">>}, true) end.
