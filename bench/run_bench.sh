@@ -40,3 +40,6 @@ erl -noshell -pa ebin -pa "$BUILD/bench_ebin" -eval "vmq_pgevents_bench:main([\"
 
 echo "== instructions per hook call (callgrind)"
 bash bench/run_bench_icount.sh
+
+echo "== the hook path during a long PostgreSQL outage (a backlog of ${BACKLOG:-10000000} events)"
+bash bench/run_bench_outage.sh

@@ -4,7 +4,8 @@
 %% the same run. Prints a table; writes the numbers as JSON.
 -module(vmq_pgevents_bench).
 
--export([main/1, noop_hook/6, hook_fun/2, ingest/1, ingest_turns/1, readback/0]).
+-export([main/1, noop_hook/6, hook_fun/2, timed_calls/3, percentiles/2, json/1, ingest/1,
+         ingest_turns/1, readback/0, pg/1, start/2, stop/0]).
 
 -define(CALLS, 1000000).
 -define(INGEST, 1000000).

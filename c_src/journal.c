@@ -20,7 +20,9 @@
 
 #define SPARES 2                 /* segments kept ready ahead of the hook path */
 #define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
-#define WINDOW (16u << 20)       /* how far ahead of the hooks pages are kept writable */
+#define WINDOW (16u << 20)       /* at most this far ahead of the hooks pages are kept writable */
+#define WINDOW_MIN (64u << 10)   /* ... at least this far while hooks write */
+#define RATE_US 20000            /* the hooks' rate is measured over this long */
 #ifndef MADV_POPULATE_WRITE
 #define MADV_POPULATE_WRITE 23   /* Linux 5.14 */
 #endif
@@ -55,6 +57,10 @@ struct journal {
     jseg_t *cur;                 /* set under the queue lock, read atomically */
     uint64_t busy;               /* atomic: reserved, not yet committed */
     uint64_t no_room;            /* under the queue lock; read atomically */
+    uint64_t reserved;           /* bytes taken by hooks so far: under the queue lock; read atomically */
+    size_t window;               /* journal thread: how far ahead pages are made writable */
+    uint64_t rate_from;          /* journal thread: reserved at rate_at */
+    int64_t rate_at;
 
     pthread_mutex_t mu;          /* never held across I/O */
     pthread_cond_t cv;
@@ -149,18 +155,46 @@ static void seg_free(jseg_t *s, int remove)
 }
 
 /* Keeps the pages the hooks will write next mapped and writable: up to
- * WINDOW ahead of the hooks' offset in the segment in use, and the first
- * WINDOW of each spare. Only a window: every sync of the segment in use
- * writes its dirty pages and write-protects them again, so they are made
- * writable anew after each sync (the sync thread resets populated), and
- * pages made writable far ahead would be written to disk as zeros.
- * MADV_POPULATE_WRITE does not change the contents, so this may run while
- * hooks write into the same segment. 1: did some. */
+ * the window ahead of the hooks' offset in the segment in use, and the
+ * first window of each spare. The window is what the hooks write in half
+ * a sync interval at their current rate (64 KiB at least while they
+ * write, 16 MiB at most; nothing while they are idle): every sync of the
+ * segment in use writes its dirty pages, zeros ahead of the hooks
+ * included, and write-protects them again, so they are made writable
+ * anew after each sync (the sync thread resets populated); a fixed window
+ * had an idle broker write 16 MiB of zeros a second. MADV_POPULATE_WRITE
+ * does not change the contents, so this may run while hooks write into
+ * the same segment. 1: did some. */
+static void update_window(journal_t *j)
+{
+    int64_t now = mono_us(), dt = now - j->rate_at;
+    uint64_t reserved, bytes, w;
+
+    if (dt < RATE_US)
+        return;
+    reserved = __atomic_load_n(&j->reserved, __ATOMIC_RELAXED);
+    bytes = reserved - j->rate_from;
+    j->rate_from = reserved;
+    j->rate_at = now;
+    if (bytes == 0) {
+        /* idle: shrinks to nothing in a quarter of a second */
+        j->window = (j->window / 2) & ~(j->page - 1);
+        return;
+    }
+    w = bytes * (uint64_t)j->sync_ms * 500 / (uint64_t)dt;   /* bytes/us * half the interval */
+    if (w < WINDOW_MIN)
+        w = WINDOW_MIN;
+    if (w > WINDOW)
+        w = WINDOW;
+    j->window = ((size_t)w + j->page - 1) & ~(j->page - 1);
+}
+
 static int populate_step(journal_t *j)
 {
     jseg_t *s, *cur;
     size_t from = 0, to = 0, n, done;
 
+    update_window(j);
     pthread_mutex_lock(&j->mu);
     cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
     s = NULL;
@@ -169,14 +203,14 @@ static int populate_step(journal_t *j)
         from = __atomic_load_n(&cur->populated, __ATOMIC_RELAXED);
         if (from < used)
             from = used;
-        to = used + WINDOW < cur->cap ? used + WINDOW : cur->cap;
+        to = !j->window ? used : used + j->window < cur->cap ? used + j->window : cur->cap;
         if (from < to)
             s = cur;
     }
     if (!s) {
         for (s = j->spares; s; s = s->next) {
             from = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
-            to = WINDOW < s->cap ? WINDOW : s->cap;
+            to = j->window < s->cap ? j->window : s->cap;
             if (from < to)
                 break;
         }
@@ -380,6 +414,8 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     j->incarnation = incarnation;
     j->max_bytes = max_bytes;
     j->sync_ms = sync_ms > 0 ? sync_ms : 1000;
+    j->window = WINDOW;   /* a burst right after the start finds its pages ready */
+    j->rate_at = mono_us();
     j->page = (size_t)sysconf(_SC_PAGESIZE);
     if (j->page == 0 || j->page > JOURNAL_SEG_MIN)
         j->page = 4096;
@@ -530,6 +566,7 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes)
     }
     rec = s->base + s->used;
     __atomic_store_n(&s->used, s->used + need, __ATOMIC_RELAXED);
+    __atomic_store_n(&j->reserved, j->reserved + need, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->live, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&j->busy, 1, __ATOMIC_RELAXED);
     put32(rec + 12, (uint32_t)need);

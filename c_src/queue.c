@@ -62,7 +62,7 @@ static int link_tail(queue_t *q, event_t *ev)
 {
     ev->next = NULL;
     if (q->tail)
-        q->tail->next = ev;
+        __atomic_store_n(&q->tail->next, ev, __ATOMIC_RELEASE);   /* queue_pop walks unlocked */
     else
         q->head = ev;
     q->tail = ev;
@@ -208,11 +208,15 @@ static int ready_locked(const queue_t *q)
     return q->count >= q->wake_at || q->flush_req || q->stop;
 }
 
+/* The walk over the batch runs without the lock, so a hook never waits
+ * for it: only the writer takes events off the head, and a hook links a
+ * new tail with a release store after filling in what the walk reads
+ * (bytes, home; a journal event's record is read once journal_ready). */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
 {
     struct timespec deadline;
-    event_t *first, *last;
-    size_t k = 0;
+    event_t *first, *last, *cur;
+    size_t k, bytes;
 
     deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&q->mu);
@@ -222,22 +226,29 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     }
     for (;;) {
         first = q->head;
+        pthread_mutex_unlock(&q->mu);
+        k = 0;
+        bytes = 0;
         last = NULL;
         /* a journal event is taken once its hook has finished writing it */
-        while (q->head && k < max && (q->head->home != EV_JOURNAL || journal_ready(q->head))) {
-            last = q->head;
-            q->head = last->next;
-            q->bytes -= last->bytes;
+        for (cur = first; cur && k < max && (cur->home != EV_JOURNAL || journal_ready(cur));
+             cur = __atomic_load_n(&cur->next, __ATOMIC_ACQUIRE)) {
+            last = cur;
+            bytes += cur->bytes;
             k++;
         }
-        if (k || !q->head)
+        pthread_mutex_lock(&q->mu);
+        if (k || !first)
             break;
         pthread_mutex_unlock(&q->mu);
         sched_yield();   /* the first is being written by its hook: microseconds */
         pthread_mutex_lock(&q->mu);
     }
-    if (last)
+    if (last) {
+        q->head = last->next;   /* hooks may have linked more since the walk */
         last->next = NULL;
+        q->bytes -= bytes;
+    }
     if (!q->head) {
         q->tail = NULL;
         q->flush_req = 0;

@@ -20,6 +20,17 @@
 -- holds this lock to its end.
 DO $lock$ BEGIN PERFORM pg_advisory_xact_lock(hashtext('vmq_pgevents schema.sql')); END $lock$;
 
+-- The login index of a partition (hot, or the heap part of a compressed
+-- one): each connection's login rows (a connection's client, failed
+-- logins), read without the table's pages.
+CREATE OR REPLACE FUNCTION vmq_pgevents_login_index(part text) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+  EXECUTE format('CREATE INDEX ON %I (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) '
+                 'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
+                 part);
+END
+$f$;
+
 -- The indexes of one heap ("hot") partition. A table partitioned by this
 -- version has no index of its own: each partition has its own, so that a
 -- compressed partition (vmq_pgevents_compress, below) can do with fewer
@@ -40,9 +51,7 @@ BEGIN
   -- client is found with the BRIN index below
   EXECUTE format('CREATE INDEX ON %I (client_id)', part);
   -- the logins (a connection's client, failed logins)
-  EXECUTE format('CREATE INDEX ON %I (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) '
-                 'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
-                 part);
+  PERFORM vmq_pgevents_login_index(part);
   -- time ranges (last hour's counts): a few pages
   EXECUTE format('CREATE INDEX ON %I USING brin (ts)', part);
   -- publishes and deliveries: the deliveries of a publish (message journey)
@@ -77,9 +86,7 @@ $f$;
 CREATE OR REPLACE FUNCTION vmq_pgevents_cold_indexes(part text) RETURNS void LANGUAGE plpgsql AS $f$
 BEGIN
   EXECUTE format('CREATE INDEX ON %I (client_id, ts)', part);
-  EXECUTE format('CREATE INDEX ON %I (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) '
-                 'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
-                 part);
+  PERFORM vmq_pgevents_login_index(part);
 END
 $f$;
 

@@ -8,8 +8,8 @@
 -module(vmq_pgevents_85_compress_tests).
 -include_lib("eunit/include/eunit.hrl").
 
-%% the rows and the questions, for the lean-row tests (86) too
--export([fill/2, answers/1]).
+%% the table, the rows and the questions, for the lean-row tests (86) too
+-export([make_table/1, apply_schema/1, drop/1, fill/2, answers/1]).
 
 -define(S, {"", <<"cmp">>}).
 

@@ -16,13 +16,10 @@ sql(Sql) -> pgev_pg:sql(Sql).
 scalar(Sql) -> pgev_pg:scalar(Sql).
 trim(Sql) -> string:trim(sql(Sql)).
 
-make_table(T) ->
-    drop(T),
-    sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
-        "set_config('vmq_pgevents.partition', 'day', false); " ++ pgev_pg:schema_sql()).
-
-drop(T) ->
-    sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead CASCADE").
+make_table(T) -> vmq_pgevents_85_compress_tests:make_table(T).
+drop(T) -> vmq_pgevents_85_compress_tests:drop(T).
+%% schema.sql applied again (an upgrade)
+make_table_again(T) -> vmq_pgevents_85_compress_tests:apply_schema(T).
 
 %% the partitions of 2030-01-01 (and on, `ahead' days) only
 only_2030(T, Ahead) ->
@@ -138,7 +135,3 @@ upgrade_test_() ->
         drop(Old),
         drop(Mix)
     end}.
-
-make_table_again(T) ->
-    sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
-        "set_config('vmq_pgevents.partition', 'day', false); " ++ pgev_pg:schema_sql()).

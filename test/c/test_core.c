@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
 #include <unistd.h>
@@ -808,6 +809,86 @@ static void test_journal_no_space(void)
     CHECK(system(cmd) == 0);
 }
 
+/* Hooks on two threads while the writer pops (queue_pop walks its batch
+ * without the lock): every event comes out once, in seq order, fields
+ * whole; with the journal attached and without. */
+#define RACE_PER 200000
+static int race_done;   /* producers finished (atomic) */
+static void *race_producer(void *arg)
+{
+    queue_t *q = arg;
+    event_in_t in;
+    uint64_t seq;
+    int i;
+
+    for (i = 0; i < RACE_PER; i++) {
+        event_in_init(&in, HOOK_ON_PUBLISH, 42);
+        in.f[F_CLIENT_ID] = (span_t){"race", 4, 1};
+        if (queue_add(q, &in, &seq) != 0)
+            break;   /* a drop: the reader sees the gap */
+    }
+    __atomic_add_fetch(&race_done, 1, __ATOMIC_RELEASE);
+    return NULL;
+}
+
+static void race(journal_t *j)
+{
+    queue_t q;
+    pthread_t t[2];
+    event_t *got, *ev;
+    size_t n, total = 0;
+    uint64_t expect = 1;
+    int ok = 1, i;
+
+    CHECK(queue_init(&q, 2 * RACE_PER, 1u << 30, 1) == 0);   /* room for all: no drop, no gap */
+    if (j)
+        queue_attach_journal(&q, j);
+    race_done = 0;
+    for (i = 0; i < 2; i++)
+        CHECK(pthread_create(&t[i], NULL, race_producer, &q) == 0);
+    for (;;) {
+        int done = __atomic_load_n(&race_done, __ATOMIC_ACQUIRE) == 2;
+        got = queue_pop(&q, 1000, 10, &n);
+        if (!got && done)
+            break;
+        for (ev = got; ev; ev = ev->next) {
+            ok &= ev->seq == expect++ && ev->ts_us == 42 && ev->len[F_CLIENT_ID] == 4 &&
+                  memcmp(event_field(ev, F_CLIENT_ID), "race", 4) == 0 &&
+                  ev->home == (j ? EV_JOURNAL : EV_HEAP);
+            total++;
+        }
+        event_free_list(got);
+        queue_settled(&q);
+    }
+    for (i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    if (!ok || total != 2 * RACE_PER)
+        fprintf(stderr, "race (journal %d): ok %d, %zu events, next seq %llu\n", j != NULL, ok, total,
+                (unsigned long long)expect);
+    CHECK(ok && total == 2 * RACE_PER && queue_pop(&q, 10, 0, &n) == NULL);
+    if (j) {
+        got = queue_detach_journal(&q, &n);
+        CHECK(n == 0 && got == NULL);
+    }
+    queue_destroy(&q);
+}
+
+static void test_queue_race(void)
+{
+    char dir[] = "/tmp/vmq_pgev_race.XXXXXX", err[256];
+    journal_t *j;
+
+    race(NULL);
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 9, 256u << 20, 1000, err, sizeof err);
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    race(j);
+    journal_close(j);
+    rmdir(dir);
+}
+
 int main(void)
 {
     test_journal();
@@ -821,6 +902,7 @@ int main(void)
     test_jsonw();
     test_event();
     test_queue();
+    test_queue_race();
     test_copy();
     test_conninfo();
     printf("c core: %d passed, %d failed\n", passed, failed);
