@@ -4,7 +4,7 @@
 %% the same run. Prints a table; writes the numbers as JSON.
 -module(vmq_pgevents_bench).
 
--export([main/1, noop_hook/6, hook_fun/2, timed_calls/3, percentiles/2, json/1, ingest/1,
+-export([main/1, noop_hook/6, hook_fun/2, calls/4, timed_calls/3, percentiles/2, json/1, ingest/1,
          ingest_turns/1, readback/0, pg/1, start/2, stop/0]).
 
 -define(CALLS, 1000000).
@@ -103,16 +103,7 @@ hook_cost(Hook, Procs, PgState) ->
     case PgState of down -> pg("stop"); up -> ok end,
     Hist = counters:new(3000, [write_concurrency]),
     Per = ?CALLS div Procs,
-    Self = self(),
-    Pids = [spawn_link(fun() ->
-                               F = hook_fun(Hook, I),
-                               receive go -> ok end,
-                               timed_calls(F, Per, Hist),
-                               Self ! {done, self()}
-                       end) || I <- lists:seq(1, Procs)],
-    erlang:garbage_collect(),
-    [P ! go || P <- Pids],
-    [receive {done, P} -> ok end || P <- Pids],
+    calls(Hook, Procs, Per, fun(F, K) -> timed_calls(F, K, Hist) end),
     #{dropped := Dropped, state := State} = vmq_pgevents:status(),
     case PgState of down -> pg("start"); up -> ok end,
     {ok, _} = vmq_pgevents:flush(600000),
@@ -122,6 +113,21 @@ hook_cost(Hook, Procs, PgState) ->
               [Hook, Procs, PgState, State, Journal, P50, P99, P999]),
     #{hook => Hook, procs => Procs, postgresql => PgState, calls => Per * Procs,
       p50_us => P50, p99_us => P99, p999_us => P999, dropped => Dropped}.
+
+%% Procs processes, each with its own hook_fun(Hook, I), started together,
+%% each running Body(F, Per); returns when all are done
+calls(Hook, Procs, Per, Body) ->
+    Self = self(),
+    Pids = [spawn_link(fun() ->
+                               F = hook_fun(Hook, I),
+                               receive go -> ok end,
+                               Body(F, Per),
+                               Self ! {done, self()}
+                       end) || I <- lists:seq(1, Procs)],
+    erlang:garbage_collect(),
+    [P ! go || P <- Pids],
+    [receive {done, P} -> ok end || P <- Pids],
+    ok.
 
 timed_calls(_, 0, _) -> ok;
 timed_calls(F, N, Hist) ->

@@ -59,7 +59,7 @@ stop() -> vmq_pgevents_bench:stop().
 fill(N) ->
     #{queued := Q0} = vmq_pgevents:status(),
     T0 = erlang:monotonic_time(millisecond),
-    calls(on_publish, ?FILL_PROCS, max(0, N - Q0) div ?FILL_PROCS, fun(F, K) -> loop(F, K) end),
+    vmq_pgevents_bench:calls(on_publish, ?FILL_PROCS, max(0, N - Q0) div ?FILL_PROCS, fun(F, K) -> loop(F, K) end),
     Ms = erlang:monotonic_time(millisecond) - T0,
     #{queued := Q, journal_bytes := B, dropped := D} = vmq_pgevents:status(),
     io:format("outage: ~b events waiting in the journal (~.1f GB on disk), piled in ~.1f s, ~b dropped~n",
@@ -69,29 +69,16 @@ fill(N) ->
 loop(_, 0) -> ok;
 loop(F, K) -> F(), loop(F, K - 1).
 
-calls(Hook, Procs, Per, Body) ->
-    Self = self(),
-    Pids = [spawn_link(fun() ->
-                               F = vmq_pgevents_bench:hook_fun(Hook, I),
-                               receive go -> ok end,
-                               Body(F, Per),
-                               Self ! {done, self()}
-                       end) || I <- lists:seq(1, Procs)],
-    erlang:garbage_collect(),
-    [P ! go || P <- Pids],
-    [receive {done, P} -> ok end || P <- Pids],
-    ok.
-
 line(Hook, Procs, PgState, Calls0) ->
     Hist = counters:new(3000, [write_concurrency]),
     Per = Calls0 div Procs,
     #{queued := Q} = vmq_pgevents:status(),
     settle(),
-    I0 = interrupts(),
+    I0 = ipis(),
     T0 = threads(),
-    calls(Hook, Procs, Per, fun(F, K) -> vmq_pgevents_bench:timed_calls(F, K, Hist) end),
+    vmq_pgevents_bench:calls(Hook, Procs, Per, fun(F, K) -> vmq_pgevents_bench:timed_calls(F, K, Hist) end),
     T1 = threads(),
-    I1 = interrupts(),
+    I1 = ipis(),
     #{dropped := Dropped} = vmq_pgevents:status(),
     %% with PostgreSQL up, every line starts from an empty journal
     case PgState of up -> {ok, _} = vmq_pgevents:flush(600000); down -> ok end,
@@ -99,30 +86,30 @@ line(Hook, Procs, PgState, Calls0) ->
     Calls = Per * Procs,
     PerM = fun(Group, Field) -> delta(T0, T1, Group, Field) * 1000000 / Calls end,
     JCpu = delta(T0, T1, journal, cpu) / 100,
-    Tlb = (maps:get(tlb, I1) - maps:get(tlb, I0)) * 1000000 / Calls,
+    Ipis = (I1 - I0) * 1000000 / Calls,
     Nvcsw = PerM(schedulers, nvcsw),
     io:format("outage ~p x~p, ~b calls (postgresql ~p, ~b waiting): p50 ~.2f us, p99 ~.2f us, p99.9 ~.2f us;"
               " per 1M calls: schedulers ~.1f minor / ~.1f major faults, process ~.1f / ~.1f;"
               " journal threads ~.2f s CPU; IPIs ~.1f, schedulers preempted ~.1f~n",
               [Hook, Procs, Calls, PgState, Q, P50, P99, P999, PerM(schedulers, minflt),
-               PerM(schedulers, majflt), PerM(all, minflt), PerM(all, majflt), JCpu, Tlb, Nvcsw]),
+               PerM(schedulers, majflt), PerM(all, minflt), PerM(all, majflt), JCpu, Ipis, Nvcsw]),
     #{hook => Hook, procs => Procs, postgresql => PgState, waiting => Q, calls => Calls,
       p50_us => P50, p99_us => P99, p999_us => P999, dropped => Dropped,
       sched_minflt_per_m => PerM(schedulers, minflt), sched_majflt_per_m => PerM(schedulers, majflt),
       proc_minflt_per_m => PerM(all, minflt), proc_majflt_per_m => PerM(all, majflt),
-      journal_cpu_s => JCpu, ipis_per_m => Tlb, sched_preempted_per_m => Nvcsw}.
+      journal_cpu_s => JCpu, ipis_per_m => Ipis, sched_preempted_per_m => Nvcsw}.
 
 %% the machine's TLB shootdowns and function-call interrupts so far, all
 %% CPUs (a virtual machine's flushes arrive as the latter): what writing
 %% back pages mapped in the VM costs the CPUs its schedulers run on
-interrupts() ->
+ipis() ->
     {ok, B} = file:read_file("/proc/interrupts"),
     Ipi = [lists:sum([binary_to_integer(X) || X <- Xs, re:run(X, "^[0-9]+$") =/= nomatch])
            || L <- binary:split(B, <<"\n">>, [global]),
               <<K:4/binary, Rest/binary>> <- [string:trim(L, leading)],
               K =:= <<"TLB:">> orelse K =:= <<"CAL:">>,
               Xs <- [string:lexemes(Rest, " ")]],
-    #{tlb => lists:sum(Ipi)}.
+    lists:sum(Ipi).
 
 %% a line starts with nothing left dirty by what ran before it (`sync'):
 %% a backlog piled up over an hour is on disk already, piling it in

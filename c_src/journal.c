@@ -154,17 +154,12 @@ static void seg_free(jseg_t *s, int remove)
     free(s);
 }
 
-/* Keeps the pages the hooks will write next mapped and writable: up to
- * the window ahead of the hooks' offset in the segment in use, and the
- * first window of each spare. The window is what the hooks write in half
- * a sync interval at their current rate (64 KiB at least while they
- * write, 16 MiB at most; nothing while they are idle): every sync of the
- * segment in use writes its dirty pages, zeros ahead of the hooks
- * included, and write-protects them again, so they are made writable
- * anew after each sync (the sync thread resets populated); a fixed window
- * had an idle broker write 16 MiB of zeros a second. MADV_POPULATE_WRITE
- * does not change the contents, so this may run while hooks write into
- * the same segment. 1: did some. */
+/* The window: how far ahead of the hooks populate_step makes pages
+ * writable. What the hooks write in half a sync interval at their rate
+ * over the last RATE_US (64 KiB at least while they write, 16 MiB at
+ * most); halved at each idle RATE_US, so nothing once they are idle: each
+ * sync writes the pages made ready ahead too, zeros, and a fixed 16 MiB
+ * window had an idle broker write 16 MiB of them a second. */
 static void update_window(journal_t *j)
 {
     int64_t now = mono_us(), dt = now - j->rate_at;
@@ -189,6 +184,13 @@ static void update_window(journal_t *j)
     j->window = ((size_t)w + j->page - 1) & ~(j->page - 1);
 }
 
+/* Keeps the pages the hooks will write next mapped and writable: up to
+ * the window ahead of the hooks' offset in the segment in use, and the
+ * first window of each spare. Every sync of the segment in use writes its
+ * dirty pages and write-protects them again, so they are made writable
+ * anew after each sync (the sync thread resets populated).
+ * MADV_POPULATE_WRITE does not change the contents, so this may run while
+ * hooks write into the same segment. 1: did some. */
 static int populate_step(journal_t *j)
 {
     jseg_t *s, *cur;
@@ -203,7 +205,7 @@ static int populate_step(journal_t *j)
         from = __atomic_load_n(&cur->populated, __ATOMIC_RELAXED);
         if (from < used)
             from = used;
-        to = !j->window ? used : used + j->window < cur->cap ? used + j->window : cur->cap;
+        to = used + j->window < cur->cap ? used + j->window : cur->cap;   /* window 0: none */
         if (from < to)
             s = cur;
     }
