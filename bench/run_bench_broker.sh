@@ -11,6 +11,10 @@
 #   all      every hook recorded (4 events per message: auth_on_publish,
 #            on_publish, one on_deliver per subscriber)
 #   pubdel   vmq_pgevents.hooks = on_publish,on_deliver (3 events per message)
+#   none_pin, all_pin   none and all with PostgreSQL pinned to core 0 and
+#            the broker with its load to core 1 (taskset): the broker's own
+#            cost when the database does not share its CPU, as in production
+#            (their ratio is all_pin against none_pin)
 # Per run: receipts per second, publish->receipt latency, the CPU time of
 # the broker's threads (schedulers, the writer thread "vmq_pgevents", the
 # journal's threads) and of PostgreSQL, and the rows checked against what
@@ -60,8 +64,17 @@ sql() { bash test/pg.sh psql "$PGDIR" -X -At -v ON_ERROR_STOP=1 -c "$1"; }
 broker_unpack "$src" "$WORKDIR/release" || { echo "bench-broker: cannot unpack $src" >&2; exit 1; }
 broker_configure "$BROKER" "$NODE" "$PORT" "$PLUGIN" "$DSN"
 broker_conf "$BROKER" "max_inflight_messages = 0" "max_online_messages = -1"
-echo "== $(basename "$src"), PostgreSQL $(sql "SHOW server_version"), $(nproc) cores; ${REPS}x none, all, pubdel, ${RUN_SECONDS} s each, $PUBS publishers, $SUBS subscribers, window $WINDOW"
+CONFIGS=(none all pubdel none_pin all_pin)
+echo "== $(basename "$src"), PostgreSQL $(sql "SHOW server_version"), $(nproc) cores; ${REPS}x ${CONFIGS[*]}, ${RUN_SECONDS} s each, $PUBS publishers, $SUBS subscribers, window $WINDOW"
 PGMAIN=$(head -n 1 "$PGDIR/data/postmaster.pid")
+
+# pin CPUS: PostgreSQL (the postmaster and every process it has, and so
+# every backend it forks later) to these cores
+pin_postgres() {
+    local t
+    for t in $PGMAIN $(pgrep -P "$PGMAIN"); do taskset -a -p -c "$1" "$t" >/dev/null 2>&1; done
+}
+LOADPIN=()
 
 # Every run starts from a fresh boot of the broker, configured in
 # vernemq.conf as a user would (plugins.vmq_pgevents = off, or on with
@@ -72,13 +85,21 @@ PGMAIN=$(head -n 1 "$PGDIR/data/postmaster.pid")
 configure() {
     broker_stop "$BROKER"
     case $1 in
-        none) broker_conf "$BROKER" "plugins.vmq_pgevents = off" ;;
-        all) broker_conf "$BROKER" "plugins.vmq_pgevents = on" "vmq_pgevents.hooks = all" ;;
+        none|none_pin) broker_conf "$BROKER" "plugins.vmq_pgevents = off" ;;
+        all|all_pin) broker_conf "$BROKER" "plugins.vmq_pgevents = on" "vmq_pgevents.hooks = all" ;;
         pubdel) broker_conf "$BROKER" "plugins.vmq_pgevents = on" "vmq_pgevents.hooks = on_publish,on_deliver" ;;
     esac
-    broker_start "$BROKER" "$([ "$1" = none ] || echo vmq_pgevents) vmq_passwd vmq_acl" >&2 || exit 1
+    broker_start "$BROKER" "$([ "${1%_pin}" = none ] || echo vmq_pgevents) vmq_passwd vmq_acl" >&2 || exit 1
     BEAM=$(broker_pid "$BROKER")
-    MQTT_USER=alice MQTT_PASS=alice-pw "$BUILD/mqtt_load" 127.0.0.1 "$PORT" 1 "$PUBS" "$SUBS" "$WINDOW" "warmup" >/dev/null
+    if [ "${1%_pin}" != "$1" ]; then
+        pin_postgres 0
+        taskset -a -p -c 1 "$BEAM" >/dev/null
+        LOADPIN=(taskset -c 1)
+    else
+        pin_postgres 0-$(($(nproc) - 1))
+        LOADPIN=()
+    fi
+    MQTT_USER=alice MQTT_PASS=alice-pw "${LOADPIN[@]}" "$BUILD/mqtt_load" 127.0.0.1 "$PORT" 1 "$PUBS" "$SUBS" "$WINDOW" "warmup" >/dev/null
 }
 
 # CPU seconds (user + system) of: the broker's threads by group, and every
@@ -109,11 +130,8 @@ results=$OUT/broker.runs
 : >"$results"
 for rep in $(seq 1 "$REPS"); do
     # the order turns between reps
-    case $((rep % 3)) in
-        1) order=(none all pubdel) ;;
-        2) order=(all pubdel none) ;;
-        0) order=(pubdel none all) ;;
-    esac
+    k=$(((rep - 1) % ${#CONFIGS[@]}))
+    order=("${CONFIGS[@]:k}" "${CONFIGS[@]:0:k}")
     for cfg in "${order[@]}"; do
         configure "$cfg"
         prefix=b${rep}${cfg}
@@ -133,12 +151,12 @@ for rep in $(seq 1 "$REPS"); do
         sql "DO \$\$ BEGIN IF to_regclass('vmq_events') IS NOT NULL THEN TRUNCATE vmq_events; END IF; END \$\$" >/dev/null
         sql "CHECKPOINT" >/dev/null
         before=$(cpu_snapshot | cpu_sum)
-        load=$(MQTT_USER=alice MQTT_PASS=alice-pw "$BUILD/mqtt_load" 127.0.0.1 "$PORT" "$RUN_SECONDS" "$PUBS" "$SUBS" "$WINDOW" "$prefix") ||
+        load=$(MQTT_USER=alice MQTT_PASS=alice-pw "${LOADPIN[@]}" "$BUILD/mqtt_load" 127.0.0.1 "$PORT" "$RUN_SECONDS" "$PUBS" "$SUBS" "$WINDOW" "$prefix") ||
             { echo "bench-broker: the load failed" >&2; exit 1; }
         after=$(cpu_snapshot | cpu_sum)
         rows_ok=-
         events=0
-        if [ "$cfg" != none ]; then
+        if [ "${cfg%_pin}" != none ]; then
             broker_admin "$BROKER" pgevents flush >/dev/null
             read -r pubs dels auths events < <(sql "
                 SELECT count(*) FILTER (WHERE hook = 'on_publish'), count(*) FILTER (WHERE hook = 'on_deliver'),
@@ -146,7 +164,7 @@ for rep in $(seq 1 "$REPS"); do
                 FROM vmq_events WHERE topic LIKE '$prefix/%'" | tr '|' ' ')
             sent=$(sed 's/.*"sent": \([0-9]*\).*/\1/' <<<"$load")
             recv=$(sed 's/.*"received": \([0-9]*\).*/\1/' <<<"$load")
-            want_auth=$([ "$cfg" = all ] && echo "$sent" || echo 0)
+            want_auth=$([ "${cfg%_pin}" = all ] && echo "$sent" || echo 0)
             if [ "$pubs" = "$sent" ] && [ "$dels" = "$recv" ] && [ "$auths" = "$want_auth" ]; then rows_ok=yes
             else rows_ok="NO (on_publish $pubs/$sent, on_deliver $dels/$recv, auth_on_publish $auths/$want_auth)"; fi
         fi
@@ -170,7 +188,7 @@ import json, statistics, sys
 runs = [json.loads(l) for l in open(sys.argv[1])]
 med = statistics.median
 out = {"release": sys.argv[3], "run_seconds": int(sys.argv[4]), "reps": int(sys.argv[5]), "configs": {}}
-for cfg in ["none", "all", "pubdel"]:
+for cfg in ["none", "all", "pubdel", "none_pin", "all_pin"]:
     rs = [r for r in runs if r["config"] == cfg]
     d = {"delivered_per_s": med(r["load"]["delivered_per_s"] for r in rs),
          "p50_ms": med(r["load"]["p50_ms"] for r in rs), "p99_ms": med(r["load"]["p99_ms"] for r in rs),
@@ -179,19 +197,20 @@ for cfg in ["none", "all", "pubdel"]:
     # CPU per delivered message, and per recorded event for the writer and PostgreSQL
     for k in ["schedulers", "writer", "journal", "postgres", "machine"]:
         d["cpu_us_per_msg_" + k] = med(r["cpu_s"].get(k, 0) * 1e6 / max(1, r["load"]["received"]) for r in rs)
-        if cfg != "none":
+        if not cfg.startswith("none"):
             d["cpu_us_per_event_" + k] = med(r["cpu_s"].get(k, 0) * 1e6 / max(1, r["events"]) for r in rs)
     out["configs"][cfg] = d
-base = out["configs"]["none"]["delivered_per_s"]
 for cfg, d in out["configs"].items():
+    base = out["configs"]["none_pin" if cfg.endswith("_pin") else "none"]["delivered_per_s"]
     d["ratio"] = d["delivered_per_s"] / base if base else 0
 json.dump(out, open(sys.argv[2], "w"), indent=1)
 print("\n%-8s %14s %6s %16s %12s %12s %12s %12s %8s" % ("config", "receipts/s", "ratio", "p50/p99 ms",
       "sched µs/msg", "writer µs/ev", "jrnl µs/ev", "pg µs/ev", "rows"))
 for cfg, d in out["configs"].items():
-    ev = lambda k: ("%.2f" % d["cpu_us_per_event_" + k]) if cfg != "none" else "-"
+    ev = lambda k: ("%.2f" % d["cpu_us_per_event_" + k]) if not cfg.startswith("none") else "-"
     print("%-8s %14.0f %5.2fx %16s %12.1f %12s %12s %12s %8s" % (cfg, d["delivered_per_s"], d["ratio"],
           "%.1f / %.1f" % (d["p50_ms"], d["p99_ms"]), d["cpu_us_per_msg_schedulers"], ev("writer"),
           ev("journal"), ev("postgres"), "ok" if d["rows_ok"] else "WRONG"))
+print("(ratio: against none; the _pin lines against none_pin)")
 print("results:", sys.argv[2])
 EOF

@@ -43,8 +43,8 @@ trap 'rm -rf "$WORK"' EXIT
 # stage SOURCEFILE:FUNCTION: which part of the hook path an entry is
 stage() {
     case "$1" in
-        c_src/nif.c:*) echo entry ;;
-        c_src/terms.c:*|c_src/text.c:*|*/erl_nif.c:*|*/big.c:*) echo decode ;;
+        c_src/nif_hook.c:*) echo entry ;;
+        c_src/terms.c:*|c_src/terms_json.c:*|c_src/text.c:*|*/erl_nif.c:*|*/big.c:*) echo decode ;;
         c_src/filter.c:*) echo filter ;;
         c_src/event.c:*|c_src/buf.c:*|*memmove*|*memcpy*|*memset*) echo row ;;
         c_src/crc32c.c:*) echo crc ;;

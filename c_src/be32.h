@@ -1,4 +1,4 @@
-/* be32.h - big-endian 32-bit fields of the on-disk records (spool.c,
+/* be32.h - big-endian 32-bit fields of the on-disk records (recover.c,
  * journal.c). */
 #ifndef VMQ_PGEV_BE32_H
 #define VMQ_PGEV_BE32_H

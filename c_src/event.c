@@ -52,7 +52,7 @@ void event_fill(event_t *ev, const event_in_t *in, const event_layout_t *lay)
     size_t pos = 0;
     int f;
 
-    /* padding too: the spool and the journal write these bytes; next and
+    /* padding too: the journal writes these bytes to disk; next and
      * home are the caller's (the writer may read them meanwhile) */
     memset(&ev->seq, 0, offsetof(event_t, home) - offsetof(event_t, seq));
     memset(ev->off, 0, offsetof(event_t, data) - offsetof(event_t, off));
@@ -107,6 +107,23 @@ void event_free(event_t *ev)
         journal_release(ev);
     else
         free(ev);
+}
+
+int event_check(const event_t *ev, size_t len)
+{
+    size_t fixed = offsetof(event_t, data) - offsetof(event_t, seq);
+    int f;
+
+    if (len < fixed || ev->bytes != offsetof(event_t, seq) + len || ev->hook >= HOOK_COUNT ||
+        ev->peer_family > 6)
+        return -1;
+    for (f = 0; f < F_COUNT; f++) {
+        if (ev->len[f] < -1)
+            return -1;
+        if (ev->len[f] >= 0 && (uint64_t)ev->off[f] + (uint64_t)ev->len[f] > len - fixed)
+            return -1;
+    }
+    return 0;
 }
 
 void event_free_list(event_t *ev)

@@ -2,8 +2,9 @@
  *
  * An event is one block: the header below followed by its variable-length
  * fields. It lives either in a record of the journal (journal.h: built in
- * place on the calling scheduler thread) or in one malloc (event_build:
- * no journal, or read back from the spool). It is owned by the queue while
+ * place on the calling scheduler thread, or found in a journal file an
+ * earlier start left) or in one malloc (event_build: no journal). It is
+ * owned by the queue while
  * queued, then by the writer thread, which frees it (event_free: releases
  * its journal space) after the row is committed or dead-lettered.
  * Knows nothing of erl_nif or libpq. */
@@ -63,7 +64,7 @@ typedef struct event {
     uint8_t escaped;        /* bit i: text field i was escaped */
     uint16_t peer_port;
     uint8_t peer_addr[16];
-    uint16_t home;          /* EV_HEAP or EV_JOURNAL (was padding: spool files have 0) */
+    uint16_t home;          /* EV_HEAP or EV_JOURNAL (earlier versions' spool files: 0) */
     uint32_t off[F_COUNT];
     int32_t len[F_COUNT];   /* -1: NULL; at most 256 MiB (payload_max_bytes) */
     char data[];
@@ -86,6 +87,9 @@ void event_fill(event_t *ev, const event_in_t *in, const event_layout_t *lay);
 /* One allocation holding everything; NULL when out of memory. */
 event_t *event_build(const event_in_t *in);
 void event_free(event_t *ev);
+/* 0 when the len bytes of ev from seq on (read back from a file) hold a
+ * whole event: its size, hook, peer and every field within them */
+int event_check(const event_t *ev, size_t len);
 void event_free_list(event_t *ev);
 
 static inline const char *event_field(const event_t *ev, int f)

@@ -15,13 +15,16 @@
  * "length" is the event's bytes from seq on, which the CRC covers; "size"
  * is the whole record, written when the space is taken (so a record whose
  * writer died can be skipped); the magic is stored last. The 8 bytes and
- * the event's next pointer are only meaningful in memory.
+ * the event's next pointer are only meaningful in memory. Once the event
+ * is written to PostgreSQL its magic becomes "VPGW" (journal_release).
  *
  * The journal thread syncs the segments in use every sync_ms (what a
  * power loss can take), and deletes a segment once it is sealed (full)
  * and every event in it was released (written). Segments left at close
- * with unwritten events stay on disk: the spool reads them at the next
- * start (spool.c). Knows nothing of erl_nif or libpq. */
+ * with unwritten events stay on disk; the next journal_open takes them
+ * over (recover.h) as sealed segments whose events come first: the one
+ * way every event goes, whichever start wrote it. Knows nothing of
+ * erl_nif or libpq. */
 #ifndef VMQ_PGEV_JOURNAL_H
 #define VMQ_PGEV_JOURNAL_H
 
@@ -43,11 +46,18 @@ typedef struct journal_stats {
     uint64_t syncs;
     int64_t last_sync_us;       /* wall clock of the last completed sync, 0: none */
     uint64_t seg_bytes;
+    uint64_t old_bytes;         /* files of earlier starts not yet all written */
+    uint64_t recovered;         /* events in them at open */
+    uint64_t corrupt;           /* damaged records skipped in them */
+    uint64_t unreadable;        /* their files that could not be read (left on disk) */
+    char old_error[256];        /* why (the last such file), "" */
     char error[256];            /* why no segment could be made, "" */
 } journal_stats_t;
 
-/* Makes the first segment (synchronously) and starts the journal thread.
- * max_bytes bounds the segment files together. NULL and err on failure. */
+/* Takes over the files earlier starts left in dir (recover.h), makes the
+ * first segment (synchronously) and starts the journal thread. max_bytes
+ * bounds the segment files together, the earlier ones included. NULL and
+ * err on failure (the earlier files stay where they are). */
 journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
                         int sync_ms, char *err, size_t errlen);
 /* Stops the thread, syncs and unmaps. Files whose events were all
@@ -63,15 +73,18 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes);
 void journal_commit(journal_t *j, event_t *ev);
 /* 1 once journal_commit has published ev (acquire). */
 int journal_ready(const event_t *ev);
-/* The event is written: its space may go (writer thread). */
+/* The event is written: marked so on disk, its space may go (writer thread). */
 void journal_release(event_t *ev);
 /* Records reserved and not yet committed. */
 uint64_t journal_busy(const journal_t *j);
 
-void journal_get_stats(journal_t *j, journal_stats_t *st);
+/* The events of earlier starts' files, oldest first, linked (once; then
+ * NULL): *n of them, *bytes in all, the last in *tail. They go to the
+ * queue before any new event (queue_attach_journal). */
+event_t *journal_take_recovered(journal_t *j, size_t *n, size_t *bytes, event_t **tail);
+/* The incarnation a journal event was recorded in. */
+int64_t journal_event_incarnation(const event_t *ev);
 
-/* For the spool's reader: the end of the records in a journal file's
- * bytes (past any unused, zeroed tail). */
-size_t journal_data_end(const unsigned char *base, size_t size);
+void journal_get_stats(journal_t *j, journal_stats_t *st);
 
 #endif

@@ -1,7 +1,7 @@
 /* pgio.h - the libpq calls the writer makes, none of which can block it
  * for longer than a deadline: the connection is non-blocking and every wait
  * polls its socket in short slices. Between slices the caller's tick runs
- * (the writer moves queue overflow to the spool there), so a PostgreSQL
+ * (the writer checks its stop deadline and reports drops there), so a PostgreSQL
  * that stops answering — a frozen server, a network partition — costs
  * nothing but time. On a timeout the call fails with a message; the
  * caller drops the connection and goes on as after any failed write.

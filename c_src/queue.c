@@ -124,11 +124,34 @@ int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq)
     return 0;
 }
 
+int64_t queue_event_origin(const event_t *ev)
+{
+    return ev->home == EV_JOURNAL ? journal_event_incarnation(ev) : 0;
+}
+
 void queue_attach_journal(queue_t *q, journal_t *j)
 {
+    size_t n, bytes;
+    event_t *tail, *old = journal_take_recovered(j, &n, &bytes, &tail);
+
     pthread_mutex_lock(&q->mu);
+    if (old) {
+        /* earlier starts' events: before anything queued */
+        tail->next = q->head;
+        if (!q->head)
+            q->tail = tail;
+        q->head = old;
+        __atomic_store_n(&q->count, q->count + n, __ATOMIC_RELAXED);
+        q->bytes += bytes;
+        if (q->count > q->peak_count)
+            q->peak_count = q->count;
+        if (q->bytes > q->peak_bytes)
+            q->peak_bytes = q->bytes;
+    }
     __atomic_store_n(&q->j, j, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&q->mu);
+    if (old)
+        pthread_cond_signal(&q->cv);
 }
 
 event_t *queue_detach_journal(queue_t *q, size_t *n)
@@ -217,6 +240,7 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     struct timespec deadline;
     event_t *first, *last, *cur;
     size_t k, bytes;
+    int64_t origin = 0;
 
     deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&q->mu);
@@ -230,8 +254,12 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
         k = 0;
         bytes = 0;
         last = NULL;
-        /* a journal event is taken once its hook has finished writing it */
-        for (cur = first; cur && k < max && (cur->home != EV_JOURNAL || journal_ready(cur));
+        /* a journal event is taken once its hook has finished writing it;
+         * a batch holds the events of one incarnation */
+        if (first && (first->home != EV_JOURNAL || journal_ready(first)))
+            origin = queue_event_origin(first);
+        for (cur = first; cur && k < max && (cur->home != EV_JOURNAL || journal_ready(cur)) &&
+                          queue_event_origin(cur) == origin;
              cur = __atomic_load_n(&cur->next, __ATOMIC_ACQUIRE)) {
             last = cur;
             bytes += cur->bytes;
@@ -266,6 +294,18 @@ int queue_ready(queue_t *q)
 
     pthread_mutex_lock(&q->mu);
     ready = ready_locked(q);
+    pthread_mutex_unlock(&q->mu);
+    return ready;
+}
+
+int queue_ready_from(queue_t *q, int64_t origin)
+{
+    int ready;
+
+    pthread_mutex_lock(&q->mu);
+    /* the head is stable: only the writer takes it */
+    ready = ready_locked(q) && q->head && (q->head->home != EV_JOURNAL || journal_ready(q->head)) &&
+            queue_event_origin(q->head) == origin;
     pthread_mutex_unlock(&q->mu);
     return ready;
 }

@@ -46,11 +46,12 @@ int queue_full_hint(const queue_t *q);
  * number. 0: queued; 1: dropped, no room (queue or journal full); 2:
  * dropped, out of memory or too large. A drop consumes its number. */
 int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq);
-/* From now on events go to the journal j. */
+/* From now on events go to the journal j; the events of earlier starts
+ * it took over (journal_take_recovered) go before anything queued. */
 void queue_attach_journal(queue_t *q, journal_t *j);
 /* Events stop going to the journal; waits for those being written into
  * it, then takes the journal's events out of the queue (they stay on disk
- * for the spool to read at the next start) and returns them; *n: their
+ * for the next start) and returns them; *n: their
  * number. The list must not be freed: only forgotten. */
 event_t *queue_detach_journal(queue_t *q, size_t *n);
 /* Takes ev and gives it the next sequence number: 0. Queue full: ev is not
@@ -60,12 +61,18 @@ int queue_push(queue_t *q, event_t *ev, uint64_t *seq);
 uint64_t queue_drop(queue_t *q);
 
 /* Writer side: waits until wake_at events are queued, a flush or stop is
- * asked, or timeout_ms passes; then detaches up to max events (in order)
- * and returns them as a list (NULL when none). *n gets their count. */
+ * asked, or timeout_ms passes; then detaches up to max events (in order,
+ * all of one origin: queue_event_origin) and returns them as a list (NULL
+ * when none). *n gets their count. */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
+/* The incarnation a journal event was recorded in (earlier starts' files
+ * hold other incarnations'); 0 for an event in memory (this one's). */
+int64_t queue_event_origin(const event_t *ev);
 /* 1 when queue_pop would return at once: a batch (wake_at events) is
  * waiting, or a flush or stop is asked. */
 int queue_ready(queue_t *q);
+/* ... and its first event is of this origin */
+int queue_ready_from(queue_t *q, int64_t origin);
 /* The events popped so far are accounted for elsewhere now (in flight,
  * spooled or gone): until then they count as taken, so a reader of
  * count + taken + the writer's in-flight count never sees them nowhere. */

@@ -28,11 +28,11 @@ typedef struct writer_config {
     size_t json_max;
     int backoff_min_ms, backoff_max_ms;
     int pg_timeout_ms;        /* longest wait for PostgreSQL in one call; 0: 10000 */
-    const char *spool_dir;    /* NULL: no spool or journal, overflow is dropped */
-    uint64_t spool_max_bytes; /* bounds the journal's files and the spool */
+    const char *spool_dir;    /* the journal's directory; NULL: no journal, events wait in memory */
+    uint64_t spool_max_bytes; /* bounds the journal's files */
     const char *partition;    /* "day", "hour" or "none": schema.sql's vmq_pgevents.partition */
     int64_t retention_s;      /* partitions that ended this long ago are dropped; 0: never */
-    int journal;              /* 1: events go to a journal in spool_dir (journal.h) */
+    int journal;              /* 1: events go to a journal in spool_dir (journal.h); 0: in memory */
     int journal_sync_ms;      /* the journal is synced to disk this often; 0: 1000 */
     int64_t compress_after_s; /* partitions that ended this long ago become columnar (compress.h); 0: never */
     int compress_every_ms;    /* how often the compressor looks; 0: 60000 */
@@ -45,9 +45,11 @@ typedef struct writer_status {
     uint64_t written, batches, dead_lettered, reconnects, discarded_at_stop;
     uint64_t prefetched;      /* batches taken and encoded while the one before committed */
     uint64_t dead_lost;       /* refused rows the dead-letter table did not take either */
-    uint64_t spooled, spool_dropped, spooled_at_stop, spool_corrupt;
+    /* the journal's files: events left there at stops (also per hook),
+     * damaged records skipped in earlier starts' files, and the bytes of
+     * those files not yet all written */
+    uint64_t spooled, spooled_at_stop, spool_corrupt;
     uint64_t spool_bytes;
-    uint64_t dropped_hook[HOOK_COUNT];   /* spool full */
     uint64_t spooled_hook[HOOK_COUNT];
     uint64_t write_errors;
     uint64_t written_hook[HOOK_COUNT], dead_hook[HOOK_COUNT];
@@ -56,7 +58,7 @@ typedef struct writer_status {
     int64_t last_write_us;    /* wall clock of the last commit, 0: none */
     int64_t last_batch_us;    /* how long the last committed COPY took */
     char last_error[256];
-    char spool_error[256];    /* why there is no spool ("" when there is one) */
+    char spool_error[256];    /* why spool_dir cannot be used ("" when it can) */
     int journal_on;           /* events go to the journal (journal.h) */
     uint64_t journal_bytes, journal_segments, journal_syncs, journal_no_room;
     uint64_t journal_left;    /* events left in the journal at stops, for the next start */

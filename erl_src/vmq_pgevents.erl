@@ -146,7 +146,7 @@ status() ->
         Why -> S#{state := not_recording, last_error := Why}
     end.
 
-%% @doc Writes what is queued (and spooled) now; waits up to TimeoutMs for it.
+%% @doc Writes what is queued (earlier starts' files too) now; waits up to TimeoutMs for it.
 -spec flush(non_neg_integer()) -> {ok, non_neg_integer()} | {error, timeout}.
 flush(TimeoutMs) ->
     #{written := Before} = vmq_pgevents_nif:status(),

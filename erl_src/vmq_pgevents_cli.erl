@@ -128,8 +128,8 @@ status_rows(S, PerSecond) ->
             {"dsn", Dsn},
             {"queued events", maps:get(pending, S)},
             {"queued bytes", maps:get(queued_bytes, S)},
-            {"spool bytes", maps:get(spool_bytes, S)},
-            {"spooled (total)", maps:get(spooled, S)},
+            {"earlier starts' files (bytes)", maps:get(spool_bytes, S)},
+            {"left in the journal at stops", maps:get(spooled, S)},
             {"oldest unwritten event", io_lib:format("~.3f s", [maps:get(oldest_age_us, S) / 1.0e6])},
             {"written", maps:get(written, S)},
             {"written per second (last minute)", io_lib:format("~.1f", [float(PerSecond)])},
@@ -137,10 +137,10 @@ status_rows(S, PerSecond) ->
             {"dead-lettered", maps:get(dead_lettered, S)},
             {"reconnects", maps:get(reconnects, S)},
             {"last error", case maps:get(last_error, S) of <<>> -> "-"; E -> binary_to_list(E) end},
-            {"spool", case maps:get(spool_error, S, <<>>) of
-                          <<>> -> "ok";
-                          E -> "none: " ++ binary_to_list(E)
-                      end},
+            {"spool_dir", case maps:get(spool_error, S, <<>>) of
+                              <<>> -> "ok";
+                              E -> "unusable: " ++ binary_to_list(E)
+                          end},
             {"journal", journal_text(S)}]
         ++ [{"warning", binary_to_list(W)} || W <- maps:get(warnings, S, [])],
     [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].

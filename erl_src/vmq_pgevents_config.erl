@@ -33,7 +33,7 @@ read() ->
                     mountpoints => text(mountpoints, env(mountpoints, "")),
                     spool_dir => spool_dir(),
                     spool_max_bytes => int(spool_max_bytes, 0),
-                    journal => bool(journal, env(journal, true)),
+                    journal => bool(journal, env(journal, true)) andalso not overflow_drop(),
                     partition => partition(),
                     retention_s => period(retention, env(retention, "off")),
                     compress_after_s => compress_after(),
@@ -167,8 +167,6 @@ bool(_, "true") -> true;
 bool(_, "false") -> false;
 bool(Key, V) -> throw({config, io_lib:format("~ts: expected on/off, got ~0p", [Key, V])}).
 
-%% overflow = spool (default): an absolute directory, made if missing;
-%% overflow = drop: no spool
 partition() ->
     case env(partition, day) of
         P when P =:= day; P =:= "day" -> <<"day">>;
@@ -199,16 +197,21 @@ period(K, V) when is_list(V) ->
 period(K, V) ->
     throw({config, io_lib:format("~ts: expected off, <N>d or <N>h, got ~0p", [K, V])}).
 
+%% the journal's directory: absolute, made if missing
 spool_dir() ->
+    _ = overflow_drop(),   %% checked
+    Dir = filename:absname(unicode:characters_to_list(text(spool_dir, env(spool_dir, "data/vmq_pgevents")))),
+    %% a directory that cannot be made is not a reason to record nothing:
+    %% the writer then logs "no journal: ..." and keeps events in memory
+    _ = filelib:ensure_dir(filename:join(Dir, "x")),
+    unicode:characters_to_binary(Dir).
+
+%% overflow (from versions before the one log): drop is journal = off,
+%% spool (the default) changes nothing
+overflow_drop() ->
     case env(overflow, spool) of
-        O when O =:= drop; O =:= "drop" -> <<>>;
-        O when O =:= spool; O =:= "spool" ->
-            Dir = filename:absname(unicode:characters_to_list(text(spool_dir, env(spool_dir, "data/vmq_pgevents")))),
-            %% a directory that cannot be made is not a reason to record
-            %% nothing: the writer then logs "no spool: ..." and drops
-            %% (counted) what does not fit in memory
-            _ = filelib:ensure_dir(filename:join(Dir, "x")),
-            unicode:characters_to_binary(Dir);
+        O when O =:= drop; O =:= "drop" -> true;
+        O when O =:= spool; O =:= "spool" -> false;
         O -> throw({config, io_lib:format("overflow: expected spool or drop, got ~0p", [O])})
     end.
 

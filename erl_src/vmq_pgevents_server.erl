@@ -59,7 +59,7 @@ start_writer() ->
     end.
 
 %% A writer still running here belongs to a server that was killed before
-%% its terminate/2 ran: stop it (what it holds is written or spooled) and
+%% its terminate/2 ran: stop it (what it holds is written or stays in the journal) and
 %% start one that reports to this process.
 start_nif(Config, StopTimeout) ->
     case vmq_pgevents_nif:start(Config, self()) of

@@ -89,8 +89,10 @@ defaults_read_test() ->
                        payload_max_bytes := 65536}, C),
         ?assertMatch(<<"-- vmq_pgevents", _/binary>>, maps:get(schema_sql, C)),
         ?assertEqual(<<?CFG_SPOOL>>, maps:get(spool_dir, C)),
+        ?assertEqual(true, maps:get(journal, C)),
+        %% overflow = drop (versions before the one log): the journal off
         application:set_env(vmq_pgevents, overflow, "drop"),
-        {ok, #{spool_dir := <<>>}} = vmq_pgevents_config:read()
+        {ok, #{spool_dir := <<?CFG_SPOOL>>, journal := false}} = vmq_pgevents_config:read()
     after
         application:unload(vmq_pgevents)
     end.

@@ -117,15 +117,15 @@ bad_value_does_not_fail_start_test_() ->
         ?assertEqual(stopped, maps:get(state, vmq_pgevents:status()))
     end}.
 
-%% A spool directory that cannot be made: the plugin records all the same,
-%% and status says there is no spool.
+%% A spool directory that cannot be made: the plugin records all the same
+%% (events wait in memory), and status says why there is no journal.
 unusable_spool_dir_test_() ->
     {timeout, 60, fun() ->
         pgev_app:with_plugin("life_no_spool", [{spool_dir, "/dev/null/spool"}], fun() ->
             publish(10),
             pgev_app:flush(),
             ?assertEqual(10, length(pgev_app:rows("life_no_spool"))),
-            ?assertMatch(#{state := connected,
+            ?assertMatch(#{state := connected, journal := false,
                            spool_error := <<"cannot make spool directory /dev/null/spool: Not a directory">>},
                          vmq_pgevents:status())
         end)
@@ -245,7 +245,8 @@ queue_limit_test_() ->
         pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
         pgev_pg:stop(),
         try
-            pgev_app:start(T, [{queue_max_events, 100}, {batch_size, 50}, {overflow, drop}]),
+            %% the journal off: events wait in memory only
+            pgev_app:start(T, [{queue_max_events, 100}, {batch_size, 50}, {journal, false}]),
             pgev_app:capture_logs(),
             publish(250),
             #{dropped := Dropped, per_hook := #{on_publish := #{dropped := PerHook}}} =
@@ -262,6 +263,7 @@ queue_limit_test_() ->
             pgev_pg:start(),
             pgev_app:flush(),
             ?assertEqual(250 - Dropped, count(T)),
+            ?assertEqual([], filelib:wildcard(filename:join(pgev_app:spool_dir(T), "*.dat"))),
             %% a drop leaves a gap in seq: max(seq) - min(seq) + 1 = 250
             [Lo, Hi] = [list_to_integer(X) || X <- string:lexemes(string:trim(pgev_pg:sql(
                 "SELECT min(seq) || ' ' || max(seq) FROM " ++ T)), " ")],

@@ -19,7 +19,7 @@
 #include "queue.h"
 #include "crc32c.h"
 #include "journal.h"
-#include "spool.h"
+#include "recover.h"
 #include "text.h"
 #include "writer.h"
 
@@ -420,144 +420,6 @@ static void test_filters(void)
     filters_free(f);
 }
 
-static event_t *spool_event(uint64_t seq, const char *payload)
-{
-    event_t *ev = make_event();
-    event_in_t in;
-
-    (void)in;
-    ev->seq = seq;
-    if (payload) {  /* rebuild with this payload */
-        event_free(ev);
-        event_in_init(&in, HOOK_ON_PUBLISH, 1000);
-        in.f[F_CLIENT_ID] = (span_t){"c", 1, 1};
-        in.f[F_PAYLOAD] = (span_t){payload, strlen(payload), 1};
-        in.payload_size = strlen(payload);
-        ev = event_build(&in);
-        ev->seq = seq;
-    }
-    return ev;
-}
-
-static event_t *chain(uint64_t from, int n)
-{
-    event_t *head = NULL, **tail = &head;
-    int i;
-
-    for (i = 0; i < n; i++) {
-        char p[32];
-        snprintf(p, sizeof p, "payload-%llu", (unsigned long long)from + (uint64_t)i);
-        *tail = spool_event(from + (uint64_t)i, p);
-        tail = &(*tail)->next;
-    }
-    return head;
-}
-
-static void test_spool(void)
-{
-    char dir[] = "/tmp/vmq_pgevents_spool_test.XXXXXX", err[256], path[256], cmd[300];
-    spool_t *sp;
-    event_t *list, *got;
-    size_t n;
-    int64_t inc = 0;
-    FILE *f;
-
-    CHECK(mkdtemp(dir) != NULL);
-    CHECK(crc32_buf(0, "123456789", 9) == 0xCBF43926u);   /* the standard check value */
-    sp = spool_open(dir, 100, 1 << 20, err, sizeof err);
-    CHECK(sp != NULL);
-    if (!sp)
-        return;
-    CHECK(spool_empty(sp));
-    list = chain(1, 3);
-    CHECK(spool_append(sp, list, 3, err, sizeof err) == 0);
-    event_free_list(list);
-    CHECK(!spool_empty(sp) && spool_bytes(sp) > 0);
-    got = spool_read(sp, 2, &n, &inc);
-    CHECK(n == 2 && inc == 100 && got && got->seq == 1 && got->next->seq == 2);
-    if (got)
-        CHECK_MEM(event_field(got, F_PAYLOAD), (size_t)got->len[F_PAYLOAD], "payload-1");
-    event_free_list(got);
-    got = spool_read(sp, 2, &n, &inc);       /* not consumed: read again from the same place */
-    CHECK(n == 2 && got && got->seq == 1);
-    event_free_list(got);
-    spool_consumed(sp);
-    got = spool_read(sp, 10, &n, &inc);
-    CHECK(n == 1 && got && got->seq == 3 && !got->next);
-    event_free_list(got);
-    spool_consumed(sp);
-    CHECK(spool_empty(sp));
-    /* the limit */
-    list = chain(4, 2);
-    spool_close(sp);
-    sp = spool_open(dir, 100, 10, err, sizeof err);
-    CHECK(sp && spool_append(sp, list, 2, err, sizeof err) == -1 && strstr(err, "spool is full"));
-    spool_close(sp);
-    /* an earlier run's file is read first; a flipped byte costs one record */
-    sp = spool_open(dir, 100, 1 << 20, err, sizeof err);
-    event_free_list(list);
-    list = chain(10, 5);
-    CHECK(sp && spool_append(sp, list, 5, err, sizeof err) == 0);
-    event_free_list(list);
-    spool_close(sp);
-    snprintf(path, sizeof path, "%s/spool-100.dat", dir);
-    f = fopen(path, "r+b");
-    CHECK(f != NULL);
-    if (f) {
-        long size;
-        fseek(f, 0, SEEK_END);
-        size = ftell(f);
-        fseek(f, size / 2, SEEK_SET);         /* inside the third record */
-        fputc(0x5A ^ fgetc(f), f);
-        fclose(f);
-    }
-    sp = spool_open(dir, 200, 1 << 20, err, sizeof err);
-    list = chain(50, 1);
-    CHECK(sp && spool_append(sp, list, 1, err, sizeof err) == 0);   /* incarnation 200 */
-    event_free_list(list);
-    {
-        uint64_t seqs[8];
-        int k = 0;
-        while ((got = spool_read(sp, 2, &n, &inc)) != NULL || !spool_empty(sp)) {
-            event_t *e;
-            for (e = got; e && k < 8; e = e->next)
-                seqs[k++] = e->seq + (inc == 200 ? 1000 : 0);
-            event_free_list(got);
-            spool_consumed(sp);
-        }
-        CHECK(k == 5 && seqs[0] == 10 && seqs[1] == 11 && seqs[2] == 13 && seqs[3] == 14 &&
-              seqs[4] == 1050);
-        CHECK(spool_corrupt(sp) == 1);
-    }
-    CHECK(access(path, F_OK) != 0);           /* the earlier run's file is gone */
-    spool_close(sp);
-    /* a torn record at the end (a crash in the middle of an append) */
-    sp = spool_open(dir, 300, 1 << 20, err, sizeof err);
-    list = chain(1, 2);
-    CHECK(sp && spool_append(sp, list, 2, err, sizeof err) == 0);
-    event_free_list(list);
-    spool_close(sp);
-    snprintf(path, sizeof path, "%s/spool-300.dat", dir);
-    f = fopen(path, "r+b");
-    if (f) {
-        fseek(f, 0, SEEK_END);
-        CHECK(ftruncate(fileno(f), ftell(f) - 5) == 0);
-        fclose(f);
-    }
-    sp = spool_open(dir, 301, 1 << 20, err, sizeof err);
-    got = spool_read(sp, 10, &n, &inc);
-    CHECK(n == 1 && got && got->seq == 1 && inc == 300);
-    event_free_list(got);
-    spool_consumed(sp);
-    got = spool_read(sp, 10, &n, &inc);
-    CHECK(got == NULL && spool_corrupt(sp) == 1);
-    spool_consumed(sp);
-    CHECK(spool_empty(sp));
-    spool_close(sp);
-    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
-    CHECK(system(cmd) == 0);
-}
-
 static size_t count_files(const char *dir, const char *prefix)
 {
     char cmd[512];
@@ -574,10 +436,153 @@ static size_t count_files(const char *dir, const char *prefix)
     return n;
 }
 
+static event_t *spool_event(uint64_t seq, const char *payload)
+{
+    event_in_t in;
+    event_t *ev;
+
+    event_in_init(&in, HOOK_ON_PUBLISH, 1000);
+    in.f[F_CLIENT_ID] = (span_t){"c", 1, 1};
+    in.f[F_PAYLOAD] = (span_t){payload, strlen(payload), 1};
+    in.payload_size = strlen(payload);
+    ev = event_build(&in);
+    ev->seq = seq;
+    return ev;
+}
+
+static void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* an earlier version's spool file: "VPGS" | length | CRC-32 | the event's
+ * bytes from seq on, for seq from..from+n-1 */
+static void write_legacy_spool(const char *path, uint64_t from, int n)
+{
+    FILE *f = fopen(path, "wb");
+    int i;
+
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    for (i = 0; i < n; i++) {
+        char p[32];
+        unsigned char h[12];
+        event_t *ev;
+        size_t len;
+        snprintf(p, sizeof p, "payload-%llu", (unsigned long long)from + (uint64_t)i);
+        ev = spool_event(from + (uint64_t)i, p);
+        len = ev->bytes - offsetof(event_t, seq);
+        memcpy(h, "VPGS", 4);
+        put_be32(h + 4, (uint32_t)len);
+        put_be32(h + 8, crc32_buf(0, &ev->seq, len));
+        CHECK(fwrite(h, 1, 12, f) == 12 && fwrite(&ev->seq, 1, len, f) == len);
+        event_free(ev);
+    }
+    fclose(f);
+}
+
+typedef struct readback {
+    uint64_t count, seqs[64];
+    int64_t incs[64];
+    int payload_ok;
+    journal_stats_t js;
+} readback_t;
+
+/* A later start (incarnation inc) takes over what is in dir: every event
+ * through the queue, written (released); then closed. */
+static void read_back(const char *dir, int64_t inc, size_t batch, readback_t *rb)
+{
+    char err[256] = "";
+    journal_t *j = journal_open(dir, inc, 16u << 20, 1000, err, sizeof err);
+    queue_t q;
+    event_t *got, *ev;
+    size_t n;
+
+    memset(rb, 0, sizeof *rb);
+    rb->payload_ok = 1;
+    CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
+    if (!j)
+        return;
+    journal_get_stats(j, &rb->js);
+    queue_attach_journal(&q, j);
+    while ((got = queue_pop(&q, batch, 0, &n)) != NULL) {
+        for (ev = got; ev; ev = ev->next) {
+            char p[32];
+            snprintf(p, sizeof p, "payload-%llu", (unsigned long long)ev->seq);
+            if (rb->count < 64) {
+                rb->seqs[rb->count] = ev->seq;
+                rb->incs[rb->count] = queue_event_origin(ev);
+            }
+            rb->payload_ok &= ev->home == EV_JOURNAL &&
+                              (size_t)ev->len[F_PAYLOAD] == strlen(p) &&
+                              memcmp(event_field(ev, F_PAYLOAD), p, strlen(p)) == 0;
+            rb->count++;
+        }
+        /* one origin a batch */
+        for (ev = got; ev; ev = ev->next)
+            rb->payload_ok &= queue_event_origin(ev) == queue_event_origin(got);
+        event_free_list(got);
+    }
+    queue_settled(&q);
+    got = queue_detach_journal(&q, &n);
+    CHECK(n == 0 && got == NULL);
+    journal_close(j);
+    queue_destroy(&q);
+}
+
+/* Earlier versions' spool files: converted into journal files, read back
+ * through the journal (oldest incarnation first), a damaged record
+ * skipped and counted, a torn one at the end too; gone once written. */
+static void test_recover_legacy(void)
+{
+    char dir[] = "/tmp/vmq_pgevents_recover_test.XXXXXX", path[256], cmd[300];
+    readback_t rb;
+    FILE *f;
+
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK(crc32_buf(0, "123456789", 9) == 0xCBF43926u);   /* the standard check value */
+    snprintf(path, sizeof path, "%s/spool-200.dat", dir);
+    write_legacy_spool(path, 50, 1);
+    snprintf(path, sizeof path, "%s/spool-100.dat", dir);
+    write_legacy_spool(path, 10, 5);
+    f = fopen(path, "r+b");
+    CHECK(f != NULL);
+    if (f) {
+        long size;
+        fseek(f, 0, SEEK_END);
+        size = ftell(f);
+        fseek(f, size / 2, SEEK_SET);         /* inside the third record */
+        fputc(0x5A ^ fgetc(f), f);
+        fclose(f);
+    }
+    snprintf(path, sizeof path, "%s/spool-300.dat", dir);
+    write_legacy_spool(path, 1, 2);
+    f = fopen(path, "r+b");
+    if (f) {
+        fseek(f, 0, SEEK_END);
+        CHECK(ftruncate(fileno(f), ftell(f) - 5) == 0);   /* a crash in an append */
+        fclose(f);
+    }
+    read_back(dir, 400, 2, &rb);
+    CHECK(rb.count == 6 && rb.payload_ok);
+    CHECK(rb.seqs[0] == 10 && rb.seqs[1] == 11 && rb.seqs[2] == 13 && rb.seqs[3] == 14 &&
+          rb.seqs[4] == 50 && rb.seqs[5] == 1);
+    CHECK(rb.incs[0] == 100 && rb.incs[3] == 100 && rb.incs[4] == 200 && rb.incs[5] == 300);
+    CHECK(rb.js.recovered == 6 && rb.js.corrupt == 2 && rb.js.unreadable == 0 &&
+          rb.js.old_bytes > 0);
+    CHECK(count_files(dir, "spool-") == 0 && count_files(dir, "journal-") == 0);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* The journal through the queue: events are built in place, taken by the
  * writer side once published, released; segments turn over and go; no
  * room is a counted drop; what is not released at close stays on disk and
- * reads back through the spool, a torn record skipped and counted. */
+ * a later start takes it over: only the events not yet written. */
 static void test_journal(void)
 {
     char dir[] = "/tmp/vmq_pgevents_journal_test.XXXXXX", err[256] = "", cmd[300];
@@ -588,9 +593,7 @@ static void test_journal(void)
     event_t *got, *ev;
     uint64_t seq = 0, expect;
     size_t n, total = 0;
-    int64_t inc = 0;
     int i, rc = 0, ok;
-    spool_t *sp;
     char payload[600];
     uint64_t dropped = 0, last_journal = 0;
 
@@ -657,32 +660,39 @@ static void test_journal(void)
     queue_settled(&q);
     journal_close(j);
     CHECK(count_files(dir, "journal-7-1-") >= 2);
-    /* read back by the spool of a later incarnation: every queued event, in order */
-    sp = spool_open(dir, 8, 1u << 30, err, sizeof err);
-    CHECK(sp != NULL);
-    if (sp) {
-        uint64_t first = 0, last = 0, count = 0, after = 0;
-        ok = 1;
-        while ((got = spool_read(sp, 500, &n, &inc)) != NULL) {
-            for (ev = got; ev; ev = ev->next) {
-                if (!first)
-                    first = ev->seq;
-                after += ev->seq > 3000;
-                ok &= ev->seq > last && ev->home == EV_HEAP && inc == 7 &&
-                      ev->len[F_PAYLOAD] == (int32_t)sizeof payload &&
-                      memcmp(event_field(ev, F_PAYLOAD), payload, sizeof payload) == 0;
-                last = ev->seq;
-                count++;
+    /* taken over by a later start (incarnation 8): every event not yet
+     * written, in order, nothing written before (marked so on disk) */
+    {
+        char err2[256] = "";
+        journal_t *j2 = journal_open(dir, 8, 1u << 30, 1000, err2, sizeof err2);
+        queue_t q2;
+        uint64_t first = 0, last = 0, count = 0;
+        CHECK(j2 != NULL && queue_init(&q2, 10, 1000, 1) == 0);
+        if (j2) {
+            journal_get_stats(j2, &js);
+            queue_attach_journal(&q2, j2);
+            ok = 1;
+            while ((got = queue_pop(&q2, 500, 0, &n)) != NULL) {
+                for (ev = got; ev; ev = ev->next) {
+                    if (!first)
+                        first = ev->seq;
+                    ok &= ev->seq > last && ev->home == EV_JOURNAL &&
+                          queue_event_origin(ev) == 7 &&
+                          ev->len[F_PAYLOAD] == (int32_t)sizeof payload &&
+                          memcmp(event_field(ev, F_PAYLOAD), payload, sizeof payload) == 0;
+                    last = ev->seq;
+                    count++;
+                }
+                event_free_list(got);   /* written: released */
             }
-            event_free_list(got);
-            spool_consumed(sp);
+            queue_settled(&q2);
+            CHECK(ok && first == 3001 && last < last_journal && js.corrupt == 0);
+            CHECK(count == last_journal - 3000 - dropped && js.recovered == count);
+            got = queue_detach_journal(&q2, &n);
+            CHECK(n == 0);
+            journal_close(j2);
+            queue_destroy(&q2);
         }
-        /* from the oldest segment still on disk (written events there are
-         * skipped by the writer's resume point), every event kept, in order */
-        CHECK(ok && first <= 3001 && last < last_journal && spool_corrupt(sp) == 0);
-        CHECK(after == last_journal - 3000 - dropped && count >= after);
-        CHECK(spool_empty(sp));
-        spool_close(sp);
     }
     CHECK(count_files(dir, "journal-") == 0);   /* read back: gone */
     queue_destroy(&q);
@@ -702,9 +712,7 @@ static void test_journal_damage(void)
     event_t *got, *ev;
     uint64_t seq, count = 0, sum = 0;
     size_t n;
-    int64_t inc;
     int i;
-    spool_t *sp;
     FILE *f;
 
     CHECK(mkdtemp(dir) != NULL);
@@ -738,19 +746,29 @@ static void test_journal_damage(void)
         fputc(0x5A, f);
         fclose(f);
     }
-    sp = spool_open(dir, 10, 1u << 30, err, sizeof err);
-    CHECK(sp != NULL);
-    if (sp) {
-        while ((got = spool_read(sp, 30, &n, &inc)) != NULL) {
-            for (ev = got; ev; ev = ev->next) {
-                count++;
-                sum += ev->seq;
+    {
+        char err2[256] = "";
+        journal_t *j2 = journal_open(dir, 10, 1u << 30, 1000, err2, sizeof err2);
+        queue_t q2;
+        journal_stats_t js;
+        CHECK(j2 != NULL && queue_init(&q2, 10, 1000, 1) == 0);
+        if (j2) {
+            journal_get_stats(j2, &js);
+            queue_attach_journal(&q2, j2);
+            while ((got = queue_pop(&q2, 30, 0, &n)) != NULL) {
+                for (ev = got; ev; ev = ev->next) {
+                    count++;
+                    sum += ev->seq;
+                }
+                event_free_list(got);
             }
-            event_free_list(got);
-            spool_consumed(sp);
+            queue_settled(&q2);
+            CHECK(count == 98 && sum == 5050 - 11 - 51 && js.corrupt == 2 && js.recovered == 98);
+            (void)queue_detach_journal(&q2, &n);
+            journal_close(j2);
+            queue_destroy(&q2);
         }
-        CHECK(count == 98 && sum == 5050 - 11 - 51 && spool_corrupt(sp) == 2);
-        spool_close(sp);
+        CHECK(count_files(dir, "journal-9-") == 0);   /* all written: gone */
     }
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
@@ -894,7 +912,7 @@ int main(void)
     test_journal();
     test_journal_no_space();
     test_journal_damage();
-    test_spool();
+    test_recover_legacy();
     test_filters();
     test_text();
     test_base64();

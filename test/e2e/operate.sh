@@ -278,8 +278,8 @@ scenario_cluster() {
                   "on_publish|e2e-cl-pub|$NODE
 on_deliver|e2e-cl-sub|$NODE_B" | paste -sd ' ')"
     check "node B without a usable spool_dir: records, says so in its log and its status" \
-        "connected|1|none: cannot make spool directory /dev/null/spool: Not a directory" \
-        "$(BROKER=$B status_value connection)|$(grep -c 'no spool: cannot make spool directory /dev/null/spool' "$B/log/console.log")|$(BROKER=$B status_value spool)"
+        "connected|1|unusable: cannot make spool directory /dev/null/spool: Not a directory" \
+        "$(BROKER=$B status_value connection)|$(grep -c 'no journal: cannot make spool directory /dev/null/spool' "$B/log/console.log")|$(BROKER=$B status_value spool_dir)"
     check "node B's seq is its own, 1..n without gaps" 0 \
         "$(BROKER=$B settle "SELECT count(*) FROM (SELECT count(*) n, min(seq) lo, max(seq) hi FROM vmq_events WHERE node = '$NODE_B' GROUP BY incarnation) s
               WHERE lo <> 1 OR n <> hi - lo + 1" 0)"
@@ -333,7 +333,7 @@ scenario_frozen_pg() {
         [ $((SECONDS - t0)) -ge 15 ] && break
     done
     check_re "status while frozen: events wait (in the journal)" '^[1-9]' \
-        "$(( $(status_value 'queued events') + $(status_value 'spool bytes') ))"
+        "$(( $(status_value 'queued events') + $(status_value "earlier starts' files (bytes)") ))"
     bash test/pg.sh thaw "$PGDIR"
     check "every publish made while PostgreSQL was frozen is written once" "$sent|$sent" \
         "$(settle "SELECT count(*), count(DISTINCT (incarnation, seq)) FROM vmq_events

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -27,7 +28,7 @@
 #include "hooks.h"
 #include "jsonw.h"
 #include "journal.h"
-#include "spool.h"
+#include "recover.h"
 #include "text.h"
 
 #define REQUIRE(c)                                                             \
@@ -206,35 +207,58 @@ static void check_event(const uint8_t *d, size_t n)
     buf_free(&topics);
 }
 
-/* a spool record read back from a damaged disk: either refused, or an
- * event whose every field lies inside it and encodes as a valid row */
-static void check_spool_record(const uint8_t *d, size_t n)
+/* an event's bytes read back from a damaged disk: either refused by
+ * event_check, or an event whose every field lies inside it and encodes
+ * as a valid row */
+static void check_event_bytes(const uint8_t *d, size_t n)
 {
     copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
     event_t *ev;
     buf_t row;
     int f;
 
-    if (n > UINT32_MAX)
+    if (n > (1u << 20))
         return;
-    ev = spool_record_event(d, (uint32_t)n);
+    ev = calloc(1, offsetof(event_t, seq) + n + 8);
     if (!ev)
         return;
+    memcpy(&ev->seq, d, n);
+    if (event_check(ev, n) == 0) {
+        for (f = 0; f < F_COUNT; f++)
+            if (ev->len[f] >= 0)
+                REQUIRE((size_t)ev->off[f] + (size_t)ev->len[f] <=
+                        ev->bytes - offsetof(event_t, data));
+        /* text fields from disk need not be clean: the encoder must still
+         * not read outside the event; the row's shape is checked, not its text */
+        buf_init(&row, NULL, 0);
+        copy_row(&row, &ctx, ev);
+        REQUIRE(!row.failed && row.len >= 2);
+        buf_free(&row);
+    }
+    free(ev);
+}
+
+static void check_recovered_event(const event_t *ev, const unsigned char *base, size_t size)
+{
+    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
+    buf_t row;
+    int f;
+
+    REQUIRE(ev->home == EV_JOURNAL);
+    REQUIRE((const unsigned char *)ev >= base &&
+            (const unsigned char *)ev + ev->bytes <= base + size);
     for (f = 0; f < F_COUNT; f++)
         if (ev->len[f] >= 0)
             REQUIRE((size_t)ev->off[f] + (size_t)ev->len[f] <= ev->bytes - offsetof(event_t, data));
-    /* text fields from disk need not be clean: the encoder must still not
-     * read outside the event; the row's shape is checked, not its text */
     buf_init(&row, NULL, 0);
     copy_row(&row, &ctx, ev);
     REQUIRE(!row.failed && row.len >= 2);
     buf_free(&row);
-    event_free(ev);
 }
 
-/* a journal file left by a crash, with any bytes in it: the spool reads
- * it without reading outside it; every event it returns lies inside
- * itself and encodes as a valid row */
+/* a journal file left by a crash, and an earlier version's spool file,
+ * with any bytes in them: taken over (recover.h) without reading outside
+ * them; every event linked lies inside its file and encodes as a valid row */
 static char journal_dir[64];
 
 static void remove_journal_dir(void)
@@ -244,53 +268,60 @@ static void remove_journal_dir(void)
 
 static void check_journal_file(const uint8_t *d, size_t n)
 {
-    char *dir = journal_dir;
     char path[128], err[256];
-    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
-    spool_t *sp;
-    event_t *list, *ev;
-    size_t k;
-    int64_t inc;
+    unsigned char *copy;
+    recovered_t *r, *next;
+    event_t *head, *tail, *ev;
+    uint64_t count, bytes, corrupt = 0, unreadable = 0;
     FILE *f;
-    int f_;
 
     if (n < JOURNAL_HDR)
         return;
-    REQUIRE(journal_data_end(d, n) <= n);
-    if (!dir[0]) {
+    /* in memory: the records linked in place */
+    copy = malloc(n);
+    if (copy) {
+        memcpy(copy, d, n);
+        recover_records(copy, n, &head, &tail, &count, &bytes, &corrupt);
+        for (ev = head; ev; ev = ev->next) {
+            check_recovered_event(ev, copy, n);
+            count--;
+        }
+        REQUIRE(count == 0);
+        free(copy);
+    }
+    /* on disk: as a journal file and as a spool file (converted) */
+    if (!journal_dir[0]) {
         snprintf(journal_dir, sizeof journal_dir, "/tmp/vmq_pgevents_fuzz.%d", (int)getpid());
         mkdir(journal_dir, 0700);
         atexit(remove_journal_dir);
     }
-    snprintf(path, sizeof path, "%s/journal-1-1-0.dat", dir);
+    snprintf(path, sizeof path, "%s/journal-1-1-0.dat", journal_dir);
     f = fopen(path, "wb");
     if (!f)
         return;
     fwrite(d, 1, n, f);
     fclose(f);
-    sp = spool_open(dir, 2, 1u << 30, err, sizeof err);
-    REQUIRE(sp != NULL);
-    while ((list = spool_read(sp, 64, &k, &inc)) != NULL) {
-        REQUIRE(inc == 1);
-        for (ev = list; ev; ev = ev->next) {
-            buf_t row;
-            REQUIRE(ev->home == EV_HEAP);
-            for (f_ = 0; f_ < F_COUNT; f_++)
-                if (ev->len[f_] >= 0)
-                    REQUIRE((size_t)ev->off[f_] + (size_t)ev->len[f_] <=
-                            ev->bytes - offsetof(event_t, data));
-            buf_init(&row, NULL, 0);
-            copy_row(&row, &ctx, ev);
-            REQUIRE(!row.failed && row.len >= 2);
-            buf_free(&row);
-        }
-        event_free_list(list);
-        spool_consumed(sp);
+    snprintf(path, sizeof path, "%s/spool-2.dat", journal_dir);
+    f = fopen(path, "wb");
+    if (f) {
+        fwrite(d, 1, n, f);
+        fclose(f);
     }
-    spool_close(sp);
-    unlink(path);
-    snprintf(path, sizeof path, "%s/spool-2.dat", dir);
-    unlink(path);
+    err[0] = '\0';
+    r = recover_files(journal_dir, &corrupt, &unreadable, err, sizeof err);
+    REQUIRE(unreadable == 0);
+    for (; r; r = next) {
+        next = r->next;
+        REQUIRE(r->incarnation == 1 || r->incarnation == 2);
+        for (ev = r->head; ev; ev = ev->next)
+            check_recovered_event(ev, r->base, r->size);
+        munmap(r->base, r->size);
+        close(r->fd);
+        unlink(r->path);
+        free(r);
+    }
+    snprintf(path, sizeof path, "%s/spool-2.dat", journal_dir);
+    REQUIRE(access(path, F_OK) != 0);   /* converted */
 }
 
 void fuzz_one(const uint8_t *data, size_t size)
@@ -298,7 +329,7 @@ void fuzz_one(const uint8_t *data, size_t size)
     check_text(data, size);
     check_json_string(data, size);
     check_event(data, size);
-    check_spool_record(data, size);
+    check_event_bytes(data, size);
     check_journal_file(data, size);
 }
 

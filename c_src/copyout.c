@@ -1,0 +1,311 @@
+/* copyout.c - one batch into PostgreSQL (see writer_int.h).
+ *
+ * A batch is one COPY BINARY, one transaction. A batch that PostgreSQL
+ * refuses because of a row's data is split until the bad row is
+ * isolated; that row is kept in <table>_dead with the error, logged and
+ * counted, and the rest is written.
+ *
+ * Pipelined: once a batch's COPY data is sent, and while PostgreSQL
+ * commits it, the next batch waiting in the queue is popped and encoded
+ * (prefetch), so its data goes out the moment the commit is in. libpq
+ * cannot have two statements in flight around a COPY (pipeline mode does
+ * not support COPY), so this is the overlap there is: the writer's work on
+ * batch n+1 against the server's commit of batch n. Events written are
+ * freed, which gives their journal space back (event_free). */
+#include "writer_int.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "hooks.h"
+
+#define CHUNK_BYTES (1u << 20)   /* hand COPY data to libpq in ~1 MiB pieces */
+#define PRE_BYTES (4u << 20)     /* encode at most this much ahead (prefetch) */
+
+/* Starts a COPY (dead_error: into the dead-letter table, with this error)
+ * and sends the first n events of list, then the COPY's end: the rows
+ * prefetch() encoded ahead, if it did, then the rest, encoded here a chunk
+ * at a time while PostgreSQL takes the chunks before. *last: the n-th
+ * event. W_OK: all sent; copy_commit says whether PostgreSQL took it. */
+static int copy_send(writer_t *w, event_t *list, size_t n, const char *dead_error,
+                     event_t **last, char *err, size_t errlen)
+{
+    char state[6];
+    buf_t *b = &w->enc;
+    PGresult *r;
+    event_t *ev = list, *prev = NULL;
+    size_t i = 0, pre_n = w->pre_n;
+    int rc, sent_ok = 1, pre;
+
+    err[0] = '\0';
+    snprintf(state, sizeof state, "%s", w->last_sqlstate);
+    pre = !dead_error && pre_n && pre_n <= n && list->seq == w->pre_seq && !w->pre.failed;
+    w->pre_n = 0;
+    r = pgio_exec(&w->io, dead_error ? w->dead_sql : w->copy_sql, 0, NULL);
+    if (PQresultStatus(r) != PGRES_COPY_IN) {
+        rc = w_classify(w, r);
+        w_result_error(w, r, err, errlen);
+        PQclear(r);
+        return rc;
+    }
+    PQclear(r);
+    b->len = 0;
+    b->failed = 0;
+    if (pre) {
+        size_t off, k;
+        for (off = 0; sent_ok && off < w->pre.len; off += k) {
+            k = w->pre.len - off < CHUNK_BYTES ? w->pre.len - off : CHUNK_BYTES;
+            sent_ok = pgio_put(&w->io, w->pre.p + off, k) == 0;
+        }
+        i = pre_n;
+        prev = w->pre_last;
+        ev = prev->next;
+        if (w->pre.cap > 2 * PRE_BYTES) {   /* a huge row: give its memory back */
+            buf_free(&w->pre);
+            buf_init(&w->pre, NULL, 0);
+        }
+    } else {
+        copy_header(b);
+    }
+    for (; sent_ok && ev && i < n; prev = ev, ev = ev->next, i++) {
+        if (dead_error)
+            copy_row_dead(b, &w->copy, ev, dead_error, state);
+        else
+            copy_row(b, &w->copy, ev);
+        if (b->len >= CHUNK_BYTES && !b->failed) {
+            sent_ok = pgio_put(&w->io, b->p, b->len) == 0;
+            b->len = 0;
+        }
+    }
+    *last = prev;
+    copy_trailer(b);
+    if (sent_ok && !b->failed && pgio_put(&w->io, b->p, b->len) < 0)
+        sent_ok = 0;
+    if (sent_ok && pgio_end(&w->io, b->failed ? "vmq_pgevents: out of memory encoding the batch"
+                                              : NULL) < 0)
+        sent_ok = 0;
+    if (b->cap > 2 * CHUNK_BYTES) {   /* one huge row: give its memory back */
+        buf_free(b);
+        buf_init(b, NULL, 0);
+    }
+    if (!sent_ok) {
+        /* the connection failed or the server stopped answering: what
+         * state it is in is unknown, so it goes */
+        w_clean_error(w, w_io_error(w, NULL), err, errlen);
+        w_disconnect(w);
+        return W_RETRY;
+    }
+    return W_OK;
+}
+
+/* The COPY's result: W_OK once PostgreSQL has committed it. */
+static int copy_commit(writer_t *w, char *err, size_t errlen)
+{
+    PGresult *r, *next;
+    int rc = W_OK;
+
+    r = pgio_result(&w->io);
+    if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+        rc = w_classify(w, r);
+        w_result_error(w, r, err, errlen);
+        if (rc == W_OK)
+            rc = W_RETRY;
+        w->pre_n = 0;   /* what was encoded ahead may never be sent as it is */
+    }
+    PQclear(r);
+    while (!w->io.timed_out && (next = pgio_result(&w->io)) != NULL)
+        PQclear(next);
+    return rc;
+}
+
+/* COPY the first n events of list as one statement (one transaction);
+ * dead_error: into the dead-letter table, with this error */
+static int copy_events(writer_t *w, event_t *list, size_t n, const char *dead_error,
+                       char *err, size_t errlen)
+{
+    event_t *last;
+    int rc = copy_send(w, list, n, dead_error, &last, err, errlen);
+
+    return rc == W_OK ? copy_commit(w, err, errlen) : rc;
+}
+
+static event_t *drop_front(event_t *list, size_t n)
+{
+    while (list && n--) {
+        event_t *next = list->next;
+        event_free(list);
+        list = next;
+    }
+    return list;
+}
+
+/* the first n events of list are in the table */
+static void count_written(writer_t *w, const event_t *list, size_t n)
+{
+    const event_t *ev;
+    size_t i;
+
+    pthread_mutex_lock(&w->smu);
+    for (ev = list, i = 0; ev && i < n; ev = ev->next, i++)
+        w->st.written_hook[ev->hook]++;
+    w->st.written += n;
+    w->st.batches++;
+    w->st.inflight -= n;
+    w->st.inflight_oldest_us = ev ? ev->ts_us : 0;
+    w->st.last_write_us = w_now_us();
+    pthread_mutex_unlock(&w->smu);
+}
+
+/* a row PostgreSQL refused: kept in <table>_dead with the error, counted,
+ * logged (seq, hook and the error; never the row's values) */
+static void dead_letter(writer_t *w, event_t *ev, const char *err)
+{
+    char derr[256];
+    event_t *next = ev->next;
+    int kept;
+    uint64_t n;
+
+    ev->next = NULL;
+    kept = copy_events(w, ev, 1, err, derr, sizeof derr) == W_OK;
+    ev->next = next;
+    pthread_mutex_lock(&w->smu);
+    n = ++w->st.dead_lettered;
+    w->st.dead_hook[ev->hook]++;
+    if (!kept)
+        w->st.dead_lost++;
+    w->st.inflight--;
+    w->st.inflight_oldest_us = next ? next->ts_us : 0;
+    pthread_mutex_unlock(&w->smu);
+    if (!kept)
+        w_log(w, WLOG_ERROR,
+             "postgresql refused the row of event seq %llu (%s): %s; the dead-letter table "
+             "%s_dead did not take it either (%s): the row is lost",
+             (unsigned long long)ev->seq, hook_defs[ev->hook].name, err, w->table, derr);
+    else if (n <= 10 || n % 1000 == 0)
+        w_log(w, WLOG_ERROR,
+             "postgresql refused the row of event seq %llu (%s): %s; the row is kept in "
+             "%s_dead (%llu so far), the rest of its batch is written",
+             (unsigned long long)ev->seq, hook_defs[ev->hook].name, err, w->table,
+             (unsigned long long)n);
+}
+
+/* While the COPY just sent commits, the next batch: when one of the same
+ * incarnation is waiting in the queue, it is popped and joins the batch
+ * after last, and up to PRE_BYTES of it are encoded now, to be sent the
+ * moment the commit is in. 1: a batch was taken. */
+static int prefetch(writer_t *w, event_t *batch, size_t *n, event_t *last)
+{
+    event_t *more, *ev;
+    size_t k, i;
+
+    if (!last || last->next || !queue_ready_from(w->q, queue_event_origin(batch)))
+        return 0;
+    more = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k);
+    if (!more)
+        return 0;
+    last->next = more;
+    *n += k;
+    pthread_mutex_lock(&w->smu);
+    w->st.inflight += k;
+    w->st.prefetched++;
+    pthread_mutex_unlock(&w->smu);
+    queue_settled(w->q);
+    w->pre.len = 0;
+    w->pre.failed = 0;
+    copy_header(&w->pre);
+    for (ev = more, i = 0; ev && w->pre.len < PRE_BYTES; last = ev, ev = ev->next, i++)
+        copy_row(&w->pre, &w->copy, ev);
+    if (!w->pre.failed) {
+        w->pre_n = i;
+        w->pre_seq = more->seq;
+        w->pre_last = last;
+    }
+    return 1;
+}
+
+event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
+{
+    size_t chunk = *n;
+    char err[256];
+    int upkept = 0, fetched = 0;
+
+    *written = 0;
+    while (batch) {
+        size_t k = chunk < *n ? chunk : *n;
+        event_t *last;
+        int64_t t0;
+        int rc;
+
+        if (w->resume_check) {
+            uint64_t max_seq;
+            size_t skip = 0;
+            event_t *ev;
+            if (w_resume_point(w, w->copy.incarnation, batch, &max_seq) < 0)
+                return batch;
+            for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next)
+                skip++;
+            if (skip) {
+                /* committed already (the answer to the COMMIT was lost, or
+                 * an earlier start wrote them before it stopped) */
+                count_written(w, batch, skip);
+                batch = drop_front(batch, skip);
+                *n -= skip;
+                continue;
+            }
+            w->resume_check = 0;
+            w->checked_inc = w->copy.incarnation;
+        }
+        t0 = w_now_us();
+        rc = copy_send(w, batch, k, NULL, &last, err, sizeof err);
+        if (rc == W_OK) {
+            if (k == *n)
+                fetched = prefetch(w, batch, n, last);
+            rc = copy_commit(w, err, sizeof err);
+        }
+        if (rc != W_OK)
+            fetched = 0;   /* split or retried from here: all of it, in this call */
+        if (rc == W_OK) {
+            pthread_mutex_lock(&w->smu);
+            w->st.last_batch_us = w_now_us() - t0;
+            pthread_mutex_unlock(&w->smu);
+            count_written(w, batch, k);
+            batch = drop_front(batch, k);
+            *n -= k;
+            chunk = *n;
+            if (fetched) {
+                *written = 1;   /* the rest is the next batch */
+                return batch;
+            }
+        } else if (rc == W_DATA && w_partitioned(w) && !upkept &&
+                   strcmp(w->last_sqlstate, "23514") == 0) {
+            /* maybe no partition for these rows (old events from the
+             * journal, a partition dropped by hand): make them, once */
+            int64_t lo, hi;
+            w_ts_range(batch, k, &lo, &hi);
+            upkept = 1;
+            (void)w_upkeep(w, lo, hi);
+        } else if (rc == W_DATA) {
+            if (k == 1) {
+                event_t *bad = batch;
+                batch = batch->next;
+                dead_letter(w, bad, err);
+                event_free(bad);
+                *n -= 1;
+                chunk = *n;
+            } else {
+                chunk = k / 2;
+            }
+        } else {
+            w_note_down(w, "writing", err);
+            w->resume_check = 1;
+            if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK)
+                w_disconnect(w);
+            else
+                w->schema_done = 0; /* e.g. the table was dropped: recreate */
+            return batch;
+        }
+    }
+    *written = 1;
+    return NULL;
+}
+

@@ -1,0 +1,292 @@
+/* journal_disk.c - the journal's own threads (see journal.h): the journal
+ * thread makes segments ahead (allocated on disk, mapped), deletes sealed
+ * segments once every event in them is written, and keeps the pages the
+ * hooks write next mapped writable; the sync thread syncs the segments in
+ * use every sync_ms. Nothing here runs on the hook path. */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "deadline.h"
+#include "journal_int.h"
+
+/* a new segment file, allocated on disk, mapped, every page touched */
+jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
+{
+    jseg_t *s = calloc(1, sizeof *s);
+    int rc;
+    size_t off;
+
+    if (!s) {
+        snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    s->cap = j->seg_bytes;
+    s->incarnation = j->incarnation;
+    snprintf(s->path, sizeof s->path, "%s/journal-%lld-%u-%u.dat", j->dir,
+             (long long)j->incarnation, j->epoch, j->number++);
+    s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (s->fd < 0) {
+        snprintf(err, errlen, "cannot make %s: %s", s->path, strerror(errno));
+        free(s);
+        return NULL;
+    }
+    rc = posix_fallocate(s->fd, 0, (off_t)s->cap);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot allocate %zu bytes for %s: %s", s->cap, s->path,
+                 strerror(rc));
+        goto fail;
+    }
+    s->base = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+    if (s->base == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map %s: %s", s->path, strerror(errno));
+        s->base = NULL;
+        goto fail;
+    }
+    if (j->touch) {
+        /* write-fault every page now, so the hook path does not */
+        for (off = 0; off < s->cap; off += j->page)
+            ((volatile unsigned char *)s->base)[off] = 0;
+        s->populated = s->cap;
+    }
+    return s;
+fail:
+    close(s->fd);
+    unlink(s->path);
+    free(s);
+    return NULL;
+}
+
+void seg_free(jseg_t *s, int remove)
+{
+    if (s->base)
+        munmap(s->base, s->cap);
+    if (!remove)
+        fdatasync(s->fd);
+    close(s->fd);
+    if (remove)
+        unlink(s->path);
+    free(s);
+}
+
+/* The window: how far ahead of the hooks populate_step makes pages
+ * writable. What the hooks write in half a sync interval at their rate
+ * over the last RATE_US (64 KiB at least while they write, 16 MiB at
+ * most); halved at each idle RATE_US, so nothing once they are idle: each
+ * sync writes the pages made ready ahead too, zeros, and a fixed 16 MiB
+ * window had an idle broker write 16 MiB of them a second. */
+static void update_window(journal_t *j)
+{
+    int64_t now = mono_us(), dt = now - j->rate_at;
+    uint64_t reserved, bytes, w;
+
+    if (dt < RATE_US)
+        return;
+    reserved = __atomic_load_n(&j->reserved, __ATOMIC_RELAXED);
+    bytes = reserved - j->rate_from;
+    j->rate_from = reserved;
+    j->rate_at = now;
+    if (bytes == 0) {
+        /* idle: shrinks to nothing in a quarter of a second */
+        j->window = (j->window / 2) & ~(j->page - 1);
+        return;
+    }
+    w = bytes * (uint64_t)j->sync_ms * 500 / (uint64_t)dt;   /* bytes/us * half the interval */
+    if (w < WINDOW_MIN)
+        w = WINDOW_MIN;
+    if (w > WINDOW)
+        w = WINDOW;
+    j->window = ((size_t)w + j->page - 1) & ~(j->page - 1);
+}
+
+/* Keeps the pages the hooks will write next mapped and writable: up to
+ * the window ahead of the hooks' offset in the segment in use, and the
+ * first window of each spare. Every sync of the segment in use writes its
+ * dirty pages and write-protects them again, so they are made writable
+ * anew after each sync (the sync thread resets populated).
+ * MADV_POPULATE_WRITE does not change the contents, so this may run while
+ * hooks write into the same segment. 1: did some. */
+static int populate_step(journal_t *j)
+{
+    jseg_t *s, *cur;
+    size_t from = 0, to = 0, n, done;
+
+    update_window(j);
+    pthread_mutex_lock(&j->mu);
+    cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    s = NULL;
+    if (cur) {
+        size_t used = __atomic_load_n(&cur->used, __ATOMIC_RELAXED) & ~(j->page - 1);
+        from = __atomic_load_n(&cur->populated, __ATOMIC_RELAXED);
+        if (from < used)
+            from = used;
+        to = used + j->window < cur->cap ? used + j->window : cur->cap;   /* window 0: none */
+        if (from < to)
+            s = cur;
+    }
+    if (!s) {
+        for (s = j->spares; s; s = s->next) {
+            from = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
+            to = j->window < s->cap ? j->window : s->cap;
+            if (from < to)
+                break;
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    /* the segment cannot go meanwhile: only this thread deletes */
+    if (!s)
+        return 0;
+    done = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
+    n = to - from < POPULATE_STEP ? to - from : POPULATE_STEP;
+    if (madvise(s->base + from, n, MADV_POPULATE_WRITE) != 0 && errno != EINTR)
+        n = s->cap - from;   /* not possible here: the hook path faults them in */
+    /* unless a sync reset it meanwhile */
+    __atomic_compare_exchange_n(&s->populated, &done, from + n, 0, __ATOMIC_RELAXED,
+                                __ATOMIC_RELAXED);
+    return 1;
+}
+
+/* a new spare goes last: segments are used in the order of their numbers,
+ * which is the order the next start reads them in (mu held, or before the
+ * thread starts) */
+void push_spare(journal_t *j, jseg_t *s)
+{
+    s->next = NULL;
+    if (j->spares_tail)
+        j->spares_tail->next = s;
+    else
+        j->spares = s;
+    j->spares_tail = s;
+    j->nspares++;
+    j->disk_bytes += s->cap;
+    j->nsegs++;
+}
+
+/* fdatasync of the segment in use and of every sealed one not yet synced;
+ * a segment being synced is not deleted meanwhile */
+static void sync_segments(journal_t *j)
+{
+    jseg_t *s, *list[64];
+    int n = 0, i, ok = 1;
+
+    pthread_mutex_lock(&j->mu);
+    s = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    if (s) {
+        s->syncing++;
+        list[n++] = s;
+    }
+    for (s = j->sealed; s && n < 64; s = s->next) {
+        if (s->synced)
+            continue;
+        s->syncing++;
+        list[n++] = s;
+    }
+    pthread_mutex_unlock(&j->mu);
+    for (i = 0; i < n; i++) {
+        if (fdatasync(list[i]->fd) != 0)
+            ok = 0;
+        else if (i > 0)
+            list[i]->synced = 1;   /* a sealed one (all but the first) needs it once */
+        else
+            __atomic_store_n(&list[i]->populated, 0, __ATOMIC_RELAXED);   /* cleaned */
+    }
+    pthread_mutex_lock(&j->mu);
+    for (i = 0; i < n; i++)
+        list[i]->syncing--;
+    if (ok) {
+        j->syncs++;
+        j->last_sync_us = wall_us();
+    }
+    pthread_mutex_unlock(&j->mu);
+}
+
+void *sync_main(void *arg)
+{
+    journal_t *j = arg;
+
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "vmq_pgev_sync");
+#endif
+    pthread_mutex_lock(&j->mu);
+    while (!j->stop) {
+        struct timespec dl;
+        deadline_after(&dl, j->sync_ms);
+        pthread_cond_timedwait(&j->sync_cv, &j->mu, &dl);
+        if (j->stop)
+            break;
+        pthread_mutex_unlock(&j->mu);
+        sync_segments(j);
+        pthread_mutex_lock(&j->mu);
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+
+void *journal_main(void *arg)
+{
+    journal_t *j = arg;
+    int64_t retry_at = 0;
+
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "vmq_pgev_jrnl");
+#endif
+    pthread_mutex_lock(&j->mu);
+    while (!j->stop) {
+        jseg_t **pp = &j->sealed, *dead = NULL, *s;
+        int want;
+        int64_t now = mono_us();
+
+        /* sealed segments whose every event is written */
+        while ((s = *pp) != NULL) {
+            if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0 && !s->syncing) {
+                *pp = s->next;
+                s->next = dead;
+                dead = s;
+                j->disk_bytes -= s->cap;
+                j->nsegs--;
+                if (s->recovered)
+                    j->old_bytes -= s->cap;
+            } else {
+                pp = &s->next;
+            }
+        }
+        want = j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes &&
+               now >= retry_at;
+        pthread_mutex_unlock(&j->mu);
+        while (dead) {
+            s = dead->next;
+            seg_free(dead, 1);
+            dead = s;
+        }
+        if (want) {
+            char err[256];
+            s = seg_make(j, err, sizeof err);
+            pthread_mutex_lock(&j->mu);
+            if (s) {
+                push_spare(j, s);
+                j->error[0] = '\0';
+            } else {
+                snprintf(j->error, sizeof j->error, "%s", err);
+                retry_at = mono_us() + RETRY_US;
+            }
+            continue;   /* the next spare at once; the lock is held */
+        }
+        if (!j->touch && populate_step(j)) {
+            pthread_mutex_lock(&j->mu);
+            continue;
+        }
+        pthread_mutex_lock(&j->mu);
+        if (!j->stop) {
+            struct timespec dl;
+            deadline_after(&dl, TICK_MS);
+            pthread_cond_timedwait(&j->cv, &j->mu, &dl);
+        }
+    }
+    pthread_mutex_unlock(&j->mu);
+    return NULL;
+}
+

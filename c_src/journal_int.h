@@ -1,0 +1,113 @@
+/* journal_int.h - the journal's inside, shared by journal.c (open, close,
+ * the hook path's reserve/commit, the writer's release) and journal_disk.c
+ * (its own threads: segments made ahead and deleted once written, pages
+ * kept writable ahead of the hooks, the periodic sync). */
+#ifndef VMQ_PGEV_JOURNAL_INT_H
+#define VMQ_PGEV_JOURNAL_INT_H
+
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+
+#include "journal.h"
+
+#define SPARES 2                 /* segments kept ready ahead of the hook path */
+#define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
+#define WINDOW (16u << 20)       /* at most this far ahead of the hooks pages are kept writable */
+#define WINDOW_MIN (64u << 10)   /* ... at least this far while hooks write */
+#define RATE_US 20000            /* the hooks' rate is measured over this long */
+#ifndef MADV_POPULATE_WRITE
+#define MADV_POPULATE_WRITE 23   /* Linux 5.14 */
+#endif
+#define TICK_MS 10
+#define RETRY_US 1000000         /* after a segment could not be made */
+#define EV_OFF offsetof(event_t, seq)
+
+typedef struct jseg {
+    struct jseg *next;
+    unsigned char *base;
+    size_t cap;
+    size_t used;                 /* hook path, under the queue lock; read as a hint */
+    uint64_t live;               /* atomic: reserved, not yet released */
+    int fd;
+    int64_t incarnation;         /* of the events in it */
+    int recovered;               /* an earlier start's file (recover.h) */
+    int synced;                  /* sync thread: synced since it was sealed */
+    int syncing;                 /* under mu: the sync thread uses its fd; not deleted */
+    size_t populated;            /* atomic: pages made writable up to here (0: again
+                                  * from the hooks' offset: a sync cleaned them) */
+    char path[4096];
+} jseg_t;
+
+struct journal {
+    char dir[3900];
+    int64_t incarnation;
+    unsigned epoch, number;
+    size_t seg_bytes;
+    uint64_t max_bytes;
+    int sync_ms;
+    size_t page;
+    int touch;                   /* no MADV_POPULATE_WRITE: pages touched before use */
+
+    jseg_t *cur;                 /* set under the queue lock, read atomically */
+    uint64_t busy;               /* atomic: reserved, not yet committed */
+    uint64_t no_room;            /* under the queue lock; read atomically */
+    uint64_t reserved;           /* bytes taken by hooks so far: under the queue lock; read atomically */
+    size_t window;               /* journal thread: how far ahead pages are made writable */
+    uint64_t rate_from;          /* journal thread: reserved at rate_at */
+    int64_t rate_at;
+
+    pthread_mutex_t mu;          /* never held across I/O */
+    pthread_cond_t cv;
+    pthread_t thread;            /* makes spares, deletes written segments */
+    pthread_t sync_thread;       /* syncs (its waits never hold up the spares) */
+    pthread_cond_t sync_cv;
+    int stop;
+    jseg_t *spares, *spares_tail, *sealed;   /* spares: oldest (lowest number) first */
+    int nspares;
+    uint64_t disk_bytes, nsegs, syncs;
+    uint64_t old_bytes;          /* of earlier starts' files still on disk */
+    uint64_t corrupt, unreadable;   /* in earlier starts' files (at open) */
+    event_t *old_head, *old_tail;   /* their events, until journal_take_recovered */
+    char old_error[256];         /* why one of them could not be read */
+    size_t old_n, old_ev_bytes;
+    uint64_t recovered;          /* events in them (at open) */
+    int64_t last_sync_us;
+    char error[256];
+};
+
+static inline uint32_t magic_word(void)
+{
+    uint32_t m;
+    memcpy(&m, "VPGJ", 4);
+    return m;
+}
+
+static inline int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+static inline int64_t mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+/* journal_disk.c */
+/* a new segment file, allocated on disk and mapped; NULL and err */
+jseg_t *seg_make(journal_t *j, char *err, size_t errlen);
+/* unmaps and closes s; remove: deletes its file, else syncs it */
+void seg_free(jseg_t *s, int remove);
+/* a new spare goes last (mu held, or before the threads start) */
+void push_spare(journal_t *j, jseg_t *s);
+/* the journal thread (spares, deletions, writable pages) and the sync thread */
+void *journal_main(void *arg);
+void *sync_main(void *arg);
+
+#endif

@@ -1,0 +1,147 @@
+/* nif_hook.c - the hook entry point, event/3: runs on the calling
+ * process's scheduler for every hook call. It finds the hook, applies the
+ * filters, decodes the arguments (terms.c), builds one event into the
+ * queue (queue.c: the journal) and returns; it never waits for PostgreSQL,
+ * never raises, and counts what it did per hook. */
+#include <erl_nif.h>
+#include <string.h>
+
+#include "buf.h"
+#include "event.h"
+#include "nif_priv.h"
+#include "terms.h"
+#include "text.h"
+
+/* the mountpoint of a subscriber id as UTF-8 into buf; -1 when unreadable */
+static int subid_mountpoint(ErlNifEnv *env, ERL_NIF_TERM subid, char *buf, size_t cap, size_t *n)
+{
+    const ERL_NIF_TERM *e;
+    ERL_NIF_TERM head, tail;
+    ErlNifBinary bin;
+    int arity, cp;
+    buf_t b;
+
+    if (!enif_get_tuple(env, subid, &arity, &e) || arity != 2)
+        return -1;
+    if (enif_inspect_binary(env, e[0], &bin)) {
+        if (bin.size > cap)
+            return -1;
+        memcpy(buf, bin.data, bin.size);
+        *n = bin.size;
+        return 0;
+    }
+    buf_init(&b, buf, cap);
+    tail = e[0];
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        if (!enif_get_int(env, head, &cp) || b.len + 4 > cap || utf8_put(&b, cp) < 0)
+            return -1;
+    }
+    *n = b.len;
+    return enif_is_empty_list(env, tail) ? 0 : -1;
+}
+
+/* 1: record this call; 0: a filter leaves it out. Arguments of an
+ * unexpected shape pass (they are recorded and marked malformed). */
+static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, int hook,
+                          const ERL_NIF_TERM *args)
+{
+    if (f->nmountpoints && p->subid_arg[hook] >= 0) {
+        char mp[256];
+        size_t n;
+        if (subid_mountpoint(env, args[p->subid_arg[hook]], mp, sizeof mp, &n) == 0 &&
+            !filters_mountpoint_ok(f, mp, n))
+            return 0;
+    }
+    if ((f->ninclude || f->nexclude) && p->topic_arg[hook] >= 0) {
+        span_t words[FILTER_WORDS_MAX];
+        ERL_NIF_TERM head, tail = args[p->topic_arg[hook]];
+        ErlNifBinary w;
+        size_t n = 0;
+        while (enif_get_list_cell(env, tail, &head, &tail)) {
+            if (n == FILTER_WORDS_MAX || !enif_inspect_binary(env, head, &w))
+                return 1;
+            words[n++] = (span_t){(const char *)w.data, w.size, 1};
+        }
+        if (enif_is_empty_list(env, tail) && n > 0)
+            return filters_topic_ok(f, words, n);
+    }
+    return 1;
+}
+
+static int find_hook(const priv_t *p, ERL_NIF_TERM name, unsigned arity)
+{
+    int i;
+
+    for (i = 0; i < HOOK_COUNT; i++)
+        if (p->hook_arity[i] == arity && enif_is_identical(p->hook_atom[i], name))
+            return i;
+    return -1;
+}
+
+/* event(Hook, Args, ConnId) -> ok | {error, Reason}. Never raises. */
+ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    ERL_NIF_TERM args[ARGS_MAX], head, tail = argv[1];
+    unsigned n = 0;
+    int hook, bad;
+    ErlNifSInt64 conn;
+    decoded_t d;
+    uint64_t seq;
+    int rc;
+
+    (void)argc;
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        if (n == ARGS_MAX)
+            goto unknown;
+        args[n++] = head;
+    }
+    if (!enif_is_empty_list(env, tail))
+        goto unknown;
+    hook = find_hook(p, argv[0], n);
+    if (hook < 0)
+        goto unknown;
+    if (!(__atomic_load_n(&p->enabled, __ATOMIC_RELAXED) & (1ull << hook)))
+        return p->am.am_disabled;
+    {
+        const filters_t *f = __atomic_load_n(&p->filters, __ATOMIC_ACQUIRE);
+        if (f && !passes_filters(env, p, f, hook, args)) {
+            __atomic_fetch_add(&p->filtered[hook], 1, __ATOMIC_RELAXED);
+            return p->am.am_filtered;
+        }
+    }
+    if (queue_full_hint(&p->q)) {
+        queue_drop(&p->q);
+        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
+        return error_tuple(env, p, p->am.am_queue_full);
+    }
+
+    event_in_init(&d.in, hook, wall_us());
+    if (enif_get_int64(env, argv[2], &conn)) {
+        d.in.conn_id = conn;
+        d.in.has_conn = 1;
+    }
+    {
+        size_t pmax;
+        switch (__atomic_load_n(&p->payload_mode[hook], __ATOMIC_RELAXED)) {
+        case PM_NONE: pmax = 0; break;
+        case PM_FULL: pmax = PAYLOAD_FULL_MAX; break;
+        default: pmax = __atomic_load_n(&p->payload_max, __ATOMIC_RELAXED);
+        }
+        decode_event(env, &p->am, hook, args, pmax, &d);
+    }
+    bad = d.malformed != 0;
+    rc = queue_add(&p->q, &d.in, &seq);
+    decoded_free(&d);
+    if (rc != 0) {
+        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
+        return error_tuple(env, p, rc == 1 ? p->am.am_queue_full : p->am.am_no_memory);
+    }
+    __atomic_fetch_add(&p->recorded[hook], 1, __ATOMIC_RELAXED);
+    if (bad)
+        __atomic_fetch_add(&p->malformed[hook], 1, __ATOMIC_RELAXED);
+    return p->am.am_ok;
+unknown:
+    __atomic_fetch_add(&p->rejected, 1, __ATOMIC_RELAXED);
+    return error_tuple(env, p, p->am.am_unknown_hook);
+}

@@ -1,0 +1,92 @@
+/* nif_priv.h - the state the NIF's files share: one priv_t, handed to
+ * load as priv data (nif.c), read by the hook path (nif_hook.c), set by
+ * start/configure/stop (nif_config.c) and reported by status
+ * (nif_status.c). Only a library of the same build adopts another
+ * instance's priv_t on reload (nif.c), so its layout may change freely
+ * between builds. */
+#ifndef VMQ_PGEV_NIF_PRIV_H
+#define VMQ_PGEV_NIF_PRIV_H
+
+#include <erl_nif.h>
+#include <pthread.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "atoms.h"
+#include "filter.h"
+#include "hooks.h"
+#include "queue.h"
+#include "writer.h"
+
+#include "writer.h"
+
+#define ARGS_MAX 8
+#define DEFAULT_QUEUE_EVENTS 100000
+#define DEFAULT_QUEUE_BYTES (64u * 1024 * 1024)
+#define DEFAULT_BATCH 5000
+#define DEFAULT_PAYLOAD_MAX 65536
+#define UNLOAD_STOP_MS 2000
+#define PAYLOAD_FULL_MAX (256u * 1024 * 1024)
+#define FILTER_WORDS_MAX 64
+
+enum payload_mode { PM_TRUNCATED, PM_NONE, PM_FULL };
+
+typedef struct priv {
+    const char *build;           /* build_id of the library that made it */
+    size_t size;                 /* sizeof(priv_t) of that library */
+    unsigned refs;               /* module instances using it (load/upgrade/unload) */
+    atoms_t am;
+    ERL_NIF_TERM hook_atom[HOOK_COUNT];
+    unsigned hook_arity[HOOK_COUNT];
+    queue_t q;
+    int64_t incarnation;
+
+    int topic_arg[HOOK_COUNT];   /* argument index of the topic, -1: none */
+    int subid_arg[HOOK_COUNT];   /* argument index of the subscriber id */
+
+    /* read on the hook path without a lock */
+    uint64_t enabled;            /* bit per hook id */
+    size_t payload_max;
+    uint8_t payload_mode[HOOK_COUNT];
+    filters_t *filters;          /* published with release; NULL: no filter */
+    uint64_t recorded[HOOK_COUNT], dropped[HOOK_COUNT], malformed[HOOK_COUNT];
+    uint64_t filtered[HOOK_COUNT];
+    uint64_t rejected;           /* unknown hook or arity */
+
+    /* guarded by mu */
+    pthread_mutex_t mu;
+    writer_t *w;
+    writer_status_t past;        /* counters of writers already stopped */
+    size_t batch_size, json_max;
+    int flush_interval_ms;
+    ErlNifPid owner;
+    int has_owner;
+    char dsn_masked[512];
+} priv_t;
+
+
+/* the host's wall clock (one vDSO call; the writer's clock for status
+ * ages is the same) */
+static inline int64_t wall_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
+ERL_NIF_TERM error_tuple(ErlNifEnv *env, const priv_t *p, ERL_NIF_TERM why);
+ERL_NIF_TERM error_msg(ErlNifEnv *env, const priv_t *p, const char *msg);
+
+/* the NIF functions (nif.c's table) */
+ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_configure(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+
+/* stops and joins the writer, keeping its counters in p->past (stop/1, unload) */
+void stop_writer(priv_t *p, int timeout_ms);
+
+#endif

@@ -1,0 +1,380 @@
+/* recover.c - the files an earlier start left (see recover.h). */
+#define _GNU_SOURCE
+#include "recover.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "be32.h"
+#include "crc32c.h"
+#include "journal.h"
+
+#define SPOOL_HDR 12                     /* "VPGS", length, CRC-32 */
+#define SPOOL_REC_MAX (300u * 1024 * 1024)
+#define EV_OFF offsetof(event_t, seq)
+
+uint32_t crc32_buf(uint32_t crc, const void *p, size_t n)
+{
+    static uint32_t table[256];
+    static int ready;
+    const unsigned char *b = p;
+    size_t i;
+
+    if (!__atomic_load_n(&ready, __ATOMIC_ACQUIRE)) {
+        uint32_t c, k;
+        for (i = 0; i < 256; i++) {
+            c = (uint32_t)i;
+            for (k = 0; k < 8; k++)
+                c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            table[i] = c;
+        }
+        __atomic_store_n(&ready, 1, __ATOMIC_RELEASE);
+    }
+    crc = ~crc;
+    for (i = 0; i < n; i++)
+        crc = table[(crc ^ b[i]) & 0xFF] ^ (crc >> 8);
+    return ~crc;
+}
+
+static int all_zero(const unsigned char *p, size_t n)
+{
+    while (n--)
+        if (*p++)
+            return 0;
+    return 1;
+}
+
+void recover_records(unsigned char *base, size_t size, event_t **head, event_t **tail,
+                     uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
+{
+    size_t pos = 0;
+
+    *head = *tail = NULL;
+    *count = *bytes = 0;
+    while (pos + JOURNAL_HDR <= size) {
+        unsigned char *rec = base + pos;
+        uint32_t rsize = get32(rec + 12), len;
+        event_t *ev;
+
+        if (all_zero(rec, 16)) {
+            /* unused space, or pages a power loss took: data after it? */
+            while (pos + 8 <= size && all_zero(base + pos, 8))
+                pos += 8;
+            if (pos + 8 <= size)
+                (*corrupt)++;
+            continue;
+        }
+        if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > size - pos) {
+            /* damaged: on to the next record's magic */
+            (*corrupt)++;
+            for (pos += 8; pos + 4 <= size && memcmp(base + pos, "VPGJ", 4) != 0 &&
+                           memcmp(base + pos, "VPGW", 4) != 0; pos += 8)
+                ;
+            continue;
+        }
+        pos += rsize;
+        if (memcmp(rec, "VPGW", 4) == 0)
+            continue;   /* written (journal_release) */
+        len = get32(rec + 4);
+        ev = (event_t *)(void *)(rec + JOURNAL_HDR);
+        if (memcmp(rec, "VPGJ", 4) != 0 || (uint64_t)JOURNAL_HDR + EV_OFF + len > rsize ||
+            crc32c((const char *)ev + EV_OFF, len) != get32(rec + 8) ||
+            event_check(ev, len) != 0 || ev->home != EV_JOURNAL) {
+            (*corrupt)++;   /* its hook died while writing it, or damaged */
+            continue;
+        }
+        ev->next = NULL;
+        if (*tail)
+            (*tail)->next = ev;
+        else
+            *head = ev;
+        *tail = ev;
+        (*count)++;
+        *bytes += ev->bytes;
+    }
+}
+
+/* journal-<incarnation>-<epoch>-<number>.dat; 0 when name is one */
+static int parse_journal_name(const char *name, int64_t *inc, unsigned *epoch, unsigned *number)
+{
+    long long i;
+    unsigned long e, n;
+    char *end;
+
+    if (strncmp(name, "journal-", 8) != 0)
+        return -1;
+    i = strtoll(name + 8, &end, 10);
+    if (*end != '-')
+        return -1;
+    e = strtoul(end + 1, &end, 10);
+    if (*end != '-')
+        return -1;
+    n = strtoul(end + 1, &end, 10);
+    if (strcmp(end, ".dat") != 0)
+        return -1;
+    *inc = i;
+    *epoch = (unsigned)e;
+    *number = (unsigned)n;
+    return 0;
+}
+
+/* spool-<incarnation>.dat; 0 when name is one */
+static int parse_spool_name(const char *name, int64_t *inc)
+{
+    size_t len = strlen(name);
+    char *end;
+
+    if (len < 11 || strncmp(name, "spool-", 6) != 0 || strcmp(name + len - 4, ".dat") != 0)
+        return -1;
+    *inc = strtoll(name + 6, &end, 10);
+    return end == name + len - 4 ? 0 : -1;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n)
+{
+    while (n) {
+        ssize_t w = write(fd, p, n);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            return -1;
+        p += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* One spool record at pos: its event bytes (from seq on) in *ev, *len;
+ * its size, or 0 when damaged. */
+static size_t spool_record_at(const unsigned char *m, size_t pos, size_t size,
+                              const unsigned char **ev, uint32_t *len)
+{
+    if (pos + SPOOL_HDR > size || memcmp(m + pos, "VPGS", 4) != 0)
+        return 0;
+    *len = get32(m + pos + 4);
+    if (*len > SPOOL_REC_MAX || *len > size - pos - SPOOL_HDR)
+        return 0;
+    if (crc32_buf(0, m + pos + SPOOL_HDR, *len) != get32(m + pos + 8))
+        return 0;
+    *ev = m + pos + SPOOL_HDR;
+    return SPOOL_HDR + *len;
+}
+
+/* an earlier version's spool file -> journal-<inc>-0-0.dat, synced; the
+ * spool file is removed once the journal file is on disk. 0: done. */
+static int convert_spool(const char *dir, const char *spool, int64_t inc, uint64_t *corrupt,
+                         char *err, size_t errlen)
+{
+    char out[4096];
+    struct stat st;
+    unsigned char *m = NULL, *rec = NULL;
+    size_t pos = 0, cap = 0;
+    int in, fd = -1, rc = -1;
+
+    in = open(spool, O_RDONLY | O_CLOEXEC);
+    if (in < 0 || fstat(in, &st) != 0) {
+        snprintf(err, errlen, "cannot read %s: %s", spool, strerror(errno));
+        goto out;
+    }
+    snprintf(out, sizeof out, "%.3900s/journal-%lld-0-0.dat", dir, (long long)inc);
+    fd = open(out, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot make %s: %s", out, strerror(errno));
+        goto out;
+    }
+    if (st.st_size > 0) {
+        m = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, in, 0);
+        if (m == MAP_FAILED) {
+            m = NULL;
+            snprintf(err, errlen, "cannot map %s: %s", spool, strerror(errno));
+            goto out;
+        }
+    }
+    while (pos < (size_t)st.st_size) {
+        const unsigned char *evb;
+        uint32_t len;
+        size_t step = spool_record_at(m, pos, (size_t)st.st_size, &evb, &len), need;
+        event_t *ev;
+
+        if (!step) {
+            /* damaged: on to the next record's magic */
+            (*corrupt)++;
+            for (pos++; pos + 4 <= (size_t)st.st_size && memcmp(m + pos, "VPGS", 4) != 0; pos++)
+                ;
+            if (pos + 4 > (size_t)st.st_size)
+                break;
+            continue;
+        }
+        pos += step;
+        need = (JOURNAL_HDR + EV_OFF + len + 7) & ~(size_t)7;
+        if (need > cap) {
+            unsigned char *bigger = realloc(rec, need);
+            if (!bigger) {
+                snprintf(err, errlen, "out of memory converting %s", spool);
+                goto out;
+            }
+            rec = bigger;
+            cap = need;
+        }
+        memset(rec, 0, need);
+        ev = (event_t *)(void *)(rec + JOURNAL_HDR);
+        memcpy((unsigned char *)ev + EV_OFF, evb, len);
+        if (event_check(ev, len) != 0) {
+            (*corrupt)++;
+            continue;
+        }
+        ev->home = EV_JOURNAL;
+        memcpy(rec, "VPGJ", 4);
+        put32(rec + 4, len);
+        put32(rec + 8, crc32c((const char *)ev + EV_OFF, len));
+        put32(rec + 12, (uint32_t)need);
+        if (write_all(fd, rec, need) != 0) {
+            snprintf(err, errlen, "cannot write %s: %s", out, strerror(errno));
+            goto out;
+        }
+    }
+    if (fdatasync(fd) != 0) {
+        snprintf(err, errlen, "cannot sync %s: %s", out, strerror(errno));
+        goto out;
+    }
+    rc = unlink(spool);   /* the events are in the journal file now */
+    if (rc != 0)
+        snprintf(err, errlen, "cannot remove %s: %s", spool, strerror(errno));
+out:
+    free(rec);
+    if (m)
+        munmap(m, (size_t)st.st_size);
+    if (in >= 0)
+        close(in);
+    if (fd >= 0) {
+        close(fd);
+        if (rc != 0)
+            unlink(out);   /* the spool file stays: converted again next time */
+    }
+    return rc;
+}
+
+typedef struct found {
+    int64_t inc;
+    unsigned epoch, number;
+    char name[64];
+} found_t;
+
+static int cmp_found(const void *a, const void *b)
+{
+    const found_t *x = a, *y = b;
+
+    if (x->inc != y->inc)
+        return x->inc < y->inc ? -1 : 1;
+    if (x->epoch != y->epoch)
+        return x->epoch < y->epoch ? -1 : 1;
+    return x->number < y->number ? -1 : x->number > y->number;
+}
+
+/* the journal files in dir, sorted; spool files converted first */
+static found_t *list_files(const char *dir, size_t *n, uint64_t *corrupt, uint64_t *unreadable,
+                           char *err, size_t errlen)
+{
+    DIR *d;
+    struct dirent *e;
+    found_t *list = NULL;
+    size_t cap = 0;
+    int pass;
+
+    *n = 0;
+    for (pass = 0; pass < 2; pass++) {
+        d = opendir(dir);
+        if (!d)
+            return list;
+        while ((e = readdir(d)) != NULL) {
+            found_t f;
+            char path[4096];
+            if (strlen(e->d_name) >= sizeof f.name)
+                continue;
+            if (pass == 0) {
+                if (parse_spool_name(e->d_name, &f.inc) != 0)
+                    continue;
+                snprintf(path, sizeof path, "%.3900s/%s", dir, e->d_name);
+                if (convert_spool(dir, path, f.inc, corrupt, err, errlen) != 0)
+                    (*unreadable)++;
+                continue;
+            }
+            if (parse_journal_name(e->d_name, &f.inc, &f.epoch, &f.number) != 0)
+                continue;
+            snprintf(f.name, sizeof f.name, "%s", e->d_name);
+            if (*n == cap) {
+                found_t *bigger = realloc(list, (cap ? cap * 2 : 16) * sizeof *list);
+                if (!bigger)
+                    break;
+                list = bigger;
+                cap = cap ? cap * 2 : 16;
+            }
+            list[(*n)++] = f;
+        }
+        closedir(d);
+    }
+    if (*n)
+        qsort(list, *n, sizeof *list, cmp_found);
+    return list;
+}
+
+recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreadable,
+                           char *err, size_t errlen)
+{
+    recovered_t *head = NULL, **tailp = &head;
+    size_t n, i;
+    found_t *files = list_files(dir, &n, corrupt, unreadable, err, errlen);
+
+    for (i = 0; i < n; i++) {
+        recovered_t *r = calloc(1, sizeof *r);
+        struct stat st;
+        if (!r) {
+            (*unreadable)++;
+            continue;
+        }
+        snprintf(r->path, sizeof r->path, "%.3900s/%s", dir, files[i].name);
+        r->incarnation = files[i].inc;
+        r->fd = open(r->path, O_RDWR | O_CLOEXEC);
+        if (r->fd < 0 || fstat(r->fd, &st) != 0) {
+            snprintf(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
+            goto unreadable;
+        }
+        r->size = (size_t)st.st_size;
+        if (r->size >= JOURNAL_HDR) {
+            r->base = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+            if (r->base == MAP_FAILED) {
+                r->base = NULL;
+                snprintf(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
+                goto unreadable;
+            }
+            madvise(r->base, r->size, MADV_SEQUENTIAL);
+            recover_records(r->base, r->size, &r->head, &r->tail, &r->count, &r->bytes, corrupt);
+        }
+        if (!r->count) {
+            /* nothing in it to write */
+            if (r->base)
+                munmap(r->base, r->size);
+            close(r->fd);
+            unlink(r->path);
+            free(r);
+            continue;
+        }
+        *tailp = r;
+        tailp = &r->next;
+        continue;
+unreadable:
+        (*unreadable)++;
+        if (r->fd >= 0)
+            close(r->fd);
+        free(r);
+    }
+    free(files);
+    return head;
+}

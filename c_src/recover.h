@@ -1,0 +1,58 @@
+/* recover.h - the files an earlier start left in the spool directory,
+ * made ready for the journal to take over (journal_open): its events are
+ * written before any new one, from the files themselves, and each file is
+ * removed once all its events are written (journal.c).
+ *
+ * - Journal files, journal-<incarnation>-<epoch>-<number>.dat (records in
+ *   journal.h), of any incarnation: mapped shared and read-write, their
+ *   valid records linked into one list in place (no copy).
+ * - The spool files of versions before the one log, spool-<incarnation>.dat
+ *   (records "VPGS" | length | CRC-32 | event bytes): each is converted
+ *   once into a journal file journal-<incarnation>-0-0.dat (epoch 0, before
+ *   any of that incarnation's own), synced, then removed. A conversion
+ *   interrupted by a crash is simply done again at the next start.
+ *
+ * Oldest first: by incarnation, then epoch and number. Records marked
+ * written (journal_release) are skipped. A damaged record
+ * (bad magic, size or checksum, fields that do not fit, or one whose hook
+ * died while writing it) is counted and skipped; the records after it are
+ * kept. Events already committed before a crash are skipped by the
+ * writer's resume point, so reading a file twice writes nothing twice.
+ *
+ * Runs at journal_open, before any hook writes. Knows nothing of erl_nif
+ * or libpq. */
+#ifndef VMQ_PGEV_RECOVER_H
+#define VMQ_PGEV_RECOVER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+typedef struct recovered {
+    struct recovered *next;
+    int64_t incarnation;
+    int fd;
+    unsigned char *base;   /* mapped shared, read-write */
+    size_t size;
+    event_t *head, *tail;  /* its valid events, in order, linked in place */
+    uint64_t count, bytes;
+    char path[4096];
+} recovered_t;
+
+/* The files in dir, oldest first (files without an event are removed).
+ * *corrupt += the damaged records skipped; *unreadable += the files that
+ * could not be read (left where they are; err names the last). */
+recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreadable,
+                           char *err, size_t errlen);
+
+/* A journal file's bytes: its valid events linked in place (the record
+ * bytes outside the CRC, the links, are written), damaged ones counted.
+ * Exposed for the fuzz harness. */
+void recover_records(unsigned char *base, size_t size, event_t **head, event_t **tail,
+                     uint64_t *count, uint64_t *bytes, uint64_t *corrupt);
+
+/* CRC-32 (the spool files' checksum; zlib's polynomial) */
+uint32_t crc32_buf(uint32_t crc, const void *p, size_t n);
+
+#endif

@@ -1,0 +1,107 @@
+/* writer_int.h - what the writer's three files share: the writer's state
+ * and the calls between them. Not for anyone else (writer.h is the
+ * interface).
+ *
+ *   writer.c   the loop: take a batch from the queue, write it, let the
+ *              journal have its space back; start, stop, status
+ *   session.c  the PostgreSQL session: connect, schema, partition upkeep,
+ *              the resume point, errors, outages and backoff
+ *   copyout.c  one batch into PostgreSQL: the pipelined COPY, and the
+ *              split that isolates a refused row into <table>_dead */
+#ifndef VMQ_PGEV_WRITER_INT_H
+#define VMQ_PGEV_WRITER_INT_H
+
+#include <libpq-fe.h>
+#include <pthread.h>
+#include <time.h>
+
+#include "buf.h"
+#include "compress.h"
+#include "copy.h"
+#include "journal.h"
+#include "pgio.h"
+#include "writer.h"
+
+struct writer {
+    writer_config_t cfg;       /* strings below are our own copies */
+    char *conninfo, *table, *schema_sql, *node, *password, *spool_dir, *partition;
+    queue_t *q;
+    writer_log_fn log;
+    void *log_ctx;
+    pthread_t thread;
+
+    /* writer thread only */
+    PGconn *conn;
+    pgio_t io;                 /* every libpq call that waits goes through it */
+    journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
+    char *copy_sql, *dead_sql, *resume_sql;
+    int schema_done;
+    int connected_once;        /* the first connect (at start, before any event) is done */
+    int64_t connect_at_ms;     /* until then: the next try (monotonic ms) */
+    int64_t upkeep_at_ms;      /* next partition upkeep (monotonic ms) */
+    compressor_t *comp;        /* compress_after set: its own thread and connection */
+    int resume_check;          /* ask the table where the batch's incarnation is */
+    int64_t checked_inc;       /* the incarnation whose rows were last written or asked for */
+    uint64_t recovered_n;      /* events of earlier starts' files at start */
+    char last_sqlstate[6];     /* of the last failed statement */
+    uint64_t drops_logged;     /* hook-path drops already reported */
+    int64_t drops_logged_us;
+    int backoff_ms;
+    int down_logged;
+    int64_t down_since_us;
+    uint64_t down_attempts;
+    copy_ctx_t copy;           /* copy.incarnation: the batch's */
+    buf_t enc;                 /* COPY data being encoded and sent */
+    /* the start of the next batch, encoded while the one before it commits
+     * (prefetch): valid only for the copy_send right after that commit */
+    buf_t pre;                 /* COPY header and the rows of pre_n events */
+    size_t pre_n;              /* 0: nothing encoded ahead */
+    uint64_t pre_seq;          /* the seq of its first event */
+    event_t *pre_last;         /* the last event encoded */
+
+    /* stop request: guarded by smu, waited on by the writer's sleeps */
+    pthread_mutex_t smu;
+    pthread_cond_t scv;
+    int stop;
+    struct timespec stop_deadline;
+
+    /* status: guarded by smu */
+    writer_status_t st;
+};
+
+/* session.c */
+int64_t w_now_us(void);        /* wall clock */
+int64_t w_mono_ms(void);
+void w_log(writer_t *w, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+void w_clean_error(const writer_t *w, const char *in, char *out, size_t n);
+void w_set_state(writer_t *w, int state);
+/* a stop is asked; *past_deadline (may be NULL): its deadline has passed */
+int w_stop_requested(writer_t *w, int *past_deadline);
+int w_next_backoff_ms(writer_t *w);
+void w_backoff(writer_t *w);   /* waits the next backoff (shortly, once a stop is asked) */
+void w_note_down(writer_t *w, const char *what, const char *err);
+void w_note_up(writer_t *w);
+void w_disconnect(writer_t *w);
+int w_partitioned(const writer_t *w);
+/* makes the partitions lo_us..hi_us need (0, 0: only the upkeep's own);
+ * -1: failed (logged) */
+int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us);
+int w_ensure_connected(writer_t *w);
+void w_ts_range(const event_t *ev, size_t n, int64_t *lo, int64_t *hi);
+int w_resume_point(writer_t *w, int64_t incarnation, const event_t *batch, uint64_t *max_seq);
+const char *w_io_error(writer_t *w, const PGresult *r);
+void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen);
+enum write_rc { W_OK, W_DATA, W_RETRY };
+int w_classify(writer_t *w, PGresult *r);
+/* the connection string's password (strdup), NULL: none */
+char *w_conninfo_password(const char *conninfo);
+
+/* copyout.c */
+/* Writes the batch (all of incarnation w->copy.incarnation), isolating
+ * rows PostgreSQL refuses. Returns the events not yet written (NULL when
+ * all are done). *written 0: they are kept for a retry; 1: all were
+ * written, and these are the next batch, taken from the queue while the
+ * last COPY committed (prefetch). */
+event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written);
+
+#endif
