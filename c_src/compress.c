@@ -35,13 +35,6 @@ struct compressor {
     int looked;
 };
 
-static int64_t now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 static void comp_log(compressor_t *c, int level, const char *fmt, ...)
 {
     char msg[512];
@@ -161,7 +154,7 @@ static int look(compressor_t *c)
     snprintf(after, sizeof after, "%lld", (long long)c->cfg.after_s);
     while (!stopping(c)) {
         PGresult *r;
-        int64_t t0 = now_us();
+        int64_t t0 = wall_us();
 
         if (ensure_connected(c) < 0)
             return 0;
@@ -176,7 +169,7 @@ static int look(compressor_t *c)
             return refused;
         }
         pthread_mutex_lock(&c->mu);
-        c->st.checked_us = now_us();
+        c->st.checked_us = wall_us();
         c->st.error[0] = '\0';
         c->st.compressed += (uint64_t)PQntuples(r);
         pthread_mutex_unlock(&c->mu);
@@ -187,7 +180,7 @@ static int look(compressor_t *c)
         }
         comp_log(c, WLOG_INFO, "compressed partition %s: %s rows, %s bytes on the heap, %s compressed, in %.1f s",
              PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 1), PQgetvalue(r, 0, 2), PQgetvalue(r, 0, 3),
-             (double)(now_us() - t0) / 1e6);
+             (double)(wall_us() - t0) / 1e6);
         PQclear(r);
     }
     return 0;

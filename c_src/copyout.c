@@ -152,7 +152,7 @@ static void count_written(writer_t *w, const event_t *list, size_t n)
     w->st.batches++;
     w->st.inflight -= n;
     w->st.inflight_oldest_us = ev ? ev->ts_us : 0;
-    w->st.last_write_us = w_now_us();
+    w->st.last_write_us = wall_us();
     pthread_mutex_unlock(&w->smu);
 }
 
@@ -255,7 +255,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             w->resume_check = 0;
             w->checked_inc = w->copy.incarnation;
         }
-        t0 = w_now_us();
+        t0 = wall_us();
         rc = copy_send(w, batch, k, NULL, &last, err, sizeof err);
         if (rc == W_OK) {
             if (k == *n)
@@ -266,7 +266,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             fetched = 0;   /* split or retried from here: all of it, in this call */
         if (rc == W_OK) {
             pthread_mutex_lock(&w->smu);
-            w->st.last_batch_us = w_now_us() - t0;
+            w->st.last_batch_us = wall_us() - t0;
             pthread_mutex_unlock(&w->smu);
             count_written(w, batch, k);
             batch = drop_front(batch, k);

@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "deadline.h"
 #include "journal.h"
 
 #define SPARES 2                 /* segments kept ready ahead of the hook path */
@@ -85,19 +86,6 @@ static inline uint32_t magic_word(void)
     return m;
 }
 
-static inline int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
-static inline int64_t mono_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 /* journal_disk.c */
 /* a new segment file, allocated on disk and mapped; NULL and err */

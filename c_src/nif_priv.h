@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "atoms.h"
+#include "deadline.h"
 #include "filter.h"
 #include "hooks.h"
 #include "queue.h"
@@ -64,15 +65,6 @@ typedef struct priv {
     char dsn_masked[512];
 } priv_t;
 
-
-/* the host's wall clock (one vDSO call; the writer's clock for status
- * ages is the same) */
-static inline int64_t wall_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
 
 ERL_NIF_TERM error_tuple(ErlNifEnv *env, const priv_t *p, ERL_NIF_TERM why);
 ERL_NIF_TERM error_msg(ErlNifEnv *env, const priv_t *p, const char *msg);

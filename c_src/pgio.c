@@ -8,14 +8,9 @@
 #include <string.h>
 #include <time.h>
 
-#define SLICE_MS 20   /* the tick runs at least this often while waiting */
+#include "deadline.h"
 
-static int64_t mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
+#define SLICE_MS 20   /* the tick runs at least this often while waiting */
 
 /* Waits until fd is ready for events. 1: ready; 0: the deadline passed
  * or the tick asked to stop (io->timed_out set); -1: poll failed. */

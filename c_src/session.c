@@ -18,13 +18,6 @@
 
 #define UPKEEP_EVERY_MS 60000
 
-int64_t w_now_us(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_REALTIME, &ts);
-    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
-}
-
 void w_log(writer_t *w, int level, const char *fmt, ...)
 {
     char msg[512];
@@ -117,7 +110,7 @@ void w_note_down(writer_t *w, const char *what, const char *err)
     w->down_attempts++;
     if (!w->down_logged) {
         w->down_logged = 1;
-        w->down_since_us = w_now_us();
+        w->down_since_us = wall_us();
         w_log(w, WLOG_WARNING, "postgresql unavailable (%s: %s); events stay queued, retrying",
              what, clean);
     }
@@ -130,7 +123,7 @@ void w_note_up(writer_t *w)
         queue_get_stats(w->q, &qs);
         w_log(w, WLOG_INFO,
              "postgresql available again after %.1f s and %llu failed attempts; %zu events queued",
-             (double)(w_now_us() - w->down_since_us) / 1e6,
+             (double)(wall_us() - w->down_since_us) / 1e6,
              (unsigned long long)w->down_attempts, qs.count);
         w->down_logged = 0;
         w->down_attempts = 0;
@@ -230,13 +223,6 @@ int w_partitioned(const writer_t *w)
     return w->schema_sql && strcmp(w->partition, "none") != 0;
 }
 
-int64_t w_mono_ms(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
-}
-
 /* Partition w_upkeep (auto_create on, partition day or hour): makes the
  * partitions from now through two periods ahead, and those that events
  * from lo_us to hi_us need (0: none; e.g. old events from a journal);
@@ -257,7 +243,7 @@ int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
                   "FROM vmq_pgevents_partitions($1, $2, 2, $3::bigint, now(), "
                   "to_timestamp($4::float8), to_timestamp($5::float8))", 5, params);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 3;
-    w->upkeep_at_ms = w_mono_ms() + UPKEEP_EVERY_MS;
+    w->upkeep_at_ms = mono_ms() + UPKEEP_EVERY_MS;
     if (ok) {
         long created = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         const char *dropped = PQgetvalue(r, 0, 1);
@@ -265,7 +251,7 @@ int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
         pthread_mutex_lock(&w->smu);
         w->st.partitions_created += (uint64_t)(created > 0 ? created : 0);
         w->st.partitions_dropped += ndropped;
-        w->st.partitions_checked_us = w_now_us();
+        w->st.partitions_checked_us = wall_us();
         pthread_mutex_unlock(&w->smu);
         if (created > 0)
             w_log(w, WLOG_INFO, "made %ld partition(s) of %s ahead of time", created, w->table);

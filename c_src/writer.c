@@ -35,7 +35,7 @@ static void report_queue_drops(writer_t *w)
     queue_get_stats(w->q, &qs);
     if (qs.dropped <= w->drops_logged)
         return;
-    now = w_now_us();
+    now = wall_us();
     if (w->drops_logged_us && now - w->drops_logged_us < 10000000)
         return;
     if (w->j) {
@@ -253,17 +253,17 @@ static void *writer_main(void *arg)
         int past = 0, stopping = w_stop_requested(w, &past);
 
         report_queue_drops(w);
-        if (w_partitioned(w) && w->schema_done && w->conn && w_mono_ms() >= w->upkeep_at_ms &&
+        if (w_partitioned(w) && w->schema_done && w->conn && mono_ms() >= w->upkeep_at_ms &&
             !stopping)
             (void)w_upkeep(w, 0, 0);
-        if (!batch && !stopping && !w->connected_once && w_mono_ms() >= w->connect_at_ms) {
+        if (!batch && !stopping && !w->connected_once && mono_ms() >= w->connect_at_ms) {
             /* connect and apply the schema at start, so the table and the
              * views are there before the first event; PostgreSQL down:
              * retried with the backoff while events wait */
             if (w_ensure_connected(w) == 0)
                 w_note_up(w);
             else
-                w->connect_at_ms = w_mono_ms() + w_next_backoff_ms(w);
+                w->connect_at_ms = mono_ms() + w_next_backoff_ms(w);
         }
         if (!batch) {
             int64_t origin;

@@ -18,6 +18,7 @@
 #include "buf.h"
 #include "compress.h"
 #include "copy.h"
+#include "deadline.h"
 #include "journal.h"
 #include "pgio.h"
 #include "writer.h"
@@ -70,8 +71,6 @@ struct writer {
 };
 
 /* session.c */
-int64_t w_now_us(void);        /* wall clock */
-int64_t w_mono_ms(void);
 void w_log(writer_t *w, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void w_clean_error(const writer_t *w, const char *in, char *out, size_t n);
 void w_set_state(writer_t *w, int state);
