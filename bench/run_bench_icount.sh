@@ -43,12 +43,12 @@ trap 'rm -rf "$WORK"' EXIT
 # stage SOURCEFILE:FUNCTION: which part of the hook path an entry is
 stage() {
     case "$1" in
-        c_src/nif_hook.c:*) echo entry ;;
-        c_src/terms.c:*|c_src/terms_json.c:*|c_src/text.c:*|*/erl_nif.c:*|*/big.c:*) echo decode ;;
+        c_src/nif_hook.c:*|c_src/nif_priv.h:*) echo entry ;;
+        c_src/terms.c:*|c_src/terms_json.c:*|c_src/terms_int.h:*|c_src/text.c:*|*/erl_nif.c:*|*/big.c:*) echo decode ;;
         c_src/filter.c:*) echo filter ;;
-        c_src/event.c:*|c_src/buf.c:*|*memmove*|*memcpy*|*memset*) echo row ;;
+        c_src/event.c:*|c_src/buf.c:*|c_src/buf.h:*|*memmove*|*memcpy*|*memset*) echo row ;;
         c_src/crc32c.c:*) echo crc ;;
-        c_src/queue.c:*|c_src/journal.c:*|c_src/be32.h:*|*pthread_mutex*) echo journal ;;
+        c_src/queue.c:*|c_src/journal.c:*|c_src/journal_int.h:*|c_src/be32.h:*|*pthread_mutex*) echo journal ;;
         *) echo other ;;
     esac
 }

@@ -3,24 +3,6 @@
 
 #include <stdlib.h>
 
-void buf_init(buf_t *b, char *stack, size_t stack_cap)
-{
-    b->p = stack;
-    b->len = 0;
-    b->cap = stack ? stack_cap : 0;
-    b->on_heap = 0;
-    b->failed = 0;
-}
-
-void buf_free(buf_t *b)
-{
-    if (b->on_heap)
-        free(b->p);
-    b->p = NULL;
-    b->len = b->cap = 0;
-    b->on_heap = 0;
-}
-
 int buf_reserve(buf_t *b, size_t n)
 {
     size_t want, ncap;
@@ -56,7 +38,7 @@ fail:
     return -1;
 }
 
-void buf_put(buf_t *b, const void *src, size_t n)
+void buf_put_grow(buf_t *b, const void *src, size_t n)
 {
     if (n == 0 || buf_reserve(b, n) < 0)
         return;
@@ -64,7 +46,7 @@ void buf_put(buf_t *b, const void *src, size_t n)
     b->len += n;
 }
 
-void buf_putc(buf_t *b, char c)
+void buf_putc_grow(buf_t *b, char c)
 {
     if (buf_reserve(b, 1) < 0)
         return;

@@ -68,12 +68,15 @@ static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, i
     return 1;
 }
 
+/* An atom is an immediate term: two are the same atom exactly when their
+ * terms are equal, so a plain comparison does what enif_is_identical does
+ * here, without a call per hook looked at. */
 static int find_hook(const priv_t *p, ERL_NIF_TERM name, unsigned arity)
 {
     int i;
 
     for (i = 0; i < HOOK_COUNT; i++)
-        if (p->hook_arity[i] == arity && enif_is_identical(p->hook_atom[i], name))
+        if (p->hook_atom[i] == name && p->hook_arity[i] == arity)
             return i;
     return -1;
 }
