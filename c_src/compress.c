@@ -4,7 +4,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -35,17 +34,7 @@ struct compressor {
     int looked;
 };
 
-static void comp_log(compressor_t *c, int level, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (c->log)
-        c->log(c->log_ctx, level, msg);
-}
+#define comp_log(c, level, ...) writer_logf((c)->log, (c)->log_ctx, (level), __VA_ARGS__)
 
 static int stopping(void *ctx)
 {

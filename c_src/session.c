@@ -18,16 +18,17 @@
 
 #define UPKEEP_EVERY_MS 60000
 
-void w_log(writer_t *w, int level, const char *fmt, ...)
+void writer_logf(writer_log_fn log, void *ctx, int level, const char *fmt, ...)
 {
     char msg[512];
     va_list ap;
 
+    if (!log)
+        return;
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (w->log)
-        w->log(w->log_ctx, level, msg);
+    log(ctx, level, msg);
 }
 
 /* libpq's message without trailing newline and never with the password */

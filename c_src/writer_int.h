@@ -71,7 +71,7 @@ struct writer {
 };
 
 /* session.c */
-void w_log(writer_t *w, int level, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+#define w_log(w, level, ...) writer_logf((w)->log, (w)->log_ctx, (level), __VA_ARGS__)
 void w_clean_error(const writer_t *w, const char *in, char *out, size_t n);
 void w_set_state(writer_t *w, int state);
 /* a stop is asked; *past_deadline (may be NULL): its deadline has passed */

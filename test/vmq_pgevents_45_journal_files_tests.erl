@@ -95,13 +95,8 @@ damaged_journal_test_() ->
         try
             {File, Bin, Recs} = stopped_with_100(T),
             ok = file:write_file(File, flip(Bin, lists:nth(51, Recs) + 60)),
-            pgev_pg:start(),
-            #{spool_corrupt := C0} = vmq_pgevents:status(),
-            pgev_app:capture_logs(),
-            pgev_app:restart(T, []),
-            pgev_app:flush(),
-            #{spool_corrupt := C1, spool_bytes := 0} = vmq_pgevents:status(),
-            ?assertEqual(1, C1 - C0),
+            {Corrupt, #{spool_bytes := 0}} = read_back(T),
+            ?assertEqual(1, Corrupt),
             ?assertEqual(99, count(T, "count(*)")),            %% one record lost, reported
             ?assertEqual(0, count(T, "count(*) FILTER (WHERE payload = '51')")),
             ?assertEqual(99, count(T, "count(DISTINCT payload)")),
@@ -110,11 +105,25 @@ damaged_journal_test_() ->
             ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"damaged">>) =/= nomatch]),
             ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"99 events">>) =/= nomatch])
         after
-            _ = pgev_app:captured_logs(),
-            pgev_pg:start(),
-            catch pgev_app:stop()
+            read_back_done()
         end
     end}.
+
+%% PostgreSQL up, the plugin started again with its log captured, all
+%% written: the damaged records counted meanwhile, and the status
+read_back(T) ->
+    pgev_pg:start(),
+    #{spool_corrupt := C0} = vmq_pgevents:status(),
+    pgev_app:capture_logs(),
+    pgev_app:restart(T, []),
+    pgev_app:flush(),
+    #{spool_corrupt := C1} = S = vmq_pgevents:status(),
+    {C1 - C0, S}.
+
+read_back_done() ->
+    _ = pgev_app:captured_logs(),
+    pgev_pg:start(),
+    catch pgev_app:stop().
 
 %% An earlier version's spool file (spool-<incarnation>.dat: "VPGS" |
 %% length | CRC-32 | the event's bytes), one record damaged: converted into
@@ -136,13 +145,8 @@ legacy_spool_test_() ->
             SpoolFile = filename:join(pgev_app:spool_dir(T), "spool-12345.dat"),
             ok = file:write_file(SpoolFile, flip(Legacy, byte_size(Legacy) div 2)),
             ok = file:delete(File),
-            pgev_pg:start(),
-            #{spool_corrupt := C0} = vmq_pgevents:status(),
-            pgev_app:capture_logs(),
-            pgev_app:restart(T, []),
-            pgev_app:flush(),
-            #{spool_corrupt := C1} = vmq_pgevents:status(),
-            ?assertEqual(1, C1 - C0),
+            {Corrupt, _} = read_back(T),
+            ?assertEqual(1, Corrupt),
             ?assertEqual(99, count(T, "count(*)")),
             ?assertEqual(99, count(T, "count(DISTINCT payload)")),
             ?assertEqual(99, count(T, "count(*) FILTER (WHERE incarnation = 12345 AND hook = 'on_publish')")),
@@ -151,9 +155,7 @@ legacy_spool_test_() ->
             Logs = pgev_app:captured_logs(),
             ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"damaged">>) =/= nomatch])
         after
-            _ = pgev_app:captured_logs(),
-            pgev_pg:start(),
-            catch pgev_app:stop()
+            read_back_done()
         end
     end}.
 
