@@ -72,14 +72,14 @@ loop(F, K) -> F(), loop(F, K - 1).
 line(Hook, Procs, PgState, Calls0) ->
     Hist = counters:new(3000, [write_concurrency]),
     Per = Calls0 div Procs,
-    #{queued := Q} = vmq_pgevents:status(),
+    #{queued := Q, journal_disk_segments := Disk0} = vmq_pgevents:status(),
     settle(),
     I0 = ipis(),
     T0 = threads(),
     vmq_pgevents_bench:calls(Hook, Procs, Per, fun(F, K) -> vmq_pgevents_bench:timed_calls(F, K, Hist) end),
     T1 = threads(),
     I1 = ipis(),
-    #{dropped := Dropped} = vmq_pgevents:status(),
+    #{dropped := Dropped, journal_disk_segments := Disk1} = vmq_pgevents:status(),
     %% with PostgreSQL up, every line starts from an empty journal
     case PgState of up -> {ok, _} = vmq_pgevents:flush(600000); down -> ok end,
     {P50, P99, P999} = vmq_pgevents_bench:percentiles(Hist, Per * Procs),
@@ -90,14 +90,17 @@ line(Hook, Procs, PgState, Calls0) ->
     Nvcsw = PerM(schedulers, nvcsw),
     io:format("outage ~p x~p, ~b calls (postgresql ~p, ~b waiting): p50 ~.2f us, p99 ~.2f us, p99.9 ~.2f us;"
               " per 1M calls: schedulers ~.1f minor / ~.1f major faults, process ~.1f / ~.1f;"
-              " journal threads ~.2f s CPU; IPIs ~.1f, schedulers preempted ~.1f~n",
+              " journal threads ~.2f s CPU; IPIs ~.1f, schedulers preempted ~.1f;"
+              " segments made on disk only ~b~n",
               [Hook, Procs, Calls, PgState, Q, P50, P99, P999, PerM(schedulers, minflt),
-               PerM(schedulers, majflt), PerM(all, minflt), PerM(all, majflt), JCpu, Ipis, Nvcsw]),
+               PerM(schedulers, majflt), PerM(all, minflt), PerM(all, majflt), JCpu, Ipis, Nvcsw,
+               Disk1 - Disk0]),
     #{hook => Hook, procs => Procs, postgresql => PgState, waiting => Q, calls => Calls,
       p50_us => P50, p99_us => P99, p999_us => P999, dropped => Dropped,
       sched_minflt_per_m => PerM(schedulers, minflt), sched_majflt_per_m => PerM(schedulers, majflt),
       proc_minflt_per_m => PerM(all, minflt), proc_majflt_per_m => PerM(all, majflt),
-      journal_cpu_s => JCpu, ipis_per_m => Ipis, sched_preempted_per_m => Nvcsw}.
+      journal_cpu_s => JCpu, ipis_per_m => Ipis, sched_preempted_per_m => Nvcsw,
+      disk_segments => Disk1 - Disk0}.
 
 %% the machine's TLB shootdowns and function-call interrupts so far, all
 %% CPUs (a virtual machine's flushes arrive as the latter): what writing
@@ -164,7 +167,8 @@ nvcsw(Tid) ->
 group(Comm) ->
     case re:run(Comm, "^[0-9]+_scheduler$") of
         {match, _} -> [schedulers];
-        nomatch when Comm =:= <<"vmq_pgev_jrnl">>; Comm =:= <<"vmq_pgev_sync">> -> [journal];
+        nomatch when Comm =:= <<"vmq_pgev_jrnl">>; Comm =:= <<"vmq_pgev_sync">>;
+                     Comm =:= <<"vmq_pgev_copy">> -> [journal];
         nomatch -> []
     end.
 

@@ -25,8 +25,8 @@
     X(full) X(topic_include) X(topic_exclude) X(mountpoints) X(oldest_age_us)  \
     X(last_batch_us) X(dead_letter_lost) X(spool_dir) X(spool_max_bytes)     \
     X(spooled) X(spool_bytes) X(spooled_at_stop) X(spool_corrupt)          \
-    X(listener_addr) X(spool_error) X(pg_timeout_ms) X(journal_sync_ms)         \
-    X(journal) X(journal_bytes) X(journal_segments) X(journal_sync_age_us)  \
+    X(listener_addr) X(spool_error) X(pg_timeout_ms) X(journal_sync_ms) X(journal_memory_bytes)         \
+    X(journal) X(journal_bytes) X(journal_segments) X(journal_sync_age_us) X(journal_memory_error) X(journal_disk_segments)  \
     X(journal_error) X(journal_no_room) X(partition) X(retention_s)          \
     X(partitions_created) X(partitions_dropped) X(partitions_checked_us)  \
     X(compress_after_s) X(compress_every_ms) X(partitions_compressed)     \

@@ -65,7 +65,8 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
             continue;
         }
         s->base = r->base;
-        s->cap = s->used = s->populated = r->size;
+        s->ram_fd = -1;
+        s->cap = s->used = s->populated = s->copied = r->size;
         s->fd = r->fd;
         s->incarnation = r->incarnation;
         s->recovered = 1;
@@ -92,8 +93,23 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
     }
 }
 
+/* stops and joins the first `started` of the journal, sync and copy threads */
+static void stop_threads(journal_t *j, int started)
+{
+    pthread_mutex_lock(&j->mu);
+    j->stop = 1;
+    pthread_mutex_unlock(&j->mu);
+    pthread_cond_broadcast(&j->cv);
+    pthread_cond_broadcast(&j->sync_cv);
+    pthread_join(j->thread, NULL);
+    if (started > 1)
+        pthread_join(j->sync_thread, NULL);
+    if (started > 2)
+        pthread_join(j->copy_thread, NULL);
+}
+
 journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
-                        int sync_ms, char *err, size_t errlen)
+                        int sync_ms, uint64_t mem_bytes, char *err, size_t errlen)
 {
     journal_t *j;
     pthread_condattr_t ca;
@@ -130,8 +146,17 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         free(j);
         return NULL;
     }
+    j->ram_max = mem_bytes / j->seg_bytes;
+    if (j->ram_max == 0)
+        snprintf(j->ram_error, sizeof j->ram_error, "journal_memory_bytes is %llu, less than a "
+                 "segment (%zu bytes)", (unsigned long long)mem_bytes, j->seg_bytes);
+    else if (ram_dir_for(dir, j->ram_dir, sizeof j->ram_dir, j->ram_error, sizeof j->ram_error) != 0)
+        j->ram_dir[0] = '\0';   /* the hooks write into the disk files' mappings */
     {
         char rerr[256] = "";
+        /* a killed start's memory files first: they hold its newest events */
+        if (j->ram_dir[0])
+            ram_recover(j->ram_dir, dir, &j->unreadable, rerr, sizeof rerr);
         adopt_recovered(j, recover_files(dir, &j->corrupt, &j->unreadable, rerr, sizeof rerr));
         snprintf(j->old_error, sizeof j->old_error, "%s", rerr);
     }
@@ -148,7 +173,7 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     if (!j->cur) {
         while (j->sealed) {
             jseg_t *next = j->sealed->next;
-            seg_free(j->sealed, 0);   /* an earlier start's file: stays */
+            seg_free(j, j->sealed, 0);   /* an earlier start's file: stays */
             j->sealed = next;
         }
         free(j);
@@ -186,11 +211,14 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     }
     if (pthread_create(&j->sync_thread, NULL, sync_main, j) != 0) {
         snprintf(err, errlen, "cannot start the journal's sync thread");
-        pthread_mutex_lock(&j->mu);
-        j->stop = 1;
-        pthread_mutex_unlock(&j->mu);
-        pthread_cond_broadcast(&j->cv);
-        pthread_join(j->thread, NULL);
+        stop_threads(j, 1);
+        pthread_cond_destroy(&j->cv);
+        pthread_cond_destroy(&j->sync_cv);
+        goto fail_mu;
+    }
+    if (pthread_create(&j->copy_thread, NULL, copy_main, j) != 0) {
+        snprintf(err, errlen, "cannot start the journal's copy thread");
+        stop_threads(j, 2);
         pthread_cond_destroy(&j->cv);
         pthread_cond_destroy(&j->sync_cv);
         goto fail_mu;
@@ -204,13 +232,13 @@ fail_seg:
 fail_spares:
     while (j->spares) {
         jseg_t *next = j->spares->next;
-        seg_free(j->spares, 1);
+        seg_free(j, j->spares, 1);
         j->spares = next;
     }
-    seg_free(j->cur, 1);
+    seg_free(j, j->cur, 1);
     while (j->sealed) {
         jseg_t *next = j->sealed->next;
-        seg_free(j->sealed, 0);   /* an earlier start's file: stays */
+        seg_free(j, j->sealed, 0);   /* an earlier start's file: stays */
         j->sealed = next;
     }
     free(j);
@@ -223,23 +251,19 @@ void journal_close(journal_t *j)
 
     if (!j)
         return;
-    pthread_mutex_lock(&j->mu);
-    j->stop = 1;
-    pthread_mutex_unlock(&j->mu);
-    pthread_cond_broadcast(&j->cv);
-    pthread_cond_broadcast(&j->sync_cv);
-    pthread_join(j->thread, NULL);
-    pthread_join(j->sync_thread, NULL);
+    stop_threads(j, 3);
     for (s = j->spares; s; s = next) {
         next = s->next;
-        seg_free(s, 1);
+        seg_free(j, s, 1);
     }
     for (s = j->sealed; s; s = next) {
         next = s->next;
-        seg_free(s, __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0);
+        seg_free(j, s, __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0);
     }
     if (j->cur)
-        seg_free(j->cur, __atomic_load_n(&j->cur->live, __ATOMIC_ACQUIRE) == 0);
+        seg_free(j, j->cur, __atomic_load_n(&j->cur->live, __ATOMIC_ACQUIRE) == 0);
+    if (j->ram_dir[0])
+        rmdir(j->ram_dir);   /* when empty */
     pthread_cond_destroy(&j->cv);
     pthread_cond_destroy(&j->sync_cv);
     pthread_mutex_destroy(&j->mu);
@@ -319,6 +343,36 @@ void journal_release(event_t *ev)
     __atomic_sub_fetch(&s->live, 1, __ATOMIC_RELEASE);
 }
 
+void journal_tidy(journal_t *j, uint64_t taken_seq)
+{
+    for (;;) {
+        jseg_t *s;
+        int rc = -1;
+
+        pthread_mutex_lock(&j->mu);
+        for (s = j->sealed; s; s = s->next)
+            if (s->ram_fd >= 0 && __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) && !s->tidying && __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) > 0 &&
+                ((const event_t *)(const void *)(s->base + JOURNAL_HDR))->seq > taken_seq)
+                break;
+        if (s)
+            s->tidying = 1;
+        pthread_mutex_unlock(&j->mu);
+        if (!s)
+            return;
+        rc = ram_settle(j, s);
+        pthread_mutex_lock(&j->mu);
+        s->tidying = 0;
+        pthread_mutex_unlock(&j->mu);
+        if (rc != 0)
+            return;   /* again at the next call */
+    }
+}
+
+int64_t journal_incarnation(const journal_t *j)
+{
+    return j->incarnation;
+}
+
 uint64_t journal_busy(const journal_t *j)
 {
     return __atomic_load_n(&j->busy, __ATOMIC_ACQUIRE);
@@ -358,6 +412,10 @@ void journal_get_stats(journal_t *j, journal_stats_t *st)
     st->last_sync_us = j->last_sync_us;
     st->seg_bytes = j->seg_bytes;
     snprintf(st->error, sizeof st->error, "%s", j->error);
+    snprintf(st->ram_dir, sizeof st->ram_dir, "%s", j->ram_dir);
+    snprintf(st->ram_error, sizeof st->ram_error, "%s", j->ram_error);
     pthread_mutex_unlock(&j->mu);
+    st->ram_segments = __atomic_load_n(&j->ram_segs, __ATOMIC_RELAXED);
+    st->ram_missed = __atomic_load_n(&j->ram_missed, __ATOMIC_RELAXED);
     st->no_room = __atomic_load_n(&j->no_room, __ATOMIC_RELAXED);
 }

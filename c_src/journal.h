@@ -1,14 +1,18 @@
 /* journal.h - the hook path's on-disk queue: events are written straight
- * into preallocated, memory-mapped segment files, so an event whose hook
- * call returned survives a crash of the VM (the page cache outlives the
- * process) and a backlog of any size up to the disk limit costs no memory
- * of the VM's own.
+ * into preallocated, memory-mapped segments, so an event whose hook call
+ * returned survives a crash of the VM, and a backlog of any size up to the
+ * disk limit costs no memory of the VM's own.
  *
  * Files: journal-<incarnation>-<epoch>-<number>.dat in the spool
  * directory (epoch: one per journal_open in an incarnation). A segment is
- * made whole by the journal thread before it is needed: posix_fallocate
- * (a full disk is an error here, never a SIGBUS on the hook path), mapped
- * shared, every page touched once. The hook path only bumps an offset.
+ * made whole by the journal thread before it is needed: its disk file
+ * allocated with posix_fallocate (a full disk is an error here, never a
+ * SIGBUS on the hook path), and a memory file of the same name in a tmpfs
+ * directory (journal_ram.c) allocated and mapped shared, the pages made
+ * writable ahead of the hooks. The hook path only bumps an offset and
+ * stores into pages that are never written back, so no sync can
+ * write-protect them. Without a usable tmpfs (or past mem_bytes of
+ * segments in memory) the disk file itself is mapped, as before.
  *
  * A record, 8-byte aligned:
  *   "VPGJ" | length (BE u32) | CRC-32C (BE u32) | size (BE u32) | 8 bytes | event_t
@@ -18,13 +22,16 @@
  * the event's next pointer are only meaningful in memory. Once the event
  * is written to PostgreSQL its magic becomes "VPGW" (journal_release).
  *
- * The journal thread syncs the segments in use every sync_ms (what a
- * power loss can take), and deletes a segment once it is sealed (full)
- * and every event in it was released (written). Segments left at close
- * with unwritten events stay on disk; the next journal_open takes them
- * over (recover.h) as sealed segments whose events come first: the one
- * way every event goes, whichever start wrote it. Knows nothing of
- * erl_nif or libpq. */
+ * The sync thread writes the committed records of the segments in memory
+ * to their disk files with pwrite and syncs them every sync_ms (what a
+ * power loss can take); the writer moves each sealed (full) segment to its
+ * disk file whole (journal_tidy), mapped where the memory file was. The
+ * journal thread deletes a segment once it is sealed and every event in it
+ * was released (written). Segments left at close with unwritten events
+ * stay on disk; the next journal_open copies a killed start's memory files
+ * over their disk files and takes them all over (recover.h) as sealed
+ * segments whose events come first: the one way every event goes,
+ * whichever start wrote it. Knows nothing of erl_nif or libpq. */
 #ifndef VMQ_PGEV_JOURNAL_H
 #define VMQ_PGEV_JOURNAL_H
 
@@ -52,14 +59,20 @@ typedef struct journal_stats {
     uint64_t unreadable;        /* their files that could not be read (left on disk) */
     char old_error[256];        /* why (the last such file), "" */
     char error[256];            /* why no segment could be made, "" */
+    uint64_t ram_segments;      /* segments with a memory file now */
+    uint64_t ram_missed;        /* segments made without one since open */
+    char ram_dir[64];           /* where those are, "": none (ram_error says why) */
+    char ram_error[256];        /* why not, or why the first one could not be made; "" */
 } journal_stats_t;
 
 /* Takes over the files earlier starts left in dir (recover.h), makes the
  * first segment (synchronously) and starts the journal thread. max_bytes
- * bounds the segment files together, the earlier ones included. NULL and
- * err on failure (the earlier files stay where they are). */
+ * bounds the segment files together, the earlier ones included; mem_bytes
+ * the memory files (0: none, the hooks write into the disk files'
+ * mappings). NULL and err on failure (the earlier files stay where they
+ * are). */
 journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
-                        int sync_ms, char *err, size_t errlen);
+                        int sync_ms, uint64_t mem_bytes, char *err, size_t errlen);
 /* Stops the thread, syncs and unmaps. Files whose events were all
  * released, and spare segments, are removed; the others stay. The caller
  * makes sure no record is being reserved or filled (journal_busy). */
@@ -75,6 +88,14 @@ void journal_commit(journal_t *j, event_t *ev);
 int journal_ready(const event_t *ev);
 /* The event is written: marked so on disk, its space may go (writer thread). */
 void journal_release(event_t *ev);
+/* The writer thread, between batches: each sealed segment still in
+ * memory that the journal thread wrote to its disk file, and none of whose
+ * events the writer has taken yet (seq above taken_seq, queue_taken_seq:
+ * the writer writes into the events it takes, and only into those), is
+ * mapped from its disk file in its place (journal_ram.c). */
+void journal_tidy(journal_t *j, uint64_t taken_seq);
+/* the incarnation of the events this journal takes (not of earlier starts') */
+int64_t journal_incarnation(const journal_t *j);
 /* Records reserved and not yet committed. */
 uint64_t journal_busy(const journal_t *j);
 

@@ -1,8 +1,10 @@
 /* journal_disk.c - the journal's own threads (see journal.h): the journal
- * thread makes segments ahead (allocated on disk, mapped), deletes sealed
- * segments once every event in them is written, and keeps the pages the
- * hooks write next mapped writable; the sync thread syncs the segments in
- * use every sync_ms. Nothing here runs on the hook path. */
+ * thread makes segments ahead (allocated on disk, in memory, mapped),
+ * deletes sealed segments once every event in them is written, and keeps
+ * the pages the hooks write next mapped writable; the sync thread writes
+ * and syncs the segments in use every sync_ms; the copy thread writes
+ * each sealed segment in memory to its disk file. Nothing here runs on the
+ * hook path. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -41,7 +43,16 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
                  strerror(rc));
         goto fail;
     }
-    s->base = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+    s->ram_fd = -1;
+    if (j->ram_dir[0] && __atomic_load_n(&j->ram_segs, __ATOMIC_RELAXED) < j->ram_max) {
+        char why[256];
+        if (ram_attach(j, s, why, sizeof why) != 0 && !j->ram_error[0])
+            snprintf(j->ram_error, sizeof j->ram_error, "%s", why);   /* the first: logged */
+    }
+    if (s->ram_fd < 0) {
+        __atomic_add_fetch(&j->ram_missed, 1, __ATOMIC_RELAXED);
+        s->base = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+    }
     if (s->base == MAP_FAILED) {
         snprintf(err, errlen, "cannot map %s: %s", s->path, strerror(errno));
         s->base = NULL;
@@ -61,10 +72,11 @@ fail:
     return NULL;
 }
 
-void seg_free(jseg_t *s, int remove)
+void seg_free(journal_t *j, jseg_t *s, int remove)
 {
     if (s->base)
         munmap(s->base, s->cap);
+    ram_free(j, s, !remove);   /* its memory file first: a crash between leaves no stale one */
     if (!remove)
         fdatasync(s->fd);
     close(s->fd);
@@ -103,6 +115,16 @@ static void update_window(journal_t *j)
     j->window = ((size_t)w + j->page - 1) & ~(j->page - 1);
 }
 
+/* How far ahead of the hooks s's pages are made writable: a memory file
+ * the full WINDOW always (its pages are allocated already and never
+ * written to disk by being made writable: an idle broker still writes
+ * nothing, and a burst after a pause finds them ready); a disk file
+ * mapped, the window of the hooks' rate. */
+static size_t window_of(const journal_t *j, const jseg_t *s)
+{
+    return s->ram_fd >= 0 ? WINDOW : j->window;
+}
+
 /* Keeps the pages the hooks will write next mapped and writable: up to
  * the window ahead of the hooks' offset in the segment in use, and the
  * first window of each spare. Every sync of the segment in use writes its
@@ -124,14 +146,15 @@ static int populate_step(journal_t *j)
         from = __atomic_load_n(&cur->populated, __ATOMIC_RELAXED);
         if (from < used)
             from = used;
-        to = used + j->window < cur->cap ? used + j->window : cur->cap;   /* window 0: none */
+        size_t win = window_of(j, cur);
+        to = used + win < cur->cap ? used + win : cur->cap;   /* window 0: none */
         if (from < to)
             s = cur;
     }
     if (!s) {
         for (s = j->spares; s; s = s->next) {
             from = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
-            to = j->window < s->cap ? j->window : s->cap;
+            to = window_of(j, s) < s->cap ? window_of(j, s) : s->cap;
             if (from < to)
                 break;
         }
@@ -180,19 +203,28 @@ static void sync_segments(journal_t *j)
         list[n++] = s;
     }
     for (s = j->sealed; s && n < 64; s = s->next) {
-        if (s->synced)
+        if (s->synced || s->tidying)
             continue;
         s->syncing++;
         list[n++] = s;
     }
     pthread_mutex_unlock(&j->mu);
     for (i = 0; i < n; i++) {
-        if (fdatasync(list[i]->fd) != 0)
+        if (__atomic_load_n(&list[i]->ram_fd, __ATOMIC_RELAXED) >= 0) {
+            /* its committed records written to the disk file with pwrite:
+             * no page the hooks store into is touched */
+            int rc = ram_sync(list[i], i > 0);
+            if (rc < 0)
+                ok = 0;
+            else if (rc == 1)
+                list[i]->synced = 1;
+        } else if (fdatasync(list[i]->fd) != 0) {
             ok = 0;
-        else if (i > 0)
+        } else if (i > 0) {
             list[i]->synced = 1;   /* a sealed one (all but the first) needs it once */
-        else
+        } else {
             __atomic_store_n(&list[i]->populated, 0, __ATOMIC_RELAXED);   /* cleaned */
+        }
     }
     pthread_mutex_lock(&j->mu);
     for (i = 0; i < n; i++)
@@ -204,26 +236,73 @@ static void sync_segments(journal_t *j)
     pthread_mutex_unlock(&j->mu);
 }
 
-void *sync_main(void *arg)
+/* The sealed segments still only in memory (the 16 oldest), oldest first,
+ * go whole to their disk files (ram_bulk), for the writer to map in their
+ * place (journal_tidy); marked syncing meanwhile, so none is deleted. On a
+ * thread of its own: writing that much may be throttled by the kernel's
+ * writeback, the journal thread keeps the hooks' pages ready, and the sync
+ * thread may wait for the disk for long. */
+static void bulk_segments(journal_t *j)
 {
-    journal_t *j = arg;
+    jseg_t *s, *todo[16];
+    int n = 0, i;
 
+    pthread_mutex_lock(&j->mu);
+    for (s = j->sealed; s; s = s->next)   /* newest first: the last 16 kept */
+        if (s->ram_fd >= 0 && !__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) && !s->tidying &&
+            __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) > 0) {
+            if (n == 16) {
+                todo[0]->syncing--;
+                memmove(todo, todo + 1, 15 * sizeof todo[0]);
+                n--;
+            }
+            s->syncing++;
+            todo[n++] = s;
+        }
+    pthread_mutex_unlock(&j->mu);
+    /* oldest first; one not ready yet (a record still being written, or
+     * its last event taken by the writer: it stays in memory until
+     * written) does not hold up the others */
+    for (i = n - 1; i >= 0; i--) {
+        (void)ram_bulk(todo[i]);
+        pthread_mutex_lock(&j->mu);
+        todo[i]->syncing--;
+        pthread_mutex_unlock(&j->mu);
+    }
+}
+
+/* a thread named name that runs work every ms until the journal stops */
+static void *every(journal_t *j, const char *name, int ms, void (*work)(journal_t *))
+{
 #ifdef __linux__
-    pthread_setname_np(pthread_self(), "vmq_pgev_sync");
+    pthread_setname_np(pthread_self(), name);
+#else
+    (void)name;
 #endif
     pthread_mutex_lock(&j->mu);
     while (!j->stop) {
         struct timespec dl;
-        deadline_after(&dl, j->sync_ms);
+        deadline_after(&dl, ms);
         pthread_cond_timedwait(&j->sync_cv, &j->mu, &dl);
         if (j->stop)
             break;
         pthread_mutex_unlock(&j->mu);
-        sync_segments(j);
+        work(j);
         pthread_mutex_lock(&j->mu);
     }
     pthread_mutex_unlock(&j->mu);
     return NULL;
+}
+
+void *sync_main(void *arg)
+{
+    journal_t *j = arg;
+    return every(j, "vmq_pgev_sync", j->sync_ms, sync_segments);
+}
+
+void *copy_main(void *arg)
+{
+    return every(arg, "vmq_pgev_copy", TICK_MS, bulk_segments);
 }
 
 void *journal_main(void *arg)
@@ -242,7 +321,7 @@ void *journal_main(void *arg)
 
         /* sealed segments whose every event is written */
         while ((s = *pp) != NULL) {
-            if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0 && !s->syncing) {
+            if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0 && !s->syncing && !s->tidying) {
                 *pp = s->next;
                 s->next = dead;
                 dead = s;
@@ -256,10 +335,16 @@ void *journal_main(void *arg)
         }
         want = j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes &&
                now >= retry_at;
+        /* with a spare ready, the next one waits for room in memory (the
+         * writer moves sealed segments to disk) rather than be mapped from
+         * its disk file; without one it is made at once, either way */
+        if (want && j->nspares > 0 && j->ram_dir[0] &&
+            __atomic_load_n(&j->ram_segs, __ATOMIC_RELAXED) >= j->ram_max)
+            want = 0;
         pthread_mutex_unlock(&j->mu);
         while (dead) {
             s = dead->next;
-            seg_free(dead, 1);
+            seg_free(j, dead, 1);
             dead = s;
         }
         if (want) {

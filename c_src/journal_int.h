@@ -1,7 +1,8 @@
 /* journal_int.h - the journal's inside, shared by journal.c (open, close,
- * the hook path's reserve/commit, the writer's release) and journal_disk.c
+ * the hook path's reserve/commit, the writer's release), journal_disk.c
  * (its own threads: segments made ahead and deleted once written, pages
- * kept writable ahead of the hooks, the periodic sync). */
+ * kept writable ahead of the hooks, the periodic sync) and journal_ram.c
+ * (the memory files the hooks write into, copied to the disk files). */
 #ifndef VMQ_PGEV_JOURNAL_INT_H
 #define VMQ_PGEV_JOURNAL_INT_H
 
@@ -39,7 +40,16 @@ typedef struct jseg {
     int syncing;                 /* under mu: the sync thread uses its fd; not deleted */
     size_t populated;            /* atomic: pages made writable up to here (0: again
                                   * from the hooks' offset: a sync cleaned them) */
+    int ram_fd;                  /* its memory file (journal_ram.c) mapped at base; -1: the
+                                  * disk file is (set by its maker and by the writer, which
+                                  * settles it; read by the sync thread under its syncing) */
+    size_t copied;               /* atomic, set by the sync thread: its disk file holds the
+                                  * records up to here, as they are in memory */
+    size_t copied_end;           /* sync thread: ... and its last copy ended here */
+    int bulk;                    /* atomic: the copy thread wrote all of it to disk (ram_bulk) */
+    int tidying;                 /* under mu: the writer is settling it; not synced meanwhile */
     char path[4096];
+    char ram_path[4200];
 } jseg_t;
 
 struct journal {
@@ -64,6 +74,7 @@ struct journal {
     pthread_cond_t cv;
     pthread_t thread;            /* makes spares, deletes written segments */
     pthread_t sync_thread;       /* syncs (its waits never hold up the spares) */
+    pthread_t copy_thread;       /* sealed segments from memory to disk (ram_bulk) */
     pthread_cond_t sync_cv;
     int stop;
     jseg_t *spares, *spares_tail, *sealed;   /* spares: oldest (lowest number) first */
@@ -77,6 +88,12 @@ struct journal {
     uint64_t recovered;          /* events in them (at open) */
     int64_t last_sync_us;
     char error[256];
+    char ram_dir[64];            /* the memory files' directory, "": none (ram_error) */
+    char ram_error[256];
+    uint64_t ram_segs;           /* atomic: segments with a memory file */
+    uint64_t ram_max;            /* ... at most (journal_memory_bytes); more: on disk directly */
+    uint64_t ram_missed;         /* atomic: segments made without one (the hooks wrote into the
+                                  * disk file's mapping) */
 };
 
 static inline uint32_t magic_word(void)
@@ -90,12 +107,26 @@ static inline uint32_t magic_word(void)
 /* journal_disk.c */
 /* a new segment file, allocated on disk and mapped; NULL and err */
 jseg_t *seg_make(journal_t *j, char *err, size_t errlen);
-/* unmaps and closes s; remove: deletes its file, else syncs it */
-void seg_free(jseg_t *s, int remove);
+/* unmaps and closes s; remove: deletes its files, else syncs it (its
+ * memory file's contents copied to the disk file first) */
+void seg_free(journal_t *j, jseg_t *s, int remove);
 /* a new spare goes last (mu held, or before the threads start) */
 void push_spare(journal_t *j, jseg_t *s);
-/* the journal thread (spares, deletions, writable pages) and the sync thread */
+/* the journal thread (spares, deletions, writable pages), the sync thread,
+ * the copy thread (wait on sync_cv too) */
 void *journal_main(void *arg);
 void *sync_main(void *arg);
+void *copy_main(void *arg);
+
+/* journal_ram.c */
+int ram_dir_for(const char *dir, char *out, size_t outlen, char *why, size_t whylen);
+int ram_attach(journal_t *j, jseg_t *s, char *err, size_t errlen);
+size_t ram_committed(const jseg_t *s, size_t from, size_t *last);
+int ram_sync(jseg_t *s, int sealed);
+int ram_bulk(jseg_t *s);
+int ram_settle(journal_t *j, jseg_t *s);
+void ram_free(journal_t *j, jseg_t *s, int keep);
+void ram_recover(const char *ram_dir, const char *dir, uint64_t *unreadable, char *err,
+                 size_t errlen);
 
 #endif

@@ -244,6 +244,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL, *spool_dir = NULL;
     ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824, pg_timeout = 10000;
     ErlNifSInt64 jsync = 1000, retention = 0, compress_after = 0, compress_every = 60000;
+    ErlNifSInt64 jmem = 536870912;
     int journal = 1;
     char *partition = NULL;
     ERL_NIF_TERM result;
@@ -290,6 +291,8 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         bad = "compress_every_ms must be an integer from 10 to 86400000";
     if (!bad && get_num(env, argv[0], p->am.am_journal_sync_ms, 1, 3600000, &jsync) < 0)
         bad = "journal_sync_ms must be an integer from 1 to 3600000";
+    if (!bad && get_num(env, argv[0], p->am.am_journal_memory_bytes, 0, INT64_MAX, &jmem) < 0)
+        bad = "journal_memory_bytes must be a non-negative integer";
     {
         ERL_NIF_TERM jv;
         if (enif_get_map_value(env, argv[0], p->am.am_journal, &jv)) {
@@ -346,6 +349,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.spool_dir = spool_dir;
     cfg.spool_max_bytes = (uint64_t)spool_max;
     cfg.journal_sync_ms = (int)jsync;
+    cfg.journal_memory_bytes = (uint64_t)jmem;
     cfg.partition = partition;
     cfg.retention_s = retention;
     cfg.compress_after_s = compress_after;

@@ -166,6 +166,9 @@ ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     PUT(journal_sync_age_us, enif_make_int64(env, running && ws.journal_sync_us
                                                       ? wall_us() - ws.journal_sync_us : 0));
     PUT(journal_error, text_bin(env, running ? ws.journal_error : ""));
+    PUT(journal_memory_bytes, make_u64(env, running ? ws.journal_memory_bytes : 0));
+    PUT(journal_memory_error, text_bin(env, running ? ws.journal_memory_error : ""));
+    PUT(journal_disk_segments, make_u64(env, running ? ws.journal_disk_segments : 0));
     PUT(partitions_created, make_u64(env, ws.partitions_created));
     PUT(partitions_dropped, make_u64(env, ws.partitions_dropped));
     PUT(partitions_checked_us, enif_make_int64(env, running ? ws.partitions_checked_us : 0));

@@ -273,6 +273,8 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
         pthread_mutex_lock(&q->mu);
     }
     if (last) {
+        if (last->home == EV_JOURNAL && q->j && origin == journal_incarnation(q->j))
+            q->taken_seq = last->seq;
         q->head = last->next;   /* hooks may have linked more since the walk */
         last->next = NULL;
         q->bytes -= bytes;
@@ -286,6 +288,16 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     pthread_mutex_unlock(&q->mu);
     *n = k;
     return k ? first : NULL;
+}
+
+uint64_t queue_taken_seq(queue_t *q)
+{
+    uint64_t seq;
+
+    pthread_mutex_lock(&q->mu);
+    seq = q->taken_seq;
+    pthread_mutex_unlock(&q->mu);
+    return seq;
 }
 
 int queue_ready(queue_t *q)

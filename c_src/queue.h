@@ -28,6 +28,7 @@ typedef struct queue {
     size_t peak_count, peak_bytes;
     uint64_t last_seq;         /* the last sequence number handed out */
     uint64_t dropped;          /* events refused because the queue was full */
+    uint64_t taken_seq;        /* the last popped event of the journal's own incarnation */
     journal_t *j;              /* events go here when set (atomic read) */
     int flush_req;             /* write what is queued now */
     int stop;
@@ -65,6 +66,10 @@ uint64_t queue_drop(queue_t *q);
  * all of one origin: queue_event_origin) and returns them as a list (NULL
  * when none). *n gets their count. */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
+/* The seq of the last event queue_pop took of those the attached journal
+ * records (not earlier starts'): the writer has written into no later one
+ * (journal_tidy). */
+uint64_t queue_taken_seq(queue_t *q);
 /* The incarnation a journal event was recorded in (earlier starts' files
  * hold other incarnations'); 0 for an event in memory (this one's). */
 int64_t queue_event_origin(const event_t *ev);

@@ -72,13 +72,26 @@ int w_stop_requested(writer_t *w, int *past_deadline)
 /* sleeps ms, waking early when a stop is asked */
 static void pause_ms(writer_t *w, int ms)
 {
-    struct timespec until;
+    int64_t end = mono_ms() + ms;
 
-    deadline_after(&until, ms);
-    pthread_mutex_lock(&w->smu);
-    while (!w->stop && pthread_cond_timedwait(&w->scv, &w->smu, &until) != ETIMEDOUT)
-        ;
-    pthread_mutex_unlock(&w->smu);
+    /* in steps of at most 20 ms: the journal's sealed segments go on
+     * to disk meanwhile (journal_tidy), so an outage keeps few in memory */
+    for (;;) {
+        struct timespec until;
+        int64_t left = end - mono_ms(), stop;
+        if (w->j)
+            journal_tidy(w->j, queue_taken_seq(w->q));
+        if (left <= 0)
+            return;
+        deadline_after(&until, left < 20 ? (int)left : 20);
+        pthread_mutex_lock(&w->smu);
+        while (!w->stop && pthread_cond_timedwait(&w->scv, &w->smu, &until) != ETIMEDOUT)
+            ;
+        stop = w->stop;
+        pthread_mutex_unlock(&w->smu);
+        if (stop)
+            return;
+    }
 }
 
 /* the next wait of the capped exponential backoff, with jitter (between

@@ -108,7 +108,8 @@ static void open_journal(writer_t *w)
 {
     char err[256] = "";
     journal_t *j = journal_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes,
-                                w->cfg.journal_sync_ms, err, sizeof err);
+                                w->cfg.journal_sync_ms, w->cfg.journal_memory_bytes, err,
+                                sizeof err);
 
     if (!j) {
         pthread_mutex_lock(&w->smu);
@@ -184,6 +185,13 @@ static void log_start(writer_t *w)
         return;
     }
     journal_get_stats(w->j, &js);
+    if (js.ram_dir[0])
+        w_log(w, WLOG_INFO, "journal: hooks write into memory files in %s (at most %llu bytes), "
+              "copied to %s", js.ram_dir, (unsigned long long)w->cfg.journal_memory_bytes,
+              w->spool_dir);
+    else
+        w_log(w, WLOG_WARNING, "journal: no memory files (%s); hooks write into the files in %s "
+              "directly", js.ram_error, w->spool_dir);
     if (w->recovered_n)
         w_log(w, WLOG_INFO, "%llu events in %s from earlier starts (%llu bytes of files): "
               "written first", (unsigned long long)w->recovered_n, w->spool_dir,
@@ -253,6 +261,8 @@ static void *writer_main(void *arg)
         int past = 0, stopping = w_stop_requested(w, &past);
 
         report_queue_drops(w);
+        if (w->j)
+            journal_tidy(w->j, queue_taken_seq(w->q));   /* sealed segments from memory to their disk files */
         if (w_partitioned(w) && w->schema_done && w->conn && mono_ms() >= w->upkeep_at_ms &&
             !stopping)
             (void)w_upkeep(w, 0, 0);
@@ -499,6 +509,9 @@ void writer_get_status(writer_t *w, writer_status_t *st)
         st->journal_sync_us = js.last_sync_us;
         st->spool_bytes = js.old_bytes;
         snprintf(st->journal_error, sizeof st->journal_error, "%s", js.error);
+        st->journal_memory_bytes = js.ram_segments * js.seg_bytes;
+        st->journal_disk_segments = js.ram_missed;
+        snprintf(st->journal_memory_error, sizeof st->journal_memory_error, "%s", js.ram_error);
     }
     pthread_mutex_unlock(&w->smu);
 }

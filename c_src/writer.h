@@ -38,6 +38,7 @@ typedef struct writer_config {
     int64_t retention_s;      /* partitions that ended this long ago are dropped; 0: never */
     int journal;              /* 1: events go to a journal in spool_dir (journal.h); 0: in memory */
     int journal_sync_ms;      /* the journal is synced to disk this often; 0: 1000 */
+    uint64_t journal_memory_bytes;   /* its segments in memory files at most; 0: none */
     int64_t compress_after_s; /* partitions that ended this long ago become columnar (compress.h); 0: never */
     int compress_every_ms;    /* how often the compressor looks; 0: 60000 */
 } writer_config_t;
@@ -73,6 +74,9 @@ typedef struct writer_status {
     char compress_error[256]; /* the compressor's last failure ("") */
     int64_t journal_sync_us;  /* wall clock of the last journal sync, 0: none */
     char journal_error[256];  /* why the journal is off or has no room ("") */
+    uint64_t journal_memory_bytes;  /* of its segments in memory files now */
+    uint64_t journal_disk_segments; /* segments made without a memory file */
+    char journal_memory_error[256]; /* why not (all or some of them), "" */
 } writer_status_t;
 
 typedef struct writer writer_t;

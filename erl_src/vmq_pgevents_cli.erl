@@ -145,13 +145,18 @@ status_rows(S, PerSecond) ->
         ++ [{"warning", binary_to_list(W)} || W <- maps:get(warnings, S, [])],
     [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].
 
-%% on, with its bytes on disk and the age of its last sync; or why not
+%% on, with its bytes on disk, in memory and the age of its last sync; or why not
 journal_text(#{journal := true, journal_bytes := B, journal_sync_age_us := Age} = S) ->
-    io_lib:format("on: ~b bytes on disk, synced ~.1f s ago~ts",
-                  [B, Age / 1.0e6, case maps:get(journal_error, S, <<>>) of
-                                       <<>> -> "";
-                                       E -> "; " ++ binary_to_list(E)
-                                   end]);
+    io_lib:format("on: ~b bytes on disk, ~b in memory~ts, synced ~.1f s ago~ts",
+                  [B, maps:get(journal_memory_bytes, S, 0),
+                   case maps:get(journal_memory_error, S, <<>>) of
+                       <<>> -> "";
+                       M -> " (" ++ binary_to_list(M) ++ ")"
+                   end,
+                   Age / 1.0e6, case maps:get(journal_error, S, <<>>) of
+                                    <<>> -> "";
+                                    E -> "; " ++ binary_to_list(E)
+                                end]);
 journal_text(#{journal_error := E}) when E =/= <<>> -> "off: " ++ binary_to_list(E);
 journal_text(_) -> "off".
 

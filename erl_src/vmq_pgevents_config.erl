@@ -38,7 +38,8 @@ read() ->
                     retention_s => period(retention, env(retention, "off")),
                     compress_after_s => compress_after(),
                     compress_every_ms => int(compress_every_ms, 10),
-                    journal_sync_ms => int(journal_sync_ms, 1)},
+                    journal_sync_ms => int(journal_sync_ms, 1),
+                    journal_memory_bytes => int(journal_memory_bytes, 0)},
         Config = case AutoCreate of
                      true -> Config0#{schema_sql => schema_sql()};
                      false -> Config0

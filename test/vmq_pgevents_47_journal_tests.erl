@@ -137,55 +137,79 @@ disk_limit_test_() ->
 %% returned is in the table, once. The child VM writes, per process, the
 %% number of its last returned call into a file (after the call returns).
 crash_test_() ->
-    {timeout, 300, fun() ->
-        T = "journal_crash",
-        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
-        Spool = pgev_app:spool_dir(T),
-        os:cmd("rm -rf '" ++ Spool ++ "'"),
-        Progress = filename:join(pgev_pg:dir(), "crash_progress"),
-        ok = file:write_file(Progress, <<0:(20 * 64)>>),
-        Erl = os:find_executable("erl"),
-        Pa = [filename:absname(D) || D <- [filename:dirname(code:which(vmq_pgevents)),
-                                           filename:dirname(code:which(?MODULE))]],
-        Args = ["-noshell", "-pa" | Pa] ++
-            ["-eval", "vmq_pgevents_47_journal_tests:crash_child([\"" ++ T ++ "\", \"" ++ Spool ++
-                 "\", \"" ++ Progress ++ "\"])"],
+    {timeout, 300, fun() -> crash("journal_crash", up) end}.
+
+%% The same with PostgreSQL stopped and the journal's sync in effect off
+%% (journal_sync_ms an hour): nothing of the ~80,000 events had reached the
+%% files in spool_dir (their first record is empty), they were only in the
+%% journal's memory files in /dev/shm, which outlive the killed VM; the next
+%% start reads them all.
+crash_memory_test_() ->
+    {timeout, 300, fun() -> crash("journal_crash_mem", down) end}.
+
+crash(T, Pg) ->
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+    Spool = pgev_app:spool_dir(T),
+    os:cmd("rm -rf '" ++ Spool ++ "'"),
+    Progress = filename:join(pgev_pg:dir(), "crash_progress"),
+    ok = file:write_file(Progress, <<0:(20 * 64)>>),
+    Erl = os:find_executable("erl"),
+    Pa = [filename:absname(D) || D <- [filename:dirname(code:which(vmq_pgevents)),
+                                       filename:dirname(code:which(?MODULE))]],
+    Args = ["-noshell", "-pa" | Pa] ++
+        ["-eval", "vmq_pgevents_47_journal_tests:crash_child([\"" ++ T ++ "\", \"" ++ Spool ++
+             "\", \"" ++ Progress ++ "\", \"" ++ atom_to_list(Pg) ++ "\"])"],
+    Pg =:= down andalso pgev_pg:stop(),
+    try
         Port = open_port({spawn_executable, Erl}, [{args, Args}, {line, 1000}, exit_status,
                                                    stderr_to_stdout]),
         OsPid = child_pid(Port),
         timer:sleep(4000),                        %% ~80,000 events
         #{} = child_status(Port),
         os:cmd("kill -9 " ++ OsPid),
-        receive {Port, {exit_status, _}} -> ok after 10000 -> error(child_not_killed) end,
-        {ok, Bin} = file:read_file(Progress),
-        Returned = [K || <<K:64>> <= Bin],
-        ?assert(lists:sum(Returned) > 40000),
-        %% the child's rows so far, then this VM reads its journal
-        Before = count(T, "count(*)"),
-        pgev_app:restart(T, []),
-        try
-            pgev_app:flush(),
-            After = count(T, "count(*)"),
-            io:format(user, "~n    kill -9: ~b calls had returned; ~b rows were in the table, "
-                      "~b after the restart~n", [lists:sum(Returned), Before, After]),
-            [begin
-                 C = "'crash-" ++ integer_to_list(I) ++ "'",
-                 %% 1..K all there, each once (what came after the last
-                 %% progress write may be there too)
-                 ?assertEqual(K, scalar("SELECT count(DISTINCT convert_from(payload, 'UTF8')::int) FROM " ++ T ++
-                                        " WHERE client_id = " ++ C ++ " AND convert_from(payload, 'UTF8')::int <= " ++
-                                        integer_to_list(K))),
-                 ?assertEqual(0, scalar("SELECT count(*) - count(DISTINCT payload) FROM " ++ T ++
-                                        " WHERE client_id = " ++ C))
-             end || {I, K} <- lists:zip(lists:seq(1, 20), Returned)],
-            %% the crashed incarnation: seq 1..n, no gap, nothing twice
-            ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ T ++
-                                   " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)"
-                                   " OR min(seq) <> 1) g"))
-        after
-            pgev_app:stop()
-        end
-    end}.
+        receive {Port, {exit_status, _}} -> ok after 10000 -> error(child_not_killed) end
+    after
+        Pg =:= down andalso pgev_pg:start()
+    end,
+    {ok, Bin} = file:read_file(Progress),
+    Returned = [K || <<K:64>> <= Bin],
+    ?assert(lists:sum(Returned) > 40000),
+    Pg =:= down andalso
+        begin
+            %% the files on disk hold none of it yet
+            Files = filelib:wildcard(filename:join(Spool, "journal-*.dat")),
+            ?assertNotEqual([], Files),
+            [?assertMatch({ok, <<0:32>>}, first4(F)) || F <- Files]
+        end,
+    %% the child's rows so far, then this VM reads its journal
+    Before = case Pg of up -> count(T, "count(*)"); down -> 0 end,   %% down: no table yet
+    pgev_app:restart(T, []),
+    try
+        pgev_app:flush(),
+        After = count(T, "count(*)"),
+        io:format(user, "~n    kill -9 (PostgreSQL ~s): ~b calls had returned; ~b rows were in the "
+                  "table, ~b after the restart~n", [Pg, lists:sum(Returned), Before, After]),
+        [begin
+             C = "'crash-" ++ integer_to_list(I) ++ "'",
+             %% 1..K all there, each once (what came after the last
+             %% progress write may be there too)
+             ?assertEqual(K, scalar("SELECT count(DISTINCT convert_from(payload, 'UTF8')::int) FROM " ++ T ++
+                                    " WHERE client_id = " ++ C ++ " AND convert_from(payload, 'UTF8')::int <= " ++
+                                    integer_to_list(K))),
+             ?assertEqual(0, scalar("SELECT count(*) - count(DISTINCT payload) FROM " ++ T ++
+                                    " WHERE client_id = " ++ C))
+         end || {I, K} <- lists:zip(lists:seq(1, 20), Returned)],
+        %% the crashed incarnation: seq 1..n, no gap, nothing twice
+        ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ T ++
+                               " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)"
+                               " OR min(seq) <> 1) g"))
+    after
+        pgev_app:stop()
+    end.
+
+first4(File) ->
+    {ok, F} = file:open(File, [read, raw, binary]),
+    try file:pread(F, 0, 4) after file:close(F) end.
 
 child_pid(Port) ->
     receive
@@ -199,9 +223,9 @@ child_status(Port) ->
     receive {Port, {exit_status, S}} -> error({child_exited, S}) after 0 -> #{} end.
 
 %% in the child VM
-crash_child([T, Spool, Progress]) ->
+crash_child([T, Spool, Progress, Pg]) ->
     logger:set_primary_config(level, error),
-    pgev_app:restart(T, [{spool_dir, Spool}]),
+    pgev_app:restart(T, [{spool_dir, Spool} | [{journal_sync_ms, 3600000} || Pg =:= "down"]]),
     io:format("pid ~s~n", [os:getpid()]),
     [spawn(fun() -> crash_stream(I, Progress) end) || I <- lists:seq(1, 20)],
     timer:sleep(infinity).

@@ -8,6 +8,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "buf.h"
@@ -19,6 +20,9 @@
 #include "queue.h"
 #include "crc32c.h"
 #include "journal.h"
+#include "journal_int.h"
+
+#define MEM (64u << 20)   /* journal_memory_bytes of the journal tests */
 #include "recover.h"
 #include "text.h"
 #include "writer.h"
@@ -426,7 +430,7 @@ static size_t count_files(const char *dir, const char *prefix)
     FILE *p;
     size_t n = 0;
 
-    snprintf(cmd, sizeof cmd, "ls '%s' | grep -c '^%s' 2>/dev/null", dir, prefix);
+    snprintf(cmd, sizeof cmd, "ls '%s' 2>/dev/null | grep -c '^%s'", dir, prefix);
     p = popen(cmd, "r");
     if (p) {
         if (fscanf(p, "%zu", &n) != 1)
@@ -497,7 +501,7 @@ typedef struct readback {
 static void read_back(const char *dir, int64_t inc, size_t batch, readback_t *rb)
 {
     char err[256] = "";
-    journal_t *j = journal_open(dir, inc, 16u << 20, 1000, err, sizeof err);
+    journal_t *j = journal_open(dir, inc, 16u << 20, 1000, MEM, err, sizeof err);
     queue_t q;
     event_t *got, *ev;
     size_t n;
@@ -599,9 +603,9 @@ static void test_journal(void)
 
     CHECK(crc32c("123456789", 9) == 0xE3069283u);   /* the standard check value */
     CHECK(mkdtemp(dir) != NULL);
-    CHECK(journal_open(dir, 7, 1 << 20, 1000, err, sizeof err) == NULL &&
+    CHECK(journal_open(dir, 7, 1 << 20, 1000, MEM, err, sizeof err) == NULL &&
           strstr(err, "too small"));
-    j = journal_open(dir, 7, 4u << 20, 50, err, sizeof err);   /* 1 MiB segments, 4 at most */
+    j = journal_open(dir, 7, 4u << 20, 50, MEM, err, sizeof err);   /* 1 MiB segments, 4 at most */
     CHECK(j != NULL);
     if (!j)
         return;
@@ -664,7 +668,7 @@ static void test_journal(void)
      * written, in order, nothing written before (marked so on disk) */
     {
         char err2[256] = "";
-        journal_t *j2 = journal_open(dir, 8, 1u << 30, 1000, err2, sizeof err2);
+        journal_t *j2 = journal_open(dir, 8, 1u << 30, 1000, MEM, err2, sizeof err2);
         queue_t q2;
         uint64_t first = 0, last = 0, count = 0;
         CHECK(j2 != NULL && queue_init(&q2, 10, 1000, 1) == 0);
@@ -716,7 +720,7 @@ static void test_journal_damage(void)
     FILE *f;
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 9, 8u << 20, 1000, err, sizeof err);
+    j = journal_open(dir, 9, 8u << 20, 1000, MEM, err, sizeof err);
     CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
     if (!j)
         return;
@@ -748,7 +752,7 @@ static void test_journal_damage(void)
     }
     {
         char err2[256] = "";
-        journal_t *j2 = journal_open(dir, 10, 1u << 30, 1000, err2, sizeof err2);
+        journal_t *j2 = journal_open(dir, 10, 1u << 30, 1000, MEM, err2, sizeof err2);
         queue_t q2;
         journal_stats_t js;
         CHECK(j2 != NULL && queue_init(&q2, 10, 1000, 1) == 0);
@@ -774,6 +778,182 @@ static void test_journal_damage(void)
     CHECK(system(cmd) == 0);
 }
 
+/* a child process writes n events into a journal on dir and dies without
+ * closing it (as a kill -9 would leave it); sleep_ms after the first
+ * `first` of them. 1: it wrote them all */
+static int child_writes(const char *dir, int64_t inc, int first, int n, int sync_ms, int sleep_ms)
+{
+    pid_t pid = fork();
+    int status = 0;
+
+    if (pid == 0) {
+        char err[256];
+        journal_t *j = journal_open(dir, inc, 16u << 20, sync_ms, MEM, err, sizeof err);
+        queue_t q;
+        event_in_t in;
+        uint64_t seq;
+        char payload[600];
+        int i;
+        if (!j || queue_init(&q, 10, 1000, 1) != 0)
+            _exit(2);
+        queue_attach_journal(&q, j);
+        memset(payload, 'r', sizeof payload);
+        for (i = 0; i < n; i++) {
+            if (i == first)
+                usleep((useconds_t)sleep_ms * 1000);
+            event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
+            in.f[F_CLIENT_ID] = (span_t){"rc", 2, 1};
+            in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+            if (queue_add(&q, &in, &seq) != 0)
+                _exit(3);
+        }
+        _exit(0);   /* no journal_close: the files stay as a killed VM leaves them */
+    }
+    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
+           WEXITSTATUS(status) == 0;
+}
+
+/* the events a new start (incarnation inc) reads from dir: their number,
+ * 1..count in order with their payload intact in *ok; all written */
+static uint64_t read_all(const char *dir, int64_t inc, int *ok, journal_stats_t *js)
+{
+    char err[256] = "";
+    journal_t *j = journal_open(dir, inc, 1u << 30, 1000, MEM, err, sizeof err);
+    queue_t q;
+    event_t *got, *ev;
+    uint64_t count = 0;
+    size_t n;
+    char payload[600];
+
+    memset(payload, 'r', sizeof payload);
+    *ok = j != NULL && queue_init(&q, 10, 1000, 1) == 0;
+    if (!*ok)
+        return 0;
+    journal_get_stats(j, js);
+    queue_attach_journal(&q, j);
+    while ((got = queue_pop(&q, 700, 0, &n)) != NULL) {
+        for (ev = got; ev; ev = ev->next) {
+            count++;
+            *ok &= ev->seq == count && ev->ts_us == (int64_t)(999 + count) &&
+                   ev->len[F_PAYLOAD] == (int32_t)sizeof payload &&
+                   memcmp(event_field(ev, F_PAYLOAD), payload, sizeof payload) == 0;
+        }
+        event_free_list(got);   /* written: released */
+    }
+    queue_settled(&q);
+    (void)queue_detach_journal(&q, &n);
+    journal_close(j);
+    queue_destroy(&q);
+    return count;
+}
+
+/* The memory files (journal_ram.c). The hooks write into files in
+ * /dev/shm beside the disk files: a killed process leaves them and the
+ * next start reads every event from them, though no sync ran; without them
+ * (a reboot, a power loss) what the last sync wrote is read. In the
+ * process: sealed segments go to their disk files (journal_tidy) and their
+ * events stay readable where they were; at most journal_memory_bytes of
+ * segments are in memory; with 0, none. */
+static void test_journal_ram(void)
+{
+    char dir[] = "/tmp/vmq_pgevents_ram_test.XXXXXX", ram[64] = "", why[256] = "", cmd[300];
+    char err[256] = "";
+    journal_stats_t js;
+    int ok;
+    uint64_t got;
+
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK(ram_dir_for(dir, ram, sizeof ram, why, sizeof why) == 0);
+    if (!ram[0]) {
+        fprintf(stderr, "no memory files here: %s\n", why);
+        return;
+    }
+    /* killed: no sync ran (sync_ms an hour), 5,000 events in two segments */
+    CHECK(child_writes(dir, 20, 5000, 5000, 3600000, 0));
+    CHECK(count_files(ram, "journal-20-") >= 2 && count_files(dir, "journal-20-") >= 2);
+    got = read_all(dir, 21, &ok, &js);
+    CHECK(ok && got == 5000 && js.recovered == 5000 && js.corrupt == 0 && js.unreadable == 0);
+    CHECK(count_files(dir, "journal-") == 0 && count_files(ram, "journal-") == 0);
+    CHECK(strcmp(js.ram_dir, ram) == 0 && js.ram_error[0] == '\0');
+
+    /* killed, then its memory files lost (a reboot): 2,000 events, the
+     * syncs (every 50 ms) for 300 ms, 1,000 more and the end at once */
+    CHECK(child_writes(dir, 22, 2000, 3000, 50, 300));
+    snprintf(cmd, sizeof cmd, "rm -f '%s'/journal-22-*", ram);
+    CHECK(system(cmd) == 0);
+    got = read_all(dir, 23, &ok, &js);
+    CHECK(ok && got >= 2000 && got <= 3000 && js.recovered == got);
+    if (!(got >= 2000 && got <= 3000))
+        fprintf(stderr, "after a lost memory file: %llu events\n", (unsigned long long)got);
+    CHECK(count_files(dir, "journal-") == 0);
+
+    /* in the process: 9,000 events (16 MiB at most, 2 MiB segments) with
+     * nothing written; never more than 8 MiB (4) in memory; tidied: only
+     * the one in use and the spares; every event read back intact */
+    {
+        journal_t *j = journal_open(dir, 24, 16u << 20, 3600000, 8u << 20, err, sizeof err);
+        queue_t q;
+        event_in_t in;
+        event_t *list, *ev;
+        uint64_t seq, count = 0;
+        size_t n;
+        char payload[600];
+        int i, rc = 0;
+        memset(payload, 'r', sizeof payload);
+        CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
+        if (!j)
+            return;
+        queue_attach_journal(&q, j);
+        for (i = 0; i < 9000 && rc == 0; i++) {
+            event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
+            in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+            rc = queue_add(&q, &in, &seq);
+            if (i % 1000 == 999)
+                usleep(20000);   /* the journal thread makes spares */
+        }
+        journal_get_stats(j, &js);
+        CHECK(rc == 0 && js.segments >= 4 && js.ram_segments <= 4 && js.no_room == 0);
+        /* past 4: made on disk only, counted */
+        CHECK(js.ram_missed == 0 || js.segments > 4);
+        usleep(100000);   /* the journal thread writes the sealed ones to disk */
+        journal_tidy(j, queue_taken_seq(&q));
+        journal_get_stats(j, &js);
+        CHECK(js.ram_segments <= 1 + SPARES);
+        if (js.ram_segments > 1 + SPARES)
+            fprintf(stderr, "tidied: %llu segments in memory\n", (unsigned long long)js.ram_segments);
+        ok = 1;
+        while ((list = queue_pop(&q, 1000, 0, &n)) != NULL) {
+            for (ev = list; ev; ev = ev->next) {
+                count++;
+                ok &= ev->seq == count && ev->len[F_PAYLOAD] == (int32_t)sizeof payload &&
+                      memcmp(event_field(ev, F_PAYLOAD), payload, sizeof payload) == 0;
+            }
+            event_free_list(list);
+        }
+        queue_settled(&q);
+        CHECK(ok && count == 9000);
+        (void)queue_detach_journal(&q, &n);
+        journal_close(j);
+        queue_destroy(&q);
+    }
+    CHECK(count_files(dir, "journal-") == 0);
+    CHECK(access(ram, F_OK) != 0);   /* its directory too, once empty */
+    /* journal_memory_bytes 0: no memory files, the reason in the stats */
+    {
+        journal_t *j = journal_open(dir, 25, 16u << 20, 1000, 0, err, sizeof err);
+        CHECK(j != NULL);
+        if (j) {
+            journal_get_stats(j, &js);
+            CHECK(js.ram_dir[0] == '\0' && js.ram_segments == 0 && js.ram_missed >= 1 &&
+                  strstr(js.ram_error, "journal_memory_bytes is 0") != NULL);
+            CHECK(access(ram, F_OK) != 0 && count_files(dir, "journal-25-") >= 1);
+            journal_close(j);
+        }
+    }
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* The disk refuses space (here: RLIMIT_FSIZE, as a full disk would with
  * ENOSPC): a segment cannot be made; the error is in the stats, events
  * beyond what is already allocated are counted drops, nothing crashes. */
@@ -794,10 +974,10 @@ static void test_journal_no_space(void)
     small = old;
     small.rlim_cur = 512 * 1024;
     CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
-    CHECK(journal_open(dir, 11, 64u << 20, 1000, err, sizeof err) == NULL &&
+    CHECK(journal_open(dir, 11, 64u << 20, 1000, MEM, err, sizeof err) == NULL &&
           strstr(err, "cannot allocate") != NULL);
     setrlimit(RLIMIT_FSIZE, &old);
-    j = journal_open(dir, 11, 16u << 20, 1000, err, sizeof err);   /* 2 MiB segments: 3 made */
+    j = journal_open(dir, 11, 16u << 20, 1000, MEM, err, sizeof err);   /* 2 MiB segments: 3 made */
     CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
     if (!j)
         return;
@@ -898,7 +1078,7 @@ static void test_queue_race(void)
 
     race(NULL);
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 9, 256u << 20, 1000, err, sizeof err);
+    j = journal_open(dir, 9, 256u << 20, 1000, MEM, err, sizeof err);
     CHECK(j != NULL);
     if (!j)
         return;
@@ -911,6 +1091,7 @@ int main(void)
 {
     test_journal();
     test_journal_no_space();
+    test_journal_ram();
     test_journal_damage();
     test_recover_legacy();
     test_filters();

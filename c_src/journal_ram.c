@@ -1,0 +1,292 @@
+/* journal_ram.c - the memory side of the journal's segments (see
+ * journal.h). A segment the hooks write into is a file in a tmpfs
+ * directory (ram_dir, /dev/shm) mapped shared, beside its file on disk: a
+ * tmpfs page is never written back, so no sync and no writeback ever
+ * write-protects a page a hook stores into (on a disk file, each sync
+ * did, and the hook's next store faulted). The disk file is written with
+ * pwrite, never through the VM's mappings: the committed part every
+ * sync_ms by the sync thread (what a power loss can take, as before), the
+ * whole segment by the journal thread once it is sealed (ram_bulk); the
+ * writer then maps the disk file at the same address and removes the
+ * memory file (ram_settle), so a backlog of any size is on disk and only
+ * a few segments are in memory.
+ *
+ * A kill -9 leaves both files; the memory one is the newer and the next
+ * start copies it over the disk one before reading (ram_recover). A power
+ * loss or a reboot loses the memory files: what the last sync wrote stays. */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <sys/vfs.h>
+#include <unistd.h>
+
+#include "be32.h"
+#include "journal_int.h"
+
+#define RAM_ROOT "/dev/shm"
+#define TMPFS_MAGIC_ 0x01021994
+
+/* the memory files' directory of the spool directory dir: one per
+ * directory (its real path's FNV-1a hash), so a restart finds it */
+int ram_dir_for(const char *dir, char *out, size_t outlen, char *why, size_t whylen)
+{
+    char real[PATH_MAX];
+    uint64_t h = 1469598103934665603ull;
+    const unsigned char *p;
+    struct statfs sf;
+
+    out[0] = '\0';
+    if (!realpath(dir, real)) {
+        snprintf(why, whylen, "cannot resolve %s: %s", dir, strerror(errno));
+        return -1;
+    }
+    if (statfs(RAM_ROOT, &sf) != 0) {
+        snprintf(why, whylen, "%s: %s", RAM_ROOT, strerror(errno));
+        return -1;
+    }
+    if ((unsigned long)sf.f_type != TMPFS_MAGIC_) {
+        snprintf(why, whylen, "%s is not a tmpfs", RAM_ROOT);
+        return -1;
+    }
+    for (p = (const unsigned char *)real; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    snprintf(out, outlen, "%s/vmq_pgevents-%016llx", RAM_ROOT, (unsigned long long)h);
+    if (mkdir(out, 0700) != 0 && errno != EEXIST) {
+        snprintf(why, whylen, "cannot make %s: %s", out, strerror(errno));
+        out[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+/* s (its disk file made) gets a memory file of the same size, mapped
+ * shared; its pages are allocated now (a full tmpfs is an error here,
+ * never a SIGBUS on the hook path). 0, or -1 and err */
+int ram_attach(journal_t *j, jseg_t *s, char *err, size_t errlen)
+{
+    const char *name = strrchr(s->path, '/');
+    int fd, rc;
+    void *m;
+
+    snprintf(s->ram_path, sizeof s->ram_path, "%s%s", j->ram_dir, name ? name : "/x");
+    fd = open(s->ram_path, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0) {
+        snprintf(err, errlen, "cannot make %s: %s", s->ram_path, strerror(errno));
+        return -1;
+    }
+    rc = posix_fallocate(fd, 0, (off_t)s->cap);
+    if (rc != 0) {
+        snprintf(err, errlen, "cannot allocate %zu bytes in %s: %s", s->cap, j->ram_dir,
+                 strerror(rc));
+        goto fail;
+    }
+    m = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (m == MAP_FAILED) {
+        snprintf(err, errlen, "cannot map %s: %s", s->ram_path, strerror(errno));
+        goto fail;
+    }
+    s->base = m;
+    s->ram_fd = fd;
+    __atomic_add_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
+    return 0;
+fail:
+    close(fd);
+    unlink(s->ram_path);
+    s->ram_path[0] = '\0';
+    return -1;
+}
+
+/* the end of the records from `from` on whose hooks have committed them
+ * (a record being written, its magic not yet stored, ends the walk);
+ * *last: the offset of the last of them */
+size_t ram_committed(const jseg_t *s, size_t from, size_t *last)
+{
+    size_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE), off = from;
+    uint32_t w;
+
+    memcpy(&w, "VPGW", 4);
+    *last = from;
+    while (off + JOURNAL_HDR <= used) {
+        const unsigned char *rec = s->base + off;
+        uint32_t m = __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE);
+        uint32_t size;
+        if (m != magic_word() && m != w)
+            break;
+        size = get32(rec + 12);
+        if (size < JOURNAL_HDR || size > used - off)
+            break;
+        *last = off;
+        off += size;
+    }
+    return off;
+}
+
+/* bytes [from, to) of the mapping to the same place in fd */
+static int copy_out(int fd, const unsigned char *base, size_t from, size_t to)
+{
+    while (from < to) {
+        ssize_t n = pwrite(fd, base + from, to - from, (off_t)from);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        from += (size_t)n;
+    }
+    return 0;
+}
+
+/* sync thread: the committed records not yet on disk are written there
+ * and synced; 1 when the segment's disk file holds all of it (synced) */
+int ram_sync(jseg_t *s, int sealed)
+{
+    size_t last, from, to;
+
+    if (sealed && __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE))
+        return fdatasync(s->fd) == 0 ? 1 : -1;   /* ram_bulk wrote it all */
+    from = __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE);
+    to = ram_committed(s, from, &last);
+    if (to == s->copied_end)
+        return 0;   /* nothing new: an idle broker writes nothing */
+    if (copy_out(s->fd, s->base, from, to) != 0 || fdatasync(s->fd) != 0)
+        return -1;
+    s->copied_end = to;
+    /* all but the last record copied are final as copied (its next is set
+     * only when the one after it is queued): the next copy starts at it */
+    __atomic_store_n(&s->copied, last, __ATOMIC_RELEASE);
+    return 0;
+}
+
+/* The journal thread: a sealed segment whose every record is committed
+ * and linked (the last one's next is set when the following segment's
+ * first event is queued) is written whole to its disk file, which then
+ * holds exactly what the memory file does until the writer touches one of
+ * its events (journal_tidy decides by their seq). 1: done */
+int ram_bulk(jseg_t *s)
+{
+    size_t last, end = ram_committed(s, 0, &last);
+    const event_t *ev = (const event_t *)(const void *)(s->base + last + JOURNAL_HDR);
+
+    if (end != s->used || end == 0 || !__atomic_load_n(&ev->next, __ATOMIC_ACQUIRE))
+        return 0;
+    /* what the sync thread copied before is unchanged since (above) */
+    if (copy_out(s->fd, s->base, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE), s->used) != 0)
+        return 0;
+    __atomic_store_n(&s->bulk, 1, __ATOMIC_RELEASE);
+    return 1;
+}
+
+/* The writer, for a segment ram_bulk wrote none of whose events it has
+ * taken yet (so nothing in it changed since): its disk file takes the
+ * memory file's place at the same address (the events' pointers stay
+ * valid), and the memory file goes. 0, or -1: it stays in memory. */
+int ram_settle(journal_t *j, jseg_t *s)
+{
+    void *m = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+
+    if (m == MAP_FAILED)
+        return -1;
+    if (mremap(m, s->cap, s->cap, MREMAP_MAYMOVE | MREMAP_FIXED, s->base) == MAP_FAILED) {
+        munmap(m, s->cap);
+        return -1;
+    }
+    unlink(s->ram_path);
+    close(s->ram_fd);
+    s->ram_fd = -1;
+    s->ram_path[0] = '\0';
+    __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+/* at close: unmapped already; keep: its disk file gets all of it first */
+void ram_free(journal_t *j, jseg_t *s, int keep)
+{
+    if (s->ram_fd < 0)
+        return;
+    if (keep) {
+        void *m = mmap(NULL, s->cap, PROT_READ, MAP_SHARED, s->ram_fd, 0);
+        /* what the hooks took; the rest is zeros in both */
+        if (m == MAP_FAILED || copy_out(s->fd, m, 0, s->used) != 0) {
+            /* left in memory: the next start copies it */
+            if (m != MAP_FAILED)
+                munmap(m, s->cap);
+            close(s->ram_fd);
+            s->ram_fd = -1;
+            __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
+            return;
+        }
+        munmap(m, s->cap);
+    }
+    unlink(s->ram_path);
+    close(s->ram_fd);
+    s->ram_fd = -1;
+    __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
+}
+
+/* the bytes of m up to its last one that is not zero, 8-aligned */
+static size_t used_bytes(const unsigned char *m, size_t size)
+{
+    size_t n = size & ~(size_t)7;
+    uint64_t w;
+
+    while (n >= 8) {
+        memcpy(&w, m + n - 8, 8);
+        if (w)
+            break;
+        n -= 8;
+    }
+    return n;
+}
+
+/* At open, before the disk files are read: each memory file an earlier
+ * start left (it was killed) is copied over its disk file, synced, and
+ * removed. A file that cannot be copied stays (counted, err). */
+void ram_recover(const char *ram_dir, const char *dir, uint64_t *unreadable, char *err,
+                 size_t errlen)
+{
+    DIR *d = opendir(ram_dir);
+    struct dirent *e;
+
+    if (!d)
+        return;
+    while ((e = readdir(d)) != NULL) {
+        char from[4400], to[8200];
+        struct stat sb;
+        int in, out = -1, ok = 0;
+        void *m = MAP_FAILED;
+
+        if (strncmp(e->d_name, "journal-", 8) != 0)
+            continue;
+        snprintf(from, sizeof from, "%s/%s", ram_dir, e->d_name);
+        snprintf(to, sizeof to, "%s/%s", dir, e->d_name);
+        in = open(from, O_RDONLY | O_CLOEXEC);
+        if (in >= 0 && fstat(in, &sb) == 0) {
+            out = open(to, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+            if (sb.st_size > 0)
+                m = mmap(NULL, (size_t)sb.st_size, PROT_READ, MAP_SHARED, in, 0);
+            ok = out >= 0 && (sb.st_size == 0 ||
+                              (m != MAP_FAILED &&
+                               copy_out(out, m, 0, used_bytes(m, (size_t)sb.st_size)) == 0)) &&
+                 fdatasync(out) == 0;
+            if (m != MAP_FAILED)
+                munmap(m, (size_t)sb.st_size);
+        }
+        if (out >= 0)
+            close(out);
+        if (in >= 0)
+            close(in);
+        if (ok) {
+            unlink(from);
+        } else {
+            (*unreadable)++;
+            snprintf(err, errlen, "cannot copy %s to %s: %s", from, dir, strerror(errno));
+        }
+    }
+    closedir(d);
+}
