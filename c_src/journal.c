@@ -343,23 +343,42 @@ void journal_release(event_t *ev)
     __atomic_sub_fetch(&s->live, 1, __ATOMIC_RELEASE);
 }
 
+/* a sealed segment journal_tidy has work for (mu held) */
+static int untidy(const jseg_t *s, uint64_t taken_seq)
+{
+    if (s->tidying || __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0)
+        return 0;
+    if (s->ram_fd < 0)
+        return !s->recovered && !s->remapped;
+    return __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) &&
+           ((const event_t *)(const void *)(s->base + JOURNAL_HDR))->seq > taken_seq;
+}
+
 void journal_tidy(journal_t *j, uint64_t taken_seq)
 {
     for (;;) {
         jseg_t *s;
-        int rc = -1;
+        int rc;
 
         pthread_mutex_lock(&j->mu);
         for (s = j->sealed; s; s = s->next)
-            if (s->ram_fd >= 0 && __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) && !s->tidying && __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) > 0 &&
-                ((const event_t *)(const void *)(s->base + JOURNAL_HDR))->seq > taken_seq)
+            if (untidy(s, taken_seq))
                 break;
         if (s)
             s->tidying = 1;
         pthread_mutex_unlock(&j->mu);
         if (!s)
             return;
-        rc = ram_settle(j, s);
+        if (s->ram_fd >= 0) {
+            rc = ram_settle(j, s);
+        } else {
+            /* made on disk only: the hooks wrote into it through the
+             * mapping; mapped afresh (the same file, so nothing can be
+             * lost, whoever writes meanwhile), its pages are no longer
+             * mapped dirty, and writing them back flushes no TLB */
+            rc = seg_remap(s);
+            s->remapped = 1;   /* once, even if it failed */
+        }
         pthread_mutex_lock(&j->mu);
         s->tidying = 0;
         pthread_mutex_unlock(&j->mu);

@@ -92,7 +92,8 @@ void journal_release(event_t *ev);
  * memory that the journal thread wrote to its disk file, and none of whose
  * events the writer has taken yet (seq above taken_seq, queue_taken_seq:
  * the writer writes into the events it takes, and only into those), is
- * mapped from its disk file in its place (journal_ram.c). */
+ * mapped from its disk file in its place (journal_ram.c); a sealed segment
+ * made on disk only is mapped afresh, once. */
 void journal_tidy(journal_t *j, uint64_t taken_seq);
 /* the incarnation of the events this journal takes (not of earlier starts') */
 int64_t journal_incarnation(const journal_t *j);

@@ -48,6 +48,7 @@ typedef struct jseg {
     size_t copied_end;           /* sync thread: ... and its last copy ended here */
     int bulk;                    /* atomic: the copy thread wrote all of it to disk (ram_bulk) */
     int tidying;                 /* under mu: the writer is settling it; not synced meanwhile */
+    int remapped;                /* writer: made on disk only, mapped afresh once sealed */
     char path[4096];
     char ram_path[4200];
 } jseg_t;
@@ -125,6 +126,9 @@ size_t ram_committed(const jseg_t *s, size_t from, size_t *last);
 int ram_sync(jseg_t *s, int sealed);
 int ram_bulk(jseg_t *s);
 int ram_settle(journal_t *j, jseg_t *s);
+/* s's disk file mapped afresh at the same address (the old mapping's page
+ * table entries dropped, the contents the same); 0 or -1 */
+int seg_remap(jseg_t *s);
 void ram_free(journal_t *j, jseg_t *s, int keep);
 void ram_recover(const char *ram_dir, const char *dir, uint64_t *unreadable, char *err,
                  size_t errlen);

@@ -188,6 +188,18 @@ int ram_bulk(jseg_t *s)
  * valid), and the memory file goes. 0, or -1: it stays in memory. */
 int ram_settle(journal_t *j, jseg_t *s)
 {
+    if (seg_remap(s) != 0)
+        return -1;
+    unlink(s->ram_path);
+    close(s->ram_fd);
+    s->ram_fd = -1;
+    s->ram_path[0] = '\0';
+    __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
+    return 0;
+}
+
+int seg_remap(jseg_t *s)
+{
     void *m = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
 
     if (m == MAP_FAILED)
@@ -196,11 +208,6 @@ int ram_settle(journal_t *j, jseg_t *s)
         munmap(m, s->cap);
         return -1;
     }
-    unlink(s->ram_path);
-    close(s->ram_fd);
-    s->ram_fd = -1;
-    s->ram_path[0] = '\0';
-    __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
     return 0;
 }
 
