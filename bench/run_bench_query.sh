@@ -91,21 +91,25 @@ time_query() {
 
 # queries STATE: the README's questions timed; JSON in json_q
 queries() {
-    local END CLIENT NODE INC CONN i n ms
+    local END DAY_AGO HOUR_AGO CLIENT NODE INC CONN i n ms
     END=$(sql "SELECT max(ts) FROM $T")    # the data's own clock: its last event stands for now
+    # time bounds as literals, as a DBA types them for a past period:
+    # columnar skips chunks by constants, not by expressions (README)
+    DAY_AGO=$(sql "SELECT '$END'::timestamptz - interval '1 day'")
+    HOUR_AGO=$(sql "SELECT '$END'::timestamptz - interval '1 hour'")
     CLIENT=device-000042
     read -r NODE INC CONN < <(sql "SELECT node, incarnation, conn_id FROM ${T}_connections WHERE client_id = '$CLIENT'
                                     ORDER BY events DESC LIMIT 1" | tr '|' ' ')
     names=() queries=() targets=()
     q() { names+=("$1"); targets+=("$2"); queries+=("$3"); }
     q "timeline: one client, all its events" 50 "SELECT * FROM ${T}_timeline('$CLIENT')"
-    q "timeline: one client, last day" 50 "SELECT * FROM ${T}_timeline('$CLIENT', '$END'::timestamptz - interval '1 day')"
+    q "timeline: one client, last day" 50 "SELECT * FROM ${T}_timeline('$CLIENT', '$DAY_AGO')"
     q "connections of one client" 50 "SELECT * FROM ${T}_connections WHERE client_id = '$CLIENT'"
     q "one connection's events" 50 "SELECT * FROM ${T}_connection('$NODE', $INC, $CONN)"
     # a journey over compressed rows scans them per publish (README): hot only
-    [ "$1" = hot ] && q "journey: one client's publishes, last day" "" "SELECT * FROM ${T}_journey('$CLIENT', '$END'::timestamptz - interval '1 day')"
-    q "last hour's counts per hook" 1000 "SELECT hook, count(*) FROM $T WHERE ts > '$END'::timestamptz - interval '1 hour' GROUP BY hook"
-    q "failed logins, last day" 1000 "SELECT * FROM ${T}_failed_logins('$END'::timestamptz - interval '1 day')"
+    [ "$1" = hot ] && q "journey: one client's publishes, last day" "" "SELECT * FROM ${T}_journey('$CLIENT', '$DAY_AGO')"
+    q "last hour's counts per hook" 1000 "SELECT hook, count(*) FROM $T WHERE ts > '$HOUR_AGO' GROUP BY hook"
+    q "failed logins, last day" 1000 "SELECT * FROM ${T}_failed_logins('$DAY_AGO')"
     echo "== queries on $1 partitions ($RUNS runs each, median; $CLIENT, connection $CONN)"
     printf '%-44s %10s %8s %8s\n' query ms rows target
     json_q=""
@@ -132,8 +136,7 @@ sizes() {
         printf '%-40s %14s %12s\n' "$what" "$bytes" "$per"
         json_s+="${json_s:+,}\"$what\": $per"
     done < <(sql "
-        WITH leaves AS (SELECT relid, CASE WHEN relid::regclass::text LIKE '%\_c' AND am.amname = 'columnar'
-                                           THEN 'columnar' WHEN relid::regclass::text ~ '_p[0-9]+_l$'
+        WITH leaves AS (SELECT relid, CASE WHEN am.amname = 'columnar' THEN 'columnar' WHEN relid::regclass::text ~ '_p[0-9]+_l$'
                                            THEN 'logins heap' ELSE 'heap' END AS part
                         FROM pg_partition_tree('$T') t JOIN pg_class c ON c.oid = t.relid
                         LEFT JOIN pg_am am ON am.oid = c.relam WHERE t.isleaf)

@@ -199,6 +199,11 @@ DECLARE
   -- a whole chunk: ~10 ms)
   logins constant text := '''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5''';
   i integer;
+  k integer;
+  leaves integer;
+  -- rows per columnar table (below); a DBA may set vmq_pgevents.compress_leaf_rows
+  leaf_rows constant bigint := coalesce(nullif(current_setting('vmq_pgevents.compress_leaf_rows', true), '')::bigint,
+                                        2000000);
   locked boolean := false;
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(quote_ident(tbl))) THEN
@@ -242,8 +247,34 @@ BEGIN
     EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS, CONSTRAINT %I CHECK (ts >= %L AND ts < %L)) '
                    'PARTITION BY LIST (hook)', tmp, tbl, tmp || '_period', r.lo, r.hi);
     EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES IN (%s)', tmp || '_l', tmp, logins);
-    EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT USING columnar', tmp || '_c', tmp);
-    EXECUTE format('INSERT INTO %I (%s) SELECT %s FROM %I ORDER BY client_id, ts, node, incarnation, seq',
+    -- the columnar part, split by a hash of client_id into 1 to 10
+    -- tables (<partition>_0 to _9) of at most leaf_rows rows each where it
+    -- can: a client's question reads one of them, and columnar reads the
+    -- metadata of every chunk of a table it scans (a 50-million-row day
+    -- in one table: ~35 ms of it per question)
+    EXECUTE format('SELECT count(*) FROM %I', r.name) INTO n;
+    leaves := least(10, greatest(1, ceil(n::numeric / leaf_rows)))::integer;
+    EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT PARTITION BY HASH (client_id)', tmp || '_c', tmp);
+    FOR k IN 0..leaves - 1 LOOP
+      EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES WITH (MODULUS %s, REMAINDER %s) USING columnar',
+                     tmp || '_' || k, tmp || '_c', leaves, k);
+      -- no statistics on ts and client_id: columnar skips chunks by a
+      -- column's minimum and maximum only when the column's statistics
+      -- say it is in table order (columnar.qual_pushdown_correlation_threshold),
+      -- or when it has none. Rows go in by quarter of a day, then client,
+      -- so each is in order where it matters but client_id not in the
+      -- whole table's order
+      EXECUTE format('ALTER TABLE %I ALTER COLUMN ts SET STATISTICS 0, ALTER COLUMN client_id SET STATISTICS 0',
+                     tmp || '_' || k);
+    END LOOP;
+    -- by quarter of a day (UTC), then client and time: a time range reads
+    -- the chunks of its quarters only (an hour: a quarter of a day's rows),
+    -- and a client's rows are together in each quarter (one or two chunks
+    -- of 10,000 rows each). Measured on a day of 50 million rows: by hour
+    -- a client's day read 24 chunks (~75 ms); by client alone an hour read
+    -- the whole day (~2.2 s)
+    EXECUTE format('INSERT INTO %I (%s) SELECT %s FROM %I '
+                   'ORDER BY date_bin(''6 hours'', ts, ''2000-01-01 00:00+00''), client_id, ts, node, incarnation, seq',
                    tmp, cols, cols, r.name);
     GET DIAGNOSTICS n = ROW_COUNT;
     PERFORM vmq_pgevents_cold_indexes(tmp || '_l');
@@ -280,6 +311,10 @@ BEGIN
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i], names[i]);
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_l', names[i] || '_l');
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_c', names[i] || '_c');
+    FOR r IN SELECT c.relname::text AS leaf FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+             WHERE h.inhparent = to_regclass(quote_ident(names[i] || '_c')) LOOP
+      EXECUTE format('ALTER TABLE %I RENAME TO %I', r.leaf, replace(r.leaf, tmps[i], names[i]));
+    END LOOP;
     -- its indexes named after it too, where the name fits
     FOR r IN SELECT c.relname::text AS idx, replace(c.relname, tmps[i], names[i]) AS want
              FROM pg_index x JOIN pg_class c ON c.oid = x.indexrelid
