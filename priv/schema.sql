@@ -247,17 +247,22 @@ BEGIN
     EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS, CONSTRAINT %I CHECK (ts >= %L AND ts < %L)) '
                    'PARTITION BY LIST (hook)', tmp, tbl, tmp || '_period', r.lo, r.hi);
     EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES IN (%s)', tmp || '_l', tmp, logins);
-    -- the columnar part, split by a hash of client_id into 1 to 10
-    -- tables (<partition>_0 to _9) of at most leaf_rows rows each where it
-    -- can: a client's question reads one of them, and columnar reads the
-    -- metadata of every chunk of a table it scans (a 50-million-row day
-    -- in one table: ~35 ms of it per question)
+    -- the columnar part, split by a hash of client_id into 1 to 16
+    -- tables (<partition>_c0 to _cf) of at most leaf_rows rows each where
+    -- it can: a client's question reads one of them, and columnar reads
+    -- the metadata of every chunk of a table it scans (a 50-million-row
+    -- day in one table: ~35 ms of it per question)
     EXECUTE format('SELECT count(*) FROM %I', r.name) INTO n;
-    leaves := least(10, greatest(1, ceil(n::numeric / leaf_rows)))::integer;
+    leaves := least(16, greatest(1, ceil(n::numeric / leaf_rows)))::integer;
     EXECUTE format('CREATE TABLE %I PARTITION OF %I DEFAULT PARTITION BY HASH (client_id)', tmp || '_c', tmp);
     FOR k IN 0..leaves - 1 LOOP
+      -- chunks of 5,000 rows: a client's question decompresses the
+      -- whole chunk of each of its runs of rows, and reads the metadata
+      -- of all of them (half of 10,000, columnar's default: less of the
+      -- first, twice the second)
       EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES WITH (MODULUS %s, REMAINDER %s) USING columnar',
-                     tmp || '_' || k, tmp || '_c', leaves, k);
+                     tmp || '_c' || to_hex(k), tmp || '_c', leaves, k);
+      EXECUTE format('ALTER TABLE %I SET (columnar.chunk_group_row_limit = 5000)', tmp || '_c' || to_hex(k));
       -- no statistics on ts and client_id: columnar skips chunks by a
       -- column's minimum and maximum only when the column's statistics
       -- say it is in table order (columnar.qual_pushdown_correlation_threshold),
@@ -265,7 +270,7 @@ BEGIN
       -- so each is in order where it matters but client_id not in the
       -- whole table's order
       EXECUTE format('ALTER TABLE %I ALTER COLUMN ts SET STATISTICS 0, ALTER COLUMN client_id SET STATISTICS 0',
-                     tmp || '_' || k);
+                     tmp || '_c' || to_hex(k));
     END LOOP;
     -- by quarter of a day (UTC), then client and time: a time range reads
     -- the chunks of its quarters only (an hour: a quarter of a day's rows),
@@ -311,9 +316,14 @@ BEGIN
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i], names[i]);
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_l', names[i] || '_l');
     EXECUTE format('ALTER TABLE %I RENAME TO %I', tmps[i] || '_c', names[i] || '_c');
-    FOR r IN SELECT c.relname::text AS leaf FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
+    -- its columnar tables too, where the name fits (a table name of 48
+    -- or 49 bytes and partition = hour: they keep vmq_pgev_c<oid>_c<k>)
+    FOR r IN SELECT c.relname::text AS leaf, replace(c.relname, tmps[i], names[i]) AS want
+             FROM pg_inherits h JOIN pg_class c ON c.oid = h.inhrelid
              WHERE h.inhparent = to_regclass(quote_ident(names[i] || '_c')) LOOP
-      EXECUTE format('ALTER TABLE %I RENAME TO %I', r.leaf, replace(r.leaf, tmps[i], names[i]));
+      IF octet_length(r.want) <= 63 THEN
+        EXECUTE format('ALTER TABLE %I RENAME TO %I', r.leaf, r.want);
+      END IF;
     END LOOP;
     -- its indexes named after it too, where the name fits
     FOR r IN SELECT c.relname::text AS idx, replace(c.relname, tmps[i], names[i]) AS want
