@@ -101,7 +101,8 @@ static void stop_threads(journal_t *j, int started)
     pthread_mutex_unlock(&j->mu);
     pthread_cond_broadcast(&j->cv);
     pthread_cond_broadcast(&j->sync_cv);
-    pthread_join(j->thread, NULL);
+    if (started > 0)
+        pthread_join(j->thread, NULL);
     if (started > 1)
         pthread_join(j->sync_thread, NULL);
     if (started > 2)
@@ -114,6 +115,7 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     journal_t *j;
     pthread_condattr_t ca;
     uint64_t seg;
+    int started;
 
     (void)crc32c("", 0);   /* makes its tables before any hook needs them */
     if (max_bytes < 2ull * JOURNAL_SEG_MIN) {
@@ -150,8 +152,8 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     if (j->ram_max == 0)
         snprintf(j->ram_error, sizeof j->ram_error, "journal_memory_bytes is %llu, less than a "
                  "segment (%zu bytes)", (unsigned long long)mem_bytes, j->seg_bytes);
-    else if (ram_dir_for(dir, j->ram_dir, sizeof j->ram_dir, j->ram_error, sizeof j->ram_error) != 0)
-        j->ram_dir[0] = '\0';   /* the hooks write into the disk files' mappings */
+    else   /* on failure ram_dir stays empty: the hooks write into the disk files' mappings */
+        ram_dir_for(dir, j->ram_dir, sizeof j->ram_dir, j->ram_error, sizeof j->ram_error);
     {
         char rerr[256] = "";
         /* a killed start's memory files first: they hold its newest events */
@@ -203,27 +205,26 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         goto fail_mu;
     }
     pthread_condattr_destroy(&ca);
+    started = 0;
     if (pthread_create(&j->thread, NULL, journal_main, j) != 0) {
         snprintf(err, errlen, "cannot start the journal thread");
-        pthread_cond_destroy(&j->cv);
-        pthread_cond_destroy(&j->sync_cv);
-        goto fail_mu;
+        goto fail_threads;
     }
+    started = 1;
     if (pthread_create(&j->sync_thread, NULL, sync_main, j) != 0) {
         snprintf(err, errlen, "cannot start the journal's sync thread");
-        stop_threads(j, 1);
-        pthread_cond_destroy(&j->cv);
-        pthread_cond_destroy(&j->sync_cv);
-        goto fail_mu;
+        goto fail_threads;
     }
+    started = 2;
     if (pthread_create(&j->copy_thread, NULL, copy_main, j) != 0) {
         snprintf(err, errlen, "cannot start the journal's copy thread");
-        stop_threads(j, 2);
-        pthread_cond_destroy(&j->cv);
-        pthread_cond_destroy(&j->sync_cv);
-        goto fail_mu;
+        goto fail_threads;
     }
     return j;
+fail_threads:
+    stop_threads(j, started);
+    pthread_cond_destroy(&j->cv);
+    pthread_cond_destroy(&j->sync_cv);
 fail_mu:
     pthread_mutex_destroy(&j->mu);
 fail_seg:
