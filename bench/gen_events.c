@@ -46,7 +46,7 @@ typedef struct device {
 
 static PGconn *conn;
 static buf_t out;
-static copy_ctx_t ctx = {NODE, sizeof NODE - 1, 0, 65536};
+static copy_ctx_t ctx = {NODE, sizeof NODE - 1, 0, 65536, 0};
 static uint64_t seq, rng = 0x9E3779B97F4A7C15ULL;
 static int64_t next_conn = 1, start_us, span_us;
 static long rows;

@@ -103,7 +103,7 @@ static void run_copy(PGconn *c, const char *table, long rows, const char *payloa
 {
     char *ident = PQescapeIdentifier(c, table, strlen(table)), sql[1024];
     long nb = (rows + batch - 1) / batch, b, i, seq = 0;
-    copy_ctx_t ctx = {"bench@baseline", 14, (int64_t)time(NULL), 65536};
+    copy_ctx_t ctx = {"bench@baseline", 14, (int64_t)time(NULL), 65536, 0};
     buf_t *bufs = calloc((size_t)nb, sizeof *bufs);
     PGresult *r;
     double t0, t1;

@@ -283,7 +283,10 @@ static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
     else
         put_null(b);
     put_field(b, ev, F_MOUNTPOINT);                          /* mountpoint */
-    put_field(b, ev, F_CLIENT_ID);                           /* client_id */
+    if (ev->len[F_CLIENT_ID] < 0 && ctx->client_id_required) /* client_id */
+        put_bytes(b, "", 0);   /* Citus places no row without it (README, "A Citus cluster") */
+    else
+        put_field(b, ev, F_CLIENT_ID);
     put_field(b, ev, F_USERNAME);                            /* username */
     put_inet(b, ev);                                         /* peer_addr */
     if (ev->peer_family)                                     /* peer_port */

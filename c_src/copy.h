@@ -16,6 +16,7 @@ typedef struct copy_ctx {
     size_t node_len;
     int64_t incarnation;
     size_t json_max;        /* parse payloads up to this size as JSON; 0: never */
+    int client_id_required; /* a Citus distributed table: no client_id is written as '' */
 } copy_ctx_t;
 
 /* the column list, in the order copy_row writes them */

@@ -227,7 +227,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
 {
     size_t chunk = *n;
     char err[256];
-    int upkept = 0, fetched = 0;
+    int upkept = 0, fetched = 0, rechecked = 0;
 
     *written = 0;
     while (batch) {
@@ -284,6 +284,18 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             w_ts_range(batch, k, &lo, &hi);
             upkept = 1;
             (void)w_upkeep(w, lo, hi);
+        } else if (rc == W_DATA && !w->copy.client_id_required && strcmp(w->last_sqlstate, "22004") == 0 &&
+                   w_check_distributed(w) == 0 && w->copy.client_id_required) {
+            /* no client_id, and the table was distributed while we were
+             * connected (vmq_pgevents_distribute): written as '' now */
+        } else if (rc == W_DATA && !rechecked && strcmp(w->last_sqlstate, "23505") == 0) {
+            /* a row of the batch is there already: a write that timed
+             * out committed after all, after the resume point was read
+             * (its transaction ended only when the server came back; on
+             * a Citus cluster, a worker's part of it). Read the resume
+             * point again, once: it now counts those rows */
+            rechecked = 1;
+            w->resume_check = 1;
         } else if (rc == W_DATA) {
             if (k == 1) {
                 event_t *bad = batch;

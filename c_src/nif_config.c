@@ -246,7 +246,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     ErlNifSInt64 jsync = 1000, retention = 0, compress_after = 0, compress_every = 60000;
     ErlNifSInt64 jmem = 536870912;
     int journal = 1;
-    char *partition = NULL;
+    char *partition = NULL, *distribute = NULL;
     ERL_NIF_TERM result;
     int missing, schema_missing;
     char err[256];
@@ -283,6 +283,12 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!bad && (!partition || (strcmp(partition, "day") != 0 && strcmp(partition, "hour") != 0 &&
                                 strcmp(partition, "none") != 0)))
         bad = "partition must be day, hour or none";
+    distribute = get_cstr(env, argv[0], p->am.am_distribute, &missing);
+    if (!bad && missing)
+        distribute = strdup("off");
+    if (!bad && (!distribute || (strcmp(distribute, "off") != 0 && strcmp(distribute, "on") != 0 &&
+                                 strcmp(distribute, "auto") != 0)))
+        bad = "distribute must be off, on or auto";
     if (!bad && get_num(env, argv[0], p->am.am_retention_s, 0, INT64_MAX / 2, &retention) < 0)
         bad = "retention_s must be a non-negative integer";
     if (!bad && get_num(env, argv[0], p->am.am_compress_after_s, 0, INT64_MAX / 2, &compress_after) < 0)
@@ -351,6 +357,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.journal_sync_ms = (int)jsync;
     cfg.journal_memory_bytes = (uint64_t)jmem;
     cfg.partition = partition;
+    cfg.distribute = distribute;
     cfg.retention_s = retention;
     cfg.compress_after_s = compress_after;
     cfg.compress_every_ms = (int)compress_every;
@@ -376,6 +383,7 @@ out:
     free(node);
     free(spool_dir);
     free(partition);
+    free(distribute);
     return result;
 }
 

@@ -159,6 +159,7 @@ void w_disconnect(writer_t *w)
     free(w->resume_sql);
     w->resume_sql = NULL;
     w->schema_done = 0;
+    w->dist_checked = 0;
 }
 
 /* builds the statements that name the tables, quoted by libpq */
@@ -211,13 +212,14 @@ const char *w_io_error(writer_t *w, const PGresult *r)
 
 static int apply_schema(writer_t *w)
 {
-    const char *params[2] = {w->table, w->partition};
+    const char *params[3] = {w->table, w->partition, w->distribute};
     PGresult *r;
     int ok;
 
     r = pgio_exec(&w->io,
                   "SELECT set_config('vmq_pgevents.table', $1, false), "
-                  "set_config('vmq_pgevents.partition', $2, false)", 2, params);
+                  "set_config('vmq_pgevents.partition', $2, false), "
+                  "set_config('vmq_pgevents.distribute', $3, false)", 3, params);
     ok = PQresultStatus(r) == PGRES_TUPLES_OK;
     if (!ok)
         w_note_down(w, "setting the table name", w_io_error(w, r));
@@ -230,6 +232,38 @@ static int apply_schema(writer_t *w)
         w_note_down(w, "applying schema.sql", w_io_error(w, r));
     PQclear(r);
     return ok ? 0 : -1;
+}
+
+/* Whether the table is a Citus distributed table, whose rows must have a
+ * client_id (the distribution column): on_auth_m5 before the client id
+ * is known gets '' there. Asked of the catalogs, so it works with
+ * auto_create off and without Citus. -1: the server did not answer. */
+int w_check_distributed(writer_t *w)
+{
+    const char *params[1] = {w->table};
+    PGresult *r;
+    int ok, citus;
+
+    r = pgio_exec(&w->io, "SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL", 0, NULL);
+    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    citus = ok && PQgetvalue(r, 0, 0)[0] == 't';
+    PQclear(r);
+    if (ok && citus) {
+        r = pgio_exec(&w->io,
+                      "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition "
+                      "WHERE logicalrelid = to_regclass(quote_ident($1)) AND partmethod = 'h')",
+                      1, params);
+        ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        citus = ok && PQgetvalue(r, 0, 0)[0] == 't';
+        PQclear(r);
+    }
+    if (!ok) {
+        w_note_down(w, "asking whether the table is distributed", w_io_error(w, NULL));
+        return -1;
+    }
+    w->copy.client_id_required = citus;
+    w->dist_checked = 1;
+    return 0;
 }
 
 int w_partitioned(const writer_t *w)
@@ -295,7 +329,9 @@ int w_ensure_connected(writer_t *w)
     const char *vals[] = {"vmq_pgevents", w->conninfo, NULL};
     char err[256];
 
-    if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
+    /* a statement that timed out (pgio) is still in progress on the
+     * connection, which takes no other until its end: a new connection */
+    if (w->conn && PQstatus(w->conn) == CONNECTION_OK && PQtransactionStatus(w->conn) != PQTRANS_ACTIVE)
         goto connected;
     w_disconnect(w);
     w_set_state(w, WS_DISCONNECTED);
@@ -323,6 +359,8 @@ connected:
         if (w_partitioned(w))
             (void)w_upkeep(w, 0, 0);
     }
+    if (!w->dist_checked && w_check_distributed(w) < 0)
+        return -1;
     w->connected_once = 1;
     w_set_state(w, WS_CONNECTED);
     return 0;

@@ -333,6 +333,7 @@ static void writer_free(writer_t *w)
     free(w->node);
     free(w->spool_dir);
     free(w->partition);
+    free(w->distribute);
     buf_free(&w->enc);
     buf_free(&w->pre);
     if (w->password) {
@@ -391,8 +392,9 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->node = strdup(cfg->node);
     w->spool_dir = dup_or_null(cfg->spool_dir);
     w->partition = strdup(cfg->partition ? cfg->partition : "none");
+    w->distribute = strdup(cfg->distribute ? cfg->distribute : "off");
     w->password = w_conninfo_password(w->conninfo);
-    if (!w->conninfo || !w->table || !w->node || !w->partition ||
+    if (!w->conninfo || !w->table || !w->node || !w->partition || !w->distribute ||
         (cfg->schema_sql && !w->schema_sql) ||
         (cfg->spool_dir && !w->spool_dir)) {
         writer_free(w);
@@ -405,6 +407,7 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->cfg.node = w->node;
     w->cfg.spool_dir = w->spool_dir;
     w->cfg.partition = w->partition;
+    w->cfg.distribute = w->distribute;
     w->io.timeout_ms = cfg->pg_timeout_ms > 0 ? cfg->pg_timeout_ms : 10000;
     w->io.tick = writer_io_tick;
     w->io.ctx = w;

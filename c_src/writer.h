@@ -35,6 +35,7 @@ typedef struct writer_config {
     const char *spool_dir;    /* the journal's directory; NULL: no journal, events wait in memory */
     uint64_t spool_max_bytes; /* bounds the journal's files */
     const char *partition;    /* "day", "hour" or "none": schema.sql's vmq_pgevents.partition */
+    const char *distribute;   /* "off", "on" or "auto": schema.sql's vmq_pgevents.distribute */
     int64_t retention_s;      /* partitions that ended this long ago are dropped; 0: never */
     int journal;              /* 1: events go to a journal in spool_dir (journal.h); 0: in memory */
     int journal_sync_ms;      /* the journal is synced to disk this often; 0: 1000 */

@@ -25,7 +25,7 @@
 
 struct writer {
     writer_config_t cfg;       /* strings below are our own copies */
-    char *conninfo, *table, *schema_sql, *node, *password, *spool_dir, *partition;
+    char *conninfo, *table, *schema_sql, *node, *password, *spool_dir, *partition, *distribute;
     queue_t *q;
     writer_log_fn log;
     void *log_ctx;
@@ -37,6 +37,7 @@ struct writer {
     journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
     char *copy_sql, *dead_sql, *resume_sql;
     int schema_done;
+    int dist_checked;          /* copy.client_id_required asked of this connection */
     int connected_once;        /* the first connect (at start, before any event) is done */
     int64_t connect_at_ms;     /* until then: the next try (monotonic ms) */
     int64_t upkeep_at_ms;      /* next partition upkeep (monotonic ms) */
@@ -82,6 +83,8 @@ void w_note_down(writer_t *w, const char *what, const char *err);
 void w_note_up(writer_t *w);
 void w_disconnect(writer_t *w);
 int w_partitioned(const writer_t *w);
+/* asks whether the table is distributed (copy.client_id_required); -1: no answer */
+int w_check_distributed(writer_t *w);
 /* makes the partitions lo_us..hi_us need (0, 0: only the upkeep's own);
  * -1: failed (logged) */
 int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us);

@@ -35,6 +35,7 @@ read() ->
                     spool_max_bytes => int(spool_max_bytes, 0),
                     journal => bool(journal, env(journal, true)) andalso not overflow_drop(),
                     partition => partition(),
+                    distribute => distribute(),
                     retention_s => period(retention, env(retention, "off")),
                     compress_after_s => compress_after(),
                     compress_every_ms => int(compress_every_ms, 10),
@@ -174,6 +175,15 @@ partition() ->
         P when P =:= hour; P =:= "hour" -> <<"hour">>;
         P when P =:= none; P =:= "none" -> <<"none">>;
         P -> throw({config, io_lib:format("partition: expected day, hour or none, got ~0p", [P])})
+    end.
+
+%% whether a new events table is made a Citus distributed table
+distribute() ->
+    case env(distribute, auto) of
+        D when D =:= off; D =:= "off" -> <<"off">>;
+        D when D =:= on; D =:= "on" -> <<"on">>;
+        D when D =:= auto; D =:= "auto" -> <<"auto">>;
+        D -> throw({config, io_lib:format("distribute: expected off, on or auto, got ~0p", [D])})
     end.
 
 %% compress_after needs partitions to compress

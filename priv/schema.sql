@@ -31,6 +31,37 @@ BEGIN
 END
 $f$;
 
+-- Whether tbl is a Citus distributed table (distribute = on or auto on a
+-- Citus cluster: README, "A Citus cluster").
+CREATE OR REPLACE FUNCTION vmq_pgevents_distributed(tbl text) RETURNS boolean LANGUAGE plpgsql STABLE AS $f$
+DECLARE
+  yes boolean;
+BEGIN
+  IF to_regclass('pg_catalog.pg_dist_partition') IS NULL THEN
+    RETURN false;
+  END IF;
+  EXECUTE 'SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition WHERE logicalrelid = $1 AND partmethod = ''h'')'
+    INTO yes USING to_regclass(quote_ident(tbl));
+  RETURN yes;
+END
+$f$;
+
+-- The key of one heap partition: an event is (node, incarnation, seq),
+-- unique, so a replay collides with its row. The node is in it as a
+-- 4-byte hash of its name (an entry of 20 bytes, not ~45 with the name):
+-- two rows collide only with the same incarnation (µs of a plugin start)
+-- and seq and a node name of the same hash. Its entries only ever come in
+-- ascending order (seq) and rows are never updated: its pages are filled
+-- whole. Distributed (dist), client_id is in it too, last: Citus takes a
+-- unique index only with the distribution column in it; an event's
+-- client_id never changes, so a replay still collides with its row.
+CREATE OR REPLACE FUNCTION vmq_pgevents_key_index(part text, dist boolean) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+  EXECUTE format('CREATE UNIQUE INDEX ON %I (incarnation, seq, hashtext(node)%s) WITH (fillfactor = 100)',
+                 part, CASE WHEN dist THEN ', client_id' ELSE '' END);
+END
+$f$;
+
 -- The indexes of one heap ("hot") partition. A table partitioned by this
 -- version has no index of its own: each partition has its own, so that a
 -- compressed partition (vmq_pgevents_compress, below) can do with fewer
@@ -38,13 +69,7 @@ $f$;
 -- The planner uses each partition's indexes as it would the table's.
 CREATE OR REPLACE FUNCTION vmq_pgevents_hot_indexes(part text) RETURNS void LANGUAGE plpgsql AS $f$
 BEGIN
-  -- the key: an event is (node, incarnation, seq), unique, so a replay
-  -- collides with its row. The node is in it as a 4-byte hash of its name
-  -- (an entry of 20 bytes, not ~45 with the name): two rows collide only
-  -- with the same incarnation (µs of a plugin start) and seq and a node
-  -- name of the same hash. Its entries only ever come in ascending order
-  -- (seq) and rows are never updated: its pages are filled whole
-  EXECUTE format('CREATE UNIQUE INDEX ON %I (incarnation, seq, hashtext(node)) WITH (fillfactor = 100)', part);
+  -- the key: vmq_pgevents_key_index (made first, by vmq_pgevents_partitions)
   -- a client's events (timeline, connections, one connection): client_id
   -- alone, each client's row pointers kept together (B-tree deduplication,
   -- ~8 bytes an event instead of ~40 with ts); a time range within a
@@ -119,6 +144,7 @@ DECLARE
   last timestamptz;
   name text;
   r record;
+  dist constant boolean := vmq_pgevents_distributed(tbl);
 BEGIN
   created := 0;
   dropped := '{}';
@@ -143,7 +169,10 @@ BEGIN
         -- this version's: the lean column order, the partition's own key
         -- and indexes (above); attaching an empty table reads nothing and
         -- does not stop the writer's COPY
+        -- (distributed, ATTACH makes it a distributed table of its own,
+        -- its shards placed beside the table's)
         EXECUTE format('CREATE TABLE %I (%s)', name, vmq_pgevents_lean_columns(tbl));
+        PERFORM vmq_pgevents_key_index(name, dist);
         PERFORM vmq_pgevents_hot_indexes(name);
         EXECUTE format('ALTER TABLE %I ATTACH PARTITION %I FOR VALUES FROM (%L) TO (%L)',
                        tbl, name, p, p + step);
@@ -208,6 +237,11 @@ DECLARE
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(quote_ident(tbl))) THEN
     RAISE EXCEPTION 'vmq_pgevents_compress: % is not a partitioned events table (partition = day or hour)', tbl;
+  END IF;
+  IF vmq_pgevents_distributed(tbl) THEN
+    RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = format(
+      'vmq_pgevents_compress: %I is a Citus distributed table; its partitions are not compressed by this '
+      'function (README, "A Citus cluster")', tbl);
   END IF;
   IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(quote_ident(tbl))) THEN
     RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = format(
@@ -388,6 +422,66 @@ BEGIN
 END
 $f$;
 
+-- Upgrades a local events table (made before, or with distribute = off)
+-- on a Citus coordinator to a distributed table on client_id, in one
+-- transaction holding the table: each partition's key gains client_id,
+-- the rows with no client_id (on_auth_m5 before the client id is known) get '' as the
+-- plugin writes them to a distributed table, create_distributed_table copies the rows
+-- to the workers' shards, the coordinator's local copy is emptied, and
+-- <tbl>_dead becomes a reference table. Refuses a table with compressed
+-- partitions (Citus distributes one level of partitions only). Returns
+-- how many rows went to the workers.
+CREATE OR REPLACE FUNCTION vmq_pgevents_distribute(tbl text) RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE
+  r record;
+  n bigint;
+BEGIN
+  -- Citus's notices (the local data copied, a hint to truncate it, which
+  -- is done below) are not for the caller
+  PERFORM set_config('client_min_messages', 'warning', true);
+  IF NOT EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus') THEN
+    RAISE EXCEPTION 'vmq_pgevents_distribute: this database has no Citus (CREATE EXTENSION citus, on its coordinator)';
+  END IF;
+  -- one connection per worker for the whole transaction: the views and
+  -- functions are made again at its end, which Citus refuses after a
+  -- parallel operation on a distributed table in the same transaction
+  PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+  IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(quote_ident(tbl))) THEN
+    RAISE EXCEPTION 'vmq_pgevents_distribute: % is not a partitioned events table (partition = day or hour)', tbl;
+  END IF;
+  IF vmq_pgevents_distributed(tbl) THEN
+    RETURN 0;
+  END IF;
+  IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(quote_ident(tbl))) THEN
+    RAISE EXCEPTION 'vmq_pgevents_distribute: % has indexes of its own (an earlier version''s layout): '
+                    'run SELECT vmq_pgevents_split_indexes(%L) first', tbl, tbl;
+  END IF;
+  IF EXISTS (SELECT 1 FROM vmq_pgevents_partition_list(tbl) WHERE kind <> 'heap') THEN
+    RAISE EXCEPTION 'vmq_pgevents_distribute: % has compressed partitions; Citus distributes no partition '
+                    'that is itself partitioned (drop them, or keep the table local)', tbl;
+  END IF;
+  EXECUTE format('LOCK TABLE %I IN ACCESS EXCLUSIVE MODE', tbl);
+  -- Citus places no row without a value of the distribution column
+  EXECUTE format('UPDATE %I SET client_id = '''' WHERE client_id IS NULL', tbl);
+  -- each partition's key with client_id in it
+  FOR r IN SELECT l.name, x.indexrelid::regclass::text AS idx
+           FROM vmq_pgevents_partition_list(tbl) l
+           JOIN pg_index x ON x.indrelid = to_regclass(quote_ident(l.name)) AND x.indisunique LOOP
+    EXECUTE format('DROP INDEX %s', r.idx);
+    PERFORM vmq_pgevents_key_index(r.name, true);
+  END LOOP;
+  EXECUTE format('SELECT count(*) FROM %I', tbl) INTO n;
+  EXECUTE 'SELECT create_distributed_table($1, ''client_id'')' USING to_regclass(quote_ident(tbl));
+  EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING to_regclass(quote_ident(tbl));
+  IF to_regclass(quote_ident(tbl || '_dead')) IS NOT NULL THEN
+    EXECUTE 'SELECT create_reference_table($1)' USING to_regclass(quote_ident(tbl || '_dead'));
+    EXECUTE 'SELECT truncate_local_data_after_distributing_table($1)' USING to_regclass(quote_ident(tbl || '_dead'));
+  END IF;
+  PERFORM vmq_pgevents_views(tbl);   -- their distributed form
+  RETURN n;
+END
+$f$;
+
 -- The views and functions people query with psql (README, "Queries"), for
 -- the events table tbl: <tbl>_connections, <tbl>_failed_logins(since),
 -- <tbl>_timeline(client_id, since), <tbl>_connection(node, incarnation,
@@ -398,12 +492,18 @@ CREATE OR REPLACE FUNCTION vmq_pgevents_views(tbl text) RETURNS void LANGUAGE pl
 DECLARE
   -- the views' version and the table they were made for (a table renamed
   -- and made again gets views of its own)
-  version constant text := 'vmq_pgevents views 2, table ' || to_regclass(quote_ident(tbl))::oid;
+  -- distributed (Citus), the functions are PL/pgSQL: Citus plans no SQL
+  -- function with parameters over a distributed table, nor a lateral
+  -- subquery with LIMIT or a join on other columns than client_id
+  dist constant boolean := vmq_pgevents_distributed(tbl);
+  version constant text := 'vmq_pgevents views 2, table ' || to_regclass(quote_ident(tbl))::oid
+                           || CASE WHEN dist THEN ', distributed' ELSE '' END;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
   registers constant text := '(''on_register'', ''on_register_m5'')';
   login_rows constant text := '(''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')';
   publishes constant text := '(''on_publish'', ''on_publish_m5'')';
   delivers constant text := '(''on_deliver'', ''on_deliver_m5'')';
+  head text;   -- a function's CREATE and signature, for both of its bodies
 BEGIN
   IF obj_description(to_regclass(quote_ident(tbl || '_connections')), 'pg_class') IS NOT DISTINCT FROM version THEN
     RETURN;
@@ -465,11 +565,41 @@ BEGIN
   -- (VerneMQ has no refusal hook). From the login index alone (index-only:
   -- no table pages for the logins that succeeded), then each failed
   -- login's row by client and time
-  EXECUTE format($v$
+  head := format($v$
     CREATE FUNCTION %1$I(since timestamptz DEFAULT now() - interval '1 day')
     RETURNS TABLE (ts timestamptz, node text, incarnation bigint, conn_id bigint, mountpoint text,
                    client_id text, username text, peer_addr inet, peer_port integer,
                    clean_session boolean, hook text)
+    $v$, tbl || '_failed_logins');
+  IF dist THEN
+  -- distributed: the first login row of each connection whose login
+  -- rows are all auth_on_register*, from one aggregate that each shard
+  -- answers for its clients (grouped by client_id, the distribution
+  -- column); ties in ts go to the lower seq
+  EXECUTE head || format($v$
+    LANGUAGE plpgsql STABLE AS $b$
+    #variable_conflict use_column
+    BEGIN
+      RETURN QUERY
+      SELECT min(l.ts), l.node, l.incarnation, l.conn_id,
+             (array_agg(l.mountpoint ORDER BY l.ts, l.seq))[1],
+             l.client_id,
+             (array_agg(l.username ORDER BY l.ts, l.seq))[1],
+             (array_agg(l.peer_addr ORDER BY l.ts, l.seq))[1],
+             (array_agg(l.peer_port ORDER BY l.ts, l.seq))[1],
+             (array_agg(l.clean_session ORDER BY l.ts, l.seq))[1],
+             (array_agg(l.hook ORDER BY l.ts, l.seq))[1]
+      FROM %2$I l
+      WHERE l.hook IN %3$s AND l.ts >= $1
+      GROUP BY l.client_id, l.node, l.incarnation, l.conn_id
+      HAVING bool_and(l.hook IN %4$s)
+      ORDER BY 1, 2, 3, 4;
+    END
+    $b$
+    $v$, tbl || '_failed_logins', tbl,
+    login_rows, logins);
+  ELSE
+  EXECUTE head || format($v$
     LANGUAGE sql STABLE AS $b$
     WITH failed AS MATERIALIZED (
       SELECT l.node, l.incarnation, l.conn_id, min(l.ts) AS ts, min(l.client_id) AS client_id
@@ -488,14 +618,17 @@ BEGIN
     $b$
     $v$, tbl || '_failed_logins', tbl,
     login_rows, logins);
+  END IF;
 
   -- a client's events in order, across its connections and the nodes
   -- (ts, then each node's own order)
   EXECUTE format($v$
     CREATE FUNCTION %1$I(client_id text, since timestamptz DEFAULT '-infinity')
-    RETURNS SETOF %2$I LANGUAGE sql STABLE AS
-    $b$SELECT * FROM %2$I WHERE client_id = $1 AND ts >= $2 ORDER BY ts, node, incarnation, seq$b$
-    $v$, tbl || '_timeline', tbl);
+    RETURNS SETOF %2$I LANGUAGE %3$s STABLE AS
+    $b$%4$s SELECT * FROM %2$I WHERE client_id = $1 AND ts >= $2 ORDER BY ts, node, incarnation, seq%5$s$b$
+    $v$, tbl || '_timeline', tbl, CASE WHEN dist THEN 'plpgsql' ELSE 'sql' END,
+    CASE WHEN dist THEN '#variable_conflict use_column BEGIN RETURN QUERY' ELSE '' END,
+    CASE WHEN dist THEN '; END' ELSE '' END);
 
   -- one connection's events in order: its client from its login row
   -- (login_idx), then that client's rows (its client_id index)
@@ -526,12 +659,57 @@ BEGIN
   -- produced within `within`: same mountpoint, topic, payload size and
   -- payload_hash. candidates: how many publishes match that delivery
   -- (more than 1: it cannot be told which of them it was)
-  EXECUTE format($v$
+  head := format($v$
     CREATE FUNCTION %1$I(client_id text, since timestamptz DEFAULT now() - interval '1 hour',
                                     within interval DEFAULT interval '1 hour')
     RETURNS TABLE (published_at timestamptz, node text, incarnation bigint, seq bigint, topic text,
                    qos smallint, payload_size integer, delivered_at timestamptz, to_client_id text,
                    to_node text, to_conn_id bigint, latency_ms double precision, candidates bigint)
+    $v$, tbl || '_journey');
+  IF dist THEN
+  -- distributed: the client's publishes from its shard, then the
+  -- deliveries of their payload hashes and the publishes those could
+  -- have come from, each one query over every shard (materialized on
+  -- the coordinator), then matched there as below
+  EXECUTE head || format($v$
+    LANGUAGE plpgsql STABLE AS $b$
+    #variable_conflict use_column
+    BEGIN
+    RETURN QUERY
+    WITH p AS MATERIALIZED (
+      SELECT p.ts, p.node, p.incarnation, p.seq, p.topic, p.qos, p.payload_size, p.payload_hash, p.mountpoint
+      FROM %2$I p WHERE p.client_id = $1 AND p.ts >= $2 AND p.hook IN %4$s),
+    d AS MATERIALIZED (
+      SELECT d.ts, d.client_id, d.node, d.conn_id, d.seq, d.payload_hash, d.topic, d.payload_size, d.mountpoint
+      FROM %2$I d
+      WHERE d.payload_hash IN (SELECT payload_hash FROM p) AND d.hook IN %3$s
+        AND d.ts >= (SELECT min(ts) FROM p) - interval '1 second' AND d.ts < (SELECT max(ts) FROM p) + $3),
+    o AS MATERIALIZED (
+      SELECT o.ts, o.payload_hash, o.topic, o.payload_size, o.mountpoint
+      FROM %2$I o
+      WHERE o.payload_hash IN (SELECT payload_hash FROM d) AND o.hook IN %4$s
+        AND o.ts > (SELECT min(ts) FROM d) - $3 AND o.ts <= (SELECT max(ts) FROM d) + interval '1 second')
+    SELECT p.ts, p.node, p.incarnation, p.seq, p.topic, p.qos, p.payload_size,
+           d.ts, d.client_id, d.node, d.conn_id,
+           (extract(epoch FROM d.ts - p.ts) * 1000)::double precision,
+           d.candidates
+    FROM p
+    LEFT JOIN LATERAL (
+      SELECT d.ts, d.client_id, d.node, d.conn_id, d.seq,
+             (SELECT count(*) FROM o
+              WHERE o.payload_hash = d.payload_hash AND o.ts > d.ts - $3 AND o.ts <= d.ts + interval '1 second'
+                AND o.topic = d.topic AND o.payload_size = d.payload_size
+                AND o.mountpoint IS NOT DISTINCT FROM d.mountpoint) AS candidates
+      FROM d
+      WHERE d.payload_hash = p.payload_hash AND d.ts >= p.ts - interval '1 second' AND d.ts < p.ts + $3
+        AND d.topic = p.topic AND d.payload_size = p.payload_size
+        AND d.mountpoint IS NOT DISTINCT FROM p.mountpoint) d ON true
+    ORDER BY p.ts, p.node, p.incarnation, p.seq, d.ts, d.node, d.seq;
+    END
+    $b$
+    $v$, tbl || '_journey', tbl, delivers, publishes);
+  ELSE
+  EXECUTE head || format($v$
     LANGUAGE sql STABLE AS $b$
     SELECT p.ts, p.node, p.incarnation, p.seq, p.topic, p.qos, p.payload_size,
            d.ts, d.client_id, d.node, d.conn_id,
@@ -552,6 +730,7 @@ BEGIN
     ORDER BY p.ts, p.node, p.incarnation, p.seq, d.ts, d.node, d.seq
     $b$
     $v$, tbl || '_journey', tbl, delivers, publishes);
+  END IF;
 
   EXECUTE format('COMMENT ON VIEW %I IS %L', tbl || '_connections', version);
 END
@@ -561,15 +740,50 @@ DO $vmq_pgevents$
 DECLARE
   t text := coalesce(nullif(current_setting('vmq_pgevents.table', true), ''), 'vmq_events');
   part text := coalesce(nullif(current_setting('vmq_pgevents.partition', true), ''), 'day');
+  distribute text := coalesce(nullif(current_setting('vmq_pgevents.distribute', true), ''), 'auto');
+  citus constant boolean := EXISTS (SELECT 1 FROM pg_extension WHERE extname = 'citus');
+  workers integer := 0;
+  dist boolean;
   kind "char";
 BEGIN
   IF part NOT IN ('day', 'hour', 'none') THEN
     RAISE EXCEPTION 'vmq_pgevents.partition must be day, hour or none, not %', part;
   END IF;
+  IF distribute NOT IN ('off', 'on', 'auto') THEN
+    RAISE EXCEPTION 'vmq_pgevents.distribute must be off, on or auto, not %', distribute;
+  END IF;
   IF octet_length(t) > 49 THEN
     RAISE EXCEPTION 'vmq_pgevents: the table name may have at most 49 bytes (<table>_failed_logins must fit in 63)';
   END IF;
   SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = to_regclass(quote_ident(t));
+  -- distribute: a new table is made a Citus distributed table on
+  -- client_id with distribute = on, or auto on a server that has the
+  -- extension citus and active workers (README, "A Citus cluster"); a
+  -- table that exists stays what it is
+  IF citus THEN
+    EXECUTE 'SELECT count(*) FROM citus_get_active_worker_nodes()' INTO workers;
+  END IF;
+  IF kind IS NULL THEN
+    dist := distribute = 'on' OR (distribute = 'auto' AND citus AND workers > 0 AND part <> 'none');
+    IF dist AND NOT citus THEN
+      RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE =
+        'vmq_pgevents: distribute = on, but this database has no Citus (the extension citus, on a server that '
+        'preloads it): nothing is written until then, events wait in the journal. Set distribute = off or auto, '
+        'or make this server a Citus coordinator (README, "A Citus cluster")';
+    END IF;
+    IF dist AND part = 'none' THEN
+      RAISE EXCEPTION 'vmq_pgevents: distribute = on needs partition = day or hour, not none';
+    END IF;
+  ELSE
+    dist := vmq_pgevents_distributed(t);
+    IF distribute = 'on' AND NOT dist THEN
+      RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = format(
+        'vmq_pgevents: distribute = on, but %I is a local table (made before, or with distribute = off): '
+        'nothing is written until then, events wait in the journal. Either set distribute = auto (it stays '
+        'local), or distribute it once, as its owner: SELECT vmq_pgevents_distribute(%L); '
+        '(README, "A Citus cluster")', t, t);
+    END IF;
+  END IF;
   IF kind = 'r' AND part <> 'none' THEN
     RAISE EXCEPTION USING MESSAGE = format(
       'vmq_pgevents: %I is a plain table (an earlier version, or partition = none) and partition = %s '
@@ -610,11 +824,20 @@ BEGIN
     )%s$ddl$, t,
     CASE WHEN part = 'none' THEN ', PRIMARY KEY (node, incarnation, seq)' ELSE '' END,
     CASE WHEN part = 'none' THEN '' ELSE ' PARTITION BY RANGE (ts)' END);
+  IF kind IS NULL AND dist THEN
+    -- before its partitions: each is distributed as it is attached
+    EXECUTE 'SELECT create_distributed_table($1, ''client_id'')' USING to_regclass(quote_ident(t));
+  END IF;
   IF part <> 'none' THEN
     PERFORM vmq_pgevents_partitions(t, part, 2, 0);
   END IF;
-  -- a table of an earlier version gains the column (no rewrite: NULL)
-  EXECUTE format('ALTER TABLE %I ADD COLUMN IF NOT EXISTS payload_hash bigint', t);
+  -- a table of an earlier version gains the column (no rewrite: NULL);
+  -- asked first, as a distributed table would take even a no-op ALTER to
+  -- every shard
+  IF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(t))
+                 AND attname = 'payload_hash' AND NOT attisdropped) THEN
+    EXECUTE format('ALTER TABLE %I ADD COLUMN payload_hash bigint', t);
+  END IF;
   -- the indexes on the table itself: a plain table, or one partitioned by
   -- an earlier version (its key and indexes are its partitions' too;
   -- vmq_pgevents_split_indexes turns it into this version's layout)
@@ -636,10 +859,19 @@ BEGIN
   END IF;
   -- rows PostgreSQL refused for their data (e.g. a CHECK a DBA added):
   -- the same columns without constraints or indexes, plus the error
-  EXECUTE format('CREATE TABLE IF NOT EXISTS %I (LIKE %I INCLUDING DEFAULTS, '
-                 'dead_error text, dead_sqlstate text, dead_at timestamptz NOT NULL DEFAULT now())',
-                 t || '_dead', t);
-  EXECUTE format('ALTER TABLE %I ADD COLUMN IF NOT EXISTS payload_hash bigint', t || '_dead');
+  -- (distributed: a Citus reference table, a copy on every node, as its
+  -- rows are few and may have no client_id)
+  IF to_regclass(quote_ident(t || '_dead')) IS NULL THEN
+    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS, '
+                   'dead_error text, dead_sqlstate text, dead_at timestamptz NOT NULL DEFAULT now())',
+                   t || '_dead', t);
+    IF dist THEN
+      EXECUTE 'SELECT create_reference_table($1)' USING to_regclass(quote_ident(t || '_dead'));
+    END IF;
+  ELSIF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(t || '_dead'))
+                    AND attname = 'payload_hash' AND NOT attisdropped) THEN
+    EXECUTE format('ALTER TABLE %I ADD COLUMN payload_hash bigint', t || '_dead');
+  END IF;
   PERFORM vmq_pgevents_views(t);
 END
 $vmq_pgevents$;

@@ -11,7 +11,11 @@
 #                                nocitus: a server that has no Citus, run
 #                                from DIR/tree: a copy of this PostgreSQL's
 #                                programs beside links to its files, the
-#                                Citus ones left out)
+#                                Citus ones left out;
+#                                citus: a node of a Citus cluster: Citus
+#                                preloaded, TCP on 127.0.0.1 (the port in
+#                                DIR/port) trusted, as the nodes connect
+#                                to each other there)
 #   test/pg.sh start DIR         start and wait until it accepts connections
 #   test/pg.sh stop DIR          fast shutdown, waits
 #   test/pg.sh kill DIR          kill -9 the postmaster (fault tests)
@@ -93,9 +97,9 @@ tree_without_citus() {
 
 case "$cmd" in
 init)
-    fast=0 tls=0 tcp=0 nocitus=0
+    fast=0 tls=0 tcp=0 nocitus=0 citus=0
     for o in "$@"; do
-        case "$o" in fast) fast=1 ;; tls) tls=1 ;; tcp) tcp=1 ;; nocitus) nocitus=1 ;; esac
+        case "$o" in fast) fast=1 ;; tls) tls=1 ;; tcp) tcp=1 ;; nocitus) nocitus=1 ;; citus) citus=1 ;; esac
     done
     mkdir -p "$dir"
     [ $nocitus = 1 ] && tree_without_citus
@@ -116,6 +120,14 @@ init)
         p=$(free_port)
         printf "listen_addresses = '127.0.0.1'\nport = %s\n" "$p" | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
         { echo "host all all 127.0.0.1/32 scram-sha-256"; cat "$dir/data/pg_hba.conf"; } >"$dir/hba.new"
+        as_owner cp "$dir/hba.new" "$dir/data/pg_hba.conf"
+    fi
+    if [ $citus = 1 ]; then
+        p=$(free_port)
+        { printf "listen_addresses = '127.0.0.1'\nport = %s\n" "$p"
+          echo "shared_preload_libraries = 'citus'"
+          echo "max_connections = 100"; } | as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+        { echo "host all all 127.0.0.1/32 trust"; cat "$dir/data/pg_hba.conf"; } >"$dir/hba.new"
         as_owner cp "$dir/hba.new" "$dir/data/pg_hba.conf"
     fi
     if [ $tls = 1 ]; then

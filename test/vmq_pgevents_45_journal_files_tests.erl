@@ -5,6 +5,9 @@
 %% from many processes while PostgreSQL is stopped, restarted and killed -9.
 -module(vmq_pgevents_45_journal_files_tests).
 -include_lib("eunit/include/eunit.hrl").
+
+%% a steady stream of events, also for the Citus cluster (vmq_pgevents_87_citus_tests)
+-export([stream/3]).
 publish(Procs, PerProc) -> publish(Procs, PerProc, 0).
 
 %% Procs processes each publish PerProc events; PauseMs after every 50

@@ -139,7 +139,7 @@ static void check_event(const uint8_t *d, size_t n)
     buf_t props, extra, topics;
     event_in_t in;
     event_t *ev;
-    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
+    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536, 0};
     buf_t row;
     size_t cut[5], i, k, per;
     int first = 1;
@@ -212,7 +212,7 @@ static void check_event(const uint8_t *d, size_t n)
  * as a valid row */
 static void check_event_bytes(const uint8_t *d, size_t n)
 {
-    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
+    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536, 0};
     event_t *ev;
     buf_t row;
     int f;
@@ -240,7 +240,7 @@ static void check_event_bytes(const uint8_t *d, size_t n)
 
 static void check_recovered_event(const event_t *ev, const unsigned char *base, size_t size)
 {
-    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536};
+    copy_ctx_t ctx = {"fuzz@node", 9, 1, 65536, 0};
     buf_t row;
     int f;
 
