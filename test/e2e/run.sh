@@ -5,7 +5,8 @@
 # in VERNEMQ_HOME): unpack it under _build/e2e/, enable the built plugin
 # the way the README tells a user, start a private PostgreSQL, boot the
 # broker on 127.0.0.1, drive it with mosquitto_pub / mosquitto_sub, and
-# check the rows against what the clients did. Ends with one line
+# check the rows against what the clients did; last, two clustered nodes
+# of it writing into a Citus cluster (test/e2e/citus.sh). Ends with one line
 # "N passed, N failed". Without any broker it says so and counts as
 # skipped, except under CI (CI set), where that is a failure.
 set -uo pipefail
@@ -15,6 +16,7 @@ ROOT=$PWD
 . test/e2e/check.sh
 . test/e2e/scenarios.sh
 . test/e2e/operate.sh
+. test/e2e/citus.sh
 
 sources=()
 if [ -n "${VERNEMQ_HOME:-}" ]; then
@@ -63,6 +65,7 @@ STARTED=()
 cleanup() {
     local b
     for b in "${STARTED[@]}"; do broker_stop "$b"; done
+    citus_stop
     jobs -p | xargs -r kill -9 2>/dev/null
     if [ -z "$epmd_before" ]; then pkill -x epmd 2>/dev/null; fi
     bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1
@@ -118,6 +121,7 @@ for src in "${sources[@]}"; do
         scenario_bad_config
         scenario_compress
         scenario_cluster "$src" "$tag"
+        scenario_citus "$tag"
     fi
     broker_stop "$A"
     echo "   ($((SECONDS - t0)) s so far)"
