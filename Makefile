@@ -8,6 +8,7 @@
 #   make bench      benchmarks (see README, "Performance")
 #   make bench-query queries on 100 million generated rows (README, "Keeping months of data")
 #   make bench-broker a real VerneMQ under MQTT load, with and without the plugin (README, "Performance")
+#   make bench-scale one PostgreSQL against a Citus cluster: ingest, and a 2-node VerneMQ cluster (README, "A Citus cluster")
 #
 # Switches: ERTS_INCLUDE_DIR=... (build against another erts, e.g. a VerneMQ
 # release's), DEBUG=1 (no optimisation), SANITIZE=1 (ASan + UBSan).
@@ -49,7 +50,7 @@ ERL_SRC := $(wildcard erl_src/*.erl)
 BEAMS := $(patsubst erl_src/%.erl,ebin/%.beam,$(ERL_SRC))
 TEST_ERL := $(wildcard test/*.erl)
 
-.PHONY: all nif ebin dist deps test test-run test-c run run-demo bench bench-run bench-query bench-query-run bench-broker bench-broker-run fuzz valgrind clean
+.PHONY: all nif ebin dist deps test test-run test-c run run-demo bench bench-run bench-query bench-query-run bench-broker bench-broker-run bench-scale bench-scale-run fuzz valgrind clean
 
 all: nif ebin
 
@@ -164,6 +165,13 @@ $(BUILD)/mqtt_load: bench/mqtt_load.c
 	@mkdir -p $(BUILD)
 	@pkg-config --exists libmosquitto || { echo "libmosquitto not found: apt-get install libmosquitto-dev" >&2; exit 1; }
 	$(CC) -std=gnu11 -O2 $(WARN) -pthread $(shell pkg-config --cflags libmosquitto 2>/dev/null) -o $@ bench/mqtt_load.c $(shell pkg-config --libs libmosquitto 2>/dev/null)
+
+# one PostgreSQL against a Citus cluster of three servers on this machine
+bench-scale: deps
+	@$(MAKE) --no-print-directory bench-scale-run
+
+bench-scale-run: all $(BUILD)/pg_baseline $(BUILD)/mqtt_load $(BUILD)/bench_ebin/.built
+	@bash bench/run_bench_scale.sh
 
 # the query benchmark: a table of ROWS generated rows (default 100 million)
 bench-query: deps

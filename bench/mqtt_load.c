@@ -12,7 +12,8 @@
  * Prints one JSON object: sent, received (receipts), delivered_per_s
  * (receipts per second over SECONDS), p50_ms, p99_ms, lost (receipts that
  * never came). Client ids: PREFIX-pub-<n>, PREFIX-sub-<n>; MQTT_USER and
- * MQTT_PASS in the environment: the login. */
+ * MQTT_PASS in the environment: the login; MQTT_SUB_PORT: the subscribers
+ * connect there instead (another node of a cluster, on HOST). */
 #define _GNU_SOURCE
 #include <mosquitto.h>
 #include <pthread.h>
@@ -184,7 +185,7 @@ static int cmp(const void *a, const void *b)
 int main(int argc, char **argv)
 {
     const char *host;
-    int port, secs, i;
+    int port, sub_port, secs, i;
     struct mosquitto **subs;
     char id[128], filter[96];
     double t0, t1, deadline;
@@ -197,6 +198,7 @@ int main(int argc, char **argv)
     }
     host = argv[1];
     port = atoi(argv[2]);
+    sub_port = getenv("MQTT_SUB_PORT") ? atoi(getenv("MQTT_SUB_PORT")) : port;
     secs = atoi(argv[3]);
     npub = atoi(argv[4]);
     nsub = atoi(argv[5]);
@@ -212,9 +214,9 @@ int main(int argc, char **argv)
     for (i = 0; i < nsub; i++) {
         snprintf(id, sizeof id, "%s-sub-%d", prefix, i);
         subs[i] = client(id, 1);
-        if (mosquitto_connect(subs[i], host, port, 60) != MOSQ_ERR_SUCCESS ||
+        if (mosquitto_connect(subs[i], host, sub_port, 60) != MOSQ_ERR_SUCCESS ||
             mosquitto_loop_start(subs[i]) != MOSQ_ERR_SUCCESS) {
-            fprintf(stderr, "mqtt_load: cannot connect to %s:%d\n", host, port);
+            fprintf(stderr, "mqtt_load: cannot connect to %s:%d\n", host, sub_port);
             return 1;
         }
     }

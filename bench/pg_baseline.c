@@ -8,7 +8,9 @@
  *           batches: no VM, no queue, no normalization.
  *
  *   pg_baseline DSN TABLE insert|copy ROWS PAYLOAD_BYTES [BATCH]
- * prints one line: "<mode> <rows> <seconds> <rows_per_second>" */
+ * prints one line: "<mode> <rows> <seconds> <rows_per_second>".
+ * BENCH_CLIENTS=N in the environment (copy): the rows' client ids cycle
+ * over N clients (bench-client-0 ..), as a Citus table spreads them. */
 #define _GNU_SOURCE
 #include <libpq-fe.h>
 #include <stdio.h>
@@ -34,11 +36,15 @@ static void die(PGconn *c, const char *what)
     exit(1);
 }
 
+static long clients = 1;
+
 static event_t *make_event(uint64_t seq, const char *payload, size_t n)
 {
     event_in_t in;
     struct timespec ts;
     event_t *ev;
+    char cid[32];
+    int cn = snprintf(cid, sizeof cid, "bench-client-%ld", clients > 1 ? (long)(seq % (uint64_t)clients) : 1L);
 
     clock_gettime(CLOCK_REALTIME, &ts);
     event_in_init(&in, HOOK_ON_PUBLISH, (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000);
@@ -47,7 +53,7 @@ static event_t *make_event(uint64_t seq, const char *payload, size_t n)
     in.has_conn = 1;
     in.conn_id = 1;
     in.f[F_MOUNTPOINT] = (span_t){"", 0, 1};
-    in.f[F_CLIENT_ID] = (span_t){"bench-client-1", 14, 1};
+    in.f[F_CLIENT_ID] = (span_t){cid, (size_t)cn, 1};
     in.f[F_USERNAME] = (span_t){"bench", 5, 1};
     in.f[F_TOPIC] = (span_t){"bench/topic/1", 13, 1};
     in.f[F_PAYLOAD] = (span_t){payload, n, 1};
@@ -156,6 +162,8 @@ int main(int argc, char **argv)
         return 2;
     }
     rows = atol(argv[4]);
+    if (getenv("BENCH_CLIENTS") && atol(getenv("BENCH_CLIENTS")) > 1)
+        clients = atol(getenv("BENCH_CLIENTS"));
     n = (size_t)atol(argv[5]);
     payload = malloc(n + 1);
     memset(payload, 'x', n);

@@ -784,6 +784,12 @@ BEGIN
         '(README, "A Citus cluster")', t, t);
     END IF;
   END IF;
+  IF dist THEN
+    -- one connection per worker in this transaction: Citus refuses to
+    -- make the views and functions (below) after a parallel operation on
+    -- a distributed table (making shards) in the same transaction
+    PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
+  END IF;
   IF kind = 'r' AND part <> 'none' THEN
     RAISE EXCEPTION USING MESSAGE = format(
       'vmq_pgevents: %I is a plain table (an earlier version, or partition = none) and partition = %s '

@@ -105,6 +105,15 @@ schema(_C, Main) ->
     ?assertEqual("n", method(T ++ "_dead")),
     ?assertEqual(2, scalar("SELECT count(DISTINCT nodeport) FROM citus_shards WHERE table_name = '" ++ T ++
                            "'::regclass")),
+    %% as a DBA applies it (README): psql -f, each statement on its own
+    F = "cit_dba",
+    drop(F),
+    ?assertEqual("", string:trim(os:cmd("PGOPTIONS='-c vmq_pgevents.table=" ++ F ++ " -c client_min_messages=warning' "
+                                        "bash test/pg.sh psql " ++ pgev_pg:dir() ++
+                                        " -q -v ON_ERROR_STOP=1 -f priv/schema.sql 2>&1"))),
+    ?assertEqual("h", method(F)),
+    ?assertEqual("n", method(F ++ "_dead")),
+    drop(F),
     Shards = scalar("SELECT count(*) FROM pg_dist_shard"),
     apply_schema(T, "auto"),
     apply_schema(T, "on"),

@@ -8,13 +8,15 @@
 
 CITUS_DIRS=()
 
-# citus_start BASE: the coordinator BASE_c and the workers BASE_w1, BASE_w2
+# citus_start BASE [fast]: the coordinator BASE_c and the workers BASE_w1,
+# BASE_w2 (fast: fsync off, as the tests' servers; without: the defaults,
+# as make bench-scale measures them)
 citus_start() {
-    local base=$1 d
+    local base=$1 fast=${2:-} d
     CITUS_DIRS=("${base}_c" "${base}_w1" "${base}_w2")
     for d in "${CITUS_DIRS[@]}"; do
         rm -rf "$d"
-        bash test/pg.sh init "$d" fast citus >/dev/null && bash test/pg.sh start "$d" &&
+        bash test/pg.sh init "$d" $fast citus >/dev/null && bash test/pg.sh start "$d" &&
             bash test/pg.sh psql "$d" -q -c "CREATE EXTENSION citus" >/dev/null || return 1
     done
     bash test/pg.sh psql "${base}_c" -q \
@@ -44,7 +46,7 @@ scenario_citus() {
     echo " - the two nodes writing into a Citus cluster (a coordinator, two workers)"
     local B=$E2E/$tag/b/vernemq NODE_B=VerneMQ-b@127.0.0.1 i s out d
     local PGDIR DB=postgres
-    citus_start "$(mktemp -u /tmp/vmq_pgevents_e2e_citus.XXXXXX)" || { bad "the Citus cluster starts"; citus_stop; return 1; }
+    citus_start "$(mktemp -u /tmp/vmq_pgevents_e2e_citus.XXXXXX)" fast || { bad "the Citus cluster starts"; citus_stop; return 1; }
     PGDIR=${CITUS_DIRS[0]}
     local -x PGPORT
     PGPORT=$(cat "$PGDIR/port")
