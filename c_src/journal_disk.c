@@ -190,38 +190,55 @@ void push_spare(journal_t *j, jseg_t *s)
 }
 
 /* fdatasync of the segment in use and of every sealed one not yet synced;
- * a segment being synced is not deleted meanwhile */
+ * a segment being synced is not deleted meanwhile. Oldest first, the one
+ * in use last: a process that dies during a sync leaves on disk the older
+ * records before the newer ones, never a newer segment's without an older
+ * one's tail (what a lost memory file then leaves is a prefix, in seq) */
 static void sync_segments(journal_t *j)
 {
-    jseg_t *s, *list[64];
-    int n = 0, i, ok = 1;
+    jseg_t *s, *cur, *list[64], *tmp;
+    int n = 0, skip = 0, i, ok = 1;
 
     pthread_mutex_lock(&j->mu);
-    s = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
-    if (s) {
+    for (s = j->sealed; s; s = s->next)   /* newest first */
+        if (!s->synced && !s->tidying)
+            skip++;
+    skip = skip > 63 ? skip - 63 : 0;     /* the 63 oldest */
+    for (s = j->sealed; s; s = s->next) {
+        if (s->synced || s->tidying)
+            continue;
+        if (skip > 0) {
+            skip--;
+            continue;
+        }
         s->syncing++;
         list[n++] = s;
     }
-    for (s = j->sealed; s && n < 64; s = s->next) {
-        if (s->synced || s->tidying)
-            continue;
-        s->syncing++;
-        list[n++] = s;
+    for (i = 0; i < n / 2; i++) {         /* oldest first */
+        tmp = list[i];
+        list[i] = list[n - 1 - i];
+        list[n - 1 - i] = tmp;
+    }
+    cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    if (cur) {
+        cur->syncing++;
+        list[n++] = cur;
     }
     pthread_mutex_unlock(&j->mu);
     for (i = 0; i < n; i++) {
+        int sealed = list[i] != cur;
         if (__atomic_load_n(&list[i]->ram_fd, __ATOMIC_RELAXED) >= 0) {
             /* its committed records written to the disk file with pwrite:
              * no page the hooks store into is touched */
-            int rc = ram_sync(list[i], i > 0);
+            int rc = ram_sync(list[i], sealed);
             if (rc < 0)
                 ok = 0;
             else if (rc == 1)
                 list[i]->synced = 1;
         } else if (fdatasync(list[i]->fd) != 0) {
             ok = 0;
-        } else if (i > 0) {
-            list[i]->synced = 1;   /* a sealed one (all but the first) needs it once */
+        } else if (sealed) {
+            list[i]->synced = 1;   /* a sealed one needs it once */
         } else {
             __atomic_store_n(&list[i]->populated, 0, __ATOMIC_RELAXED);   /* cleaned */
         }

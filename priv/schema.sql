@@ -424,13 +424,14 @@ $f$;
 
 -- Upgrades a local events table (made before, or with distribute = off)
 -- on a Citus coordinator to a distributed table on client_id, in one
--- transaction holding the table: each partition's key gains client_id,
--- the rows with no client_id (on_auth_m5 before the client id is known) get '' as the
--- plugin writes them to a distributed table, create_distributed_table copies the rows
--- to the workers' shards, the coordinator's local copy is emptied, and
--- <tbl>_dead becomes a reference table. Refuses a table with compressed
--- partitions (Citus distributes one level of partitions only). Returns
--- how many rows went to the workers.
+-- transaction holding the table: each partition's key gains client_id;
+-- the rows with no client_id (on_auth_m5 before the client id is known)
+-- get '', as the plugin writes them to a distributed table;
+-- create_distributed_table copies the rows to the workers' shards, the
+-- coordinator's local copy is emptied, <tbl>_dead becomes a reference
+-- table and the views and functions their distributed form. Refuses a
+-- table with compressed partitions (Citus distributes one level of
+-- partitions only). Returns how many rows went to the workers.
 CREATE OR REPLACE FUNCTION vmq_pgevents_distribute(tbl text) RETURNS bigint LANGUAGE plpgsql AS $f$
 DECLARE
   r record;
