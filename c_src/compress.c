@@ -20,7 +20,7 @@
 
 struct compressor {
     compress_config_t cfg;
-    char *conninfo, *password, *table;
+    char *conninfo, *secrets, *table;
     writer_log_fn log;
     void *log_ctx;
     pthread_t thread;
@@ -66,7 +66,7 @@ static void failed(compressor_t *c, const char *what, const char *why)
 {
     char clean[200];
 
-    pgio_clean_error(why, c->password, clean, sizeof clean);
+    pgio_clean_error(why, c->secrets, clean, sizeof clean);
     pthread_mutex_lock(&c->mu);
     c->st.failures++;
     snprintf(c->st.error, sizeof c->st.error, "%s: %s", what, clean);
@@ -112,6 +112,9 @@ static int call_failed(compressor_t *c, PGresult *r)
     if (c->io.timed_out) {
         snprintf(why, sizeof why, "no answer from the server within %d s", CALL_TIMEOUT_MS / 1000);
         disconnect(c);
+    } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
+        snprintf(why, sizeof why, "an answer of an unexpected shape (%d rows of %d columns)",
+                 PQntuples(r), PQnfields(r));
     } else if (primary) {
         snprintf(why, sizeof why, "%s (SQLSTATE %s)", primary, state ? state : "?");
     } else {
@@ -120,7 +123,7 @@ static int call_failed(compressor_t *c, PGresult *r)
     }
     if (state && (strcmp(state, "0A000") == 0 || strcmp(state, "42501") == 0)) {
         char clean[256];
-        pgio_clean_error(why, c->password, clean, sizeof clean);
+        pgio_clean_error(why, c->secrets, clean, sizeof clean);
         pthread_mutex_lock(&c->mu);
         c->st.refused = 1;
         snprintf(c->st.error, sizeof c->st.error, "%s", clean);
@@ -152,7 +155,7 @@ static int look(compressor_t *c)
                       "SELECT partition, rows, heap_bytes, columnar_bytes "
                       "FROM vmq_pgevents_compress($1, make_interval(secs => $2::bigint), now(), 1)",
                       2, params);
-        if (PQresultStatus(r) != PGRES_TUPLES_OK) {
+        if (!pgio_shape(r, -1, 4)) {
             int refused = stopping(c) ? 0 : call_failed(c, r);
             PQclear(r);
             return refused;
@@ -207,10 +210,7 @@ static void *run(void *arg)
 
 static void free_compressor(compressor_t *c)
 {
-    if (c->password) {
-        memset(c->password, 0, strlen(c->password));
-        free(c->password);
-    }
+    pgio_secrets_free(c->secrets);
     free(c->conninfo);
     free(c->table);
     pthread_mutex_destroy(&c->mu);
@@ -238,19 +238,19 @@ compressor_t *compressor_start(const compress_config_t *cfg, writer_log_fn log, 
         c->cfg.every_ms = 60000;
     c->conninfo = strdup(cfg->conninfo ? cfg->conninfo : "");
     c->table = strdup(cfg->table ? cfg->table : "");
-    c->password = cfg->password ? strdup(cfg->password) : NULL;
+    c->secrets = pgio_secrets_dup(cfg->secrets);
     c->log = log;
     c->log_ctx = log_ctx;
     c->io.tick = stopping;
     c->io.ctx = c;
-    if (!c->conninfo || !c->table || (cfg->password && !c->password)) {
+    if (!c->conninfo || !c->table || (cfg->secrets && !c->secrets)) {
         snprintf(err, errlen, "out of memory");
         free_compressor(c);
         return NULL;
     }
     c->cfg.conninfo = c->conninfo;
     c->cfg.table = c->table;
-    c->cfg.password = c->password;
+    c->cfg.secrets = c->secrets;
     if (pthread_create(&c->thread, NULL, run, c) != 0) {
         snprintf(err, errlen, "cannot start the compressor thread");
         free_compressor(c);

@@ -17,7 +17,7 @@
 
 typedef struct compress_config {
     const char *conninfo;
-    const char *password;   /* masked in every message; NULL: none */
+    const char *secrets;    /* masked in every message (pgio_conninfo_secrets); NULL: none */
     const char *table;
     int64_t after_s;        /* compress partitions that ended this long ago */
     int every_ms;           /* how often to look; 0: 60000 */

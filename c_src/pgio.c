@@ -1,9 +1,11 @@
 /* pgio.c - bounded libpq calls (see pgio.h). */
+#define _GNU_SOURCE   /* explicit_bzero */
 #include "pgio.h"
 
 #include <errno.h>
 #include <poll.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <stdio.h>
 #include <string.h>
 #include <time.h>
@@ -169,10 +171,24 @@ PGresult *pgio_result(pgio_t *io)
     return PQgetResult(io->conn);
 }
 
-void pgio_clean_error(const char *in, const char *secret, char *out, size_t n)
+/* masks every copy of secret in out; the search goes on after each copy,
+ * so a secret made of '*' ends too */
+static void mask(char *out, const char *secret)
+{
+    size_t sl = strlen(secret);
+    char *p = out;
+
+    while ((p = strstr(p, secret)) != NULL) {
+        memset(p, '*', sl);
+        p += sl;
+    }
+}
+
+void pgio_clean_error(const char *in, const char *secrets, char *out, size_t n)
 {
     size_t len;
     char *p;
+    const char *s;
 
     snprintf(out, n, "%s", in ? in : "unknown error");
     len = strlen(out);
@@ -181,9 +197,74 @@ void pgio_clean_error(const char *in, const char *secret, char *out, size_t n)
     for (p = out; *p; p++)
         if (*p == '\n')
             *p = ' ';
-    if (secret && *secret) {
-        size_t sl = strlen(secret);
-        while ((p = strstr(out, secret)) != NULL)
-            memset(p, '*', sl);
+    for (s = secrets; s && *s; s += strlen(s) + 1)
+        mask(out, s);
+}
+
+int pgio_shape(const PGresult *r, int rows, int fields)
+{
+    return PQresultStatus(r) == PGRES_TUPLES_OK && (rows < 0 || PQntuples(r) == rows) &&
+           PQnfields(r) == fields;
+}
+
+int pgio_is_secret(const PQconninfoOption *o)
+{
+    return o->dispchar && strchr(o->dispchar, '*') != NULL;
+}
+
+char *pgio_conninfo_secrets(const char *conninfo)
+{
+    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
+    size_t n = 1;
+    char *out, *p;
+
+    if (!opts)
+        return NULL;
+    for (o = opts; o->keyword; o++)
+        if (pgio_is_secret(o) && o->val && *o->val)
+            n += strlen(o->val) + 1;
+    out = n > 1 ? malloc(n) : NULL;
+    if (out) {
+        p = out;
+        for (o = opts; o->keyword; o++)
+            if (pgio_is_secret(o) && o->val && *o->val) {
+                size_t k = strlen(o->val) + 1;
+                memcpy(p, o->val, k);
+                p += k;
+            }
+        *p = '\0';
     }
+    PQconninfoFree(opts);
+    return out;
+}
+
+static size_t secrets_len(const char *secrets)
+{
+    const char *s = secrets;
+
+    while (*s)
+        s += strlen(s) + 1;
+    return (size_t)(s - secrets) + 1;
+}
+
+char *pgio_secrets_dup(const char *secrets)
+{
+    size_t n;
+    char *out;
+
+    if (!secrets)
+        return NULL;
+    n = secrets_len(secrets);
+    out = malloc(n);
+    if (out)
+        memcpy(out, secrets, n);
+    return out;
+}
+
+void pgio_secrets_free(char *secrets)
+{
+    if (!secrets)
+        return;
+    explicit_bzero(secrets, secrets_len(secrets));
+    free(secrets);
 }

@@ -47,7 +47,24 @@ int pgio_end(pgio_t *io, const char *errmsg);
 PGresult *pgio_result(pgio_t *io);
 
 /* A libpq message for a log line or status: one line, no trailing
- * newline, every copy of secret (the password; NULL: none) masked. */
-void pgio_clean_error(const char *in, const char *secret, char *out, size_t n);
+ * newline, every copy of every secret masked. secrets: a list of strings,
+ * each ended by its NUL, the list by an empty string (pgio_conninfo_secrets);
+ * NULL: none. */
+void pgio_clean_error(const char *in, const char *secrets, char *out, size_t n);
+
+/* 1 when r is a result of rows rows (-1: any number) of fields columns:
+ * what must hold before any PQgetvalue, since a server (or what speaks
+ * for it) may answer with another shape, and PQgetvalue out of range is
+ * NULL. */
+int pgio_shape(const PGresult *r, int rows, int fields);
+
+/* Whether libpq marks this connection option secret (password, sslpassword:
+ * its dispchar '*'). */
+int pgio_is_secret(const PQconninfoOption *o);
+/* The values of the connection string's secret options as such a list
+ * (malloc); NULL: none, or not parsable, or out of memory. */
+char *pgio_conninfo_secrets(const char *conninfo);
+char *pgio_secrets_dup(const char *secrets);   /* NULL for NULL or out of memory */
+void pgio_secrets_free(char *secrets);         /* zeroed, then freed */
 
 #endif

@@ -3,8 +3,8 @@
  * connect, partition upkeep, the resume point after a failed write, and
  * what an outage looks like to the operator: logged once when it starts
  * and once when it ends, retried with capped exponential backoff and
- * jitter. The connection string's password never leaves this file but
- * masked. */
+ * jitter. The connection string's secrets (password, sslpassword) never
+ * leave this file but masked. */
 #define _GNU_SOURCE
 #include "writer_int.h"
 
@@ -31,10 +31,10 @@ void writer_logf(writer_log_fn log, void *ctx, int level, const char *fmt, ...)
     log(ctx, level, msg);
 }
 
-/* libpq's message without trailing newline and never with the password */
+/* libpq's message without trailing newline and never with a secret */
 void w_clean_error(const writer_t *w, const char *in, char *out, size_t n)
 {
-    pgio_clean_error(in, w->password, out, n);
+    pgio_clean_error(in, w->secrets, out, n);
 }
 
 static void set_error(writer_t *w, const char *msg)
@@ -198,13 +198,19 @@ static int prepare_sql(writer_t *w)
     return w->copy_sql && w->dead_sql && w->resume_sql ? 0 : -1;
 }
 
-/* why a pgio call gave no (good) result: the timeout, or libpq's word */
+/* why a pgio call gave no (good) result: the timeout, an answer of
+ * another shape than asked for, or libpq's word */
 const char *w_io_error(writer_t *w, const PGresult *r)
 {
     static __thread char msg[96];
 
     if (w->io.timed_out) {
         snprintf(msg, sizeof msg, "no answer from the server within %d ms", w->io.timeout_ms);
+        return msg;
+    }
+    if (r && PQresultStatus(r) == PGRES_TUPLES_OK) {
+        snprintf(msg, sizeof msg, "an answer of an unexpected shape (%d rows of %d columns)",
+                 PQntuples(r), PQnfields(r));
         return msg;
     }
     return r ? PQresultErrorMessage(r) : PQerrorMessage(w->conn);
@@ -241,20 +247,25 @@ static int apply_schema(writer_t *w)
 int w_check_distributed(writer_t *w)
 {
     const char *params[1] = {w->table};
+    char why[256] = "";
     PGresult *r;
     int ok, citus;
 
     r = pgio_exec(&w->io, "SELECT to_regclass('pg_catalog.pg_dist_partition') IS NOT NULL", 0, NULL);
-    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    ok = pgio_shape(r, 1, 1);
     citus = ok && PQgetvalue(r, 0, 0)[0] == 't';
+    if (!ok)
+        snprintf(why, sizeof why, "%s", w_io_error(w, r));
     PQclear(r);
     if (ok && citus) {
         r = pgio_exec(&w->io,
                       "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_dist_partition "
                       "WHERE logicalrelid = to_regclass(quote_ident($1)) AND partmethod = 'h')",
                       1, params);
-        ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+        ok = pgio_shape(r, 1, 1);
         citus = ok && PQgetvalue(r, 0, 0)[0] == 't';
+        if (!ok)
+            snprintf(why, sizeof why, "%s", w_io_error(w, r));
         PQclear(r);
     }
     if (ok && citus) {
@@ -269,10 +280,12 @@ int w_check_distributed(writer_t *w)
         r = pgio_exec(&w->io, "SET citus.max_adaptive_executor_pool_size = 4; "
                               "SET citus.max_cached_conns_per_worker = 4", 0, NULL);
         ok = !w->io.timed_out && PQstatus(w->conn) == CONNECTION_OK;   /* refused: the defaults stay */
+        if (!ok)
+            snprintf(why, sizeof why, "%s", w_io_error(w, NULL));
         PQclear(r);
     }
     if (!ok) {
-        w_note_down(w, "asking whether the table is distributed", w_io_error(w, NULL));
+        w_note_down(w, "asking whether the table is distributed", why);
         return -1;
     }
     w->copy.client_id_required = citus;
@@ -304,7 +317,7 @@ int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
                   "coalesce(array_length(dropped, 1), 0) "
                   "FROM vmq_pgevents_partitions($1, $2, 2, $3::bigint, now(), "
                   "to_timestamp($4::float8), to_timestamp($5::float8))", 5, params);
-    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 3;
+    ok = pgio_shape(r, 1, 3);
     w->upkeep_at_ms = mono_ms() + UPKEEP_EVERY_MS;
     if (ok) {
         long created = strtol(PQgetvalue(r, 0, 0), NULL, 10);
@@ -413,7 +426,7 @@ int w_resume_point(writer_t *w, int64_t incarnation, const event_t *batch, uint6
     snprintf(lo, sizeof lo, "%.6f", (double)(lo_us - 1000000) / 1e6);
     snprintf(hi, sizeof hi, "%.6f", (double)(hi_us + 1000000) / 1e6);
     r = pgio_exec(&w->io, w->resume_sql, 4, params);
-    ok = PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1;
+    ok = pgio_shape(r, 1, 1);
     if (ok)
         *max_seq = strtoull(PQgetvalue(r, 0, 0), NULL, 10);
     else
@@ -453,20 +466,6 @@ int w_classify(writer_t *w, PGresult *r)
     return W_RETRY;
 }
 
-char *w_conninfo_password(const char *conninfo)
-{
-    PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
-    char *pw = NULL;
-
-    if (!opts)
-        return NULL;
-    for (o = opts; o->keyword; o++)
-        if (strcmp(o->keyword, "password") == 0 && o->val && *o->val)
-            pw = strdup(o->val);
-    PQconninfoFree(opts);
-    return pw;
-}
-
 int conninfo_check(const char *conninfo)
 {
     char *errmsg = NULL;
@@ -497,7 +496,7 @@ void conninfo_masked(const char *conninfo, char *out, size_t n)
             buf_putc(&b, ' ');
         buf_puts(&b, o->keyword);
         buf_putc(&b, '=');
-        if (strcmp(o->keyword, "password") == 0) {
+        if (pgio_is_secret(o)) {
             buf_puts(&b, "****");
         } else {
             const char *c;

@@ -336,10 +336,7 @@ static void writer_free(writer_t *w)
     free(w->distribute);
     buf_free(&w->enc);
     buf_free(&w->pre);
-    if (w->password) {
-        memset(w->password, 0, strlen(w->password));
-        free(w->password);
-    }
+    pgio_secrets_free(w->secrets);
     pthread_cond_destroy(&w->scv);
     pthread_mutex_destroy(&w->smu);
     free(w);
@@ -393,7 +390,7 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->spool_dir = dup_or_null(cfg->spool_dir);
     w->partition = strdup(cfg->partition ? cfg->partition : "none");
     w->distribute = strdup(cfg->distribute ? cfg->distribute : "off");
-    w->password = w_conninfo_password(w->conninfo);
+    w->secrets = pgio_conninfo_secrets(w->conninfo);
     if (!w->conninfo || !w->table || !w->node || !w->partition || !w->distribute ||
         (cfg->schema_sql && !w->schema_sql) ||
         (cfg->spool_dir && !w->spool_dir)) {
@@ -446,7 +443,7 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
         return NULL;
     }
     if (cfg->compress_after_s > 0 && strcmp(w->partition, "none") != 0) {
-        compress_config_t cc = {w->conninfo, w->password, w->table, cfg->compress_after_s,
+        compress_config_t cc = {w->conninfo, w->secrets, w->table, cfg->compress_after_s,
                                 cfg->compress_every_ms};
         char cerr[128];
         w->comp = compressor_start(&cc, log, log_ctx, cerr, sizeof cerr);

@@ -97,7 +97,8 @@ void writer_status_add(writer_status_t *into, const writer_status_t *from);
  * running writer (any thread; read by the writer at its next batch). */
 void writer_tune(writer_t *w, size_t batch_size, int flush_interval_ms, size_t json_max);
 
-/* The connection string with any password replaced by ****; "" when it
+/* The connection string with every secret (password, sslpassword: what libpq
+ * marks secret) replaced by ****; "" when it
  * cannot be parsed. Writes at most n bytes, always terminated. */
 void conninfo_masked(const char *conninfo, char *out, size_t n);
 /* 0 when libpq can parse conninfo. */

@@ -25,7 +25,8 @@
 
 struct writer {
     writer_config_t cfg;       /* strings below are our own copies */
-    char *conninfo, *table, *schema_sql, *node, *password, *spool_dir, *partition, *distribute;
+    char *conninfo, *table, *schema_sql, *node, *spool_dir, *partition, *distribute;
+    char *secrets;             /* masked in every message (pgio_conninfo_secrets) */
     queue_t *q;
     writer_log_fn log;
     void *log_ctx;
@@ -95,8 +96,6 @@ const char *w_io_error(writer_t *w, const PGresult *r);
 void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen);
 enum write_rc { W_OK, W_DATA, W_RETRY };
 int w_classify(writer_t *w, PGresult *r);
-/* the connection string's password (strdup), NULL: none */
-char *w_conninfo_password(const char *conninfo);
 
 /* copyout.c */
 /* Writes the batch (all of incarnation w->copy.incarnation), isolating

@@ -211,10 +211,12 @@ secrets() ->
     T = "hostile_secrets",
     Pw = <<"Sup3r-Secret-MQTT-pw">>,
     DsnPw = "Dsn-Secret-pw-4711",
+    %% the client key's passphrase: libpq marks it secret like the password
+    KeyPw = "Key-Passphrase-0815",
     pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
     %% a dsn with a password the server does not check (trust auth): the
     %% password travels through the plugin and must never come out
-    Dsn = pgev_pg:dsn() ++ " password=" ++ DsnPw,
+    Dsn = pgev_pg:dsn() ++ " password=" ++ DsnPw ++ " sslpassword=" ++ KeyPw,
     pgev_app:capture_logs(),
     pgev_app:start(T, [{dsn, Dsn}]),
     try
@@ -238,14 +240,67 @@ secrets() ->
         ?assertEqual(5, length(binary:split(string:trim(Table), <<"\n">>, [global]))),
         [?assertEqual({Where, nomatch}, {Where, binary:match(Text, Secret)}) ||
             {Where, Text} <- [{status, StatusText}, {table, Table}, {logs, iolist_to_binary(Logs)}],
-            Secret <- [Pw, list_to_binary(DsnPw)]],
-        ?assertNotEqual(nomatch, binary:match(maps:get(dsn_masked, Status), <<"password=****">>)),
+            Secret <- [Pw, list_to_binary(DsnPw), list_to_binary(KeyPw)]],
+        ?assertMatch({match, _}, re:run(maps:get(dsn_masked, Status), <<"(^| )password=\\*{4}( |$)">>)),
+        ?assertNotEqual(nomatch, binary:match(maps:get(dsn_masked, Status), <<"sslpassword=****">>)),
         ?assertNotEqual(<<>>, maps:get(last_error, Status))
     after
         _ = pgev_app:captured_logs(),
         pgev_pg:start(),
         pgev_app:stop()
     end.
+
+%% ---- a server that answers with a shape no PostgreSQL sends ------------------------
+
+%% A stand-in server (pgev_standin) answers the writer's questions with a
+%% row of no columns: the writer must say so in its status and ask again,
+%% never read a value that is not there (that was a NULL dereference: the
+%% whole broker gone). Each of the three questions the writer reads a
+%% value from: is Citus there, is the table distributed, the resume point.
+malformed_answer_test_() ->
+    {timeout, 120, fun() ->
+        Zero = {rows, [], [[]]},
+        One = fun(V) -> {rows, [<<"v">>], [[V]]} end,
+        %% Citus there?
+        malformed(fun(_, _) -> Zero end, <<"SELECT to_regclass">>),
+        %% the table distributed? (asked with parameters: the extended protocol)
+        malformed(fun(_, <<"SELECT to_regclass", _/binary>>) -> One(<<"t">>);
+                     (_, _) -> Zero
+                  end, <<"SELECT EXISTS">>),
+        %% the resume point, asked before an event's first write
+        malformed(fun(_, <<"SELECT to_regclass", _/binary>>) -> One(<<"f">>);
+                     (_, _) -> Zero
+                  end, <<"SELECT coalesce(max(seq)">>)
+    end}.
+
+malformed(Answer, Question) ->
+    SI = pgev_standin:start(Answer),
+    pgev_app:start("hostile_standin", [{dsn, pgev_standin:dsn(SI)}, {auto_create, false}]),
+    try
+        ok = vmq_pgevents:on_client_gone({"", <<"c">>}),
+        %% asked, and after the backoff asked again: the VM and the writer live on
+        asked(Question, 2),
+        #{last_error := Err} = vmq_pgevents:status(),
+        ?assertMatch({_, _}, binary:match(Err, <<"an answer of an unexpected shape (1 rows of 0 columns)">>))
+    after
+        pgev_app:stop(),
+        pgev_standin:stop(SI),
+        flush_standin()
+    end.
+
+asked(_Question, 0) -> ok;
+asked(Question, N) ->
+    receive
+        {standin, Sql} ->
+            case binary:longest_common_prefix([Sql, Question]) =:= byte_size(Question) of
+                true -> asked(Question, N - 1);
+                false -> asked(Question, N)
+            end
+    after 30000 -> error({not_asked, Question, N})
+    end.
+
+flush_standin() ->
+    receive {standin, _} -> flush_standin() after 0 -> ok end.
 
 %% ---- a hostile table name ----------------------------------------------------------
 

@@ -21,6 +21,7 @@
 #include "crc32c.h"
 #include "journal.h"
 #include "journal_int.h"
+#include "pgio.h"
 
 #define MEM (64u << 20)   /* journal_memory_bytes of the journal tests */
 #include "recover.h"
@@ -376,6 +377,30 @@ static void test_conninfo(void)
     CHECK(conninfo_check("host='unterminated") != 0);
     conninfo_masked("host='unterminated password=abc", out, sizeof out);
     CHECK(out[0] == '\0');
+    /* the client key's passphrase is as secret as the password (libpq
+     * marks both), in a keyword list and in a URI */
+    conninfo_masked("host=x sslkey=/k.pem sslpassword=Key-Pass-99 password=pw1", out, sizeof out);
+    CHECK(strstr(out, "Key-Pass-99") == NULL && strstr(out, "sslpassword=****") != NULL);
+    CHECK(strstr(out, "pw1") == NULL && strstr(out, "sslkey='/k.pem'") != NULL);
+    conninfo_masked("postgresql://u@h/db?sslpassword=Key-Pass-99", out, sizeof out);
+    CHECK(strstr(out, "Key-Pass-99") == NULL && strstr(out, "sslpassword=****") != NULL);
+    {
+        char *sec = pgio_conninfo_secrets("host=x password=pw1 sslpassword=Key-Pass-99");
+        char *dup = pgio_secrets_dup(sec);
+        CHECK(sec != NULL && dup != NULL);
+        pgio_clean_error("could not load key Key-Pass-99 for pw1\n", dup, out, sizeof out);
+        CHECK(strcmp(out, "could not load key *********** for ***") == 0);
+        pgio_secrets_free(sec);
+        pgio_secrets_free(dup);
+        CHECK(pgio_conninfo_secrets("host=x user=u") == NULL);
+    }
+    /* a secret made of '*' (what masking writes) ends, masked */
+    {
+        char *sec = pgio_conninfo_secrets("password=***");
+        pgio_clean_error("auth failed: *** and ***", sec, out, sizeof out);
+        CHECK(strcmp(out, "auth failed: *** and ***") == 0);
+        pgio_secrets_free(sec);
+    }
 }
 
 static int match(const char *filter, const char *topic)
