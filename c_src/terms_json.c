@@ -11,7 +11,9 @@
 
 static void json_term(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM t, buf_t *b, int depth);
 
-/* [{K, V}, ...] -> [{"key": K, "val": V}, ...] (MQTT 5 user properties) */
+/* [{K, V}, ...] -> [{"key": K, "val": V}, ...] (MQTT 5 user properties);
+ * stops at JSON_BYTES_MAX like every list and map here (put_map_json then
+ * writes the summary), so a packet of many tiny properties costs no more */
 static int json_user_props(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM t, buf_t *b, int depth)
 {
     ERL_NIF_TERM head, tail = t;
@@ -29,8 +31,10 @@ static int json_user_props(ErlNifEnv *env, const atoms_t *am, ERL_NIF_TERM t, bu
         buf_puts(b, ",\"val\":");
         json_term(env, am, kv[1], b, depth + 1);
         buf_putc(b, '}');
+        if (b->failed || b->len > JSON_BYTES_MAX)
+            break;
     }
-    if (!enif_is_empty_list(env, tail))
+    if (!enif_is_empty_list(env, tail) && !b->failed && b->len <= JSON_BYTES_MAX)
         goto fallback;
     buf_putc(b, ']');
     return 0;

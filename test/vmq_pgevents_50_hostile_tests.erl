@@ -188,16 +188,22 @@ extremes() ->
         ok = vmq_pgevents:on_publish_m5(<<"u">>, {"", <<"wide">>}, 0, [<<"t">>], <<>>, false, Wide),
         Words = [<<>> || _ <- lists:seq(1, 100000)],
         ok = vmq_pgevents:on_publish(<<"u">>, {"", <<"words">>}, 0, Words, <<>>, false),
+        %% 500,000 empty user properties (5 bytes each in a packet): the
+        %% JSON stops at its limit (256 KiB) instead of growing to ~28 MB
+        Props = #{p_user_property => [{<<>>, <<>>} || _ <- lists:seq(1, 500000)]},
+        ok = vmq_pgevents:on_publish_m5(<<"u">>, {"", <<"props">>}, 0, [<<"t">>], <<>>, false, Props),
         pgev_app:flush(),
         Rows = pgev_app:rows(T),
-        [R1, R2, R3, R4, R5, R6] = Rows,
+        [R1, R2, R3, R4, R5, R6, R7] = Rows,
         ?assertMatch(#{<<"payload_size">> := 268435456, <<"payload_truncated">> := true}, R1),
         ?assertEqual(2 + 2 * 1024, byte_size(maps:get(<<"payload">>, R1))),
         ?assertEqual(LongId, maps:get(<<"client_id">>, R2)),
         ?assertMatch(#{<<"client_id">> := null, <<"extra">> := #{<<"malformed">> := [<<"subscriber_id">>]}}, R3),
         ?assertMatch(#{<<"client_id">> := <<"deep">>}, R4),
         ?assertMatch(#{<<"properties">> := #{<<"$too_large">> := true}}, R5),
-        ?assertMatch(#{<<"topic">> := null, <<"extra">> := #{<<"malformed">> := [<<"topic">>]}}, R6)
+        ?assertMatch(#{<<"topic">> := null, <<"extra">> := #{<<"malformed">> := [<<"topic">>]}}, R6),
+        #{<<"properties">> := #{<<"$too_large">> := true, <<"bytes">> := Bytes}} = R7,
+        ?assert(Bytes > 256 * 1024 andalso Bytes < 256 * 1024 + 64)
     after
         pgev_app:stop()
     end.

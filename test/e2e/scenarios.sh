@@ -191,4 +191,23 @@ scenario_traffic() {
         "$(q "SELECT to_client_id, candidates, latency_ms BETWEEN 0 AND 10000 FROM vmq_events_journey('e2e-v5-pub', '-infinity')")"
     check "MQTT 5 login: clean start false, session expiry property" "f|2" \
         "$(q "SELECT clean_session, properties->>'p_session_expiry_interval' FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'auth_on_register_m5'")"
+
+    # MQTT 5: one PUBLISH with 20,000 empty user properties (~100 KB on
+    # the wire; ~400 KB as JSON): recorded with the properties summarized
+    # at the JSON limit, the broker and the delivery unharmed
+    local props=() k
+    for k in $(seq 1 20000); do props+=(-D publish user-property '' ''); done
+    bg_sub -V mqttv5 -i e2e-props-sub -q 1 -t e2e/props "${ALICE[@]}" -C 1 -W 20 >"$WORK/props.out"
+    local psub=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-props-sub' AND hook = 'on_subscribe_m5'" 1 >/dev/null
+    pub -V mqttv5 -i e2e-props -q 1 -t e2e/props -m many-props "${props[@]}" "${ALICE[@]}"
+    wait "$psub"
+    check "many user properties: the subscriber got the message" "many-props" "$(cat "$WORK/props.out")"
+    check "many user properties: publish and delivery rows, properties summarized at 256 KiB" \
+        "auth_on_publish_m5|true|t on_publish_m5|true|t on_deliver_m5|true|t" \
+        "$(settle "SELECT string_agg(hook || '|' || (properties->>'\$too_large') || '|' ||
+                                     ((properties->>'bytes')::int BETWEEN 262144 AND 262144 + 64), ' ' ORDER BY seq)
+                   FROM vmq_events WHERE hook IN ('auth_on_publish_m5', 'on_publish_m5', 'on_deliver_m5')
+                   AND (client_id = 'e2e-props' OR (client_id = 'e2e-props-sub' AND topic = 'e2e/props'))" \
+                  "auth_on_publish_m5|true|t on_publish_m5|true|t on_deliver_m5|true|t")"
 }
