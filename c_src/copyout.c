@@ -3,7 +3,11 @@
  * A batch is one COPY BINARY, one transaction. A batch that PostgreSQL
  * refuses because of a row's data is split until the bad row is
  * isolated; that row is kept in <table>_dead with the error, logged and
- * counted, and the rest is written.
+ * counted, and the rest is written. An error that may be a row's or the
+ * table's (w_classify's W_UNSURE) is split the same way; the row it
+ * isolates is dead-lettered only when the table takes another row of
+ * the batch (tried in a transaction rolled back), else it is the table's
+ * and the batch waits, as in an outage.
  *
  * Pipelined: once a batch's COPY data is sent, and while PostgreSQL
  * commits it, the next batch waiting in the queue is popped and encoded
@@ -93,7 +97,7 @@ static int copy_send(writer_t *w, event_t *list, size_t n, const char *dead_erro
          * state it is in is unknown, so it goes */
         w_clean_error(w, w_io_error(w, NULL), err, errlen);
         w_disconnect(w);
-        return W_RETRY;
+        return W_DOWN;
     }
     return W_OK;
 }
@@ -109,7 +113,7 @@ static int copy_commit(writer_t *w, char *err, size_t errlen)
         rc = w_classify(w, r);
         w_result_error(w, r, err, errlen);
         if (rc == W_OK)
-            rc = W_RETRY;
+            rc = W_DOWN;
         w->pre_n = 0;   /* what was encoded ahead may never be sent as it is */
     }
     PQclear(r);
@@ -156,18 +160,56 @@ static void count_written(writer_t *w, const event_t *list, size_t n)
     pthread_mutex_unlock(&w->smu);
 }
 
-/* a row PostgreSQL refused: kept in <table>_dead with the error, counted,
- * logged (seq, hook and the error; never the row's values) */
-static void dead_letter(writer_t *w, event_t *ev, const char *err)
+/* Whether <table>_dead has the row of ev already: a dead-letter COPY
+ * whose answer was lost may have committed (or an earlier start's,
+ * before a kill). 1: there; 0: not there (or that table cannot be
+ * read: its COPY says why); -1: no answer. */
+static int dead_kept(writer_t *w, const event_t *ev)
 {
-    char derr[256];
+    char inc[24], seq[24];
+    const char *params[3] = {w->node, inc, seq};
+    PGresult *r;
+    int there;
+
+    snprintf(inc, sizeof inc, "%lld", (long long)w->copy.incarnation);
+    snprintf(seq, sizeof seq, "%llu", (unsigned long long)ev->seq);
+    r = pgio_exec(&w->io, w->dead_check_sql, 3, params);
+    if (pgio_shape(r, 1, 1))
+        there = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
+    else
+        there = w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK ? -1 : 0;
+    PQclear(r);
+    return there;
+}
+
+/* A row PostgreSQL refused (err): kept in <table>_dead with the error,
+ * counted, logged (seq, hook and the error; never the row's values).
+ * W_OK: kept, or found kept by an earlier try; W_DATA: the dead-letter
+ * table refused it too: lost (counted, logged); W_DOWN: no answer (a
+ * timeout, a dropped connection): the row stays where it is, for the
+ * next try. */
+static int dead_letter(writer_t *w, event_t *ev, const char *err, char *derr, size_t derrlen)
+{
     event_t *next = ev->next;
-    int kept;
+    int kept, rc;
     uint64_t n;
 
-    ev->next = NULL;
-    kept = copy_events(w, ev, 1, err, derr, sizeof derr) == W_OK;
-    ev->next = next;
+    derr[0] = '\0';
+    kept = dead_kept(w, ev);
+    if (kept < 0) {
+        w_clean_error(w, w_io_error(w, NULL), derr, derrlen);
+        return W_DOWN;
+    }
+    if (!kept) {
+        ev->next = NULL;
+        rc = copy_events(w, ev, 1, err, derr, derrlen);
+        ev->next = next;
+        if (rc == W_DOWN && strcmp(w->last_sqlstate, "42P01") != 0)
+            return W_DOWN;   /* no answer, or the server's state: tried again */
+        /* 23505: an earlier try committed after its answer was lost (the
+         * dead-letter table's key on incarnation, seq, node) */
+        kept = rc == W_OK || strcmp(w->last_sqlstate, "23505") == 0;
+    }
     pthread_mutex_lock(&w->smu);
     n = ++w->st.dead_lettered;
     w->st.dead_hook[ev->hook]++;
@@ -187,6 +229,80 @@ static void dead_letter(writer_t *w, event_t *ev, const char *err)
              "%s_dead (%llu so far), the rest of its batch is written",
              (unsigned long long)ev->seq, hook_defs[ev->hook].name, err, w->table,
              (unsigned long long)n);
+    return kept ? W_OK : W_DATA;
+}
+
+/* Appends the events waiting in the queue of the batch's incarnation
+ * after last (at most a batch). Their count, 0: none. */
+static size_t take_more(writer_t *w, event_t *batch, event_t *last, size_t *n)
+{
+    event_t *more;
+    size_t k;
+
+    if (!queue_ready_from(w->q, queue_event_origin(batch)))
+        return 0;
+    more = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k);
+    if (!more)
+        return 0;
+    last->next = more;
+    *n += k;
+    pthread_mutex_lock(&w->smu);
+    w->st.inflight += k;
+    pthread_mutex_unlock(&w->smu);
+    queue_settled(w->q);
+    return k;
+}
+
+/* ev alone, in a transaction that is rolled back. 1: the table took it;
+ * 0: refused; -1: no answer. */
+static int try_rolled_back(writer_t *w, event_t *ev)
+{
+    event_t *next = ev->next;
+    char err[256];
+    PGresult *r;
+    int rc, ok;
+
+    w->pre_n = 0;
+    r = pgio_exec(&w->io, "BEGIN", 0, NULL);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok)
+        return -1;
+    ev->next = NULL;
+    rc = copy_events(w, ev, 1, NULL, err, sizeof err);
+    ev->next = next;
+    if (!w->conn)
+        return -1;
+    r = pgio_exec(&w->io, "ROLLBACK", 0, NULL);
+    ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+    PQclear(r);
+    if (!ok) {
+        w_disconnect(w);   /* in which state the transaction is: unknown */
+        return -1;
+    }
+    return rc == W_OK ? 1 : rc == W_DOWN ? -1 : 0;
+}
+
+/* bad, the first of the batch's n events, failed alone with an error
+ * that may be the table's (W_UNSURE): does the table take another row of
+ * the batch, the one after bad or the last? (Waiting events of the same
+ * incarnation join the batch when it has no other.) 1: yes, the error is
+ * bad's own; 0: no, it is the table's; -1: no answer. */
+static int others_taken(writer_t *w, event_t *bad, size_t *n)
+{
+    event_t *last = bad;
+    int t;
+
+    while (last->next)
+        last = last->next;
+    if (last == bad && !take_more(w, bad, last, n))
+        return 0;
+    t = try_rolled_back(w, bad->next);
+    if (t != 0)
+        return t;
+    for (last = bad; last->next; last = last->next)
+        ;
+    return last == bad->next ? 0 : try_rolled_back(w, last);
 }
 
 /* While the COPY just sent commits, the next batch: when one of the same
@@ -196,20 +312,14 @@ static void dead_letter(writer_t *w, event_t *ev, const char *err)
 static int prefetch(writer_t *w, event_t *batch, size_t *n, event_t *last)
 {
     event_t *more, *ev;
-    size_t k, i;
+    size_t i;
 
-    if (!last || last->next || !queue_ready_from(w->q, queue_event_origin(batch)))
+    if (!last || last->next || !take_more(w, batch, last, n))
         return 0;
-    more = queue_pop(w->q, __atomic_load_n(&w->cfg.batch_size, __ATOMIC_RELAXED), 0, &k);
-    if (!more)
-        return 0;
-    last->next = more;
-    *n += k;
+    more = last->next;
     pthread_mutex_lock(&w->smu);
-    w->st.inflight += k;
     w->st.prefetched++;
     pthread_mutex_unlock(&w->smu);
-    queue_settled(w->q);
     w->pre.len = 0;
     w->pre.failed = 0;
     copy_header(&w->pre);
@@ -296,21 +406,34 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
              * point again, once: it now counts those rows */
             rechecked = 1;
             w->resume_check = 1;
-        } else if (rc == W_DATA) {
-            if (k == 1) {
-                event_t *bad = batch;
-                batch = batch->next;
-                dead_letter(w, bad, err);
-                event_free(bad);
-                *n -= 1;
-                chunk = *n;
-            } else {
-                chunk = k / 2;
+        } else if ((rc == W_DATA || rc == W_UNSURE) && k > 1) {
+            chunk = k / 2;   /* until the row is isolated */
+        } else if (rc == W_DATA || rc == W_UNSURE) {
+            char derr[256];
+            event_t *bad = batch;
+            int taken = rc == W_DATA ? 1 : others_taken(w, bad, n);
+            if (taken == 0) {
+                /* the table refuses every row: the server's, not the row's */
+                w_note_down(w, "writing", err);
+                w->resume_check = 1;
+                return batch;
             }
+            if (taken < 0 || dead_letter(w, bad, err, derr, sizeof derr) == W_DOWN) {
+                w_note_down(w, "keeping a refused row in the dead-letter table",
+                            taken < 0 ? w_io_error(w, NULL) : derr);
+                w->resume_check = 1;
+                if (w->conn && (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK))
+                    w_disconnect(w);
+                return batch;
+            }
+            batch = batch->next;
+            event_free(bad);
+            *n -= 1;
+            chunk = *n;
         } else {
             w_note_down(w, "writing", err);
             w->resume_check = 1;
-            if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK)
+            if (!w->conn || w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK)
                 w_disconnect(w);
             else
                 w->schema_done = 0; /* e.g. the table was dropped: recreate */

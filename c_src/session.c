@@ -158,6 +158,8 @@ void w_disconnect(writer_t *w)
     w->dead_sql = NULL;
     free(w->resume_sql);
     w->resume_sql = NULL;
+    free(w->dead_check_sql);
+    w->dead_check_sql = NULL;
     w->schema_done = 0;
     w->dist_checked = 0;
 }
@@ -169,6 +171,8 @@ static int prepare_sql(writer_t *w)
     static const char resume_fmt[] =
         "SELECT coalesce(max(seq), 0) FROM %s WHERE node = $1 AND incarnation = $2 "
         "AND ts >= to_timestamp($3::float8) AND ts <= to_timestamp($4::float8)";
+    static const char dead_check_fmt[] =
+        "SELECT count(*) FROM %s WHERE node = $1 AND incarnation = $2 AND seq = $3";
     char *ident = PQescapeIdentifier(w->conn, w->table, strlen(w->table)), *dead_ident;
     char dead_name[80];
     size_t n;
@@ -185,6 +189,10 @@ static int prepare_sql(writer_t *w)
     w->dead_sql = malloc(n);
     if (w->dead_sql)
         snprintf(w->dead_sql, n, copy_fmt, dead_ident, copy_dead_columns);
+    n = sizeof dead_check_fmt + strlen(dead_ident);
+    w->dead_check_sql = malloc(n);
+    if (w->dead_check_sql)
+        snprintf(w->dead_check_sql, n, dead_check_fmt, dead_ident);
     PQfreemem(dead_ident);
     n = sizeof copy_fmt + strlen(ident) + strlen(copy_columns);
     w->copy_sql = malloc(n);
@@ -195,7 +203,7 @@ static int prepare_sql(writer_t *w)
     if (w->resume_sql)
         snprintf(w->resume_sql, n, resume_fmt, ident);
     PQfreemem(ident);
-    return w->copy_sql && w->dead_sql && w->resume_sql ? 0 : -1;
+    return w->copy_sql && w->dead_sql && w->resume_sql && w->dead_check_sql ? 0 : -1;
 }
 
 /* why a pgio call gave no (good) result: the timeout, an answer of
@@ -452,18 +460,42 @@ void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
     w_clean_error(w, tmp, err, errlen);
 }
 
-/* 22xxx data exception, 23xxx integrity constraint, 54xxx program limit:
- * something in a row; anything else is the connection or the table. */
+/* The server's state, whatever the rows: its connection (08), its
+ * resources (53: disk full, out of memory, too many connections), an
+ * operator's shutdown (57P), a system error (58), a read-only server
+ * (25006), a conflict worth retrying (40: serialization, deadlock; 55P03:
+ * a lock not had), the database or the login (3D000, 28) or the table
+ * gone (42P01). */
+static int server_state(const char *s)
+{
+    static const char *const prefix[] = {"08", "53", "57P", "58", "25006", "40", "55P03",
+                                         "3D000", "28", "42P01"};
+    size_t i;
+
+    for (i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
+        if (strncmp(s, prefix[i], strlen(prefix[i])) == 0)
+            return 1;
+    return 0;
+}
+
+/* W_DOWN: no answer, or the server's state (above). W_DATA: something in
+ * a row (22 data exception, 23 integrity constraint, 54 program limit).
+ * W_UNSURE: any other error (a trigger's RAISE P0001, a statement_timeout
+ * 57014, no privilege 42501, an internal error XX000, ...), which may be
+ * one row's or every row's: the batch is split, and a row that fails
+ * alone is dead-lettered only when other rows are taken (w_write_batch). */
 int w_classify(writer_t *w, PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
 
-    if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK)
-        return W_RETRY;
-    if (state && (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
-                  strncmp(state, "54", 2) == 0))
+    if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK || !state || strlen(state) != 5)
+        return W_DOWN;
+    if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
+        strncmp(state, "54", 2) == 0)
         return W_DATA;
-    return W_RETRY;
+    if (server_state(state))
+        return W_DOWN;
+    return W_UNSURE;
 }
 
 int conninfo_check(const char *conninfo)

@@ -36,7 +36,7 @@ struct writer {
     PGconn *conn;
     pgio_t io;                 /* every libpq call that waits goes through it */
     journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
-    char *copy_sql, *dead_sql, *resume_sql;
+    char *copy_sql, *dead_sql, *resume_sql, *dead_check_sql;
     int schema_done;
     int dist_checked;          /* copy.client_id_required asked of this connection */
     int connected_once;        /* the first connect (at start, before any event) is done */
@@ -94,7 +94,7 @@ void w_ts_range(const event_t *ev, size_t n, int64_t *lo, int64_t *hi);
 int w_resume_point(writer_t *w, int64_t incarnation, const event_t *batch, uint64_t *max_seq);
 const char *w_io_error(writer_t *w, const PGresult *r);
 void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen);
-enum write_rc { W_OK, W_DATA, W_RETRY };
+enum write_rc { W_OK, W_DATA, W_UNSURE, W_DOWN };   /* see w_classify */
 int w_classify(writer_t *w, PGresult *r);
 
 /* copyout.c */

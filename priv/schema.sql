@@ -746,6 +746,7 @@ DECLARE
   workers integer := 0;
   dist boolean;
   kind "char";
+  twice boolean;
 BEGIN
   IF part NOT IN ('day', 'hour', 'none') THEN
     RAISE EXCEPTION 'vmq_pgevents.partition must be day, hour or none, not %', part;
@@ -878,6 +879,16 @@ BEGIN
   ELSIF NOT EXISTS (SELECT 1 FROM pg_attribute WHERE attrelid = to_regclass(quote_ident(t || '_dead'))
                     AND attname = 'payload_hash' AND NOT attisdropped) THEN
     EXECUTE format('ALTER TABLE %I ADD COLUMN payload_hash bigint', t || '_dead');
+  END IF;
+  -- an event is dead-lettered once: a dead-letter COPY whose answer was
+  -- lost may have committed, and the writer's next try then collides
+  -- (or waits for it, and collides). Not unique where an earlier version
+  -- wrote a row twice.
+  IF to_regclass(quote_ident(t || '_dead_key')) IS NULL THEN
+    EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I GROUP BY incarnation, seq, node HAVING count(*) > 1)',
+                   t || '_dead') INTO twice;
+    EXECUTE format('CREATE %s INDEX %I ON %I (incarnation, seq, node)',
+                   CASE WHEN twice THEN '' ELSE 'UNIQUE' END, t || '_dead_key', t || '_dead');
   END IF;
   PERFORM vmq_pgevents_views(t);
 END

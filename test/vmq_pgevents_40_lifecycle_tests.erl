@@ -344,6 +344,156 @@ poisoned_row_test_() ->
 topic(37) -> <<"zz-refused">>;
 topic(_) -> <<"fine">>.
 
+%% ---- errors that may be a row's or the table's ------------------------------------
+
+%% A DBA's trigger that raises (P0001) for some rows: not a data error
+%% class, yet the error repeats on the same rows. The rows are isolated and
+%% dead-lettered (the table takes the others), the rest written.
+raising_trigger_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_raise",
+        with_raise_trigger(T, "NEW.topic = 'zz-refused'", fun() ->
+            #{dead_lettered := D0, dead_letter_lost := L0} = vmq_pgevents:status(),
+            [ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [topic(I)], integer_to_binary(I), false)
+             || I <- lists:seq(1, 100)],
+            pgev_app:flush(),
+            ?assertEqual(99, count(T)),
+            ?assertEqual("0", string:trim(pgev_pg:sql("SELECT count(*) FROM " ++ T ++ " WHERE topic = 'zz-refused'"))),
+            [Dead] = pgev_pg:rows("SELECT topic, dead_sqlstate, dead_error FROM " ++ T ++ "_dead"),
+            ?assertMatch(#{<<"topic">> := <<"zz-refused">>, <<"dead_sqlstate">> := <<"P0001">>,
+                           <<"dead_error">> := <<"refused by the DBA's trigger (SQLSTATE P0001)">>}, Dead),
+            #{dead_lettered := D1, dead_letter_lost := L1} = vmq_pgevents:status(),
+            ?assertEqual({1, 0}, {D1 - D0, L1 - L0})
+        end)
+    end}.
+
+%% The same trigger raising for every row: the table's, not a row's. Nothing
+%% is dead-lettered; the events wait (as in an outage) and are all written
+%% once the trigger is gone.
+raising_for_all_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_raise_all",
+        with_raise_trigger(T, "true", fun() ->
+            #{dead_lettered := D0, write_errors := E0} = vmq_pgevents:status(),
+            [ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [<<"n">>], integer_to_binary(I), false)
+             || I <- lists:seq(1, 50)],
+            %% tried, refused, tried again
+            wait_until(fun() -> maps:get(write_errors, vmq_pgevents:status()) >= E0 + 2 end),
+            #{last_error := Err} = vmq_pgevents:status(),
+            ?assertNotEqual(nomatch, binary:match(Err, <<"refused by the DBA's trigger">>)),
+            pgev_pg:sql("DROP TRIGGER raise ON " ++ T),
+            pgev_app:flush(),
+            ?assertEqual([integer_to_list(I) || I <- lists:seq(1, 50)],
+                         string:lexemes(pgev_pg:sql("SELECT convert_from(payload, 'UTF8') FROM " ++ T
+                                                    ++ " ORDER BY seq"), "\n")),
+            ?assertEqual(0, count(T ++ "_dead")),
+            #{dead_lettered := D1} = vmq_pgevents:status(),
+            ?assertEqual(0, D1 - D0)
+        end)
+    end}.
+
+%% A batch of the refused row alone: the writer cannot tell the row's error
+%% from the table's until another event comes; then the row is
+%% dead-lettered and the other written.
+raising_alone_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_raise_alone",
+        with_raise_trigger(T, "NEW.topic = 'zz-refused'", fun() ->
+            #{write_errors := E0} = vmq_pgevents:status(),
+            ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [<<"zz-refused">>], <<"bad">>, false),
+            wait_until(fun() -> maps:get(write_errors, vmq_pgevents:status()) >= E0 + 2 end),
+            ?assertEqual(0, count(T ++ "_dead")),
+            ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [<<"fine">>], <<"good">>, false),
+            pgev_app:flush(),
+            ?assertEqual("good", string:trim(pgev_pg:sql("SELECT string_agg(convert_from(payload, 'UTF8'), ' ') FROM " ++ T))),
+            ?assertEqual("bad", string:trim(pgev_pg:sql("SELECT string_agg(convert_from(payload, 'UTF8'), ' ') FROM " ++ T ++ "_dead")))
+        end)
+    end}.
+
+with_raise_trigger(T, When, Fun) ->
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead CASCADE"),
+    pgev_app:start(T, [{batch_size, 1000}, {flush_interval_ms, 200}]),
+    try
+        ok = vmq_pgevents:on_client_gone({"", <<"first">>}),
+        pgev_app:flush(),
+        pgev_pg:sql("DELETE FROM " ++ T),
+        pgev_pg:sql("CREATE FUNCTION " ++ T ++ "_raise() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    "BEGIN IF " ++ When ++ " THEN RAISE EXCEPTION 'refused by the DBA''s trigger'; "
+                    "END IF; RETURN NEW; END $$"),
+        pgev_pg:sql("CREATE TRIGGER raise BEFORE INSERT ON " ++ T ++ " FOR EACH ROW EXECUTE FUNCTION "
+                    ++ T ++ "_raise()"),
+        Fun()
+    after
+        pgev_app:stop(),
+        pgev_pg:sql("DROP FUNCTION IF EXISTS " ++ T ++ "_raise() CASCADE")
+    end.
+
+wait_until(F) -> wait_until(F, 300).
+wait_until(F, 0) -> ?assert(F());
+wait_until(F, N) ->
+    case F() of
+        true -> ok;
+        false -> timer:sleep(100), wait_until(F, N - 1)
+    end.
+
+%% ---- the dead-letter table's write fails ------------------------------------------
+
+%% The connection drops while a refused row is written into <table>_dead:
+%% the row is kept for the next try and lands there once, not counted lost.
+dead_letter_connection_dropped_test_() ->
+    {timeout, 120, fun() ->
+        dead_letter_fault("life_dead_drop", [], fun(T) ->
+            %% the dead-letter COPY is held by its trigger: end its connection
+            wait_until(fun() -> dead_copy_running(T) end),
+            "t" = string:trim(pgev_pg:sql(
+                "SELECT bool_and(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                "WHERE application_name = 'vmq_pgevents' AND query LIKE 'COPY%" ++ T ++ "_dead%'"))
+        end)
+    end}.
+
+%% The dead-letter COPY outlives pg_timeout_ms and commits after the writer
+%% gave up on its answer: found there on the next try, counted kept once,
+%% not written twice.
+dead_letter_timed_out_test_() ->
+    {timeout, 120, fun() ->
+        dead_letter_fault("life_dead_late", [{pg_timeout_ms, 1000}], fun(_T) -> ok end)
+    end}.
+
+dead_letter_fault(T, Env, Fault) ->
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead CASCADE"),
+    pgev_pg:sql("DROP SEQUENCE IF EXISTS " ++ T ++ "_once"),
+    pgev_app:start(T, [{batch_size, 1000}, {flush_interval_ms, 200} | Env]),
+    try
+        publish(1),
+        pgev_app:flush(),
+        pgev_pg:sql("ALTER TABLE " ++ T ++ " ADD CHECK (topic IS DISTINCT FROM 'zz-refused')"),
+        %% the first dead-letter write waits 3 s (a sequence: not undone by a rollback)
+        pgev_pg:sql("CREATE SEQUENCE " ++ T ++ "_once"),
+        pgev_pg:sql("CREATE FUNCTION " ++ T ++ "_slow() RETURNS trigger LANGUAGE plpgsql AS $$ "
+                    "BEGIN IF nextval('" ++ T ++ "_once') = 1 THEN PERFORM pg_sleep(3); END IF; "
+                    "RETURN NEW; END $$"),
+        pgev_pg:sql("CREATE TRIGGER slow AFTER INSERT ON " ++ T ++ "_dead FOR EACH ROW EXECUTE FUNCTION "
+                    ++ T ++ "_slow()"),
+        #{dead_lettered := D0, dead_letter_lost := L0} = vmq_pgevents:status(),
+        [ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [topic(I)], integer_to_binary(I), false)
+         || I <- lists:seq(1, 100)],
+        Fault(T),
+        pgev_app:flush(),
+        ?assertEqual(100, count(T)),   %% 1 before + 99
+        ?assertEqual("zz-refused|37",
+                     string:trim(pgev_pg:sql("SELECT string_agg(topic || '|' || convert_from(payload, 'UTF8'), ' ') FROM " ++ T ++ "_dead"))),
+        #{dead_lettered := D1, dead_letter_lost := L1} = vmq_pgevents:status(),
+        ?assertEqual({1, 0}, {D1 - D0, L1 - L0})
+    after
+        pgev_app:stop(),
+        pgev_pg:sql("DROP FUNCTION IF EXISTS " ++ T ++ "_slow() CASCADE")
+    end.
+
+dead_copy_running(T) ->
+    "1" =:= string:trim(pgev_pg:sql(
+        "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vmq_pgevents' "
+        "AND state = 'active' AND query LIKE 'COPY%" ++ T ++ "_dead%'")).
+
 %% The writer connects and applies schema.sql when the plugin starts: the
 %% table and its views are there before the first event, and status says
 %% connected. With PostgreSQL down at start it keeps trying (the boot test
