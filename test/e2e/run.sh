@@ -36,6 +36,14 @@ if [ ${#sources[@]} -eq 0 ]; then
     echo "0 passed, 0 failed, 1 skipped"
     exit 0
 fi
+# under CI both release lines are required: the 2.2-only scenarios (the
+# listener chains) must not quietly never run
+if [ -n "${CI:-}" ] && [ -z "${VERNEMQ_HOME:-}" ]; then
+    for want in 2.1 2.2; do
+        printf '%s\n' "${sources[@]}" | grep -q "/vernemq-$want\.[0-9]*-" ||
+            { echo "real-broker suite: no VerneMQ $want release in ../shared/vernemq/ (required under CI)"; echo "0 passed, 1 failed"; exit 1; }
+    done
+fi
 for tool in mosquitto_pub mosquitto_sub curl psql; do
     command -v $tool >/dev/null || { echo "real-broker suite: $tool missing (test/deps.sh installs it)"; echo "0 passed, 1 failed"; exit 1; }
 done
