@@ -107,7 +107,12 @@ $(BUILD)/fuzz_core: test/fuzz/fuzz_core.c $(CORE_SRC) $(HDRS)
 
 fuzz: deps $(BUILD)/fuzz_core
 	@mkdir -p $(BUILD)/fuzz_corpus
-	$(BUILD)/fuzz_core -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 -artifact_prefix=$(BUILD)/ $(BUILD)/fuzz_corpus test/fuzz/corpus
+	@rm -f $(BUILD)/crash-* $(BUILD)/leak-* $(BUILD)/timeout-* $(BUILD)/oom-*
+	$(BUILD)/fuzz_core -max_total_time=$(FUZZ_SECONDS) -max_len=4096 -print_final_stats=1 -artifact_prefix=$(BUILD)/ $(BUILD)/fuzz_corpus test/fuzz/corpus; \
+	rc=$$?; for f in $(BUILD)/crash-* $(BUILD)/leak-* $(BUILD)/timeout-* $(BUILD)/oom-*; do \
+	    [ -f "$$f" ] || continue; cp "$$f" test/fuzz/corpus/; \
+	    echo "fuzz: $$f found; copied to test/fuzz/corpus/$$(basename $$f) (commit it with the fix)"; rc=1; done; \
+	exit $$rc
 
 # the C tests under valgrind memcheck
 valgrind: $(BUILD)/test_core $(BUILD)/fuzz_regress
