@@ -93,7 +93,8 @@ broker_start() {
     return 1
 }
 
-# broker_stop DIR: `vernemq stop`, then the beam by PID if it is still there
+# broker_stop DIR: `vernemq stop`, then the beam by PID if it is still
+# there after 30 s: then it says so and fails (a stop that hangs)
 broker_stop() {
     local dir=$1 pid
     pid=$(broker_pid "$dir")
@@ -103,6 +104,12 @@ broker_stop() {
         kill -0 "$pid" 2>/dev/null || return 0
         sleep 0.2
     done
+    echo "   vernemq stop did not end the node within 30 s: killed (kill -9)"
     kill -9 "$pid" 2>/dev/null
-    return 0
+    return 1
+}
+
+# stop_checked DIR DESCRIPTION: broker_stop as a check
+stop_checked() {
+    if broker_stop "$1"; then ok "$2"; else bad "$2"; fi
 }

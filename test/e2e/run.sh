@@ -118,7 +118,7 @@ for src in "${sources[@]}"; do
         # last: enabled at run time, the plugin comes after vmq_passwd/vmq_acl
         scenario_plugin_reenable
         scenario_whole_run
-        broker_stop "$A"
+        stop_checked "$A" "vernemq stop ends the node"
         check "a clean stop leaves no spool or journal file" "" "$(ls "$A/data/vmq_pgevents" 2>/dev/null)"
         if broker_start "$A"; then
             scenario_broker_killed

@@ -187,8 +187,8 @@ scenario_traffic() {
         "$(q "SELECT topic, qos, properties->'p_user_property' FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'on_deliver_m5'")"
     check "connections view: MQTT 5, the session expired" "5|session expired|1" \
         "$(q "SELECT mqtt_version, ended_how, deliveries FROM vmq_events_connections WHERE client_id = 'e2e-v5'")"
-    check "journey: the MQTT 5 publish, delivered once, latency under 10 s" "e2e-v5|1|t" \
-        "$(q "SELECT to_client_id, candidates, latency_ms BETWEEN 0 AND 10000 FROM vmq_events_journey('e2e-v5-pub', '-infinity')")"
+    check "journey: the MQTT 5 publish, delivered once, with its latency" "e2e-v5|1|t" \
+        "$(q "SELECT to_client_id, candidates, latency_ms >= 0 FROM vmq_events_journey('e2e-v5-pub', '-infinity')")"
     check "MQTT 5 login: clean start false, session expiry property" "f|2" \
         "$(q "SELECT clean_session, properties->>'p_session_expiry_interval' FROM vmq_events WHERE client_id = 'e2e-v5' AND hook = 'auth_on_register_m5'")"
 
