@@ -133,7 +133,7 @@ status_rows(S, PerSecond) ->
             {"oldest unwritten event", io_lib:format("~.3f s", [maps:get(oldest_age_us, S) / 1.0e6])},
             {"written", maps:get(written, S)},
             {"written per second (last minute)", io_lib:format("~.1f", [float(PerSecond)])},
-            {"dropped (queue full)", maps:get(dropped, S)},
+            {"dropped (no room: journal, disk limit or queue)", maps:get(dropped, S)},
             {"dead-lettered", maps:get(dead_lettered, S)},
             {"reconnects", maps:get(reconnects, S)},
             {"last error", case maps:get(last_error, S) of <<>> -> "-"; E -> binary_to_list(E) end},

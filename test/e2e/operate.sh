@@ -28,7 +28,7 @@ scenario_operate() {
     out=$(broker_admin "$BROKER" pgevents flush)
     check_re "vmq-admin pgevents flush" '^wrote [0-9]+ rows' "$out"
     check "status: written = rows in the table" "$(q "SELECT count(*) FROM vmq_events")" "$(status_value written)"
-    check "status: nothing dropped, nothing queued" "0|0" "$(status_value 'dropped (queue full)')|$(status_value 'queued events')"
+    check "status: nothing dropped, nothing queued" "0|0" "$(status_value 'dropped (no room: journal, disk limit or queue)')|$(status_value 'queued events')"
     check "show: on_publish written = its rows" "$(q "SELECT count(*) FROM vmq_events WHERE hook = 'on_publish'")" \
         "$(show_value on_publish 3)"
     check "Prometheus: vernemq_pgevents_written{hook=on_publish} = its rows" \
@@ -301,6 +301,19 @@ scenario_bad_config() {
     check_re "vernemq.conf: vernemq config generate names the key" \
         'Error transforming datatype for: vmq_pgevents.batch_size' \
         "$(ERL_EPMD_ADDRESS=127.0.0.1 "$BROKER/bin/vernemq" config generate 2>&1)"
+    # values of the right type that the plugin cannot use: refused too
+    local bad want
+    while IFS='|' read -r bad want; do
+        cp "$WORK/vernemq.conf.good" "$BROKER/etc/vernemq.conf"
+        printf '%b\n' "$bad" >>"$BROKER/etc/vernemq.conf"
+        check_re "vernemq.conf: $bad is refused, naming the key" "$want" \
+            "$(ERL_EPMD_ADDRESS=127.0.0.1 "$BROKER/bin/vernemq" config generate 2>&1)"
+    done <<'EOF2'
+vmq_pgevents.batch_size = 0|vmq_pgevents.batch_size invalid, must be an integer of at least 1
+vmq_pgevents.retention = 30 days|vmq_pgevents.retention invalid, must be off, <N>d or <N>h
+vmq_pgevents.pg_timeout_ms = 50|vmq_pgevents.pg_timeout_ms invalid, must be an integer of at least 100
+vmq_pgevents.partition = none\nvmq_pgevents.compress_after = 1d|vmq_pgevents.compress_after needs vmq_pgevents.partition = day or hour
+EOF2
     cp "$WORK/vernemq.conf.good" "$BROKER/etc/vernemq.conf"
     printf '[{vmq_pgevents, [{batch_size, 0}]}].\n' >"$BROKER/etc/advanced.config"
     if broker_start "$BROKER"; then
@@ -328,7 +341,7 @@ scenario_bad_config() {
 scenario_frozen_pg() {
     echo " - PostgreSQL frozen for 15 s during MQTT traffic"
     local dropped0 i t0 sent=0
-    dropped0=$(status_value 'dropped (queue full)')
+    dropped0=$(status_value 'dropped (no room: journal, disk limit or queue)')
     bash test/pg.sh freeze "$PGDIR"
     t0=$SECONDS
     for i in $(seq 1 200); do
@@ -342,7 +355,7 @@ scenario_frozen_pg() {
     check "every publish made while PostgreSQL was frozen is written once" "$sent|$sent" \
         "$(settle "SELECT count(*), count(DISTINCT (incarnation, seq)) FROM vmq_events
                    WHERE client_id LIKE 'e2e-frozen-%' AND hook = 'on_publish'" "$sent|$sent" 60)"
-    check "nothing dropped" "$dropped0" "$(status_value 'dropped (queue full)')"
+    check "nothing dropped" "$dropped0" "$(status_value 'dropped (no room: journal, disk limit or queue)')"
     echo "   ($sent messages published in $((SECONDS - t0)) s while frozen)"
 }
 
