@@ -35,6 +35,11 @@ scenario_operate() {
         "$(q "SELECT count(*) FROM vmq_events WHERE hook = 'on_publish'")" "$(prom pgevents_written on_publish)"
     check "Prometheus: vernemq_pgevents_written{hook=on_deliver} = its rows" \
         "$(q "SELECT count(*) FROM vmq_events WHERE hook = 'on_deliver'")" "$(prom pgevents_written on_deliver)"
+    # the alert rules' runbook SQL, as an operator pastes it
+    local sql
+    sql=$(sed -n 's/^ *runbook_hint: \(SELECT .*\)$/\1/p' "$PLUGIN/priv/vmq_pgevents.rules.yml" | sed 's/<table>/vmq_events/g')
+    if [ -n "$sql" ] && out=$(q "$sql"); then ok "the alert rules' runbook SQL runs against the table"
+    else bad "the alert rules' runbook SQL runs against the table" "$sql" "$out"; fi
     check "Prometheus: vernemq_pgevents_connected" 1 \
         "$(curl -s "http://127.0.0.1:$HTTP/metrics" | awk 'index($0, "vernemq_pgevents_connected") == 1 {print $NF}')"
 
