@@ -1104,8 +1104,119 @@ static void test_queue_race(void)
     rmdir(dir);
 }
 
+/* A sealed segment on disk only (no memory file: the hooks wrote into
+ * its mapping) counts as synced only after a sync that began once every
+ * record reserved in it was committed: a record committed after the
+ * segment's first sync is synced too, within journal_sync_ms. */
+static uint64_t syncs_of(journal_t *j)
+{
+    journal_stats_t js;
+    journal_get_stats(j, &js);
+    return js.syncs;
+}
+
+static event_t *reserve_filled(journal_t *j, size_t bytes)
+{
+    event_t *ev = journal_reserve(j, bytes);
+    if (ev) {
+        memset(ev, 0, bytes);
+        ev->bytes = bytes;
+        ev->home = EV_JOURNAL;
+    }
+    return ev;
+}
+
+static void test_journal_sync_gap(void)
+{
+    char dir[] = "/tmp/vmq_pgev_syncgap.XXXXXX", err[256] = "", cmd[300];
+    const size_t sz = 64u << 10;
+    journal_t *j;
+    jseg_t *s0;
+    event_t *late, *ev;
+    uint64_t from;
+    int i;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 31, 8u << 20, 5, 0, err, sizeof err);   /* 1 MiB segments, on disk, 5 ms */
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    s0 = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    CHECK(__atomic_load_n(&s0->ram_fd, __ATOMIC_RELAXED) < 0);
+    late = reserve_filled(j, sz);   /* reserved, committed only after the seal and syncs */
+    CHECK(late != NULL);
+    while (late && __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE) == s0) {
+        ev = reserve_filled(j, sz);
+        CHECK(ev != NULL);
+        if (!ev)
+            break;
+        journal_commit(j, ev);
+    }
+    /* s0 is sealed: two whole syncs at least run after that */
+    from = syncs_of(j);
+    for (i = 0; i < 10000 && syncs_of(j) < from + 3; i++)
+        usleep(1000);
+    CHECK(syncs_of(j) >= from + 3);
+    CHECK(__atomic_load_n(&s0->synced, __ATOMIC_ACQUIRE) == 0);   /* one record still uncommitted */
+    if (late)
+        journal_commit(j, late);
+    for (i = 0; i < 10000 && !__atomic_load_n(&s0->synced, __ATOMIC_ACQUIRE); i++)
+        usleep(1000);
+    CHECK(__atomic_load_n(&s0->synced, __ATOMIC_ACQUIRE) == 1);   /* a sync after the commit */
+    CHECK(journal_busy(j) == 0);
+    journal_close(j);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* A sync that fails is the journal's error (status shows it) until one
+ * succeeds: here the segment's descriptor is a pipe for a while, which
+ * fdatasync refuses. */
+static void test_journal_sync_error(void)
+{
+    char dir[] = "/tmp/vmq_pgev_syncerr.XXXXXX", err[256] = "", cmd[300];
+    journal_t *j;
+    journal_stats_t js;
+    jseg_t *s;
+    int pfd[2], saved, i;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 32, 8u << 20, 5, 0, err, sizeof err);
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    s = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    CHECK(pipe(pfd) == 0);
+    saved = dup(s->fd);
+    CHECK(saved >= 0 && dup2(pfd[0], s->fd) == s->fd);
+    for (i = 0; i < 10000; i++) {
+        journal_get_stats(j, &js);
+        if (strstr(js.error, "cannot sync"))
+            break;
+        usleep(1000);
+    }
+    journal_get_stats(j, &js);
+    CHECK(strstr(js.error, "cannot sync") != NULL && strstr(js.error, s->path) != NULL);
+    CHECK(dup2(saved, s->fd) == s->fd);   /* the disk file again: the next sync clears it */
+    for (i = 0; i < 10000; i++) {
+        journal_get_stats(j, &js);
+        if (!js.error[0])
+            break;
+        usleep(1000);
+    }
+    CHECK(js.error[0] == '\0');
+    close(saved);
+    close(pfd[0]);
+    close(pfd[1]);
+    journal_close(j);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+    test_journal_sync_error();
+    test_journal_sync_gap();
     test_journal();
     test_journal_no_space();
     test_journal_ram();
