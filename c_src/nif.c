@@ -84,6 +84,10 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
         goto out_free;
     if (pthread_mutex_init(&p->mu, NULL) != 0)
         goto out_queue;
+    if (pthread_cond_init(&p->cv, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        goto out_queue;
+    }
     p->incarnation = wall_us();
     p->enabled = (1ull << HOOK_COUNT) - 1;
     p->payload_max = DEFAULT_PAYLOAD_MAX;
@@ -128,6 +132,7 @@ static void unload(ErlNifEnv *env, void *priv_data)
         filters_free(p->filters);
         p->filters = next;
     }
+    pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
 }
