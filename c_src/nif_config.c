@@ -332,6 +332,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
      * (its log callback takes it), so the state says a start is under
      * way; a second start meanwhile is refused like one after it, a stop
      * waits for it (stop_writer) */
+    wait_retired();   /* a writer of an unloaded instance: its journal closed first */
     pthread_mutex_lock(&p->mu);
     while (p->changing == CH_STOPPING)
         pthread_cond_wait(&p->cv, &p->mu);

@@ -86,5 +86,8 @@ ERL_NIF_TERM nif_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
  * unload); waits for a start or stop under way first, so it never returns
  * while a writer it did not stop runs */
 void stop_writer(priv_t *p, int timeout_ms);
+/* returns once no writer of an unloaded instance is still being stopped
+ * (nif.c, unload); start/2 calls it first */
+void wait_retired(void);
 
 #endif

@@ -89,3 +89,36 @@ starts_and_stops_test_() ->
             os:cmd("rm -rf " ++ Spool)
         end
     end}.
+
+%% The NIF's unload runs on a normal scheduler and cannot wait there: a
+%% writer still running when the module goes (its server was killed, so
+%% no stop/1 ran) is stopped by a thread of its own. Here the writer
+%% cannot reach PostgreSQL and holds events, so stopping it takes the
+%% whole unload stop timeout (2 s): the purge returns at once, with the
+%% writer still being stopped, and a start of the module loaded again
+%% waits until it is gone (one writer at a time).
+unload_does_not_wait_test_() ->
+    {timeout, 60, fun() ->
+        Spool = spool(),
+        Cfg = (config(Spool))#{journal => false},
+        try
+            ok = vmq_pgevents_nif:start(Cfg, self()),
+            [ok = vmq_pgevents:on_publish(<<"u">>, {"", <<"c">>}, 0, [<<"t">>], <<"p">>, false)
+             || _ <- lists:seq(1, 10)],
+            T0 = erlang:monotonic_time(millisecond),
+            true = code:delete(vmq_pgevents_nif),
+            code:purge(vmq_pgevents_nif),
+            Took = erlang:monotonic_time(millisecond) - T0,
+            Left = plugin_threads(),
+            ?assert(Took < 1000),
+            ?assert(lists:member("vmq_pgevents", Left)),
+            {module, _} = code:load_file(vmq_pgevents_nif),
+            ok = vmq_pgevents_nif:start(Cfg, self()),
+            ?assertEqual(["vmq_pgevents"], [N || N <- plugin_threads(), N =:= "vmq_pgevents"]),
+            ok = vmq_pgevents_nif:stop(1000),
+            ?assertEqual([], [N || N <- plugin_threads(), N =/= "vmq_pgev_retire"])
+        after
+            vmq_pgevents_nif:stop(1000),
+            os:cmd("rm -rf " ++ Spool)
+        end
+    end}.
