@@ -295,7 +295,7 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes)
     unsigned char *rec;
     event_t *ev;
 
-    if (need > j->seg_bytes) {
+    if (need > j->seg_bytes - JOURNAL_SEG_HDR) {
         __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
         return NULL;
     }
@@ -337,9 +337,11 @@ void journal_commit(journal_t *j, event_t *ev)
 {
     unsigned char *rec = (unsigned char *)ev - JOURNAL_HDR;
     size_t len = ev->bytes - EV_OFF;
+    const jseg_t *s;
 
+    memcpy(&s, rec + 16, sizeof s);   /* its segment (journal_reserve) */
     put32(rec + 4, (uint32_t)len);
-    put32(rec + 8, crc32c((const char *)ev + EV_OFF, len));
+    put32(rec + 8, crc32c_seeded(s->salt, (const char *)ev + EV_OFF, len));
     __atomic_store_n((uint32_t *)(void *)rec, magic_word(), __ATOMIC_RELEASE);
     __atomic_sub_fetch(&j->busy, 1, __ATOMIC_RELEASE);
 }
@@ -369,7 +371,7 @@ static int untidy(const jseg_t *s, uint64_t taken_seq)
     if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0)
         return !s->recovered && !s->remapped;
     return __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) &&
-           ((const event_t *)(const void *)(s->base + JOURNAL_HDR))->seq > taken_seq;
+           ((const event_t *)(const void *)(s->base + JOURNAL_SEG_HDR + JOURNAL_HDR))->seq > taken_seq;
 }
 
 void journal_tidy(journal_t *j, uint64_t taken_seq)

@@ -11,10 +11,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
+#include "be32.h"
+#include "crc32c.h"
 #include "deadline.h"
 #include "journal_int.h"
+
+/* a segment's salt: random (a client cannot know it); never 0, the seed
+ * of the CRCs of earlier versions' files */
+static uint32_t new_salt(void)
+{
+    static uint64_t counter;
+    uint32_t salt = 0;
+
+    if (getrandom(&salt, sizeof salt, GRND_NONBLOCK) != (ssize_t)sizeof salt) {
+        /* no entropy yet (early boot): splitmix64 of the clocks and a counter */
+        uint64_t z = (uint64_t)wall_us() ^ ((uint64_t)mono_us() << 20) ^
+                     (__atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        salt = (uint32_t)(z ^ (z >> 31));
+    }
+    return salt ? salt : 0x5A17u;
+}
+
+/* s's header (journal.h) at the start of its mapping, and of its disk
+ * file when the mapping is its memory file; 0 or -1 */
+static int write_header(jseg_t *s)
+{
+    unsigned char *h = s->base;
+
+    s->salt = new_salt();
+    memcpy(h, "VPGH", 4);
+    put32(h + 4, s->salt);
+    memset(h + 8, 0, 4);
+    put32(h + 12, crc32c(h, 12));
+    if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 &&
+        pwrite(s->fd, h, JOURNAL_SEG_HDR, 0) != (ssize_t)JOURNAL_SEG_HDR)
+        return -1;
+    /* records from here on; the disk file holds the header already */
+    s->used = s->copied = s->copied_end = s->checked = JOURNAL_SEG_HDR;
+    return 0;
+}
 
 /* a new segment file, allocated on disk, mapped, every page touched */
 jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
@@ -67,6 +107,12 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
         for (off = 0; off < s->cap; off += j->page)
             ((volatile unsigned char *)s->base)[off] = 0;
         s->populated = s->cap;
+    }
+    if (write_header(s) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", s->path, strerror(errno));
+        munmap(s->base, s->cap);
+        ram_free(j, s, 0);
+        goto fail;
     }
     return s;
 fail:

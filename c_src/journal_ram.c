@@ -170,10 +170,10 @@ int ram_sync(jseg_t *s, int sealed)
  * its events (journal_tidy decides by their seq). 1: done */
 int ram_bulk(jseg_t *s)
 {
-    size_t last, end = ram_committed(s, 0, &last);
+    size_t last, end = ram_committed(s, JOURNAL_SEG_HDR, &last);
     const event_t *ev = (const event_t *)(const void *)(s->base + last + JOURNAL_HDR);
 
-    if (end != s->used || end == 0 || !__atomic_load_n(&ev->next, __ATOMIC_ACQUIRE))
+    if (end != s->used || end == JOURNAL_SEG_HDR || !__atomic_load_n(&ev->next, __ATOMIC_ACQUIRE))
         return 0;
     /* what the sync thread copied before is unchanged since (above) */
     if (copy_out(s->fd, s->base, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE), s->used) != 0)

@@ -1,6 +1,8 @@
 /* test_core.c - plain C tests of the core: text helpers, JSON writer,
  * event builder, queue, COPY BINARY encoder, dsn masking. No VM, no
  * server. Prints "N passed, N failed" last. */
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -756,13 +758,14 @@ static void test_journal_damage(void)
     if (f) {
         unsigned char h[16];
         uint32_t rsize;
+        CHECK(fread(h, 1, 16, f) == 16 && memcmp(h, "VPGH", 4) == 0);   /* the segment's header */
         CHECK(fread(h, 1, 16, f) == 16 && memcmp(h, "VPGJ", 4) == 0);
         rsize = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
         /* record 10 (seq 11): its magic never written */
-        fseek(f, (long)rsize * 10, SEEK_SET);
+        fseek(f, JOURNAL_SEG_HDR + (long)rsize * 10, SEEK_SET);
         fwrite("\0\0\0\0", 1, 4, f);
         /* record 50 (seq 51): a flipped byte in its event */
-        fseek(f, (long)rsize * 50 + 60, SEEK_SET);
+        fseek(f, JOURNAL_SEG_HDR + (long)rsize * 50 + 60, SEEK_SET);
         fputc(0x5A, f);
         fclose(f);
     }
@@ -1213,8 +1216,99 @@ static void test_journal_sync_error(void)
     CHECK(system(cmd) == 0);
 }
 
+/* A payload that holds a whole journal record, checksum and all, is never
+ * taken for one: the record holding it has its size damaged (a torn
+ * write), and recovery, looking for the next record, must pass over the
+ * forged one (its CRC cannot hold without the segment's salt) and read
+ * the next real one. */
+static void test_journal_forged_record(void)
+{
+    char dir[] = "/tmp/vmq_pgev_forged.XXXXXX", err[256] = "", cmd[300];
+    char payload[1024];
+    journal_t *j;
+    queue_t q;
+    event_in_t in, fin;
+    event_t *fev, *got;
+    unsigned char *forged, *base, *at;
+    size_t fsize, flen, rec2, n, pad, i;
+    uint64_t seq;
+    readback_t rb;
+    int fd, has_forged = 0;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 41, 8u << 20, 1000, 0, err, sizeof err);   /* on disk: file = mapping */
+    CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
+    if (!j)
+        return;
+    queue_attach_journal(&q, j);
+    /* the forged record: seq 999999, a CRC-32C as an outsider can compute it */
+    event_in_init(&fin, HOOK_ON_PUBLISH, 5);
+    fin.f[F_PAYLOAD] = (span_t){"forged", 6, 1};
+    fev = event_build(&fin);
+    CHECK(fev != NULL);
+    if (!fev)
+        return;
+    fev->seq = 999999;
+    fev->home = EV_JOURNAL;
+    flen = fev->bytes - offsetof(event_t, seq);
+    fsize = (JOURNAL_HDR + fev->bytes + 7) & ~(size_t)7;
+    forged = calloc(1, fsize);
+    CHECK(forged != NULL && fsize + 16 < sizeof payload);
+    if (!forged)
+        return;
+    memcpy(forged, "VPGJ", 4);
+    put_be32(forged + 4, (uint32_t)flen);
+    put_be32(forged + 8, crc32c((const char *)fev + offsetof(event_t, seq), flen));
+    put_be32(forged + 12, (uint32_t)fsize);
+    memcpy(forged + JOURNAL_HDR, fev, fev->bytes);
+    fev->home = EV_HEAP;   /* freed as the heap event it is */
+    event_free(fev);
+    /* event 1 finds where a payload of this length lands, modulo 8 */
+    memset(payload, 'x', sizeof payload);
+    memcpy(payload, "PROBE", 5);
+    event_in_init(&in, HOOK_ON_PUBLISH, 1);
+    in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 1);
+    base = j->cur->base;
+    rec2 = j->cur->used;   /* event 2's record starts here */
+    at = memmem(base, rec2, "PROBE", 5);
+    CHECK(at != NULL);
+    pad = at ? (8 - (size_t)(at - base) % 8) % 8 : 0;
+    /* event 2: the forged record 8-byte aligned in its payload */
+    memset(payload, 'x', sizeof payload);
+    memcpy(payload + pad, forged, fsize);
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 2);
+    at = memmem(base + rec2, j->cur->used - rec2, forged, fsize);
+    CHECK(at != NULL && (size_t)(at - base) % 8 == 0);
+    /* event 3: a real one after it */
+    memset(payload, 'y', sizeof payload);
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 3);
+    got = queue_detach_journal(&q, &n);   /* not written: they stay */
+    CHECK(n == 3 && got != NULL);
+    journal_close(j);
+    queue_destroy(&q);
+    free(forged);
+    /* event 2's size damaged: recovery looks for the next record */
+    snprintf(cmd, sizeof cmd, "%s/journal-41-1-0.dat", dir);
+    fd = open(cmd, O_WRONLY);
+    CHECK(fd >= 0 && pwrite(fd, "\xff\xff\xff\xf8", 4, (off_t)rec2 + 12) == 4);
+    if (fd >= 0)
+        close(fd);
+    read_back(dir, 42, 100, &rb);
+    for (i = 0; i < rb.count && i < 64; i++)
+        has_forged |= rb.seqs[i] == 999999;
+    if (has_forged || rb.count != 2)
+        fprintf(stderr, "forged record: %llu events read, the forged one %s\n",
+                (unsigned long long)rb.count, has_forged ? "among them" : "not");
+    CHECK(!has_forged);
+    CHECK(rb.count == 2 && rb.seqs[0] == 1 && rb.seqs[1] == 3 && rb.js.corrupt >= 1);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+    test_journal_forged_record();
     test_journal_sync_error();
     test_journal_sync_gap();
     test_journal();
