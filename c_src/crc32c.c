@@ -67,6 +67,11 @@ static uint32_t crc_hw(uint32_t crc, const unsigned char *b, size_t n)
 
 uint32_t crc32c(const void *p, size_t n)
 {
+    return crc32c_seeded(0, p, n);
+}
+
+uint32_t crc32c_seeded(uint32_t seed, const void *p, size_t n)
+{
     int r = __atomic_load_n(&ready, __ATOMIC_ACQUIRE);
 
     if (!r) {
@@ -75,7 +80,7 @@ uint32_t crc32c(const void *p, size_t n)
     }
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
     if (r == 2)
-        return ~crc_hw(~0u, p, n);
+        return ~crc_hw(~seed, p, n);
 #endif
-    return ~crc_table(~0u, p, n);
+    return ~crc_table(~seed, p, n);
 }

@@ -8,5 +8,8 @@
 #include <stdint.h>
 
 uint32_t crc32c(const void *p, size_t n);
+/* the same, its register started from seed instead of 0 (crc32c is
+ * crc32c_seeded(0, ...)): a journal segment's records use its salt */
+uint32_t crc32c_seeded(uint32_t seed, const void *p, size_t n);
 
 #endif

@@ -65,7 +65,7 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
             continue;
         }
         s->base = r->base;
-        s->ram_fd = -1;
+        __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELAXED);
         s->cap = s->used = s->populated = s->copied = r->size;
         s->fd = r->fd;
         s->incarnation = r->incarnation;
@@ -109,11 +109,43 @@ static void stop_threads(journal_t *j, int started)
         pthread_join(j->copy_thread, NULL);
 }
 
+/* j's mutex and condition variables (on the monotonic clock); 0 or -1 */
+static int sync_init(journal_t *j)
+{
+    pthread_condattr_t ca;
+    int rc = -1;
+
+    if (pthread_mutex_init(&j->mu, NULL) != 0)
+        return -1;
+    if (pthread_condattr_init(&ca) != 0)
+        goto out_mu;
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    if (pthread_cond_init(&j->cv, &ca) != 0)
+        goto out_ca;
+    if (pthread_cond_init(&j->sync_cv, &ca) != 0) {
+        pthread_cond_destroy(&j->cv);
+        goto out_ca;
+    }
+    rc = 0;
+out_ca:
+    pthread_condattr_destroy(&ca);
+out_mu:
+    if (rc != 0)
+        pthread_mutex_destroy(&j->mu);
+    return rc;
+}
+
+static void sync_destroy(journal_t *j)
+{
+    pthread_cond_destroy(&j->cv);
+    pthread_cond_destroy(&j->sync_cv);
+    pthread_mutex_destroy(&j->mu);
+}
+
 journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
                         int sync_ms, uint64_t mem_bytes, char *err, size_t errlen)
 {
     journal_t *j;
-    pthread_condattr_t ca;
     uint64_t seg;
     int started;
 
@@ -126,6 +158,12 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     j = calloc(1, sizeof *j);
     if (!j) {
         snprintf(err, errlen, "out of memory");
+        return NULL;
+    }
+    /* first: seg_make takes mu */
+    if (sync_init(j) != 0) {
+        snprintf(err, errlen, "out of resources");
+        free(j);
         return NULL;
     }
     snprintf(j->dir, sizeof j->dir, "%s", dir);
@@ -145,6 +183,7 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     j->seg_bytes = (size_t)(seg / j->page * j->page);
     if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot make %s: %s", dir, strerror(errno));
+        sync_destroy(j);
         free(j);
         return NULL;
     }
@@ -178,6 +217,7 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
             seg_free(j, j->sealed, 0);   /* an earlier start's file: stays */
             j->sealed = next;
         }
+        sync_destroy(j);
         free(j);
         return NULL;
     }
@@ -190,21 +230,6 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
             goto fail_spares;
         push_spare(j, s);
     }
-    if (pthread_mutex_init(&j->mu, NULL) != 0)
-        goto fail_seg;
-    if (pthread_condattr_init(&ca) != 0)
-        goto fail_mu;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_cond_init(&j->cv, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
-        goto fail_mu;
-    }
-    if (pthread_cond_init(&j->sync_cv, &ca) != 0) {
-        pthread_condattr_destroy(&ca);
-        pthread_cond_destroy(&j->cv);
-        goto fail_mu;
-    }
-    pthread_condattr_destroy(&ca);
     started = 0;
     if (pthread_create(&j->thread, NULL, journal_main, j) != 0) {
         snprintf(err, errlen, "cannot start the journal thread");
@@ -223,13 +248,6 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     return j;
 fail_threads:
     stop_threads(j, started);
-    pthread_cond_destroy(&j->cv);
-    pthread_cond_destroy(&j->sync_cv);
-fail_mu:
-    pthread_mutex_destroy(&j->mu);
-fail_seg:
-    if (!err[0])
-        snprintf(err, errlen, "out of resources");
 fail_spares:
     while (j->spares) {
         jseg_t *next = j->spares->next;
@@ -242,6 +260,7 @@ fail_spares:
         seg_free(j, j->sealed, 0);   /* an earlier start's file: stays */
         j->sealed = next;
     }
+    sync_destroy(j);
     free(j);
     return NULL;
 }
@@ -265,9 +284,7 @@ void journal_close(journal_t *j)
         seg_free(j, j->cur, __atomic_load_n(&j->cur->live, __ATOMIC_ACQUIRE) == 0);
     if (j->ram_dir[0])
         rmdir(j->ram_dir);   /* when empty */
-    pthread_cond_destroy(&j->cv);
-    pthread_cond_destroy(&j->sync_cv);
-    pthread_mutex_destroy(&j->mu);
+    sync_destroy(j);
     free(j);
 }
 
@@ -278,7 +295,7 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes)
     unsigned char *rec;
     event_t *ev;
 
-    if (need > j->seg_bytes) {
+    if (need > j->seg_bytes - JOURNAL_SEG_HDR) {
         __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
         return NULL;
     }
@@ -320,9 +337,11 @@ void journal_commit(journal_t *j, event_t *ev)
 {
     unsigned char *rec = (unsigned char *)ev - JOURNAL_HDR;
     size_t len = ev->bytes - EV_OFF;
+    const jseg_t *s;
 
+    memcpy(&s, rec + 16, sizeof s);   /* its segment (journal_reserve) */
     put32(rec + 4, (uint32_t)len);
-    put32(rec + 8, crc32c((const char *)ev + EV_OFF, len));
+    put32(rec + 8, crc32c_seeded(s->salt, (const char *)ev + EV_OFF, len));
     __atomic_store_n((uint32_t *)(void *)rec, magic_word(), __ATOMIC_RELEASE);
     __atomic_sub_fetch(&j->busy, 1, __ATOMIC_RELEASE);
 }
@@ -349,10 +368,10 @@ static int untidy(const jseg_t *s, uint64_t taken_seq)
 {
     if (s->tidying || __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0)
         return 0;
-    if (s->ram_fd < 0)
+    if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0)
         return !s->recovered && !s->remapped;
     return __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) &&
-           ((const event_t *)(const void *)(s->base + JOURNAL_HDR))->seq > taken_seq;
+           ((const event_t *)(const void *)(s->base + JOURNAL_SEG_HDR + JOURNAL_HDR))->seq > taken_seq;
 }
 
 void journal_tidy(journal_t *j, uint64_t taken_seq)
@@ -370,7 +389,7 @@ void journal_tidy(journal_t *j, uint64_t taken_seq)
         pthread_mutex_unlock(&j->mu);
         if (!s)
             return;
-        if (s->ram_fd >= 0) {
+        if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0) {
             rc = ram_settle(j, s);
         } else {
             /* made on disk only: the hooks wrote into it through the
@@ -431,7 +450,7 @@ void journal_get_stats(journal_t *j, journal_stats_t *st)
     st->syncs = j->syncs;
     st->last_sync_us = j->last_sync_us;
     st->seg_bytes = j->seg_bytes;
-    snprintf(st->error, sizeof st->error, "%s", j->error);
+    snprintf(st->error, sizeof st->error, "%s", j->error[0] ? j->error : j->sync_error);
     snprintf(st->ram_dir, sizeof st->ram_dir, "%s", j->ram_dir);
     snprintf(st->ram_error, sizeof st->ram_error, "%s", j->ram_error);
     pthread_mutex_unlock(&j->mu);

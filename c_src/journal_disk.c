@@ -11,10 +11,50 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <unistd.h>
 
+#include "be32.h"
+#include "crc32c.h"
 #include "deadline.h"
 #include "journal_int.h"
+
+/* a segment's salt: random (a client cannot know it); never 0, the seed
+ * of the CRCs of earlier versions' files */
+static uint32_t new_salt(void)
+{
+    static uint64_t counter;
+    uint32_t salt = 0;
+
+    if (getrandom(&salt, sizeof salt, GRND_NONBLOCK) != (ssize_t)sizeof salt) {
+        /* no entropy yet (early boot): splitmix64 of the clocks and a counter */
+        uint64_t z = (uint64_t)wall_us() ^ ((uint64_t)mono_us() << 20) ^
+                     (__atomic_add_fetch(&counter, 1, __ATOMIC_RELAXED) * 0x9E3779B97F4A7C15ull);
+        z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+        z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+        salt = (uint32_t)(z ^ (z >> 31));
+    }
+    return salt ? salt : 0x5A17u;
+}
+
+/* s's header (journal.h) at the start of its mapping, and of its disk
+ * file when the mapping is its memory file; 0 or -1 */
+static int write_header(jseg_t *s)
+{
+    unsigned char *h = s->base;
+
+    s->salt = new_salt();
+    memcpy(h, "VPGH", 4);
+    put32(h + 4, s->salt);
+    memset(h + 8, 0, 4);
+    put32(h + 12, crc32c(h, 12));
+    if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 &&
+        pwrite(s->fd, h, JOURNAL_SEG_HDR, 0) != (ssize_t)JOURNAL_SEG_HDR)
+        return -1;
+    /* records from here on; the disk file holds the header already */
+    s->used = s->copied = s->copied_end = s->checked = JOURNAL_SEG_HDR;
+    return 0;
+}
 
 /* a new segment file, allocated on disk, mapped, every page touched */
 jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
@@ -43,13 +83,17 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
                  strerror(rc));
         goto fail;
     }
-    s->ram_fd = -1;
+    __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELAXED);
     if (j->ram_dir[0] && __atomic_load_n(&j->ram_segs, __ATOMIC_RELAXED) < j->ram_max) {
         char why[256];
-        if (ram_attach(j, s, why, sizeof why) != 0 && !j->ram_error[0])
-            snprintf(j->ram_error, sizeof j->ram_error, "%s", why);   /* the first: logged */
+        if (ram_attach(j, s, why, sizeof why) != 0) {
+            pthread_mutex_lock(&j->mu);   /* journal_get_stats reads it */
+            if (!j->ram_error[0])
+                snprintf(j->ram_error, sizeof j->ram_error, "%s", why);   /* the first: logged */
+            pthread_mutex_unlock(&j->mu);
+        }
     }
-    if (s->ram_fd < 0) {
+    if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0) {
         __atomic_add_fetch(&j->ram_missed, 1, __ATOMIC_RELAXED);
         s->base = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
     }
@@ -64,6 +108,12 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
             ((volatile unsigned char *)s->base)[off] = 0;
         s->populated = s->cap;
     }
+    if (write_header(s) != 0) {
+        snprintf(err, errlen, "cannot write %s: %s", s->path, strerror(errno));
+        munmap(s->base, s->cap);
+        ram_free(j, s, 0);
+        goto fail;
+    }
     return s;
 fail:
     close(s->fd);
@@ -72,13 +122,21 @@ fail:
     return NULL;
 }
 
+void sync_failed(journal_t *j, const char *what, const char *path, int err)
+{
+    pthread_mutex_lock(&j->mu);
+    snprintf(j->sync_error, sizeof j->sync_error, "%s %.200s: %s", what, path, strerror(err));
+    pthread_mutex_unlock(&j->mu);
+}
+
 void seg_free(journal_t *j, jseg_t *s, int remove)
 {
     if (s->base)
         munmap(s->base, s->cap);
-    ram_free(j, s, !remove);   /* its memory file first: a crash between leaves no stale one */
-    if (!remove)
-        fdatasync(s->fd);
+    /* kept: its memory file copied to the disk file, which is synced
+     * before the memory file goes (ram_free) */
+    if (ram_free(j, s, !remove) != 0)
+        sync_failed(j, "cannot sync", s->path, errno);
     close(s->fd);
     if (remove)
         unlink(s->path);
@@ -122,7 +180,7 @@ static void update_window(journal_t *j)
  * mapped, the window of the hooks' rate. */
 static size_t window_of(const journal_t *j, const jseg_t *s)
 {
-    return s->ram_fd >= 0 ? WINDOW : j->window;
+    return __atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 ? WINDOW : j->window;
 }
 
 /* Keeps the pages the hooks will write next mapped and writable: up to
@@ -190,14 +248,18 @@ void push_spare(journal_t *j, jseg_t *s)
 }
 
 /* fdatasync of the segment in use and of every sealed one not yet synced;
- * a segment being synced is not deleted meanwhile. Oldest first, the one
+ * a sealed one is synced once a sync ran when every record reserved in it
+ * was committed (a record committed after a sync is in the next one); a
+ * failure goes to sync_error, which shows as the journal's error. A
+ * segment being synced is not deleted meanwhile. Oldest first, the one
  * in use last: a process that dies during a sync leaves on disk the older
  * records before the newer ones, never a newer segment's without an older
  * one's tail (what a lost memory file then leaves is a prefix, in seq) */
 static void sync_segments(journal_t *j)
 {
     jseg_t *s, *cur, *list[64], *tmp;
-    int n = 0, skip = 0, i, ok = 1;
+    int n = 0, skip = 0, i, ok = 1, err = 0;
+    const char *bad = "";
 
     pthread_mutex_lock(&j->mu);
     for (s = j->sealed; s; s = s->next)   /* newest first */
@@ -226,21 +288,32 @@ static void sync_segments(journal_t *j)
     }
     pthread_mutex_unlock(&j->mu);
     for (i = 0; i < n; i++) {
-        int sealed = list[i] != cur;
-        if (__atomic_load_n(&list[i]->ram_fd, __ATOMIC_RELAXED) >= 0) {
+        jseg_t *g = list[i];
+        int sealed = g != cur, rc;
+        if (__atomic_load_n(&g->ram_fd, __ATOMIC_ACQUIRE) >= 0) {
             /* its committed records written to the disk file with pwrite:
              * no page the hooks store into is touched */
-            int rc = ram_sync(list[i], sealed);
-            if (rc < 0)
-                ok = 0;
-            else if (rc == 1)
-                list[i]->synced = 1;
-        } else if (fdatasync(list[i]->fd) != 0) {
-            ok = 0;
-        } else if (sealed) {
-            list[i]->synced = 1;   /* a sealed one needs it once */
+            rc = ram_sync(g, sealed);
         } else {
-            __atomic_store_n(&list[i]->populated, 0, __ATOMIC_RELAXED);   /* cleaned */
+            /* the hooks wrote into its mapping: a sealed one needs one
+             * sync that starts once all its records are committed (a
+             * record committed later would be left to writeback) */
+            size_t last;
+            int all = 0;
+            if (sealed) {
+                g->checked = ram_committed(g, g->checked, &last);
+                all = g->checked == __atomic_load_n(&g->used, __ATOMIC_ACQUIRE);
+            }
+            rc = fdatasync(g->fd) != 0 ? -1 : all;
+            if (rc == 0 && !sealed)
+                __atomic_store_n(&g->populated, 0, __ATOMIC_RELAXED);   /* cleaned */
+        }
+        if (rc < 0 && ok) {
+            ok = 0;
+            err = errno;
+            bad = g->path;
+        } else if (rc == 1) {
+            __atomic_store_n(&g->synced, 1, __ATOMIC_RELEASE);
         }
     }
     pthread_mutex_lock(&j->mu);
@@ -249,6 +322,9 @@ static void sync_segments(journal_t *j)
     if (ok) {
         j->syncs++;
         j->last_sync_us = wall_us();
+        j->sync_error[0] = '\0';
+    } else {
+        snprintf(j->sync_error, sizeof j->sync_error, "cannot sync %.200s: %s", bad, strerror(err));
     }
     pthread_mutex_unlock(&j->mu);
 }
@@ -266,7 +342,7 @@ static void bulk_segments(journal_t *j)
 
     pthread_mutex_lock(&j->mu);
     for (s = j->sealed; s; s = s->next)   /* newest first: the last 16 kept */
-        if (s->ram_fd >= 0 && !__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) && !s->tidying &&
+        if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 && !__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) && !s->tidying &&
             __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) > 0) {
             if (n == 16) {
                 todo[0]->syncing--;

@@ -35,14 +35,18 @@ typedef struct jseg {
     uint64_t live;               /* atomic: reserved, not yet released */
     int fd;
     int64_t incarnation;         /* of the events in it */
+    uint32_t salt;               /* its records' CRCs start from it (journal.h) */
     int recovered;               /* an earlier start's file (recover.h) */
-    int synced;                  /* sync thread: synced since it was sealed */
+    int synced;                  /* atomic, set by the sync thread: synced since it was
+                                  * sealed, every record reserved in it committed then */
+    size_t checked;              /* sync thread: the records up to here are committed
+                                  * (a sealed segment on disk only, ram_committed) */
     int syncing;                 /* under mu: the sync thread uses its fd; not deleted */
     size_t populated;            /* atomic: pages made writable up to here (0: again
                                   * from the hooks' offset: a sync cleaned them) */
-    int ram_fd;                  /* its memory file (journal_ram.c) mapped at base; -1: the
-                                  * disk file is (set by its maker and by the writer, which
-                                  * settles it; read by the sync thread under its syncing) */
+    int ram_fd;                  /* atomic: its memory file (journal_ram.c) mapped at base;
+                                  * -1: the disk file is (set by its maker and by the writer,
+                                  * which settles it; read by the other threads) */
     size_t copied;               /* atomic, set by the sync thread: its disk file holds the
                                   * records up to here, as they are in memory */
     size_t copied_end;           /* sync thread: ... and its last copy ended here */
@@ -89,8 +93,11 @@ struct journal {
     uint64_t recovered;          /* events in them (at open) */
     int64_t last_sync_us;
     char error[256];
+    char sync_error[256];        /* why the last sync failed ("" once one succeeds), or why a
+                                  * file could not be synced at close; shown as error when
+                                  * that is "" */
     char ram_dir[64];            /* the memory files' directory, "": none (ram_error) */
-    char ram_error[256];
+    char ram_error[256];         /* under mu (and before the threads start) */
     uint64_t ram_segs;           /* atomic: segments with a memory file */
     uint64_t ram_max;            /* ... at most (journal_memory_bytes); more: on disk directly */
     uint64_t ram_missed;         /* atomic: segments made without one (the hooks wrote into the
@@ -109,8 +116,11 @@ static inline uint32_t magic_word(void)
 /* a new segment file, allocated on disk and mapped; NULL and err */
 jseg_t *seg_make(journal_t *j, char *err, size_t errlen);
 /* unmaps and closes s; remove: deletes its files, else syncs it (its
- * memory file's contents copied to the disk file first) */
+ * memory file's contents copied to the disk file first, the memory file
+ * kept for the next start when that fails; a failure goes to sync_error) */
 void seg_free(journal_t *j, jseg_t *s, int remove);
+/* records why a sync failed in sync_error (takes mu) */
+void sync_failed(journal_t *j, const char *what, const char *path, int err);
 /* a new spare goes last (mu held, or before the threads start) */
 void push_spare(journal_t *j, jseg_t *s);
 /* the journal thread (spares, deletions, writable pages), the sync thread,
@@ -129,7 +139,9 @@ int ram_settle(journal_t *j, jseg_t *s);
 /* s's disk file mapped afresh at the same address (the old mapping's page
  * table entries dropped, the contents the same); 0 or -1 */
 int seg_remap(jseg_t *s);
-void ram_free(journal_t *j, jseg_t *s, int keep);
+/* keep: its disk file gets all of it and is synced first; -1 (errno) when
+ * that failed: the memory file stays, for the next start to copy */
+int ram_free(journal_t *j, jseg_t *s, int keep);
 void ram_recover(const char *ram_dir, const char *dir, uint64_t *unreadable, char *err,
                  size_t errlen);
 

@@ -93,7 +93,7 @@ int ram_attach(journal_t *j, jseg_t *s, char *err, size_t errlen)
         goto fail;
     }
     s->base = m;
-    s->ram_fd = fd;
+    __atomic_store_n(&s->ram_fd, fd, __ATOMIC_RELEASE);
     __atomic_add_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
     return 0;
 fail:
@@ -170,10 +170,10 @@ int ram_sync(jseg_t *s, int sealed)
  * its events (journal_tidy decides by their seq). 1: done */
 int ram_bulk(jseg_t *s)
 {
-    size_t last, end = ram_committed(s, 0, &last);
+    size_t last, end = ram_committed(s, JOURNAL_SEG_HDR, &last);
     const event_t *ev = (const event_t *)(const void *)(s->base + last + JOURNAL_HDR);
 
-    if (end != s->used || end == 0 || !__atomic_load_n(&ev->next, __ATOMIC_ACQUIRE))
+    if (end != s->used || end == JOURNAL_SEG_HDR || !__atomic_load_n(&ev->next, __ATOMIC_ACQUIRE))
         return 0;
     /* what the sync thread copied before is unchanged since (above) */
     if (copy_out(s->fd, s->base, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE), s->used) != 0)
@@ -188,11 +188,14 @@ int ram_bulk(jseg_t *s)
  * valid), and the memory file goes. 0, or -1: it stays in memory. */
 int ram_settle(journal_t *j, jseg_t *s)
 {
+    int fd;
+
     if (seg_remap(s) != 0)
         return -1;
+    fd = __atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED);
     unlink(s->ram_path);
-    close(s->ram_fd);
-    s->ram_fd = -1;
+    __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELEASE);
+    close(fd);
     s->ram_path[0] = '\0';
     __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
     return 0;
@@ -211,29 +214,36 @@ int seg_remap(jseg_t *s)
     return 0;
 }
 
-/* at close: unmapped already; keep: its disk file gets all of it first */
-void ram_free(journal_t *j, jseg_t *s, int keep)
+/* at close: unmapped already; keep: its disk file gets all of it and is
+ * synced before the memory file goes (a failed sync leaves the memory
+ * file: the next start copies it) */
+int ram_free(journal_t *j, jseg_t *s, int keep)
 {
-    if (s->ram_fd < 0)
-        return;
+    int fd = __atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED);
+
+    if (fd < 0)
+        return keep && fdatasync(s->fd) != 0 ? -1 : 0;
     if (keep) {
-        void *m = mmap(NULL, s->cap, PROT_READ, MAP_SHARED, s->ram_fd, 0);
+        void *m = mmap(NULL, s->cap, PROT_READ, MAP_SHARED, fd, 0);
         /* what the hooks took; the rest is zeros in both */
-        if (m == MAP_FAILED || copy_out(s->fd, m, 0, s->used) != 0) {
+        int ok = m != MAP_FAILED && copy_out(s->fd, m, 0, s->used) == 0 && fdatasync(s->fd) == 0;
+        int e = errno;
+        if (m != MAP_FAILED)
+            munmap(m, s->cap);
+        if (!ok) {
             /* left in memory: the next start copies it */
-            if (m != MAP_FAILED)
-                munmap(m, s->cap);
-            close(s->ram_fd);
-            s->ram_fd = -1;
+            __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELEASE);
+            close(fd);
             __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
-            return;
+            errno = e;
+            return -1;
         }
-        munmap(m, s->cap);
     }
     unlink(s->ram_path);
-    close(s->ram_fd);
-    s->ram_fd = -1;
+    __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELEASE);
+    close(fd);
     __atomic_sub_fetch(&j->ram_segs, 1, __ATOMIC_RELAXED);
+    return 0;
 }
 
 /* the bytes of m up to its last one that is not zero, 8-aligned */

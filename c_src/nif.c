@@ -4,8 +4,8 @@
  * All state lives in one priv_t (nif_priv.h) handed to load as priv data.
  * The hook entry point, event/3, is nif_hook.c; start/2, configure/1 and
  * stop/1 are nif_config.c (the writer thread, writer.c, is started by
- * start/2 and joined by stop/1, a dirty I/O NIF, or by unload); status/0
- * is nif_status.c.
+ * start/2 and joined by stop/1, a dirty I/O NIF, or, when it still runs as
+ * the module goes, by a thread unload starts); status/0 is nif_status.c.
  *
  * Reloads. VerneMQ's plugin manager reloads every module of a plugin right
  * after starting it (code:load_file/1), and a code upgrade does the same:
@@ -84,6 +84,10 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
         goto out_free;
     if (pthread_mutex_init(&p->mu, NULL) != 0)
         goto out_queue;
+    if (pthread_cond_init(&p->cv, NULL) != 0) {
+        pthread_mutex_destroy(&p->mu);
+        goto out_queue;
+    }
     p->incarnation = wall_us();
     p->enabled = (1ull << HOOK_COUNT) - 1;
     p->payload_max = DEFAULT_PAYLOAD_MAX;
@@ -114,13 +118,24 @@ static int upgrade(ErlNifEnv *env, void **priv_data, void **old_priv_data, ERL_N
     return 0;
 }
 
-static void unload(ErlNifEnv *env, void *priv_data)
-{
-    priv_t *p = priv_data;
+/* Writers whose module instance went while they ran (unload below),
+ * being stopped on a thread of their own. The library is pinned, so these
+ * outlive every instance: a start of a later instance waits for them
+ * (wait_retired), so two writers never use one journal. */
+static pthread_mutex_t retire_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t retire_cv = PTHREAD_COND_INITIALIZER;
+static unsigned retiring;
 
-    (void)env;
-    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0)
-        return;   /* another instance of the module still uses it */
+void wait_retired(void)
+{
+    pthread_mutex_lock(&retire_mu);
+    while (retiring > 0)
+        pthread_cond_wait(&retire_cv, &retire_mu);
+    pthread_mutex_unlock(&retire_mu);
+}
+
+static void teardown(priv_t *p)
+{
     stop_writer(p, UNLOAD_STOP_MS);
     queue_destroy(&p->q);
     while (p->filters) {
@@ -128,8 +143,61 @@ static void unload(ErlNifEnv *env, void *priv_data)
         filters_free(p->filters);
         p->filters = next;
     }
+    pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);
     free(p);
+}
+
+static void *retire_main(void *arg)
+{
+#ifdef __linux__
+    pthread_setname_np(pthread_self(), "vmq_pgev_retire");
+#endif
+    teardown(arg);
+    pthread_mutex_lock(&retire_mu);
+    retiring--;
+    pthread_cond_broadcast(&retire_cv);
+    pthread_mutex_unlock(&retire_mu);
+    return NULL;
+}
+
+/* The last instance goes. Unload runs on a normal scheduler and cannot be
+ * a dirty NIF, so it must not wait for the writer (up to UNLOAD_STOP_MS,
+ * then the journal's syncs): the plugin's server stops it with stop/1, a
+ * dirty NIF, before the module can be unloaded, and then there is nothing
+ * to wait for here. A writer still running (its server was killed) is
+ * stopped, and the state freed, by a thread of its own. */
+static void unload(ErlNifEnv *env, void *priv_data)
+{
+    priv_t *p = priv_data;
+    int running;
+
+    (void)env;
+    if (__atomic_sub_fetch(&p->refs, 1, __ATOMIC_ACQ_REL) > 0)
+        return;   /* another instance of the module still uses it */
+    pthread_mutex_lock(&p->mu);
+    running = p->w != NULL || p->changing;
+    pthread_mutex_unlock(&p->mu);
+    if (running) {
+        pthread_attr_t a;
+        pthread_t t;
+        int ok = pthread_attr_init(&a) == 0;
+        pthread_mutex_lock(&retire_mu);
+        retiring++;
+        pthread_mutex_unlock(&retire_mu);
+        if (ok && pthread_attr_setdetachstate(&a, PTHREAD_CREATE_DETACHED) == 0 &&
+            pthread_create(&t, &a, retire_main, p) == 0) {
+            pthread_attr_destroy(&a);
+            return;
+        }
+        if (ok)
+            pthread_attr_destroy(&a);
+        pthread_mutex_lock(&retire_mu);
+        retiring--;
+        pthread_cond_broadcast(&retire_cv);
+        pthread_mutex_unlock(&retire_mu);
+    }
+    teardown(p);   /* nothing running: no wait (or no thread could be had) */
 }
 
 static ErlNifFunc nif_funcs[] = {

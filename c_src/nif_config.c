@@ -328,12 +328,20 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         goto out;
     }
 
+    /* one start or stop at a time: the writer is made without mu held
+     * (its log callback takes it), so the state says a start is under
+     * way; a second start meanwhile is refused like one after it, a stop
+     * waits for it (stop_writer) */
+    wait_retired();   /* a writer of an unloaded instance: its journal closed first */
     pthread_mutex_lock(&p->mu);
-    if (p->w) {
+    while (p->changing == CH_STOPPING)
+        pthread_cond_wait(&p->cv, &p->mu);
+    if (p->w || p->changing) {
         pthread_mutex_unlock(&p->mu);
         result = error_tuple(env, p, p->am.am_already_started);
         goto out;
     }
+    p->changing = CH_STARTING;
     p->owner = owner;
     p->has_owner = 1;
     conninfo_masked(dsn, p->dsn_masked, sizeof p->dsn_masked);
@@ -364,14 +372,12 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.journal = journal;
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
-    if (!w) {
-        result = error_msg(env, p, err);
-        goto out;
-    }
     pthread_mutex_lock(&p->mu);
     p->w = w;
+    p->changing = 0;
     pthread_mutex_unlock(&p->mu);
-    result = p->am.am_ok;
+    pthread_cond_broadcast(&p->cv);
+    result = w ? p->am.am_ok : error_msg(env, p, err);
 out:
     filters_free(rc.filters);
     if (dsn) {
@@ -390,12 +396,15 @@ out:
 void stop_writer(priv_t *p, int timeout_ms)
 {
     writer_t *w;
+    writer_status_t last;
 
     pthread_mutex_lock(&p->mu);
+    while (p->changing)   /* a start under way: stopped once made; a stop: done after it */
+        pthread_cond_wait(&p->cv, &p->mu);
+    p->changing = CH_STOPPING;
     w = p->w;
     p->w = NULL;
     pthread_mutex_unlock(&p->mu);
-    writer_status_t last;
 
     if (w)
         writer_stop(w, timeout_ms, &last); /* joins: the log callback may still run until then */
@@ -407,7 +416,9 @@ void stop_writer(priv_t *p, int timeout_ms)
         p->past.last_write_us = last.last_write_us ? last.last_write_us : p->past.last_write_us;
         memcpy(p->past.last_error, last.last_error, sizeof last.last_error);
     }
+    p->changing = 0;
     pthread_mutex_unlock(&p->mu);
+    pthread_cond_broadcast(&p->cv);
 }
 
 /* stop(TimeoutMs) -> ok (dirty I/O: joins the writer thread) */

@@ -31,6 +31,7 @@
 #define FILTER_WORDS_MAX 64
 
 enum payload_mode { PM_TRUNCATED, PM_NONE, PM_FULL };
+enum { CH_STARTING = 1, CH_STOPPING = 2 };
 
 typedef struct priv {
     const char *build;           /* build_id of the library that made it */
@@ -56,6 +57,9 @@ typedef struct priv {
 
     /* guarded by mu */
     pthread_mutex_t mu;
+    pthread_cond_t cv;           /* signalled when changing goes back to 0 */
+    int changing;                /* CH_STARTING, CH_STOPPING: start/stop under way (mu not
+                                  * held across it); 0: none */
     writer_t *w;
     writer_status_t past;        /* counters of writers already stopped */
     size_t batch_size, json_max;
@@ -78,7 +82,12 @@ ERL_NIF_TERM nif_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
-/* stops and joins the writer, keeping its counters in p->past (stop/1, unload) */
+/* stops and joins the writer, keeping its counters in p->past (stop/1,
+ * unload); waits for a start or stop under way first, so it never returns
+ * while a writer it did not stop runs */
 void stop_writer(priv_t *p, int timeout_ms);
+/* returns once no writer of an unloaded instance is still being stopped
+ * (nif.c, unload); start/2 calls it first */
+void wait_retired(void);
 
 #endif

@@ -51,13 +51,13 @@ static int all_zero(const unsigned char *p, size_t n)
     return 1;
 }
 
-void recover_records(unsigned char *base, size_t size, event_t **head, event_t **tail,
-                     uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
+/* a file of an earlier version (no segment header, CRCs from 0): after a
+ * damaged size, on to the next 8-byte-aligned magic */
+static void recover_unsalted(unsigned char *base, size_t size, event_t **head, event_t **tail,
+                             uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
 {
     size_t pos = 0;
 
-    *head = *tail = NULL;
-    *count = *bytes = 0;
     while (pos + JOURNAL_HDR <= size) {
         unsigned char *rec = base + pos;
         uint32_t rsize = get32(rec + 12), len;
@@ -99,6 +99,83 @@ void recover_records(unsigned char *base, size_t size, event_t **head, event_t *
         (*count)++;
         *bytes += ev->bytes;
     }
+}
+
+/* the record at rec (rsize bytes, within the file) is whole and its CRC,
+ * from the file's salt, holds: "VPGJ", or "VPGW" (written: only its magic
+ * changed since it was committed) */
+static int salted_record_ok(const unsigned char *rec, uint32_t rsize, uint32_t salt)
+{
+    const event_t *ev = (const event_t *)(const void *)(rec + JOURNAL_HDR);
+    uint32_t len = get32(rec + 4);
+
+    return (memcmp(rec, "VPGJ", 4) == 0 || memcmp(rec, "VPGW", 4) == 0) &&
+           (uint64_t)JOURNAL_HDR + EV_OFF + len <= rsize &&
+           crc32c_seeded(salt, (const char *)ev + EV_OFF, len) == get32(rec + 8) &&
+           event_check(ev, len) == 0 && ev->home == EV_JOURNAL;
+}
+
+/* A segment with a header (journal.h): a record's size is followed only
+ * when the record passes its check. After one that does not (damaged,
+ * or its hook died while writing it), or after a hole of zeros, reading
+ * goes on in 8-byte steps to the next record that does: the bytes in
+ * between, a payload among them, are never taken for a record, as
+ * without the salt they cannot make a CRC that holds. */
+static void recover_salted(unsigned char *base, size_t size, uint32_t salt, event_t **head,
+                           event_t **tail, uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
+{
+    size_t pos = JOURNAL_SEG_HDR;
+    int lost = 0;   /* 1: past a damaged record, looking for the next good one */
+
+    while (pos + JOURNAL_HDR <= size) {
+        unsigned char *rec = base + pos;
+        uint32_t rsize = get32(rec + 12);
+        event_t *ev;
+
+        if (all_zero(rec, 16)) {
+            /* unused space, or pages a power loss took: data after it? */
+            while (pos + 8 <= size && all_zero(base + pos, 8))
+                pos += 8;
+            if (pos + 8 <= size && !lost) {
+                (*corrupt)++;
+                lost = 1;
+            }
+            continue;
+        }
+        if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > size - pos ||
+            !salted_record_ok(rec, rsize, salt)) {
+            if (!lost)
+                (*corrupt)++;
+            lost = 1;
+            pos += 8;
+            continue;
+        }
+        lost = 0;
+        pos += rsize;
+        if (memcmp(rec, "VPGW", 4) == 0)
+            continue;   /* written (journal_release) */
+        ev = (event_t *)(void *)(rec + JOURNAL_HDR);
+        ev->next = NULL;
+        if (*tail)
+            (*tail)->next = ev;
+        else
+            *head = ev;
+        *tail = ev;
+        (*count)++;
+        *bytes += ev->bytes;
+    }
+}
+
+void recover_records(unsigned char *base, size_t size, event_t **head, event_t **tail,
+                     uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
+{
+    *head = *tail = NULL;
+    *count = *bytes = 0;
+    if (size >= JOURNAL_SEG_HDR && memcmp(base, "VPGH", 4) == 0 &&
+        crc32c(base, 12) == get32(base + 12))
+        recover_salted(base, size, get32(base + 4), head, tail, count, bytes, corrupt);
+    else
+        recover_unsalted(base, size, head, tail, count, bytes, corrupt);
 }
 
 /* journal-<incarnation>-<epoch>-<number>.dat; 0 when name is one */

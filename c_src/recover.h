@@ -16,7 +16,10 @@
  * written (journal_release) are skipped. A damaged record
  * (bad magic, size or checksum, fields that do not fit, or one whose hook
  * died while writing it) is counted and skipped; the records after it are
- * kept. Events already committed before a crash are skipped by the
+ * kept. In a file with a segment header (journal.h) reading resumes after
+ * one only at a record whose CRC, seeded by the header's salt, holds, so
+ * no payload bytes are taken for a record; files without one (earlier
+ * versions) resume at the next 8-byte-aligned magic, as they did. Events already committed before a crash are skipped by the
  * writer's resume point, so reading a file twice writes nothing twice.
  *
  * Runs at journal_open, before any hook writes. Knows nothing of erl_nif

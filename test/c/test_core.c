@@ -1,6 +1,8 @@
 /* test_core.c - plain C tests of the core: text helpers, JSON writer,
  * event builder, queue, COPY BINARY encoder, dsn masking. No VM, no
  * server. Prints "N passed, N failed" last. */
+#define _GNU_SOURCE
+#include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -781,13 +783,14 @@ static void test_journal_damage(void)
     if (f) {
         unsigned char h[16];
         uint32_t rsize;
+        CHECK(fread(h, 1, 16, f) == 16 && memcmp(h, "VPGH", 4) == 0);   /* the segment's header */
         CHECK(fread(h, 1, 16, f) == 16 && memcmp(h, "VPGJ", 4) == 0);
         rsize = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
         /* record 10 (seq 11): its magic never written */
-        fseek(f, (long)rsize * 10, SEEK_SET);
+        fseek(f, JOURNAL_SEG_HDR + (long)rsize * 10, SEEK_SET);
         fwrite("\0\0\0\0", 1, 4, f);
         /* record 50 (seq 51): a flipped byte in its event */
-        fseek(f, (long)rsize * 50 + 60, SEEK_SET);
+        fseek(f, JOURNAL_SEG_HDR + (long)rsize * 50 + 60, SEEK_SET);
         fputc(0x5A, f);
         fclose(f);
     }
@@ -1129,8 +1132,210 @@ static void test_queue_race(void)
     rmdir(dir);
 }
 
+/* A sealed segment on disk only (no memory file: the hooks wrote into
+ * its mapping) counts as synced only after a sync that began once every
+ * record reserved in it was committed: a record committed after the
+ * segment's first sync is synced too, within journal_sync_ms. */
+static uint64_t syncs_of(journal_t *j)
+{
+    journal_stats_t js;
+    journal_get_stats(j, &js);
+    return js.syncs;
+}
+
+static event_t *reserve_filled(journal_t *j, size_t bytes)
+{
+    event_t *ev = journal_reserve(j, bytes);
+    if (ev) {
+        memset(ev, 0, bytes);
+        ev->bytes = bytes;
+        ev->home = EV_JOURNAL;
+    }
+    return ev;
+}
+
+static void test_journal_sync_gap(void)
+{
+    char dir[] = "/tmp/vmq_pgev_syncgap.XXXXXX", err[256] = "", cmd[300];
+    const size_t sz = 64u << 10;
+    journal_t *j;
+    jseg_t *s0;
+    event_t *late, *ev;
+    uint64_t from;
+    int i;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 31, 8u << 20, 5, 0, err, sizeof err);   /* 1 MiB segments, on disk, 5 ms */
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    s0 = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    CHECK(__atomic_load_n(&s0->ram_fd, __ATOMIC_RELAXED) < 0);
+    late = reserve_filled(j, sz);   /* reserved, committed only after the seal and syncs */
+    CHECK(late != NULL);
+    while (late && __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE) == s0) {
+        ev = reserve_filled(j, sz);
+        CHECK(ev != NULL);
+        if (!ev)
+            break;
+        journal_commit(j, ev);
+    }
+    /* s0 is sealed: two whole syncs at least run after that */
+    from = syncs_of(j);
+    for (i = 0; i < 10000 && syncs_of(j) < from + 3; i++)
+        usleep(1000);
+    CHECK(syncs_of(j) >= from + 3);
+    CHECK(__atomic_load_n(&s0->synced, __ATOMIC_ACQUIRE) == 0);   /* one record still uncommitted */
+    if (late)
+        journal_commit(j, late);
+    for (i = 0; i < 10000 && !__atomic_load_n(&s0->synced, __ATOMIC_ACQUIRE); i++)
+        usleep(1000);
+    CHECK(__atomic_load_n(&s0->synced, __ATOMIC_ACQUIRE) == 1);   /* a sync after the commit */
+    CHECK(journal_busy(j) == 0);
+    journal_close(j);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* A sync that fails is the journal's error (status shows it) until one
+ * succeeds: here the segment's descriptor is a pipe for a while, which
+ * fdatasync refuses. */
+static void test_journal_sync_error(void)
+{
+    char dir[] = "/tmp/vmq_pgev_syncerr.XXXXXX", err[256] = "", cmd[300];
+    journal_t *j;
+    journal_stats_t js;
+    jseg_t *s;
+    int pfd[2], saved, i;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 32, 8u << 20, 5, 0, err, sizeof err);
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    s = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    CHECK(pipe(pfd) == 0);
+    saved = dup(s->fd);
+    CHECK(saved >= 0 && dup2(pfd[0], s->fd) == s->fd);
+    for (i = 0; i < 10000; i++) {
+        journal_get_stats(j, &js);
+        if (strstr(js.error, "cannot sync"))
+            break;
+        usleep(1000);
+    }
+    journal_get_stats(j, &js);
+    CHECK(strstr(js.error, "cannot sync") != NULL && strstr(js.error, s->path) != NULL);
+    CHECK(dup2(saved, s->fd) == s->fd);   /* the disk file again: the next sync clears it */
+    for (i = 0; i < 10000; i++) {
+        journal_get_stats(j, &js);
+        if (!js.error[0])
+            break;
+        usleep(1000);
+    }
+    CHECK(js.error[0] == '\0');
+    close(saved);
+    close(pfd[0]);
+    close(pfd[1]);
+    journal_close(j);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
+/* A payload that holds a whole journal record, checksum and all, is never
+ * taken for one: the record holding it has its size damaged (a torn
+ * write), and recovery, looking for the next record, must pass over the
+ * forged one (its CRC cannot hold without the segment's salt) and read
+ * the next real one. */
+static void test_journal_forged_record(void)
+{
+    char dir[] = "/tmp/vmq_pgev_forged.XXXXXX", err[256] = "", cmd[300];
+    char payload[1024];
+    journal_t *j;
+    queue_t q;
+    event_in_t in, fin;
+    event_t *fev, *got;
+    unsigned char *forged, *base, *at;
+    size_t fsize, flen, rec2, n, pad, i;
+    uint64_t seq;
+    readback_t rb;
+    int fd, has_forged = 0;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 41, 8u << 20, 1000, 0, err, sizeof err);   /* on disk: file = mapping */
+    CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
+    if (!j)
+        return;
+    queue_attach_journal(&q, j);
+    /* the forged record: seq 999999, a CRC-32C as an outsider can compute it */
+    event_in_init(&fin, HOOK_ON_PUBLISH, 5);
+    fin.f[F_PAYLOAD] = (span_t){"forged", 6, 1};
+    fev = event_build(&fin);
+    CHECK(fev != NULL);
+    if (!fev)
+        return;
+    fev->seq = 999999;
+    fev->home = EV_JOURNAL;
+    flen = fev->bytes - offsetof(event_t, seq);
+    fsize = (JOURNAL_HDR + fev->bytes + 7) & ~(size_t)7;
+    forged = calloc(1, fsize);
+    CHECK(forged != NULL && fsize + 16 < sizeof payload);
+    if (!forged)
+        return;
+    memcpy(forged, "VPGJ", 4);
+    put_be32(forged + 4, (uint32_t)flen);
+    put_be32(forged + 8, crc32c((const char *)fev + offsetof(event_t, seq), flen));
+    put_be32(forged + 12, (uint32_t)fsize);
+    memcpy(forged + JOURNAL_HDR, fev, fev->bytes);
+    fev->home = EV_HEAP;   /* freed as the heap event it is */
+    event_free(fev);
+    /* event 1 finds where a payload of this length lands, modulo 8 */
+    memset(payload, 'x', sizeof payload);
+    memcpy(payload, "PROBE", 5);
+    event_in_init(&in, HOOK_ON_PUBLISH, 1);
+    in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 1);
+    base = j->cur->base;
+    rec2 = j->cur->used;   /* event 2's record starts here */
+    at = memmem(base, rec2, "PROBE", 5);
+    CHECK(at != NULL);
+    pad = at ? (8 - (size_t)(at - base) % 8) % 8 : 0;
+    /* event 2: the forged record 8-byte aligned in its payload */
+    memset(payload, 'x', sizeof payload);
+    memcpy(payload + pad, forged, fsize);
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 2);
+    at = memmem(base + rec2, j->cur->used - rec2, forged, fsize);
+    CHECK(at != NULL && (size_t)(at - base) % 8 == 0);
+    /* event 3: a real one after it */
+    memset(payload, 'y', sizeof payload);
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 3);
+    got = queue_detach_journal(&q, &n);   /* not written: they stay */
+    CHECK(n == 3 && got != NULL);
+    journal_close(j);
+    queue_destroy(&q);
+    free(forged);
+    /* event 2's size damaged: recovery looks for the next record */
+    snprintf(cmd, sizeof cmd, "%s/journal-41-1-0.dat", dir);
+    fd = open(cmd, O_WRONLY);
+    CHECK(fd >= 0 && pwrite(fd, "\xff\xff\xff\xf8", 4, (off_t)rec2 + 12) == 4);
+    if (fd >= 0)
+        close(fd);
+    read_back(dir, 42, 100, &rb);
+    for (i = 0; i < rb.count && i < 64; i++)
+        has_forged |= rb.seqs[i] == 999999;
+    if (has_forged || rb.count != 2)
+        fprintf(stderr, "forged record: %llu events read, the forged one %s\n",
+                (unsigned long long)rb.count, has_forged ? "among them" : "not");
+    CHECK(!has_forged);
+    CHECK(rb.count == 2 && rb.seqs[0] == 1 && rb.seqs[1] == 3 && rb.js.corrupt >= 1);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 int main(void)
 {
+    test_journal_forged_record();
+    test_journal_sync_error();
+    test_journal_sync_gap();
     test_journal();
     test_journal_no_space();
     test_journal_ram();
