@@ -204,10 +204,10 @@ scenario_traffic() {
     wait "$psub"
     check "many user properties: the subscriber got the message" "many-props" "$(cat "$WORK/props.out")"
     check "many user properties: publish and delivery rows, properties summarized at 256 KiB" \
-        "auth_on_publish_m5|true|t on_publish_m5|true|t on_deliver_m5|true|t" \
+        "auth_on_publish_m5|true|true on_publish_m5|true|true on_deliver_m5|true|true" \
         "$(settle "SELECT string_agg(hook || '|' || (properties->>'\$too_large') || '|' ||
                                      ((properties->>'bytes')::int BETWEEN 262144 AND 262144 + 64), ' ' ORDER BY seq)
                    FROM vmq_events WHERE hook IN ('auth_on_publish_m5', 'on_publish_m5', 'on_deliver_m5')
                    AND (client_id = 'e2e-props' OR (client_id = 'e2e-props-sub' AND topic = 'e2e/props'))" \
-                  "auth_on_publish_m5|true|t on_publish_m5|true|t on_deliver_m5|true|t")"
+                  "auth_on_publish_m5|true|true on_publish_m5|true|true on_deliver_m5|true|true")"
 }
