@@ -19,6 +19,7 @@
     X(queued) X(queued_bytes) X(queue_peak) X(queue_peak_bytes) X(last_seq) \
     X(written) X(batches) X(prefetched) X(dead_lettered) X(reconnects) X(dropped)         \
     X(discarded_at_stop) X(write_errors) X(inflight) X(pending)             \
+    X(dropped_after_stop)                                                   \
     X(last_write_us) X(last_error) X(dsn_masked) X(incarnation)             \
     X(recorded) X(malformed) X(rejected) X(per_hook) X(filtered)            \
     X(recording) X(payload_mode) X(payload_modes) X(none) X(truncated)      \

@@ -370,8 +370,11 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.compress_after_s = compress_after;
     cfg.compress_every_ms = (int)compress_every;
     cfg.journal = journal;
+    __atomic_store_n(&p->refusing, 0, __ATOMIC_RELEASE);   /* recording again (stop_writer) */
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
+    if (!w)
+        __atomic_store_n(&p->refusing, 1, __ATOMIC_RELEASE);   /* nothing would write them */
     pthread_mutex_lock(&p->mu);
     p->w = w;
     p->changing = 0;
@@ -406,8 +409,16 @@ void stop_writer(priv_t *p, int timeout_ms)
     p->w = NULL;
     pthread_mutex_unlock(&p->mu);
 
-    if (w)
+    if (w) {
+        /* VerneMQ may call the hooks after the plugin stopped (its hooks
+         * stay registered when its application stops by itself, at
+         * vmq-admin node stop, or first in a broker stop when it was
+         * enabled at run time): nothing would write or keep those events,
+         * so from the moment the writer is told to stop they are dropped
+         * and counted, until the next start */
+        __atomic_store_n(&p->refusing, 1, __ATOMIC_RELEASE);
         writer_stop(w, timeout_ms, &last); /* joins: the log callback may still run until then */
+    }
     pthread_mutex_lock(&p->mu);
     p->has_owner = 0;
     if (w) {

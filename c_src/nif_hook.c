@@ -113,6 +113,13 @@ ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
             return p->am.am_filtered;
         }
     }
+    if (__atomic_load_n(&p->refusing, __ATOMIC_ACQUIRE)) {
+        /* stopped: nothing writes or keeps it until a start (stop_writer) */
+        queue_drop(&p->q);
+        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
+        __atomic_fetch_add(&p->dropped_stopped, 1, __ATOMIC_RELAXED);
+        return error_tuple(env, p, p->am.am_stopped);
+    }
     if (queue_full_hint(&p->q)) {
         queue_drop(&p->q);
         __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);

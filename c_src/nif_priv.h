@@ -54,6 +54,8 @@ typedef struct priv {
     uint64_t recorded[HOOK_COUNT], dropped[HOOK_COUNT], malformed[HOOK_COUNT];
     uint64_t filtered[HOOK_COUNT];
     uint64_t rejected;           /* unknown hook or arity */
+    int refusing;                /* stopped: hooks drop (counted) until the next start */
+    uint64_t dropped_stopped;    /* events those dropped (also in dropped) */
 
     /* guarded by mu */
     pthread_mutex_t mu;
@@ -86,6 +88,7 @@ ERL_NIF_TERM nif_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
  * unload); waits for a start or stop under way first, so it never returns
  * while a writer it did not stop runs */
 void stop_writer(priv_t *p, int timeout_ms);
+
 /* returns once no writer of an unloaded instance is still being stopped
  * (nif.c, unload); start/2 calls it first */
 void wait_retired(void);

@@ -143,6 +143,7 @@ ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     PUT(pending, make_u64(env, qs.count + qs.taken + ws.inflight));
     PUT(last_seq, make_u64(env, qs.last_seq));
     PUT(dropped, make_u64(env, qs.dropped));
+    PUT(dropped_after_stop, make_u64(env, __atomic_load_n(&p->dropped_stopped, __ATOMIC_RELAXED)));
     PUT(spooled, make_u64(env, ws.spooled));
     PUT(spool_bytes, make_u64(env, ws.spool_bytes));
     PUT(spooled_at_stop, make_u64(env, ws.spooled_at_stop));

@@ -134,6 +134,7 @@ status_rows(S, PerSecond) ->
             {"written", maps:get(written, S)},
             {"written per second (last minute)", io_lib:format("~.1f", [float(PerSecond)])},
             {"dropped (no room: journal, disk limit or queue)", maps:get(dropped, S)},
+            {"dropped after a stop", maps:get(dropped_after_stop, S, 0)},
             {"dead-lettered", maps:get(dead_lettered, S)},
             {"reconnects", maps:get(reconnects, S)},
             {"last error", case maps:get(last_error, S) of <<>> -> "-"; E -> binary_to_list(E) end},

@@ -46,6 +46,7 @@ start_writer() ->
             StopTimeout = maps:get(stop_timeout_ms, Config),
             case start_nif(maps:without([conn_table_max, stop_timeout_ms], Config), StopTimeout) of
                 ok ->
+                    log_dropped_after_stop(),
                     persistent_term:erase({vmq_pgevents, hooks_overridden}),
                     logger:info("vmq_pgevents: recording to table ~ts via ~ts",
                                 [maps:get(table, Config), masked_dsn()]),
@@ -69,6 +70,18 @@ start_nif(Config, StopTimeout) ->
         Result ->
             Result
     end.
+
+%% events that came while the plugin was stopped: said once, at the next start
+log_dropped_after_stop() ->
+    Key = {vmq_pgevents, dropped_after_stop_logged},
+    N = maps:get(dropped_after_stop, vmq_pgevents_nif:status(), 0),
+    case N - persistent_term:get(Key, 0) of
+        New when New > 0 ->
+            logger:warning("vmq_pgevents: ~b events of hooks called while the plugin was stopped "
+                           "were not recorded (dropped_after_stop)", [New]);
+        _ -> ok
+    end,
+    persistent_term:put(Key, N).
 
 %% Kind: config (the configuration or the server refused it) or nif (the
 %% NIF library did not load: a system library is missing, not a setting)
@@ -126,6 +139,10 @@ handle_info(_Msg, State) ->
 terminate(_Reason, #{stop_timeout_ms := Timeout}) ->
     vmq_pgevents_nif:stop(Timeout),
     drain_logs(),
+    %% VerneMQ may go on calling the hooks (they stay registered when the
+    %% application stops by itself or at vmq-admin node stop)
+    logger:info("vmq_pgevents: stopped; events of hooks called until it starts again are not "
+                "recorded (counted in dropped_after_stop)"),
     ok;
 terminate(_Reason, _State) ->
     persistent_term:erase(?PROBLEM),

@@ -72,6 +72,48 @@ stop_and_restart_test_() ->
         end
     end}.
 
+%% VerneMQ keeps calling a plugin's hooks after its application stopped
+%% (stopped by itself, by vmq-admin node stop, or enabled at run time and
+%% the broker stopped). Nothing would write or keep those events: they are
+%% dropped and counted (dropped, dropped_after_stop) and the next start
+%% says how many; the events before the stop and after the start are
+%% written, in order.
+after_stop_test_() ->
+    {timeout, 120, fun() ->
+        [after_stop(J) || J <- [true, false]]
+    end}.
+
+after_stop(Journal) ->
+    T = "journal_after_stop",
+    pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+    pgev_app:start(T, [{journal, Journal}]),
+    try
+        payloads(1, 10),
+        pgev_app:flush(),
+        pgev_app:stop(),
+        #{dropped := D0, dropped_after_stop := A0} = vmq_pgevents:status(),
+        payloads(11, 15),
+        #{dropped := D1, dropped_after_stop := A1} = vmq_pgevents:status(),
+        ?assertEqual({5, 5}, {D1 - D0, A1 - A0}),
+        pgev_app:capture_logs(),
+        pgev_app:restart(T, [{journal, Journal}]),
+        Logs = pgev_app:captured_logs(),
+        ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"5 events of hooks called while the plugin "
+                                                             "was stopped were not recorded">>) =/= nomatch]),
+        payloads(16, 20),
+        pgev_app:flush(),
+        ?assertEqual([integer_to_list(I) || I <- lists:seq(1, 10) ++ lists:seq(16, 20)],
+                     string:lexemes(pgev_pg:sql("SELECT convert_from(payload, 'UTF8') FROM " ++ T ++
+                                                " ORDER BY incarnation, seq"), "\n"))
+    after
+        catch pgev_app:stop()
+    end.
+
+payloads(From, To) ->
+    [ok = vmq_pgevents:on_publish(<<"u">>, {"", <<"after-stop">>}, 0, [<<"t">>], integer_to_binary(I), false)
+     || I <- lists:seq(From, To)],
+    ok.
+
 %% the 100 events of a stop with PostgreSQL away, their journal file
 %% (Bin) and each record's offset in it
 stopped_with_100(T) ->

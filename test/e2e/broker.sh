@@ -93,6 +93,17 @@ broker_start() {
     return 1
 }
 
+# broker_rpc DIR NODE MODULE FUNCTION ARGS: a call on the running node
+# through the release's own nodetool (as its bin/vernemq calls it); ARGS
+# as Erlang terms, each ended by a dot. Prints the result.
+broker_rpc() {
+    local dir=$1 node=$2 erts cookie
+    shift 2
+    erts=$(ls -d "$dir"/erts-*/bin | head -n 1)
+    cookie=$(grep -E '^[[:space:]]*distributed_cookie[[:space:]]*=' "$dir/etc/vernemq.conf" | tail -n 1 | cut -d= -f2 | tr -d ' ')
+    ERL_EPMD_ADDRESS=127.0.0.1 "$erts/escript" "$erts/nodetool" -name "$node" -setcookie "$cookie" rpcterms "$@" 2>&1
+}
+
 # broker_stop DIR: `vernemq stop`, then the beam by PID if it is still
 # there after 30 s: then it says so and fails (a stop that hangs)
 broker_stop() {

@@ -40,7 +40,7 @@ suback() {
 
 # the messages a mosquitto_sub -d wrote to FILE, without its debug lines
 messages() {
-    grep -v '^Client ' "$1"
+    grep -v -e '^Client ' -e '^Subscribed (mid: ' "$1"
 }
 
 # check_re DESCRIPTION REGEX ACTUAL

@@ -150,6 +150,29 @@ scenario_whole_run() {
               OR encode(payload, 'hex') LIKE '%616c6963652d7077%'")"
 }
 
+# 11. VerneMQ keeps calling a plugin's hooks after the plugin's
+#     application stopped (by itself, by `vmq-admin node stop`, or, for a
+#     plugin enabled at run time, first in a `vernemq stop`): nothing
+#     records them; they are counted and the next start says how many
+scenario_stopped_plugin() {
+    echo " - hooks called after the plugin's application stopped"
+    local out
+    flush
+    out=$(broker_rpc "$BROKER" "$NODE" application stop vmq_pgevents.)
+    check "the plugin's application stopped (its hooks stay registered)" ok "$out"
+    pub -i e2e-after-stop -q 1 -t e2e/after -m after-stop "${ALICE[@]}"
+    check "the publisher's 7 hook calls counted (dropped_after_stop)" 7 "$(status_value 'dropped after a stop')"
+    out=$(broker_rpc "$BROKER" "$NODE" application start vmq_pgevents.)
+    check "the plugin's application started again" ok "$out"
+    check_re "its start says how many were not recorded" \
+        '7 events of hooks called while the plugin was stopped were not recorded' \
+        "$(grep 'were not recorded' "$BROKER/log/console.log" | tail -n 1)"
+    pub -i e2e-after-start -q 1 -t e2e/after -m after-start "${ALICE[@]}"
+    check "recording again after the start; nothing of the stopped time" "0|7" \
+        "$(settle "SELECT count(*) FILTER (WHERE client_id = 'e2e-after-stop'), count(*) FILTER (WHERE client_id = 'e2e-after-start')
+                   FROM vmq_events" "0|7")"
+}
+
 # 10. kill -9 of the broker during MQTT traffic, PostgreSQL healthy; then
 #     `vernemq start`: every message a subscriber received (so its
 #     on_publish and on_deliver calls had returned) has both rows, once

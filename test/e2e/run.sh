@@ -105,6 +105,18 @@ for src in "${sources[@]}"; do
     BROKER=$A
     STARTED+=("$A")
     echo "   VerneMQ $VERSION, plugin directory $(basename "$PLUGIN")"
+    if [ -n "${E2E_ONLY:-}" ]; then
+        # a developer's run of some scenarios only (never under CI):
+        # E2E_ONLY="scenario_traffic scenario_stopped_plugin"
+        [ -z "${CI:-}" ] || { bad "E2E_ONLY is not for CI"; continue; }
+        if broker_start "$A"; then
+            for s in $E2E_ONLY; do "$s"; done
+        else
+            bad "broker starts"
+        fi
+        broker_stop "$A"
+        continue
+    fi
     if scenario_boot_pg_down; then
         scenario_traffic
         scenario_operate
@@ -122,6 +134,7 @@ for src in "${sources[@]}"; do
         check "a clean stop leaves no spool or journal file" "" "$(ls "$A/data/vmq_pgevents" 2>/dev/null)"
         if broker_start "$A"; then
             scenario_broker_killed
+            scenario_stopped_plugin
         else
             bad "broker starts again"
         fi
