@@ -60,7 +60,7 @@ under /usr/lib/vernemq, schema in /usr/share/vernemq/schema):
 priv/lib/ holds libpq and jansson (versions in priv/lib/VERSIONS): the
 NIF uses them before the system's. Remove priv/lib/ to use the system's
 libpq5 and libjansson4 instead (then security updates of libpq come with
-the system's packages). The README's "Installing" says more.
+the system's packages). docs/install.md says more.
 TXT
 tar -C "$stage" --owner=0 --group=0 --sort=name -czf "$dist/$name.tar.gz" vmq_pgevents
 (cd "$dist" && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")
