@@ -4,11 +4,11 @@
 #   make test       C tests, then the Erlang suite against a private PostgreSQL
 #   make run        replay a recorded session into a private PostgreSQL and show the rows
 #   make dist       the release tarball _build/dist/vmq_pgevents-<vsn>-otp<N>-linux-<arch>.tar.gz
-#                   (+ .sha256): the plugin with libpq and jansson inside (README, "Installing")
-#   make bench      benchmarks (see README, "Performance")
-#   make bench-query queries on 100 million generated rows (README, "Keeping months of data")
-#   make bench-broker a real VerneMQ under MQTT load, with and without the plugin (README, "Performance")
-#   make bench-scale one PostgreSQL against a Citus cluster: ingest, and a 2-node VerneMQ cluster (README, "A Citus cluster")
+#                   (+ .sha256): the plugin with libpq and jansson inside (docs/install.md)
+#   make bench      benchmarks (see docs/performance.md)
+#   make bench-query queries on 100 million generated rows (docs/performance.md)
+#   make bench-broker a real VerneMQ under MQTT load, with and without the plugin (docs/performance.md)
+#   make bench-scale one PostgreSQL against a Citus cluster: ingest, and a 2-node VerneMQ cluster (docs/scale-out.md)
 #
 # Switches: ERTS_INCLUDE_DIR=... (build against another erts, e.g. a VerneMQ
 # release's), DEBUG=1 (no optimisation), SANITIZE=1 (ASan + UBSan).

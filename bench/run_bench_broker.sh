@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # bench/run_bench_broker.sh - what `make bench-broker` runs: a real VerneMQ
 # (the 2.1.2 release in ../shared/vernemq/, or VERNEMQ_HOME) with the plugin
-# enabled as the README says, a private PostgreSQL with default settings on
+# enabled as docs/install.md says, a private PostgreSQL with default settings on
 # the same machine, and a closed-loop MQTT load (bench/mqtt_load.c:
 # PUBS publishers, SUBS subscribers, QoS 1, 64-byte payloads, each
 # publisher keeping at most WINDOW messages not yet received by every

@@ -3,7 +3,7 @@
 # PostgreSQL (default settings, plus max_wal_size for the load), the events
 # table of priv/schema.sql partitioned by day, filled with ROWS generated
 # rows (bench/gen_events.c: DEVICES devices over DAYS days ending now);
-# then the questions the README's views answer, each timed, and what the
+# then the questions the views of docs/queries.md answer, each timed, and what the
 # table costs on disk per event, heap and each index. Then every partition
 # is compressed (vmq_pgevents_compress, Citus columnar), timed, and the
 # same questions and sizes are measured again. Once per payload kind in
@@ -89,12 +89,12 @@ time_query() {
     rm -f "$f"
 }
 
-# queries STATE: the README's questions timed; JSON in json_q
+# queries STATE: the questions of docs/queries.md timed; JSON in json_q
 queries() {
     local END DAY_AGO HOUR_AGO CLIENT NODE INC CONN i n ms
     END=$(sql "SELECT max(ts) FROM $T")    # the data's own clock: its last event stands for now
     # time bounds as literals, as a DBA types them for a past period:
-    # columnar skips chunks by constants, not by expressions (README)
+    # columnar skips chunks by constants, not by expressions (docs/months-of-data.md)
     DAY_AGO=$(sql "SELECT '$END'::timestamptz - interval '1 day'")
     HOUR_AGO=$(sql "SELECT '$END'::timestamptz - interval '1 hour'")
     CLIENT=device-000042

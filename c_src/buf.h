@@ -27,7 +27,7 @@ void buf_putc_grow(buf_t *b, char c);
 
 /* The hook path sets up and frees several bufs per call, and appends to
  * them mostly within their stack arrays: these are inline, so that costs
- * no call (instructions per hook call: README, "Performance"). */
+ * no call (instructions per hook call: docs/internals/measurements.md). */
 static inline void buf_init(buf_t *b, char *stack, size_t stack_cap)
 {
     b->p = stack;

@@ -284,7 +284,7 @@ static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
         put_null(b);
     put_field(b, ev, F_MOUNTPOINT);                          /* mountpoint */
     if (ev->len[F_CLIENT_ID] < 0 && ctx->client_id_required) /* client_id */
-        put_bytes(b, "", 0);   /* Citus places no row without it (README, "A Citus cluster") */
+        put_bytes(b, "", 0);   /* Citus places no row without it (docs/scale-out.md) */
     else
         put_field(b, ev, F_CLIENT_ID);
     put_field(b, ev, F_USERNAME);                            /* username */

@@ -2,7 +2,7 @@
  *
  * X(ID, "name", "roles"): the argument roles, one letter per argument, in
  * VerneMQ's order; the arity is the string's length. Checked against
- * vernemq_dev's *_hook.erl and a real VerneMQ 2.1.2 (see README). The
+ * vernemq_dev's *_hook.erl and a real VerneMQ 2.1.2 (see docs/queries.md). The
  * Erlang side declares the same list in vmq_pgevents.app.src; a test
  * compares the two.
  *

@@ -1,5 +1,5 @@
 /* nif_status.c - status/0 and hooks/0: the queue's, the writer's and the
- * hook path's counters as one map (README, "Status"), counted for the life
+ * hook path's counters as one map (docs/operating.md, "Status"), counted for the life
  * of the loaded NIF across plugin restarts. */
 #include <erl_nif.h>
 #include <pthread.h>
@@ -88,7 +88,7 @@ static ERL_NIF_TERM per_hook(ErlNifEnv *env, priv_t *p, const writer_status_t *w
     return map;
 }
 
-/* status() -> map (see README, "Status") */
+/* status() -> map (see docs/operating.md, "Status") */
 ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {
     priv_t *p = enif_priv_data(env);

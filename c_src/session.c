@@ -284,7 +284,7 @@ int w_check_distributed(writer_t *w)
          * Measured here (a raw COPY through the coordinator,
          * bench/pg_baseline, batches of 10,000 rows): 36,000 rows/s with
          * the defaults, 125,000-128,000 with 1, 2 or 4 connections per
-         * worker, all kept (README, "A Citus cluster") */
+         * worker, all kept (docs/scale-out.md) */
         r = pgio_exec(&w->io, "SET citus.max_adaptive_executor_pool_size = 4; "
                               "SET citus.max_cached_conns_per_worker = 4", 0, NULL);
         ok = !w->io.timed_out && PQstatus(w->conn) == CONNECTION_OK;   /* refused: the defaults stay */

@@ -54,13 +54,17 @@ under /usr/lib/vernemq, schema in /usr/share/vernemq/schema):
        plugins.vmq_pgevents.path = VMQ/plugins/vmq_pgevents
        plugins.vmq_pgevents.priority = 1
        vmq_pgevents.dsn = host=db.example port=5432 user=vmq dbname=vmq
-     (the password in a PGPASSFILE, never in vernemq.conf)
+       vmq_pgevents.spool_dir = VMQ/data/vmq_pgevents
+     (the password in a PGPASSFILE, never in vernemq.conf; spool_dir an
+     absolute path on a local disk, for the packages e.g.
+     /var/lib/vernemq/vmq_pgevents)
   4. restart VerneMQ; \`vmq-admin pgevents status\` says "connected".
 
 priv/lib/ holds libpq and jansson (versions in priv/lib/VERSIONS): the
 NIF uses them before the system's. Remove priv/lib/ to use the system's
 libpq5 and libjansson4 instead (then security updates of libpq come with
-the system's packages). The README's "Installing" says more.
+the system's packages). The project's docs/install.md and docs/database.md
+(roles, and the schema applied by a DBA) say more.
 TXT
 tar -C "$stage" --owner=0 --group=0 --sort=name -czf "$dist/$name.tar.gz" vmq_pgevents
 (cd "$dist" && sha256sum "$name.tar.gz" >"$name.tar.gz.sha256")

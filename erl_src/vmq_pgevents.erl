@@ -134,7 +134,7 @@ dropped_message(_) ->
 
 %% ---- operator API -------------------------------------------------------
 
-%% @doc Connection state, queue depth, counters (README, "Status").
+%% @doc Connection state, queue depth, counters (docs/operating.md, "Status").
 %% When the plugin could not start (see vmq_pgevents_server), `state' is
 %% `not_recording' and `last_error' says why. `warnings': the listeners
 %% whose plugin chains leave this plugin out (vmq_pgevents_listeners).

@@ -1,6 +1,6 @@
 %% @doc Which MQTT connection an event belongs to (the conn_id column).
 %%
-%% Hooks run in two kinds of process (see README, "Connections"):
+%% Hooks run in two kinds of process (see docs/queries.md, "Connections"):
 %% - the client's connection process: one process per connection, so its
 %%   connection id lives in that process's dictionary and dies with it;
 %% - the client's queue process, which outlives connections and sees only

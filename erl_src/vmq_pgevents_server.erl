@@ -94,7 +94,7 @@ not_recording(Kind, Why) ->
         case Kind of
             nif -> {<<"the NIF library cannot load: ", Text/binary,
                       " (install libpq5 and libjansson4, or the release tarball, which carries them;"
-                      " see the README, \"Installing\")">>,
+                      " see docs/install.md)">>,
                     "restart the plugin or VerneMQ once the library is there"};
             config -> {Text, "fix the configuration and restart the plugin"}
         end,
@@ -153,7 +153,7 @@ terminate(_Reason, _State) ->
 warn_listeners(State = #{warned := Warned}) ->
     Now = vmq_pgevents_listeners:warnings(),
     [logger:warning("vmq_pgevents: ~ts (name vmq_pgevents first in that listener's "
-                    "auth_plugins and authz_plugins; see the README)", [W])
+                    "auth_plugins and authz_plugins; see docs/install.md)", [W])
      || W <- Now -- Warned],
     State#{warned := lists:usort(Warned ++ Now)};
 warn_listeners(State) ->

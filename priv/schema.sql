@@ -32,7 +32,7 @@ END
 $f$;
 
 -- Whether tbl is a Citus distributed table (distribute = on or auto on a
--- Citus cluster: README, "A Citus cluster").
+-- Citus cluster: docs/scale-out.md).
 CREATE OR REPLACE FUNCTION vmq_pgevents_distributed(tbl text) RETURNS boolean LANGUAGE plpgsql STABLE AS $f$
 DECLARE
   yes boolean;
@@ -241,19 +241,19 @@ BEGIN
   IF vmq_pgevents_distributed(tbl) THEN
     RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE = format(
       'vmq_pgevents_compress: %I is a Citus distributed table; its partitions are not compressed by this '
-      'function (README, "A Citus cluster")', tbl);
+      'function (docs/scale-out.md)', tbl);
   END IF;
   IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(quote_ident(tbl))) THEN
     RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = format(
       'vmq_pgevents_compress: %I has indexes of its own (an earlier version''s layout), which every '
       'partition would have to carry; run SELECT vmq_pgevents_split_indexes(%L) once as its owner '
-      '(README, "Compressed history")', tbl, tbl);
+      '(docs/months-of-data.md, "Compressed history")', tbl, tbl);
   END IF;
   IF NOT EXISTS (SELECT 1 FROM pg_am WHERE amname = 'columnar') THEN
     IF NOT EXISTS (SELECT 1 FROM pg_available_extensions WHERE name = 'citus_columnar') THEN
       RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE =
         'vmq_pgevents_compress: this PostgreSQL server has no columnar storage: install Citus '
-        '(11.1 or later, its extension citus_columnar) on the server (README, "Compressed history")';
+        '(11.1 or later, its extension citus_columnar) on the server (docs/months-of-data.md, "Compressed history")';
     END IF;
     BEGIN
       CREATE EXTENSION IF NOT EXISTS citus_columnar;
@@ -261,7 +261,7 @@ BEGIN
       RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE =
         'vmq_pgevents_compress: Citus is installed on the server but the extension citus_columnar is '
         'not in this database, and this role may not create it: a superuser runs '
-        'CREATE EXTENSION citus_columnar; in it (README, "Compressed history")';
+        'CREATE EXTENSION citus_columnar; in it (docs/months-of-data.md, "Compressed history")';
     END;
   END IF;
   IF NOT pg_try_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl)) THEN
@@ -312,7 +312,7 @@ BEGIN
     -- chunks). Measured on a day of 50 million rows in 16 tables with
     -- chunks of 10,000 rows: by hour, a client's day read 24 chunks (71
     -- ms); by client alone, an hour read the whole day (1.0 s); by
-    -- quarter, 13 ms and 0.36 s (README, "Choosing the compressed layout")
+    -- quarter, 13 ms and 0.36 s (docs/internals/measurements.md, "Choosing the compressed layout")
     EXECUTE format('INSERT INTO %I (%s) SELECT %s FROM %I '
                    'ORDER BY date_bin(''6 hours'', ts, ''2000-01-01 00:00+00''), client_id, ts, node, incarnation, seq',
                    tmp, cols, cols, r.name);
@@ -483,7 +483,7 @@ BEGIN
 END
 $f$;
 
--- The views and functions people query with psql (README, "Queries"), for
+-- The views and functions people query with psql (docs/queries.md), for
 -- the events table tbl: <tbl>_connections, <tbl>_failed_logins(since),
 -- <tbl>_timeline(client_id, since), <tbl>_connection(node, incarnation,
 -- conn_id), <tbl>_journey(client_id, since, within). Made again only when
@@ -760,7 +760,7 @@ BEGIN
   SELECT c.relkind INTO kind FROM pg_class c WHERE c.oid = to_regclass(quote_ident(t));
   -- distribute: a new table is made a Citus distributed table on
   -- client_id with distribute = on, or auto on a server that has the
-  -- extension citus and active workers (README, "A Citus cluster"); a
+  -- extension citus and active workers (docs/scale-out.md); a
   -- table that exists stays what it is
   IF citus THEN
     EXECUTE 'SELECT count(*) FROM citus_get_active_worker_nodes()' INTO workers;
@@ -771,7 +771,7 @@ BEGIN
       RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE =
         'vmq_pgevents: distribute = on, but this database has no Citus (the extension citus, on a server that '
         'preloads it): nothing is written until then, events wait in the journal. Set distribute = off or auto, '
-        'or make this server a Citus coordinator (README, "A Citus cluster")';
+        'or make this server a Citus coordinator (docs/scale-out.md)';
     END IF;
     IF dist AND part = 'none' THEN
       RAISE EXCEPTION 'vmq_pgevents: distribute = on needs partition = day or hour, not none';
@@ -783,7 +783,7 @@ BEGIN
         'vmq_pgevents: distribute = on, but %I is a local table (made before, or with distribute = off): '
         'nothing is written until then, events wait in the journal. Either set distribute = auto (it stays '
         'local), or distribute it once, as its owner: SELECT vmq_pgevents_distribute(%L); '
-        '(README, "A Citus cluster")', t, t);
+        '(docs/scale-out.md)', t, t);
     END IF;
   END IF;
   IF dist THEN
@@ -797,8 +797,8 @@ BEGIN
       'vmq_pgevents: %I is a plain table (an earlier version, or partition = none) and partition = %s '
       'needs a partitioned one; nothing is written until then, events wait in the journal. Either set '
       'partition = none, or rename it (ALTER TABLE %I RENAME TO %I; ALTER TABLE %I RENAME TO %I;) and '
-      'the plugin makes the partitioned table at its next connect; then move the rows: README, '
-      '"Keeping months of data"', t, part, t, t || '_old', t || '_dead', t || '_old_dead');
+      'the plugin makes the partitioned table at its next connect; then move the rows: '
+      'docs/months-of-data.md', t, part, t, t || '_old', t || '_dead', t || '_old_dead');
   END IF;
   -- partitioned, the key and the indexes are each partition's own
   -- (vmq_pgevents_hot_indexes); a plain table has them itself
@@ -809,7 +809,7 @@ BEGIN
       seq               bigint      NOT NULL,  -- per node and incarnation, in hook call order
       ts                timestamptz NOT NULL,  -- broker wall clock at the hook call (µs)
       hook              text        NOT NULL,  -- e.g. on_publish, auth_on_register_m5
-      conn_id           bigint,                -- one MQTT connection (see README)
+      conn_id           bigint,                -- one MQTT connection (docs/queries.md)
       mountpoint        text,
       client_id         text,
       username          text,

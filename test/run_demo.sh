@@ -32,7 +32,7 @@ fi
 
 if [ -z "${DSN:-}" ] && [ "$(psql_run -Atc "SELECT c.relkind FROM pg_class c WHERE c.oid = to_regclass('$TABLE')")" = r ]; then
     # the private server's table from an earlier version is a plain one;
-    # the plugin now partitions it by day (README, "Keeping months of data")
+    # the plugin now partitions it by day (docs/months-of-data.md)
     echo "== the demo's $TABLE of an earlier version is not partitioned: dropped"
     psql_run -qc "DROP TABLE $TABLE, ${TABLE}_dead CASCADE"
 fi
@@ -81,7 +81,7 @@ SELECT to_char(published_at, 'HH24:MI:SS.MS') AS published, topic, qos, payload_
        to_client_id, to_conn_id, round(latency_ms::numeric, 3) AS latency_ms, candidates
 FROM ${TABLE}_journey('1528366636-pub', now() - interval '1 minute') WHERE incarnation = $inc"
 
-echo "Explore: psql '$dsn'   (table $TABLE; README has more queries)"
+echo "Explore: psql '$dsn'   (table $TABLE; docs/queries.md has more queries)"
 if command -v vmq-admin >/dev/null 2>&1; then
     echo
     echo "VerneMQ found. To record its hooks, add to vernemq.conf (priority 1 so auth attempts are seen):"

@@ -8,8 +8,23 @@
 -include_lib("eunit/include/eunit.hrl").
 
 mappings() ->
-    {ok, Terms} = file:consult("priv/vmq_pgevents.schema"),
-    [{Conf, App, Opts} || {mapping, Conf, App, Opts} <- Terms].
+    [{Conf, App, Opts} || {mapping, Conf, App, Opts} <- schema_terms()].
+
+%% The schema's terms. Its validators and translations hold funs, which
+%% file:consult/1 does not read: each form is parsed and evaluated
+%% instead (evaluating a fun only makes it).
+schema_terms() ->
+    {ok, Bin} = file:read_file("priv/vmq_pgevents.schema"),
+    {ok, Tokens, _} = erl_scan:string(binary_to_list(Bin)),
+    [begin
+         {ok, Exprs} = erl_parse:parse_exprs(Form),
+         {value, V, _} = erl_eval:exprs(Exprs, erl_eval:new_bindings()),
+         V
+     end || Form <- forms(Tokens, [])].
+
+forms([], []) -> [];
+forms([{dot, _} = D | Rest], Acc) -> [lists:reverse([D | Acc]) | forms(Rest, [])];
+forms([T | Rest], Acc) -> forms(Rest, [T | Acc]).
 
 app_defaults() ->
     {ok, [{application, vmq_pgevents, P}]} = file:consult("erl_src/vmq_pgevents.app.src"),
@@ -122,3 +137,28 @@ nif_refuses_bad_dsn_test() ->
                  vmq_pgevents_nif:start(#{dsn => <<>>, table => <<>>, node => <<"n">>}, self())),
     ?assertEqual({error, <<"table must be a name of 1 to 49 bytes (<table>_failed_logins must fit in 63)">>},
                  vmq_pgevents_nif:start(#{dsn => <<>>, table => binary:copy(<<"t">>, 50), node => <<"n">>}, self())).
+
+%% docs/configuration.md: the table of its "## Keys" section lists every
+%% key of priv/vmq_pgevents.schema once, with the schema's default as
+%% written in vernemq.conf, and no key the schema does not have.
+doc_keys() ->
+    {ok, Doc} = file:read_file("docs/configuration.md"),
+    [_, AfterKeys] = binary:split(Doc, <<"\n## Keys\n">>),
+    Section = hd(binary:split(AfterKeys, <<"\n## ">>)),
+    [{binary_to_list(K), binary_to_list(D)}
+     || Line <- binary:split(Section, <<"\n">>, [global]),
+        {match, [K, D]} <- [re:run(Line, "^\\| `vmq_pgevents\\.([a-z_0-9]+)` \\| `([^`]*)` \\|",
+                                   [{capture, all_but_first, binary}])]].
+
+doc_default(V) when is_integer(V) -> integer_to_list(V);
+doc_default(V) when is_atom(V) -> atom_to_list(V);
+doc_default("") -> "\"\"";
+doc_default(V) when is_list(V) -> V.
+
+configuration_page_lists_every_key_test() ->
+    Doc = doc_keys(),
+    DocKeys = [K || {K, _} <- Doc],
+    ?assertEqual(length(DocKeys), length(lists:usort(DocKeys))),   %% each once
+    Schema = [{Key, doc_default(proplists:get_value(default, Opts))}
+              || {"vmq_pgevents." ++ Key, _, Opts} <- mappings()],
+    ?assertEqual(lists:sort(Schema), lists:sort(Doc)).

@@ -1,5 +1,5 @@
-%% @doc The plugin writing into a Citus cluster (README, "A Citus
-%% cluster"): a coordinator and two workers, three real PostgreSQL servers
+%% @doc The plugin writing into a Citus cluster (docs/scale-out.md,
+%% a Citus cluster): a coordinator and two workers, three real PostgreSQL servers
 %% on loopback with the Citus build of ../shared/citus (test/pgev_citus).
 %% The schema distributed on client_id (distribute = auto), its key and
 %% partitions, retention; a local table refused with distribute = on and

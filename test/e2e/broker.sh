@@ -1,5 +1,5 @@
 # test/e2e/broker.sh - sourced by test/e2e/run.sh: a real VerneMQ release
-# unpacked under _build/e2e, configured the way the README tells a user
+# unpacked under _build/e2e, configured the way docs/install.md tells a user
 # (lines appended to etc/vernemq.conf, the schema copied into
 # share/schema/), started and stopped, all on 127.0.0.1.
 #
@@ -29,7 +29,7 @@ broker_version() {
 # broker_configure DIR NODE PORTBASE PLUGIN_DIR DSN: the listeners on
 # 127.0.0.1 (MQTT PORTBASE, HTTP PORTBASE+1, cluster PORTBASE+2,
 # distribution PORTBASE+10..+19), two users and an ACL, and the plugin
-# enabled as the README says.
+# enabled as docs/install.md says.
 broker_configure() {
     local dir=$1 node=$2 base=$3 plugin=$4 dsn=$5
     cp "$plugin/priv/vmq_pgevents.schema" "$dir/share/schema/"
@@ -42,7 +42,7 @@ listener.vmq.clustering = 127.0.0.1:$((base + 2))
 erlang.distribution.port_range.minimum = $((base + 10))
 erlang.distribution.port_range.maximum = $((base + 19))
 nodename = $node
-## vmq_pgevents, as the README says
+## vmq_pgevents, as docs/install.md says
 plugins.vmq_pgevents = on
 plugins.vmq_pgevents.path = $plugin
 plugins.vmq_pgevents.priority = 1

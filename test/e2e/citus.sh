@@ -2,7 +2,7 @@
 # VerneMQ nodes of scenario_cluster writing into a Citus cluster (a
 # coordinator and two workers: three PostgreSQL servers made by
 # test/pg.sh with Citus preloaded, on 127.0.0.1), configured as the
-# README's "A Citus cluster" says: vmq_pgevents.dsn names the
+# docs/scale-out.md says: vmq_pgevents.dsn names the
 # coordinator, distribute is left at auto. Same conventions as
 # scenarios.sh.
 

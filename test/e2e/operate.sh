@@ -88,7 +88,7 @@ scenario_plugin_reenable() {
     wait "$s"
     check "the subscriber got both messages" "while-disabled|re-enabled" "$(paste -sd '|' "$WORK/re.out")"
     # enabled at run time, the plugin comes after vmq_passwd and vmq_acl:
-    # no auth_on_* rows (README, "Enabling it in VerneMQ")
+    # no auth_on_* rows (docs/install.md, "Enabling it in VerneMQ")
     check "after enable: the publisher's events (no auth_on_*)" \
         "on_client_gone on_client_wakeup on_publish on_register on_topic_unsubscribed" \
         "$(settle "SELECT string_agg(hook, ' ' ORDER BY hook) FROM vmq_events WHERE client_id = 'e2e-re-pub2'" \

@@ -3,7 +3,7 @@
 #
 # For every VerneMQ release tarball in ../shared/vernemq/ (or the release
 # in VERNEMQ_HOME): unpack it under _build/e2e/, enable the built plugin
-# the way the README tells a user, start a private PostgreSQL, boot the
+# the way docs/install.md tells a user, start a private PostgreSQL, boot the
 # broker on 127.0.0.1, drive it with mosquitto_pub / mosquitto_sub, and
 # check the rows against what the clients did; last, two clustered nodes
 # of it writing into a Citus cluster (test/e2e/citus.sh). Ends with one line

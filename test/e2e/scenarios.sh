@@ -62,7 +62,7 @@ scenario_boot_pg_down() {
     check_conns "publisher: one clean connection" e2e-pub1 \
         "auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone"
 
-    # the views of priv/schema.sql, as the README shows them
+    # the views of priv/schema.sql, as docs/queries.md shows them
     check "failed logins view: the refused login (client, user, peer, clean session)" "e2e-refused|alice|127.0.0.1|t" \
         "$(q "SELECT client_id, username, host(peer_addr), clean_session FROM vmq_events_failed_logins('-infinity')")"
     check "connections view: the persistent subscriber's two connections" \
@@ -99,7 +99,7 @@ scenario_traffic() {
         "$(q "SELECT client_id, topic, qos, retain, convert_from(payload, 'UTF8'), payload_json, username, node FROM vmq_events
               WHERE hook = 'on_publish' AND client_id LIKE 'e2e-q_' ORDER BY seq" | paste -sd ' ')"
     # VerneMQ hands on_deliver the subscription's QoS (2 here), not the
-    # QoS on the wire (the lower of publish and subscription): see README
+    # QoS on the wire (the lower of publish and subscription): see docs/queries.md
     check "journey: each QoS publish delivered once to the subscriber" "e2e-q0|e2e-q-sub|1 e2e-q1|e2e-q-sub|1 e2e-q2|e2e-q-sub|1" \
         "$(q "SELECT c, j.to_client_id, j.candidates FROM unnest(ARRAY['e2e-q0', 'e2e-q1', 'e2e-q2']) c,
               vmq_events_journey(c, '-infinity') j ORDER BY c" | paste -sd ' ')"

@@ -292,11 +292,11 @@ for rel in "${releases[@]}"; do
         ok "the broker starts and the plugin is listed"
         pub -i img-nolib -q 1 -t img/n -m n -u alice -P alice-pw
         check "MQTT still works" 0 $?
-        check_re "the log names the missing library and the README's Installing" \
-            "not recording: the NIF library cannot load: .*libpq\.so\.5: cannot open shared object file.*Installing" \
+        check_re "the log names the missing library and docs/install.md" \
+            "not recording: the NIF library cannot load: .*libpq\.so\.5: cannot open shared object file.*docs/install\.md" \
             "$(grep 'vmq_pgevents: not recording' "$CTR_LOG" | head -n 1)"
         check_re "status says the same" "^not_recording$" "$(status_value connection)"
-        check_re "status: last error names libpq.so.5" "libpq\.so\.5.*Installing" "$(status_value 'last error')"
+        check_re "status: last error names libpq.so.5" "libpq\.so\.5.*docs/install\.md" "$(status_value 'last error')"
         check "the log does not blame the configuration" 0 "$(grep -c 'fix the configuration' "$CTR_LOG")"
     else
         bad "the broker starts with a plugin whose NIF cannot load" "$(tail -n 15 "$CTR_LOG")"
