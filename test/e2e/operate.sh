@@ -161,9 +161,16 @@ scenario_stopped_plugin() {
     out=$(broker_rpc "$BROKER" "$NODE" application stop vmq_pgevents.)
     check "the plugin's application stopped (its hooks stay registered)" ok "$out"
     pub -i e2e-after-stop -q 1 -t e2e/after -m after-stop "${ALICE[@]}"
-    check "the publisher's 7 hook calls counted (dropped_after_stop)" 7 "$(status_value 'dropped after a stop')"
+    # (vmq-admin pgevents is the application's: asked of the NIF directly)
+    check_re "the publisher's 7 hook calls counted (dropped_after_stop)" 'dropped_after_stop=>7[,}]' \
+        "$(broker_rpc "$BROKER" "$NODE" vmq_pgevents_nif status '' | tr -d ' \n')"
     out=$(broker_rpc "$BROKER" "$NODE" application start vmq_pgevents.)
     check "the plugin's application started again" ok "$out"
+    local i
+    for i in $(seq 1 50); do
+        grep -q 'were not recorded' "$BROKER/log/console.log" && break
+        sleep 0.2
+    done
     check_re "its start says how many were not recorded" \
         '7 events of hooks called while the plugin was stopped were not recorded' \
         "$(grep 'were not recorded' "$BROKER/log/console.log" | tail -n 1)"
