@@ -851,10 +851,11 @@ static int child_writes(const char *dir, int64_t inc, int first, int n, int sync
             if (queue_add(&q, &in, &seq) != 0)
                 _exit(3);
         }
-        _exit(0);   /* no journal_close: the files stay as a killed VM leaves them */
+        kill(getpid(), SIGKILL);   /* no journal_close, no exit: as a kill -9 leaves them */
+        _exit(4);
     }
-    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFEXITED(status) &&
-           WEXITSTATUS(status) == 0;
+    return pid > 0 && waitpid(pid, &status, 0) == pid && WIFSIGNALED(status) &&
+           WTERMSIG(status) == SIGKILL;
 }
 
 /* the events a new start (incarnation inc) reads from dir: their number,
@@ -960,9 +961,15 @@ static void test_journal_ram(void)
         CHECK(rc == 0 && js.segments >= 4 && js.ram_segments <= 4 && js.no_room == 0);
         /* past 4: made on disk only, counted */
         CHECK(js.ram_missed == 0 || js.segments > 4);
-        usleep(100000);   /* the journal thread writes the sealed ones to disk */
-        journal_tidy(j, queue_taken_seq(&q));
-        journal_get_stats(j, &js);
+        /* the journal thread writes the sealed ones to disk; tidied once
+         * it has (waited for, at most 10 s) */
+        for (i = 0; i < 1000; i++) {
+            journal_tidy(j, queue_taken_seq(&q));
+            journal_get_stats(j, &js);
+            if (js.ram_segments <= 1 + SPARES)
+                break;
+            usleep(10000);
+        }
         CHECK(js.ram_segments <= 1 + SPARES);
         if (js.ram_segments > 1 + SPARES)
             fprintf(stderr, "tidied: %llu segments in memory\n", (unsigned long long)js.ram_segments);
@@ -1037,8 +1044,12 @@ static void test_journal_no_space(void)
             usleep(20000);   /* time for the journal thread to try */
     }
     CHECK(rc == 1 && i > 8000);   /* 6 MiB allocated before: ~9,000 events */
-    usleep(100000);
-    journal_get_stats(j, &js);
+    for (i = 0; i < 1000; i++) {   /* the journal thread's failure reported (at most 10 s) */
+        journal_get_stats(j, &js);
+        if (strstr(js.error, "cannot allocate") != NULL)
+            break;
+        usleep(10000);
+    }
     CHECK(js.no_room == 1 && strstr(js.error, "cannot allocate") != NULL);
     setrlimit(RLIMIT_FSIZE, &old);
     {
