@@ -17,6 +17,7 @@ ROOT=$PWD
 . test/e2e/scenarios.sh
 . test/e2e/operate.sh
 . test/e2e/citus.sh
+. test/e2e/docs.sh
 
 sources=()
 if [ -n "${VERNEMQ_HOME:-}" ]; then
@@ -143,6 +144,7 @@ for src in "${sources[@]}"; do
         scenario_compress
         scenario_cluster "$src" "$tag"
         scenario_citus "$tag"
+        scenario_quick_start
     fi
     broker_stop "$A"
     echo "   ($((SECONDS - t0)) s so far)"

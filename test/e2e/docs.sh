@@ -1,0 +1,111 @@
+# test/e2e/docs.sh - sourced by test/e2e/run.sh: the README's quick start
+# and docs/uninstalling.md, executed as written. The commands, SQL and
+# vernemq.conf lines are taken from the pages themselves (their fenced
+# blocks, found by their first line), with only the machine's names put in: db.example is
+# the test's PostgreSQL, /opt/vernemq a fresh release unpacked for this,
+# the tarball the one `make dist` built. A page that drifts from the code
+# fails here.
+#
+# Needs src and tag (the release being tested), PGDIR, PGUSER, TARBALL,
+# E2E, WORK and the helpers of broker.sh and check.sh.
+
+# doc_block FILE FIRST: the fenced block (``` lines) of FILE whose first
+# line is FIRST, as written; nothing when the page has none
+doc_block() {
+    awk -v first="$2" '/^```/ { open = !open; if (open) { n = 0; take = 0 } else if (take) exit; next }
+                       open { n++; if (n == 1) take = ($0 == first) } open && take' "$1"
+}
+
+# the machine's names for the page's: PostgreSQL, the release (the
+# tarball's name stays the page's: it must be the one make dist built)
+doc_local() {
+    sed -e "s#db\.example#$PGDIR#g" -e "s#/opt/vernemq#$QS#g"
+}
+
+# doc_step DESCRIPTION FILE FIRST RUNNER...: the block of FILE that begins
+# with FIRST, with the machine's names, run by RUNNER from stdin
+doc_step() {
+    local what=$1 file=$2 first=$3 block out
+    shift 3
+    block=$(doc_block "$file" "$first" | doc_local)
+    if [ -z "$block" ]; then
+        bad "$what: $file has a block beginning with: $first"
+        return 1
+    fi
+    if out=$(printf '%s\n' "$block" | "$@" 2>&1); then
+        ok "$what ($file, as written)"
+    else
+        bad "$what ($file, as written)" "$out"
+        return 1
+    fi
+}
+
+# psql as the superuser of the test's server (the page: "as a PostgreSQL superuser")
+qs_super() { bash test/pg.sh psql "$PGDIR" -X -q -v ON_ERROR_STOP=1 -f - >/dev/null; }
+# psql as ROLE into the page's database
+qs_as() { psql -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -U "$1" -d mqtt -f - >/dev/null; }
+qs_q() { psql -X -At -v ON_ERROR_STOP=1 -h "$PGDIR" -U "$1" -d mqtt -c "$2" 2>&1; }
+# a shell block, in a directory holding the tarball (as the user has it)
+qs_sh() { (cd "$QSDL" && bash -e) >/dev/null; }
+# vernemq.conf lines, appended as a user adds them
+qs_conf() { cat >>"$QS/etc/vernemq.conf"; }
+
+# 12. The README's quick start on a fresh release, with a least-privilege
+#     writer role and auto_create off; then docs/uninstalling.md, after
+#     which nothing of the plugin is left
+scenario_quick_start() {
+    echo " - the README's quick start, as written, then docs/uninstalling.md"
+    QS=$E2E/$tag/qs/vernemq
+    QSDL=$E2E/$tag/qs/download
+    local R=README.md U=docs/uninstalling.md out
+    broker_unpack "$src" "$E2E/$tag/qs" || { bad "unpack $src for the quick start"; return 1; }
+    # the broker itself, as ../shared/vernemq/README.md runs one (not the plugin's part)
+    broker_conf "$QS" "listener.tcp.default = 127.0.0.1:18960" "listener.http.default = 127.0.0.1:18961" \
+        "listener.vmq.clustering = 127.0.0.1:18962" "erlang.distribution.port_range.minimum = 18970" \
+        "erlang.distribution.port_range.maximum = 18979" "nodename = QuickStart@127.0.0.1"
+    printf 'alice-pw\nalice-pw\n' | "$QS/bin/vmq-passwd" -c "$QS/etc/vmq.passwd" alice >/dev/null 2>&1
+    printf 'user alice\ntopic #\n' >"$QS/etc/vmq.acl"
+    mkdir -p "$QSDL" && cp "$TARBALL" "$QSDL/"
+
+    doc_step "quick start 2: roles and database" $R "CREATE ROLE vmq_owner LOGIN PASSWORD 'owner-secret';" qs_super || return 1
+    doc_step "quick start 2: the schema as the owner, from the tarball make dist built" $R \
+        "tar xzf $(basename "$TARBALL")" qs_sh || return 1
+    doc_step "quick start 2: the grants as the owner" $R "GRANT INSERT ON vmq_events, vmq_events_dead TO vmq_writer;" qs_as vmq_owner || return 1
+    doc_step "quick start 2: the partitions ahead, as the owner" $R \
+        "psql -h db.example -U vmq_owner -d mqtt -c \"SELECT * FROM vmq_pgevents_partitions('vmq_events', 'day', 2, 30 * 86400);\"" qs_sh || return 1
+    doc_step "quick start 3: the plugin into the broker" $R "mkdir -p /opt/vernemq/plugins" qs_sh || return 1
+    doc_step "quick start 4: vernemq.conf" $R "plugins.vmq_pgevents = on" qs_conf || return 1
+    broker_start "$QS" || { bad "quick start 5: the broker starts"; return 1; }
+    STARTED+=("$QS")
+    local BROKER=$QS PORT=18960
+    for _ in $(seq 1 100); do [ "$(status_value connection)" = connected ] && break; sleep 0.1; done
+    check "verify: status connected as the writer role, last error -" "connected|-|user='vmq_writer'" \
+        "$(status_value connection)|$(status_value 'last error')|$(status_value dsn | grep -o "user='vmq_writer'")"
+    mosquitto_pub -h 127.0.0.1 -p 18960 -i client-id -u alice -P alice-pw -q 1 -t qs/t -m hello
+    flush
+    check "verify: the reader's first query (README)" 7 \
+        "$(for _ in $(seq 1 50); do n=$(qs_q vmq_reader "$(doc_block $R 'SELECT count(*) FROM vmq_events;')"); [ "$n" = 7 ] && break; flush; sleep 0.2; done; echo "$n")"
+    check "one client's timeline, as the reader (README)" \
+        "auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone|hello" \
+        "$(qs_q vmq_reader "SELECT string_agg(hook, ' ' ORDER BY rn) || '|' || max(p) FILTER (WHERE p <> '')
+                            FROM (SELECT row_number() OVER () rn, * FROM ($(doc_block $R "SELECT ts, conn_id, hook, topic, qos, coalesce(payload_json::text, encode(payload, 'escape'))" | tr -d ';'))
+                                  t(ts, conn_id, hook, topic, qos, p)) o")"
+    check "the writer role reads no row's data" "permission denied" \
+        "$(qs_q vmq_writer "SELECT payload FROM vmq_events LIMIT 1" | grep -o 'permission denied')"
+
+    # docs/uninstalling.md, in its order
+    sed -i -e '/^vmq_pgevents\./d' -e '/^plugins\.vmq_pgevents/d' "$QS/etc/vernemq.conf"
+    broker_stop "$QS"
+    broker_start "$QS" "vmq_passwd vmq_acl" || { bad "uninstall 3: the broker starts without the plugin"; return 1; }
+    check "uninstall 3: the plugin is not listed" 0 "$(broker_admin "$QS" plugin show | grep -c vmq_pgevents)"
+    stop_checked "$QS" "uninstall 3: the broker stops"
+    doc_step "uninstall 4: the files" $U "rm /opt/vernemq/share/schema/vmq_pgevents.schema" qs_sh
+    doc_step "uninstall 5: the database objects, as the owner" $U "BEGIN;" qs_as vmq_owner
+    check "uninstall 5: nothing of schema.sql left in the database" "0|0" \
+        "$(qs_q postgres "SELECT (SELECT count(*) FROM pg_class WHERE relname LIKE 'vmq%'), (SELECT count(*) FROM pg_proc WHERE proname LIKE 'vmq%')")"
+    out=$(grep -o 'DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner;' $U)
+    check "uninstall 5: the roles and the database (its text)" "DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner;" "$out"
+    printf '%s\n' "DROP DATABASE mqtt;" "DROP ROLE vmq_writer, vmq_reader, vmq_owner;" | qs_super
+    check "nothing of the plugin left: files, memory files, roles, database" "0|0|0|0|0|0" \
+        "$(ls "$QS/share/schema" | grep -c vmq_pgevents)|$(ls "$QS/plugins" 2>/dev/null | wc -l)|$(ls -d "$QS/data/vmq_pgevents" 2>/dev/null | wc -l)|$(ls -d /dev/shm/vmq_pgevents-* 2>/dev/null | wc -l)|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'vmq%'")|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_database WHERE datname = 'mqtt'")"
+}
