@@ -267,11 +267,20 @@ fail_spares:
 
 void journal_close(journal_t *j)
 {
-    jseg_t *s, *next;
+    (void)journal_close_report(j, NULL, 0);
+}
 
+int journal_close_report(journal_t *j, char *err, size_t errlen)
+{
+    jseg_t *s, *next;
+    int rc;
+
+    if (err && errlen)
+        err[0] = '\0';
     if (!j)
-        return;
+        return 0;
     stop_threads(j, 3);
+    j->sync_error[0] = '\0';   /* the threads are gone: what fails from here */
     for (s = j->spares; s; s = next) {
         next = s->next;
         seg_free(j, s, 1);
@@ -284,8 +293,12 @@ void journal_close(journal_t *j)
         seg_free(j, j->cur, __atomic_load_n(&j->cur->live, __ATOMIC_ACQUIRE) == 0);
     if (j->ram_dir[0])
         rmdir(j->ram_dir);   /* when empty */
+    rc = j->sync_error[0] ? -1 : 0;
+    if (rc && err && errlen)
+        snprintf(err, errlen, "%s", j->sync_error);
     sync_destroy(j);
     free(j);
+    return rc;
 }
 
 event_t *journal_reserve(journal_t *j, size_t ev_bytes)

@@ -86,6 +86,9 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
  * released, and spare segments, are removed; the others stay. The caller
  * makes sure no record is being reserved or filled (journal_busy). */
 void journal_close(journal_t *j);
+/* The same; -1 and why in err when a segment could not be copied to disk
+ * or synced at the close (its memory file then stays for the next start) */
+int journal_close_report(journal_t *j, char *err, size_t errlen);
 
 /* Hook path, under the queue lock: takes space for an event of ev_bytes;
  * NULL when there is no room (counted). The returned event's next is NULL

@@ -144,7 +144,12 @@ static void close_journal(writer_t *w)
     w->j = NULL;
     w->st.journal_on = 0;
     pthread_mutex_unlock(&w->smu);
-    journal_close(j);
+    {
+        char err[256];
+        if (journal_close_report(j, err, sizeof err) < 0)
+            w_log(w, WLOG_ERROR, "closing the journal in %s: %s; what could not be copied or "
+                  "synced stays for the next start", w->spool_dir, err);
+    }
 }
 
 /* journal and spool files in dir */

@@ -1252,6 +1252,41 @@ static void test_journal_sync_error(void)
     CHECK(system(cmd) == 0);
 }
 
+/* A sync that fails at the close (the segment's descriptor made a pipe,
+ * which fdatasync refuses) is reported by journal_close_report, naming
+ * the file, for the writer to log; the file stays for the next start. */
+static void test_journal_close_error(void)
+{
+    char dir[] = "/tmp/vmq_pgev_closeerr.XXXXXX", err[256] = "", cmd[300], path[4200];
+    journal_t *j;
+    queue_t q;
+    event_in_t in;
+    uint64_t seq;
+    size_t n;
+    jseg_t *s;
+    int pfd[2];
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 33, 8u << 20, 1000, 0, err, sizeof err);
+    CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
+    if (!j)
+        return;
+    queue_attach_journal(&q, j);
+    event_in_init(&in, HOOK_ON_PUBLISH, 1);
+    CHECK(queue_add(&q, &in, &seq) == 0);
+    s = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+    snprintf(path, sizeof path, "%s", s->path);
+    CHECK(pipe(pfd) == 0 && dup2(pfd[0], s->fd) == s->fd);
+    (void)queue_detach_journal(&q, &n);
+    CHECK(journal_close_report(j, err, sizeof err) == -1 && strstr(err, path) != NULL);
+    CHECK(access(path, F_OK) == 0);   /* kept for the next start */
+    close(pfd[0]);
+    close(pfd[1]);
+    queue_destroy(&q);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* A payload that holds a whole journal record, checksum and all, is never
  * taken for one: the record holding it has its size damaged (a torn
  * write), and recovery, looking for the next record, must pass over the
@@ -1346,6 +1381,7 @@ int main(void)
 {
     test_journal_forged_record();
     test_journal_sync_error();
+    test_journal_close_error();
     test_journal_sync_gap();
     test_journal();
     test_journal_no_space();
