@@ -4,6 +4,7 @@
 
 -export([start/1, start/2, restart/2, stop/0, flush/0, rows/1, spool_dir/1, with_plugin/3]).
 -export([capture_logs/0, captured_logs/0, log/2]).
+-export([wait_for/2, wait_for/3, log_seen/1]).
 
 start(Table) -> start(Table, []).
 
@@ -76,3 +77,27 @@ with_plugin(Table, Env, Fun) ->
     pgev_pg:sql("DROP TABLE IF EXISTS \"" ++ Table ++ "\" CASCADE"),
     start(Table, Env),
     try Fun() after stop() end.
+
+%% Fun() polled every 20 ms until it returns true, for at most TimeoutMs
+%% (30 s by default); if it never does, the test fails naming What
+wait_for(What, Fun) -> wait_for(What, Fun, 30000).
+wait_for(What, Fun, TimeoutMs) ->
+    wait_for_(What, Fun, erlang:monotonic_time(millisecond) + TimeoutMs, TimeoutMs).
+
+wait_for_(What, Fun, Deadline, TimeoutMs) ->
+    case Fun() of
+        true -> ok;
+        false ->
+            case erlang:monotonic_time(millisecond) >= Deadline of
+                true -> error({condition_never_held, What, {waited_ms, TimeoutMs}});
+                false -> timer:sleep(20), wait_for_(What, Fun, Deadline, TimeoutMs)
+            end
+    end.
+
+%% a captured log line (capture_logs/0) containing Pattern has arrived:
+%% looks at the test process's mailbox without taking the lines out
+log_seen(Pattern) ->
+    {messages, Msgs} = process_info(self(), messages),
+    lists:any(fun({pgev_log, L}) -> binary:match(L, Pattern) =/= nomatch;
+                 (_) -> false
+              end, Msgs).

@@ -5,7 +5,7 @@
 
 -export([dir/0, dsn/0, start/0, stop/0, kill/0, freeze/0, thaw/0, sql/1, rows/1, json_decode/1]).
 -export([pg/2, sql/2]).
--export([scalar/1, count/2, exactly_once/2, schema_sql/0]).
+-export([scalar/1, count/2, exactly_once/2, in_order/1, schema_sql/0]).
 
 %% priv/schema.sql's text, to send as one statement string as the plugin does
 schema_sql() ->
@@ -27,6 +27,17 @@ exactly_once(Table, N) ->
     case Got of
         {N, N, 0} -> ok;
         _ -> error({not_exactly_once, Table, #{expected => N, {rows, distinct, incarnations_with_gaps} => Got}})
+    end.
+
+%% each client's events in the order of its calls: ordered by (incarnation,
+%% seq), a client's payloads are 1, 2, 3, ... (the K-th call's payload is K)
+in_order(Table) ->
+    case scalar("SELECT count(*) FROM (SELECT convert_from(payload, 'UTF8')::bigint - "
+                "coalesce(lag(convert_from(payload, 'UTF8')::bigint) OVER "
+                "(PARTITION BY client_id ORDER BY incarnation, seq), 0) AS step FROM " ++ Table ++
+                ") s WHERE step <> 1") of
+        0 -> ok;
+        Bad -> error({not_in_order, Table, #{events_out_of_place => Bad}})
     end.
 
 dir() ->

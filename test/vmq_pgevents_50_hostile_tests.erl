@@ -236,7 +236,10 @@ secrets() ->
         %% PostgreSQL down for a moment: errors and log lines are produced
         pgev_pg:stop(),
         ok = vmq_pgevents:on_client_gone({"", <<"c">>}),
-        timer:sleep(300),
+        pgev_app:wait_for(error_in_status_and_log, fun() ->
+            maps:get(last_error, vmq_pgevents:status()) =/= <<>> andalso
+                pgev_app:log_seen(<<"postgresql unavailable">>)
+        end),
         Status = vmq_pgevents:status(),
         pgev_pg:start(),
         pgev_app:flush(),

@@ -32,7 +32,9 @@ tls() ->
         pgev_app:start("tls_events", [{dsn, Dsn("other_ca.crt")}, {auto_create, false},
                                       {stop_timeout_ms, 200}]),
         ok = vmq_pgevents:on_client_gone({"", <<"nope">>}),
-        timer:sleep(300),
+        pgev_app:wait_for(connection_refused, fun() ->
+            maps:get(last_error, vmq_pgevents:status()) =/= <<>>
+        end),
         #{state := disconnected, last_error := Err, spooled_at_stop := Sp0} = vmq_pgevents:status(),
         ?assertNotEqual(nomatch, binary:match(Err, <<"certificate verify failed">>)),
         pgev_app:stop(),

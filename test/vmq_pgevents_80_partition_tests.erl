@@ -134,10 +134,15 @@ upgrade_from_plain_test_() ->
         pgev_app:stop(),
         ?assertEqual(100, scalar("SELECT count(*) FROM " ++ T)),
         pgev_app:capture_logs(),
+        #{write_errors := E0} = vmq_pgevents:status(),       %% the NIF's, so far
         pgev_app:restart(T, []),                             %% partition = day, the default
         try
             publish(50),
-            timer:sleep(1500),
+            %% refused, and tried again several times (logged once all the same)
+            pgev_app:wait_for(plain_table_refused_4_times, fun() ->
+                #{write_errors := E, last_error := Err} = vmq_pgevents:status(),
+                E - E0 >= 4 andalso binary:match(Err, <<"is a plain table">>) =/= nomatch
+            end),
             S = vmq_pgevents:status(),
             ?assertMatch(#{pending := 50, written := _}, S),
             ?assertNotEqual(nomatch, binary:match(maps:get(last_error, S), <<"is a plain table">>)),

@@ -268,20 +268,29 @@ plugin_test_() ->
                                              "', '0', now() + interval '2 days')") =/= "0" end, 200)),
             Today = trim("SELECT name FROM vmq_pgevents_partition_list('" ++ T ++ "') WHERE now() >= lo AND now() < hi"),
             ?assertEqual("compressed", proplists:get_value(Today, kinds(T))),
-            Writer = spawn_link(fun() -> publish(4001, 40000) end),
-            timer:sleep(300),
-            pgev_pg:kill(),
-            timer:sleep(300),
-            pgev_pg:start(),
+            %% the publisher kills the server itself when half of its
+            %% 36,000 events were sent, and starts it again 9,000 later
+            Writer = spawn_link(fun() ->
+                                        publish(4001, 22000),
+                                        pgev_pg:kill(),
+                                        publish(22001, 31000),
+                                        pgev_pg:start(),
+                                        publish(31001, 40000)
+                                end),
             wait_dead(Writer),
             pgev_app:flush(),
             Inc = integer_to_list(maps:get(incarnation, vmq_pgevents:status())),
             ?assertEqual("40000|40000|40000", trim(
                 "SELECT count(*) || '|' || count(DISTINCT seq) || '|' || (max(seq) - min(seq) + 1) FROM " ++ T ++
                 " WHERE incarnation = " ++ Inc)),
+            %% in order: the K-th event published has the K-th seq
+            ?assertEqual(0, scalar("SELECT count(*) FROM " ++ T ++ " t, (SELECT min(seq) AS lo FROM " ++ T ++
+                                   " WHERE incarnation = " ++ Inc ++ ") m WHERE incarnation = " ++ Inc ++
+                                   " AND payload IS DISTINCT FROM convert_to((seq - lo + 1)::text, 'UTF8')")),
             ?assert(scalar("SELECT count(*) FROM " ++ Today ++ "_c WHERE incarnation = " ++ Inc) > 30000)
         after
             _ = pgev_app:captured_logs(),
+            pgev_pg:start(),
             catch pgev_app:stop(),
             drop(T)
         end
