@@ -85,6 +85,7 @@ static int copy_send(writer_t *w, event_t *list, size_t n, const char *dead_erro
     copy_trailer(b);
     if (sent_ok && !b->failed && pgio_put(&w->io, b->p, b->len) < 0)
         sent_ok = 0;
+    w->enc_failed = b->failed;   /* the server's answer is then ours, not the rows' */
     if (sent_ok && pgio_end(&w->io, b->failed ? "vmq_pgevents: out of memory encoding the batch"
                                               : NULL) < 0)
         sent_ok = 0;
@@ -112,8 +113,8 @@ static int copy_commit(writer_t *w, char *err, size_t errlen)
     if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
         rc = w_classify(w, r);
         w_result_error(w, r, err, errlen);
-        if (rc == W_OK)
-            rc = W_DOWN;
+        if (rc == W_OK || w->enc_failed)
+            rc = W_DOWN;   /* out of memory here: tried again after the backoff */
         w->pre_n = 0;   /* what was encoded ahead may never be sent as it is */
     }
     PQclear(r);
@@ -160,56 +161,29 @@ static void count_written(writer_t *w, const event_t *list, size_t n)
     pthread_mutex_unlock(&w->smu);
 }
 
-/* Whether <table>_dead has the row of ev already: a dead-letter COPY
- * whose answer was lost may have committed (or an earlier start's,
- * before a kill). 1: there; 0: not there (or that table cannot be
- * read: its COPY says why); -1: no answer. */
-static int dead_kept(writer_t *w, const event_t *ev)
-{
-    char inc[24], seq[24];
-    const char *params[3] = {w->node, inc, seq};
-    PGresult *r;
-    int there;
-
-    snprintf(inc, sizeof inc, "%lld", (long long)w->copy.incarnation);
-    snprintf(seq, sizeof seq, "%llu", (unsigned long long)ev->seq);
-    r = pgio_exec(&w->io, w->dead_check_sql, 3, params);
-    if (pgio_shape(r, 1, 1))
-        there = strcmp(PQgetvalue(r, 0, 0), "0") != 0;
-    else
-        there = w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK ? -1 : 0;
-    PQclear(r);
-    return there;
-}
-
-/* A row PostgreSQL refused (err): kept in <table>_dead with the error,
- * counted, logged (seq, hook and the error; never the row's values).
- * W_OK: kept, or found kept by an earlier try; W_DATA: the dead-letter
- * table refused it too: lost (counted, logged); W_DOWN: no answer (a
- * timeout, a dropped connection): the row stays where it is, for the
- * next try. */
-static int dead_letter(writer_t *w, event_t *ev, const char *err, char *derr, size_t derrlen)
+/* A row PostgreSQL refused (err, its SQLSTATE state): kept in <table>_dead
+ * with the error, counted, logged (seq, hook and the error; never the
+ * row's values). W_OK: kept, or kept already by an earlier try whose
+ * answer was lost (the table's key on incarnation, seq, node refuses it
+ * again: 23505); W_DATA: the dead-letter table refused its data, or is
+ * gone: the row is lost (counted, logged); W_DOWN: anything else (no
+ * answer, a timeout, a privilege, a lock): the row stays where it is, for
+ * the next try. */
+static int dead_letter(writer_t *w, event_t *ev, const char *err, const char *state,
+                       char *derr, size_t derrlen)
 {
     event_t *next = ev->next;
     int kept, rc;
     uint64_t n;
 
     derr[0] = '\0';
-    kept = dead_kept(w, ev);
-    if (kept < 0) {
-        w_clean_error(w, w_io_error(w, NULL), derr, derrlen);
+    snprintf(w->last_sqlstate, sizeof w->last_sqlstate, "%s", state);   /* the row's, in _dead */
+    ev->next = NULL;
+    rc = copy_events(w, ev, 1, err, derr, derrlen);
+    ev->next = next;
+    kept = rc == W_OK || strcmp(w->last_sqlstate, "23505") == 0;
+    if (!kept && rc != W_DATA && strcmp(w->last_sqlstate, "42P01") != 0)
         return W_DOWN;
-    }
-    if (!kept) {
-        ev->next = NULL;
-        rc = copy_events(w, ev, 1, err, derr, derrlen);
-        ev->next = next;
-        if (rc == W_DOWN && strcmp(w->last_sqlstate, "42P01") != 0)
-            return W_DOWN;   /* no answer, or the server's state: tried again */
-        /* 23505: an earlier try committed after its answer was lost (the
-         * dead-letter table's key on incarnation, seq, node) */
-        kept = rc == W_OK || strcmp(w->last_sqlstate, "23505") == 0;
-    }
     pthread_mutex_lock(&w->smu);
     n = ++w->st.dead_lettered;
     w->st.dead_hook[ev->hook]++;
@@ -254,11 +228,11 @@ static size_t take_more(writer_t *w, event_t *batch, event_t *last, size_t *n)
 }
 
 /* ev alone, in a transaction that is rolled back. 1: the table took it;
- * 0: refused; -1: no answer. */
-static int try_rolled_back(writer_t *w, event_t *ev)
+ * 0: refused with the SQLSTATE state (the isolated row's); 2: refused
+ * with another; -1: no answer (why in err). */
+static int try_rolled_back(writer_t *w, event_t *ev, const char *state, char *err, size_t errlen)
 {
     event_t *next = ev->next;
-    char err[256];
     PGresult *r;
     int rc, ok;
 
@@ -266,10 +240,12 @@ static int try_rolled_back(writer_t *w, event_t *ev)
     r = pgio_exec(&w->io, "BEGIN", 0, NULL);
     ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
-    if (!ok)
+    if (!ok) {
+        w_clean_error(w, w_io_error(w, NULL), err, errlen);
         return -1;
+    }
     ev->next = NULL;
-    rc = copy_events(w, ev, 1, NULL, err, sizeof err);
+    rc = copy_events(w, ev, 1, NULL, err, errlen);
     ev->next = next;
     if (!w->conn)
         return -1;
@@ -277,32 +253,66 @@ static int try_rolled_back(writer_t *w, event_t *ev)
     ok = PQresultStatus(r) == PGRES_COMMAND_OK;
     PQclear(r);
     if (!ok) {
+        w_clean_error(w, w_io_error(w, NULL), err, errlen);
         w_disconnect(w);   /* in which state the transaction is: unknown */
         return -1;
     }
-    return rc == W_OK ? 1 : rc == W_DOWN ? -1 : 0;
+    if (rc == W_OK)
+        return 1;
+    if (rc == W_DOWN)
+        return -1;
+    return strcmp(w->last_sqlstate, state) == 0 ? 0 : 2;
 }
 
-/* bad, the first of the batch's n events, failed alone with an error
- * that may be the table's (W_UNSURE): does the table take another row of
- * the batch, the one after bad or the last? (Waiting events of the same
- * incarnation join the batch when it has no other.) 1: yes, the error is
- * bad's own; 0: no, it is the table's; -1: no answer. */
-static int others_taken(writer_t *w, event_t *bad, size_t *n)
+#define PROBES 4
+
+static int same_field(const event_t *a, const event_t *b, int f)
 {
-    event_t *last = bad;
+    return a->len[f] == b->len[f] &&
+           (a->len[f] <= 0 || memcmp(event_field(a, f), event_field(b, f), (size_t)a->len[f]) == 0);
+}
+
+/* bad, the first of the batch's n events, failed alone (twice) with an
+ * error (state) that may be the table's (W_UNSURE): does the table take
+ * other rows of the batch? Up to PROBES of them, each in a transaction
+ * rolled back: rows unlike bad first (another client or topic: a rule
+ * that refuses one client's rows, even a flood of them, passes others),
+ * spread over the batch, then the rows after it (waiting events of the
+ * same incarnation join a batch that has no other). 1: one was taken, or
+ * refused for another reason: the error is bad's own; 0: all refused the
+ * same way (or no other row to try): the table's; -1: no answer (why in
+ * err). */
+static int others_taken(writer_t *w, event_t *bad, size_t *n, const char *state, char *err,
+                        size_t errlen)
+{
+    event_t *ev, *last = bad, *probe[PROBES];
+    size_t len = 1, unlike = 0, i, k = 0, every;
     int t;
 
-    while (last->next)
+    while (last->next) {
         last = last->next;
-    if (last == bad && !take_more(w, bad, last, n))
-        return 0;
-    t = try_rolled_back(w, bad->next);
-    if (t != 0)
-        return t;
-    for (last = bad; last->next; last = last->next)
-        ;
-    return last == bad->next ? 0 : try_rolled_back(w, last);
+        len++;
+    }
+    if (len == 1) {
+        len += take_more(w, bad, last, n);
+        if (len == 1)
+            return 0;
+    }
+    for (ev = bad->next; ev; ev = ev->next)
+        unlike += !same_field(ev, bad, F_CLIENT_ID) || !same_field(ev, bad, F_TOPIC);
+    every = unlike > PROBES ? unlike / PROBES : 1;
+    for (i = 0, ev = bad->next; ev && k < PROBES; ev = ev->next)
+        if ((!same_field(ev, bad, F_CLIENT_ID) || !same_field(ev, bad, F_TOPIC)) && i++ % every == 0)
+            probe[k++] = ev;
+    for (ev = bad->next; ev && k < PROBES; ev = ev->next)   /* too few unlike it: the next ones */
+        if (same_field(ev, bad, F_CLIENT_ID) && same_field(ev, bad, F_TOPIC))
+            probe[k++] = ev;
+    for (i = 0; i < k; i++) {
+        t = try_rolled_back(w, probe[i], state, err, errlen);
+        if (t != 0)
+            return t < 0 ? -1 : 1;
+    }
+    return 0;
 }
 
 /* While the COPY just sent commits, the next batch: when one of the same
@@ -335,9 +345,9 @@ static int prefetch(writer_t *w, event_t *batch, size_t *n, event_t *last)
 
 event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
 {
-    size_t chunk = *n;
+    size_t chunk = *n, committed = 0;
     char err[256];
-    int upkept = 0, fetched = 0, rechecked = 0;
+    int upkept = 0, fetched = 0, rechecked = 0, again = 0;
 
     *written = 0;
     while (batch) {
@@ -381,6 +391,8 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             count_written(w, batch, k);
             batch = drop_front(batch, k);
             *n -= k;
+            committed += k;
+            again = 0;
             chunk = *n;
             if (fetched) {
                 *written = 1;   /* the rest is the next batch */
@@ -408,19 +420,25 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             w->resume_check = 1;
         } else if ((rc == W_DATA || rc == W_UNSURE) && k > 1) {
             chunk = k / 2;   /* until the row is isolated */
+        } else if (rc == W_UNSURE && !again) {
+            again = 1;   /* alone, once more: a lock or a timeout may have passed */
         } else if (rc == W_DATA || rc == W_UNSURE) {
-            char derr[256];
+            char derr[256], state[6];
             event_t *bad = batch;
-            int taken = rc == W_DATA ? 1 : others_taken(w, bad, n);
+            int taken;
+            snprintf(state, sizeof state, "%s", w->last_sqlstate);
+            /* a row's data, or rows of this batch just committed: the
+             * row's own; else the table's unless it takes other rows */
+            taken = rc == W_DATA || committed ? 1 : others_taken(w, bad, n, state, derr, sizeof derr);
             if (taken == 0) {
                 /* the table refuses every row: the server's, not the row's */
                 w_note_down(w, "writing", err);
                 w->resume_check = 1;
                 return batch;
             }
-            if (taken < 0 || dead_letter(w, bad, err, derr, sizeof derr) == W_DOWN) {
-                w_note_down(w, "keeping a refused row in the dead-letter table",
-                            taken < 0 ? w_io_error(w, NULL) : derr);
+            if (taken < 0 || dead_letter(w, bad, err, state, derr, sizeof derr) == W_DOWN) {
+                w_note_down(w, taken < 0 ? "trying whether the table takes other rows"
+                                         : "keeping a refused row in the dead-letter table", derr);
                 w->resume_check = 1;
                 if (w->conn && (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK))
                     w_disconnect(w);
@@ -429,6 +447,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             batch = batch->next;
             event_free(bad);
             *n -= 1;
+            again = 0;
             chunk = *n;
         } else {
             w_note_down(w, "writing", err);

@@ -13,6 +13,7 @@
 #include "deadline.h"
 
 #define SLICE_MS 20   /* the tick runs at least this often while waiting */
+#define SECRETS_MAX 16  /* libpq marks two options secret: password, sslpassword */
 
 /* Waits until fd is ready for events. 1: ready; 0: the deadline passed
  * or the tick asked to stop (io->timed_out set); -1: poll failed. */
@@ -184,21 +185,45 @@ static void mask(char *out, const char *secret)
     }
 }
 
+/* every secret masked in the whole text before it is cut to n: longest
+ * first (a secret inside a longer one is masked with it) */
 void pgio_clean_error(const char *in, const char *secrets, char *out, size_t n)
 {
     size_t len;
-    char *p;
+    char *p, *all;
     const char *s;
 
-    snprintf(out, n, "%s", in ? in : "unknown error");
+    if (n == 0)
+        return;
+    in = in ? in : "unknown error";
+    all = strdup(in);
+    if (!all) {
+        snprintf(out, n, "%s", "(the error text is withheld: out of memory)");
+        return;
+    }
+    {
+        const char *list[SECRETS_MAX];
+        size_t k = 0, i, j;
+        for (s = secrets; s && *s && k < SECRETS_MAX; s += strlen(s) + 1)
+            list[k++] = s;
+        for (i = 1; i < k; i++)   /* longest first */
+            for (j = i; j > 0 && strlen(list[j]) > strlen(list[j - 1]); j--) {
+                const char *t = list[j];
+                list[j] = list[j - 1];
+                list[j - 1] = t;
+            }
+        for (i = 0; i < k; i++)
+            mask(all, list[i]);
+    }
+    snprintf(out, n, "%s", all);
+    explicit_bzero(all, strlen(in));
+    free(all);
     len = strlen(out);
     while (len && (out[len - 1] == '\n' || out[len - 1] == ' '))
         out[--len] = '\0';
     for (p = out; *p; p++)
         if (*p == '\n')
             *p = ' ';
-    for (s = secrets; s && *s; s += strlen(s) + 1)
-        mask(out, s);
 }
 
 int pgio_shape(const PGresult *r, int rows, int fields)
@@ -234,6 +259,9 @@ char *pgio_conninfo_secrets(const char *conninfo)
             }
         *p = '\0';
     }
+    for (o = opts; o->keyword; o++)   /* libpq's copies too */
+        if (pgio_is_secret(o) && o->val)
+            explicit_bzero(o->val, strlen(o->val));
     PQconninfoFree(opts);
     return out;
 }

@@ -158,8 +158,6 @@ void w_disconnect(writer_t *w)
     w->dead_sql = NULL;
     free(w->resume_sql);
     w->resume_sql = NULL;
-    free(w->dead_check_sql);
-    w->dead_check_sql = NULL;
     w->schema_done = 0;
     w->dist_checked = 0;
 }
@@ -171,8 +169,6 @@ static int prepare_sql(writer_t *w)
     static const char resume_fmt[] =
         "SELECT coalesce(max(seq), 0) FROM %s WHERE node = $1 AND incarnation = $2 "
         "AND ts >= to_timestamp($3::float8) AND ts <= to_timestamp($4::float8)";
-    static const char dead_check_fmt[] =
-        "SELECT count(*) FROM %s WHERE node = $1 AND incarnation = $2 AND seq = $3";
     char *ident = PQescapeIdentifier(w->conn, w->table, strlen(w->table)), *dead_ident;
     char dead_name[80];
     size_t n;
@@ -189,10 +185,6 @@ static int prepare_sql(writer_t *w)
     w->dead_sql = malloc(n);
     if (w->dead_sql)
         snprintf(w->dead_sql, n, copy_fmt, dead_ident, copy_dead_columns);
-    n = sizeof dead_check_fmt + strlen(dead_ident);
-    w->dead_check_sql = malloc(n);
-    if (w->dead_check_sql)
-        snprintf(w->dead_check_sql, n, dead_check_fmt, dead_ident);
     PQfreemem(dead_ident);
     n = sizeof copy_fmt + strlen(ident) + strlen(copy_columns);
     w->copy_sql = malloc(n);
@@ -203,7 +195,7 @@ static int prepare_sql(writer_t *w)
     if (w->resume_sql)
         snprintf(w->resume_sql, n, resume_fmt, ident);
     PQfreemem(ident);
-    return w->copy_sql && w->dead_sql && w->resume_sql && w->dead_check_sql ? 0 : -1;
+    return w->copy_sql && w->dead_sql && w->resume_sql ? 0 : -1;
 }
 
 /* why a pgio call gave no (good) result: the timeout, an answer of
@@ -463,13 +455,13 @@ void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
 /* The server's state, whatever the rows: its connection (08), its
  * resources (53: disk full, out of memory, too many connections), an
  * operator's shutdown (57P), a system error (58), a read-only server
- * (25006), a conflict worth retrying (40: serialization, deadlock; 55P03:
- * a lock not had), the database or the login (3D000, 28) or the table
- * gone (42P01). */
+ * (25006), a conflict worth retrying (40001 serialization, 40P01
+ * deadlock, 55P03 a lock not had), the database or the login (3D000, 28)
+ * or the table gone (42P01). */
 static int server_state(const char *s)
 {
-    static const char *const prefix[] = {"08", "53", "57P", "58", "25006", "40", "55P03",
-                                         "3D000", "28", "42P01"};
+    static const char *const prefix[] = {"08", "53", "57P", "58", "25006", "40001", "40P01",
+                                         "55P03", "3D000", "28", "42P01"};
     size_t i;
 
     for (i = 0; i < sizeof prefix / sizeof prefix[0]; i++)
@@ -483,7 +475,8 @@ static int server_state(const char *s)
  * W_UNSURE: any other error (a trigger's RAISE P0001, a statement_timeout
  * 57014, no privilege 42501, an internal error XX000, ...), which may be
  * one row's or every row's: the batch is split, and a row that fails
- * alone is dead-lettered only when other rows are taken (w_write_batch). */
+ * alone, twice, is dead-lettered only when other rows are taken
+ * (w_write_batch). */
 int w_classify(writer_t *w, PGresult *r)
 {
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;

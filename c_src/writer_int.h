@@ -36,7 +36,8 @@ struct writer {
     PGconn *conn;
     pgio_t io;                 /* every libpq call that waits goes through it */
     journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
-    char *copy_sql, *dead_sql, *resume_sql, *dead_check_sql;
+    char *copy_sql, *dead_sql, *resume_sql;
+    int enc_failed;            /* the last COPY was ended for want of memory to encode it */
     int schema_done;
     int dist_checked;          /* copy.client_id_required asked of this connection */
     int connected_once;        /* the first connect (at start, before any event) is done */

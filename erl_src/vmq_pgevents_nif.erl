@@ -63,7 +63,8 @@ flush() -> ok.    %% without the NIF: nothing to write
 -spec status() -> map().
 status() ->
     Zero = [incarnation, queued, queued_bytes, queue_peak, queue_peak_bytes, inflight, pending,
-            last_seq, dropped, spooled, spool_bytes, spooled_at_stop, spool_corrupt, written,
+            last_seq, dropped, dropped_after_stop, spooled, spool_bytes, spooled_at_stop,
+            spool_corrupt, written,
             batches, prefetched, dead_lettered, dead_letter_lost, discarded_at_stop,
             write_errors, reconnects, last_write_us, last_batch_us, journal_bytes,
             journal_segments, journal_no_room, journal_sync_age_us, journal_memory_bytes,

@@ -74,14 +74,20 @@ start_nif(Config, StopTimeout) ->
 %% events that came while the plugin was stopped: said once, at the next start
 log_dropped_after_stop() ->
     Key = {vmq_pgevents, dropped_after_stop_logged},
-    N = maps:get(dropped_after_stop, vmq_pgevents_nif:status(), 0),
-    case N - persistent_term:get(Key, 0) of
+    #{incarnation := Inc} = S = vmq_pgevents_nif:status(),
+    N = maps:get(dropped_after_stop, S, 0),
+    %% the counter is the NIF instance's (incarnation): a new one starts at 0
+    Before = case persistent_term:get(Key, undefined) of
+                 {Inc, B} -> B;
+                 _ -> 0
+             end,
+    case N - Before of
         New when New > 0 ->
             logger:warning("vmq_pgevents: ~b events of hooks called while the plugin was stopped "
                            "were not recorded (dropped_after_stop)", [New]);
         _ -> ok
     end,
-    persistent_term:put(Key, N).
+    persistent_term:put(Key, {Inc, N}).
 
 %% Kind: config (the configuration or the server refused it) or nif (the
 %% NIF library did not load: a system library is missing, not a setting)

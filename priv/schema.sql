@@ -884,11 +884,18 @@ BEGIN
   -- lost may have committed, and the writer's next try then collides
   -- (or waits for it, and collides). Not unique where an earlier version
   -- wrote a row twice.
-  IF to_regclass(quote_ident(t || '_dead_key')) IS NULL THEN
+  -- (found by its columns: a table renamed away keeps its index's name)
+  IF NOT EXISTS (SELECT 1 FROM pg_index i
+                 WHERE i.indrelid = to_regclass(quote_ident(t || '_dead'))
+                   AND i.indkey::int2[] = (SELECT array_agg(a.attnum ORDER BY p.o)
+                                           FROM unnest(ARRAY['incarnation', 'seq', 'node']) WITH ORDINALITY p(n, o)
+                                           JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attname = p.n)) THEN
     EXECUTE format('SELECT EXISTS (SELECT 1 FROM %I GROUP BY incarnation, seq, node HAVING count(*) > 1)',
                    t || '_dead') INTO twice;
-    EXECUTE format('CREATE %s INDEX %I ON %I (incarnation, seq, node)',
-                   CASE WHEN twice THEN '' ELSE 'UNIQUE' END, t || '_dead_key', t || '_dead');
+    EXECUTE format('CREATE %s INDEX %s ON %I (incarnation, seq, node)',
+                   CASE WHEN twice THEN '' ELSE 'UNIQUE' END,
+                   CASE WHEN to_regclass(quote_ident(t || '_dead_key')) IS NULL
+                        THEN quote_ident(t || '_dead_key') ELSE '' END, t || '_dead');
   END IF;
   PERFORM vmq_pgevents_views(t);
 END

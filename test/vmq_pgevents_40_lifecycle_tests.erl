@@ -428,6 +428,29 @@ raising_trigger_test_() ->
         end)
     end}.
 
+%% Most of a batch refused by the trigger, from its first row to its last
+%% (one topic flooding): the rows after a refused one, and the last, are
+%% refused the same way, yet the table takes rows of other topics, so each
+%% refused row is the row's own: 81 dead-lettered, the other 19 written,
+%% nothing waits.
+raising_for_most_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_raise_most",
+        with_raise_trigger(T, "NEW.topic = 'zz-refused'", fun() ->
+            #{dead_lettered := D0, dead_letter_lost := L0} = vmq_pgevents:status(),
+            [ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [case I =< 80 orelse I =:= 100 of
+                                                               true -> <<"zz-refused">>;
+                                                               false -> <<"fine">>
+                                                           end], integer_to_binary(I), false)
+             || I <- lists:seq(1, 100)],
+            pgev_app:flush(),
+            ?assertEqual(19, count(T)),
+            ?assertEqual(81, count(T ++ "_dead")),
+            #{dead_lettered := D1, dead_letter_lost := L1} = vmq_pgevents:status(),
+            ?assertEqual({81, 0}, {D1 - D0, L1 - L0})
+        end)
+    end}.
+
 %% The same trigger raising for every row: the table's, not a row's. Nothing
 %% is dead-lettered; the events wait (as in an outage) and are all written
 %% once the trigger is gone.

@@ -396,6 +396,17 @@ static void test_conninfo(void)
         pgio_secrets_free(dup);
         CHECK(pgio_conninfo_secrets("host=x user=u") == NULL);
     }
+    /* a secret inside a longer one, and a secret cut by the length of
+     * the text kept: masked whole, before the cut */
+    {
+        char *sec = pgio_conninfo_secrets("password=s3cret sslpassword=s3cret2024");
+        char small[10];
+        pgio_clean_error("key s3cret2024 pw s3cret", sec, out, sizeof out);
+        CHECK(strcmp(out, "key ********** pw ******") == 0);
+        pgio_clean_error("abc s3cret2024", sec, small, sizeof small);
+        CHECK(strcmp(small, "abc *****") == 0);
+        pgio_secrets_free(sec);
+    }
     /* a secret made of '*' (what masking writes) ends, masked */
     {
         char *sec = pgio_conninfo_secrets("password=***");
