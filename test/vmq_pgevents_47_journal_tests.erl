@@ -222,9 +222,14 @@ crash(T, Pg) ->
         pgev_app:stop()
     end.
 
+%% the first 4 bytes of a segment file's first record (after the
+%% segment's 16-byte header "VPGH", salt, CRC)
 first4(File) ->
     {ok, F} = file:open(File, [read, raw, binary]),
-    try file:pread(F, 0, 4) after file:close(F) end.
+    try
+        {ok, <<"VPGH", _:96>>} = file:pread(F, 0, 16),
+        file:pread(F, 16, 4)
+    after file:close(F) end.
 
 child_pid(Port) ->
     receive
