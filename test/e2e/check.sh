@@ -26,23 +26,6 @@ check() {
     if [ "$2" == "$3" ]; then ok "$1"; else bad "$1" "expected: $2" "actual:   $3"; fi
 }
 
-# suback FILE: waits (at most 20 s) until the mosquitto_sub -d writing to
-# FILE has its SUBACK: its subscription is in place
-suback() {
-    local i
-    for i in $(seq 1 100); do
-        grep -q 'received SUBACK' "$1" 2>/dev/null && return 0
-        sleep 0.2
-    done
-    echo "   no SUBACK in $1 within 20 s"
-    return 1
-}
-
-# the messages a mosquitto_sub -d wrote to FILE, without its debug lines
-messages() {
-    grep -v -e '^Client ' -e '^Subscribed (mid: ' "$1"
-}
-
 # check_re DESCRIPTION REGEX ACTUAL
 check_re() {
     if [[ $3 =~ $2 ]]; then ok "$1"; else bad "$1" "expected to match: $2" "actual: $3"; fi

@@ -235,12 +235,12 @@ for rel in "${releases[@]}"; do
     check_re "status shows the DSN, without a password" "^[^*]*user='vmq'.*dbname='$DB'.*host='127.0.0.1'" \
         "$(status_value dsn)"
 
-    mosquitto_sub -d -h 127.0.0.1 -p $MQTT -i img-sub -q 1 -t img/t -u alice -P alice-pw -C 1 -W 20 >"$IMG/sub.out" &
+    mosquitto_sub -h 127.0.0.1 -p $MQTT -i img-sub -q 1 -t img/t -u alice -P alice-pw -C 1 -W 20 >"$IMG/sub.out" &
     s=$!
-    suback "$IMG/sub.out"
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'img-sub' AND hook = 'on_subscribe'" 1 >/dev/null
     pub -i img-pub -q 1 -t img/t -m image-msg-1 -u alice -P alice-pw
     wait $s
-    check "the subscriber gets the message" image-msg-1 "$(messages "$IMG/sub.out")"
+    check "the subscriber gets the message" image-msg-1 "$(cat "$IMG/sub.out")"
     check "rows: the publisher's connection" \
         "auth_on_register|alice auth_on_publish|alice on_publish|alice" \
         "$(settle "SELECT string_agg(hook || '|' || username, ' ' ORDER BY seq) FROM vmq_events
