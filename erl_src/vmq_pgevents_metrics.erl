@@ -7,8 +7,13 @@
 -export([metrics/0, from_status/1]).
 
 metrics() ->
-    try from_status(vmq_pgevents_nif:status())
+    try from_status((vmq_pgevents_nif:status())#{listener_warnings => listener_warnings()})
     catch _:_ -> []
+    end.
+
+listener_warnings() ->
+    try length(vmq_pgevents_listeners:warnings())
+    catch _:_ -> 0
     end.
 
 -spec from_status(map()) -> [tuple()].
@@ -57,7 +62,29 @@ from_status(S = #{per_hook := PerHook}) ->
          {counter, [], pgevents_discarded_at_stop, pgevents_discarded_at_stop,
           <<"Events unwritten when the plugin stopped">>, maps:get(discarded_at_stop, S)},
          {counter, [], pgevents_rejected, pgevents_rejected,
-          <<"Calls of an unknown hook or arity">>, maps:get(rejected, S)}].
+          <<"Calls of an unknown hook or arity">>, maps:get(rejected, S)},
+         {counter, [], pgevents_dead_letter_lost, pgevents_dead_letter_lost,
+          <<"Rows refused by PostgreSQL that the dead-letter table refused too: lost">>,
+          maps:get(dead_letter_lost, S, 0)},
+         {counter, [], pgevents_dropped_after_stop, pgevents_dropped_after_stop,
+          <<"Events of hooks called while the plugin was stopped: not recorded">>,
+          maps:get(dropped_after_stop, S, 0)},
+         {counter, [], pgevents_journal_no_room, pgevents_journal_no_room,
+          <<"Events the journal had no room for (spool_max_bytes, the disk)">>,
+          maps:get(journal_no_room, S, 0)},
+         {gauge, [], pgevents_journal_disk_segments, pgevents_journal_disk_segments,
+          <<"Journal segments made on disk only (the memory files were full or missing)">>,
+          maps:get(journal_disk_segments, S, 0)},
+         {counter, [], pgevents_partitions_created, pgevents_partitions_created,
+          <<"Partitions made ahead of time by the writer">>, maps:get(partitions_created, S, 0)},
+         {counter, [], pgevents_compress_failures, pgevents_compress_failures,
+          <<"Failed compress_after calls">>, maps:get(compress_failures, S, 0)},
+         {gauge, [], pgevents_compress_refused, pgevents_compress_refused,
+          <<"1 when the server refuses compress_after (no columnar storage, no privilege)">>,
+          case maps:get(compress_refused, S, false) of true -> 1; _ -> 0 end},
+         {gauge, [], pgevents_listener_warnings, pgevents_listener_warnings,
+          <<"Listeners whose plugin chains leave the plugin out (VerneMQ 2.2)">>,
+          maps:get(listener_warnings, S, 0)}].
 
 id(Name, Hook) ->
     list_to_atom(atom_to_list(Name) ++ "_" ++ atom_to_list(Hook)).

@@ -95,6 +95,15 @@ metrics_test_() ->
             {gauge, [], pgevents_connected, pgevents_connected, _, 1} =
                 lists:keyfind(pgevents_connected, 3, After),
             {gauge, [], _, _, _, 0} = lists:keyfind(pgevents_queue_events, 3, After),
+            %% what status alone showed before: there, from status, nothing amiss
+            [?assertEqual({Id, 0}, {Id, Delta(Id)})
+             || Id <- [pgevents_dead_letter_lost, pgevents_dropped_after_stop, pgevents_journal_no_room,
+                       pgevents_compress_failures]],
+            [?assertMatch({Id, {gauge, [], Id, Id, _, 0}}, {Id, lists:keyfind(Id, 3, After)})
+             || Id <- [pgevents_journal_disk_segments, pgevents_compress_refused,
+                       pgevents_listener_warnings]],
+            {counter, [], _, _, _, Created} = lists:keyfind(pgevents_partitions_created, 3, After),
+            ?assertEqual(maps:get(partitions_created, vmq_pgevents:status()), Created),
             %% the shape vmq_metrics takes: unique ids, labels as {atom, string}
             Ids = [Id || {_, _, Id, _, _, _} <- After],
             ?assertEqual(length(Ids), length(lists:usort(Ids))),

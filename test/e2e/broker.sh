@@ -81,6 +81,13 @@ broker_start() {
         grep -E '\[error\]' "$dir/log/console.log" 2>/dev/null | tail -n 3 | cut -c1-400
         return 1
     fi
+    broker_plugins_up "$dir" "$plugins"
+}
+
+# broker_plugins_up DIR [PLUGINS]: waits (at most 30 s) until the node's
+# plugins are up (broker_start's wait, for a node started otherwise)
+broker_plugins_up() {
+    local dir=$1 plugins=${2:-vmq_pgevents vmq_passwd vmq_acl} i want
     plugins=$(echo $plugins)   # one space between names
     want=$(wc -w <<<"$plugins")
     for i in $(seq 1 150); do
@@ -90,6 +97,25 @@ broker_start() {
         sleep 0.2
     done
     echo "   the plugins did not come up within 30 s"
+    return 1
+}
+
+# router_subs DIR: the subscriptions in the node's routing table (its
+# metric router_subscriptions; a cluster's remote ones included)
+router_subs() {
+    broker_admin "$1" metrics show 2>/dev/null | awk -F' = ' '/router_subscriptions/ {print $2; exit}'
+}
+
+# routed DIR BEFORE: waits (at most 30 s) until the node routes more
+# subscriptions than BEFORE: a subscription made on another node of the
+# cluster is in its routing table
+routed() {
+    local i
+    for i in $(seq 1 150); do
+        [ "$(router_subs "$1")" -gt "$2" ] 2>/dev/null && return 0
+        sleep 0.2
+    done
+    echo "   node $1 did not route the new subscription within 30 s"
     return 1
 }
 

@@ -42,9 +42,9 @@ citus_stop() {
 #     one worker and the subscriber's on the other, and the message
 #     journey found across them
 scenario_citus() {
-    local tag=$1
+    local tag=${1:-$tag}
     echo " - the two nodes writing into a Citus cluster (a coordinator, two workers)"
-    local B=$E2E/$tag/b/vernemq NODE_B=VerneMQ-b@127.0.0.1 i s out d
+    local B=$E2E/$tag/b/vernemq NODE_B=VerneMQ-b@127.0.0.1 i s out d subs0
     local PGDIR DB=postgres
     citus_start "$(mktemp -u /tmp/vmq_pgevents_e2e_citus.XXXXXX)" fast || { bad "the Citus cluster starts"; citus_stop; return 1; }
     PGDIR=${CITUS_DIRS[0]}
@@ -67,13 +67,10 @@ scenario_citus() {
     check "the events table: distributed on client_id (distribute = auto)" "h|client_id" \
         "$(settle "SELECT partmethod, column_to_column_name(logicalrelid, partkey) FROM pg_dist_partition
                    WHERE logicalrelid = to_regclass('vmq_events')" "h|client_id")"
+    subs0=$(router_subs "$BROKER")
     mosquitto_sub -h 127.0.0.1 -p $((PORT + 100)) -i e2e-ct-sub -q 1 -t e2e/ct "${ALICE[@]}" -C 5 -W 30 >"$WORK/ct.out" &
     s=$!
-    for i in $(seq 1 100); do
-        broker_admin "$BROKER" session show --client_id=e2e-ct-sub 2>/dev/null | grep -q e2e-ct-sub && break
-        sleep 0.2
-    done
-    sleep 1
+    routed "$BROKER" "$subs0"   # the subscription in node A's routing table
     printf 'm1\nm2\nm3\nm4\nm5\n' | pub -i e2e-ct-pub -q 1 -t e2e/ct -l "${ALICE[@]}"
     wait "$s"
     check "the subscriber on B got the five messages published on A" "m1 m2 m3 m4 m5" "$(paste -sd ' ' "$WORK/ct.out")"

@@ -12,14 +12,34 @@
 # doc_block FILE FIRST: the fenced block (``` lines) of FILE whose first
 # line is FIRST, as written; nothing when the page has none
 doc_block() {
-    awk -v first="$2" '/^```/ { open = !open; if (open) { n = 0; take = 0 } else if (take) exit; next }
-                       open { n++; if (n == 1) take = ($0 == first) } open && take' "$1"
+    awk -v first="$2" '/^ *```/ { open = !open; if (open) { n = 0; take = 0; ind = index($0, "`") - 1 }
+                                   else if (take) exit; next }
+                       open { $0 = substr($0, ind + 1); n++; if (n == 1) take = ($0 == first) }
+                       open && take' "$1"
 }
 
 # the machine's names for the page's: PostgreSQL, the release (the
 # tarball's name stays the page's: it must be the one make dist built)
 doc_local() {
-    sed -e "s#db\.example#$PGDIR#g" -e "s#/opt/vernemq#$QS#g"
+    sed -e "s#db\.example#$PGDIR#g" -e "s#/opt/vernemq#$QS#g" ${QS_FROM:+-e "s#$QS_FROM#$QS_TO#g"}
+}
+
+# The previous version (0.1.0, the last commit before 0.2.0) built from
+# this clone's history into its release tarball: OLD is its path
+PREVIOUS_COMMIT=229e232
+old_tarball() {
+    local dir=$E2E/previous
+    OLD=$(ls "$dir"/_build/dist/vmq_pgevents-*.tar.gz 2>/dev/null | head -n 1)
+    [ -n "$OLD" ] && return 0
+    if ! git -C "$ROOT" cat-file -e "$PREVIOUS_COMMIT^{commit}" 2>/dev/null; then
+        echo "   the previous version (commit $PREVIOUS_COMMIT) is not in this clone's history"
+        return 1
+    fi
+    rm -rf "$dir" && mkdir -p "$dir" &&
+        git -C "$ROOT" archive "$PREVIOUS_COMMIT" | tar x -C "$dir" &&
+        make -C "$dir" --no-print-directory all dist >"$dir.log" 2>&1 ||
+        { echo "   building the previous version failed: $(tail -n 3 "$dir.log")"; return 1; }
+    OLD=$(ls "$dir"/_build/dist/vmq_pgevents-*.tar.gz | head -n 1)
 }
 
 # doc_step DESCRIPTION FILE FIRST RUNNER...: the block of FILE that begins
@@ -46,18 +66,22 @@ qs_super() { bash test/pg.sh psql "$PGDIR" -X -q -v ON_ERROR_STOP=1 -f - >/dev/n
 qs_as() { psql -X -q -v ON_ERROR_STOP=1 -h "$PGDIR" -U "$1" -d mqtt -f - >/dev/null; }
 qs_q() { psql -X -At -v ON_ERROR_STOP=1 -h "$PGDIR" -U "$1" -d mqtt -c "$2" 2>&1; }
 # a shell block, in a directory holding the tarball (as the user has it)
-qs_sh() { (cd "$QSDL" && bash -e) >/dev/null; }
+qs_sh() { (cd "$QSDL" && ERL_EPMD_ADDRESS=127.0.0.1 WAIT_FOR_ERLANG=60 bash -e) >/dev/null; }
 # vernemq.conf lines, appended as a user adds them
 qs_conf() { cat >>"$QS/etc/vernemq.conf"; }
 
 # 12. The README's quick start on a fresh release, with a least-privilege
-#     writer role and auto_create off; then docs/uninstalling.md, after
-#     which nothing of the plugin is left
+#     writer role and auto_create off, done with the previous version's
+#     tarball; that version upgraded to this one by docs/upgrading.md;
+#     then docs/uninstalling.md, after which nothing of the plugin is left
 scenario_quick_start() {
-    echo " - the README's quick start, as written, then docs/uninstalling.md"
+    echo " - the previous version by the README's quick start, upgraded by docs/upgrading.md, then docs/uninstalling.md"
     QS=$E2E/$tag/qs/vernemq
     QSDL=$E2E/$tag/qs/download
-    local R=README.md U=docs/uninstalling.md out
+    local R=README.md UP=docs/upgrading.md U=docs/uninstalling.md out vsn old_vsn OLD
+    old_tarball || { bad "the previous version's tarball"; return 1; }
+    vsn=$(basename "$TARBALL" | sed 's/^vmq_pgevents-\([0-9.]*\)-.*/\1/')
+    old_vsn=$(basename "$OLD" | sed 's/^vmq_pgevents-\([0-9.]*\)-.*/\1/')
     broker_unpack "$src" "$E2E/$tag/qs" || { bad "unpack $src for the quick start"; return 1; }
     # the broker itself, as ../shared/vernemq/README.md runs one (not the plugin's part)
     broker_conf "$QS" "listener.tcp.default = 127.0.0.1:18960" "listener.http.default = 127.0.0.1:18961" \
@@ -65,10 +89,12 @@ scenario_quick_start() {
         "erlang.distribution.port_range.maximum = 18979" "nodename = QuickStart@127.0.0.1"
     printf 'alice-pw\nalice-pw\n' | "$QS/bin/vmq-passwd" -c "$QS/etc/vmq.passwd" alice >/dev/null 2>&1
     printf 'user alice\ntopic #\n' >"$QS/etc/vmq.acl"
-    mkdir -p "$QSDL" && cp "$TARBALL" "$QSDL/"
+    mkdir -p "$QSDL" && cp "$TARBALL" "$OLD" "$QSDL/"
 
+    # the page names this version's tarball: the previous one's in its place
+    local QS_FROM="vmq_pgevents-$vsn-" QS_TO="vmq_pgevents-$old_vsn-"
     doc_step "quick start 2: roles and database" $R "CREATE ROLE vmq_owner LOGIN PASSWORD 'owner-secret';" qs_super || return 1
-    doc_step "quick start 2: the schema as the owner, from the tarball make dist built" $R \
+    doc_step "quick start 2: the schema as the owner, from the previous version's tarball" $R \
         "tar xzf $(basename "$TARBALL")" qs_sh || return 1
     doc_step "quick start 2: the grants as the owner" $R "GRANT INSERT ON vmq_events, vmq_events_dead TO vmq_writer;" qs_as vmq_owner || return 1
     doc_step "quick start 2: the partitions ahead, as the owner" $R \
@@ -85,9 +111,22 @@ scenario_quick_start() {
     flush
     check "verify: the reader's first query (README)" 7 \
         "$(for _ in $(seq 1 50); do n=$(qs_q vmq_reader "$(doc_block $R 'SELECT count(*) FROM vmq_events;')"); [ "$n" = 7 ] && break; flush; sleep 0.2; done; echo "$n")"
-    check "one client's timeline, as the reader (README)" \
-        "auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone|hello" \
-        "$(qs_q vmq_reader "SELECT string_agg(hook, ' ' ORDER BY rn) || '|' || max(p) FILTER (WHERE p <> '')
+
+    # docs/upgrading.md, to this version
+    QS_FROM=
+    doc_step "upgrade 2: the new schema.sql as the owner, the old plugin running" $UP \
+        "tar xzf $(basename "$TARBALL")" qs_sh || return 1
+    doc_step "upgrade 3: the plugin replaced, VerneMQ restarted" $UP "/opt/vernemq/bin/vernemq stop" qs_sh || return 1
+    broker_plugins_up "$QS" || bad "upgrade 3: the plugins come up"
+    for _ in $(seq 1 100); do [ "$(status_value connection)" = connected ] && break; sleep 0.1; done
+    check "upgrade 4: connected, last error -, the new schema's dead-letter key there" "connected|-|1" \
+        "$(status_value connection)|$(status_value 'last error')|$(qs_q vmq_owner "SELECT count(*) FROM pg_index WHERE indrelid = 'vmq_events_dead'::regclass AND indisunique")"
+    mosquitto_pub -h 127.0.0.1 -p 18960 -i client-id -u alice -P alice-pw -q 1 -t qs/t -m again
+    check "after the upgrade: the client's rows of both versions, once" "14|2" \
+        "$(for _ in $(seq 1 50); do n=$(qs_q vmq_reader "SELECT count(*), count(DISTINCT incarnation) FROM vmq_events"); [ "$n" = "14|2" ] && break; flush; sleep 0.2; done; echo "$n")"
+    check "one client's timeline, as the reader (README): both connections, in order" \
+        "$(printf 'auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone %.0s' 1 2)|hello again" \
+        "$(qs_q vmq_reader "SELECT string_agg(hook, ' ' ORDER BY rn) || ' |' || string_agg(p, ' ' ORDER BY rn) FILTER (WHERE p <> '')
                             FROM (SELECT row_number() OVER () rn, * FROM ($(doc_block $R "SELECT ts, conn_id, hook, topic, qos, coalesce(payload_json::text, encode(payload, 'escape'))" | tr -d ';'))
                                   t(ts, conn_id, hook, topic, qos, p)) o")"
     check "the writer role reads no row's data" "permission denied" \

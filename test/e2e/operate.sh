@@ -282,7 +282,7 @@ scenario_listener_chains() {
 
 # 7. two brokers clustered on loopback: publisher on A, subscriber on B
 scenario_cluster() {
-    local src=$1 tag=$2
+    local src=${1:-$src} tag=${2:-$tag}
     echo " - two nodes in a cluster (B's plugin directory is named vmq_pgevents)"
     local B=$E2E/$tag/b/vernemq NODE_B=VerneMQ-b@127.0.0.1 out
     broker_unpack "$src" "$E2E/$tag/b" || { bad "unpack node B"; return 1; }
@@ -299,14 +299,12 @@ scenario_cluster() {
         [ "$(broker_admin "$B" cluster show | grep -c 'true')" -ge 2 ] && break
         sleep 0.2
     done
+    local subs0
+    subs0=$(router_subs "$BROKER")
     mosquitto_sub -h 127.0.0.1 -p $((PORT + 100)) -i e2e-cl-sub -q 1 -t e2e/cl "${ALICE[@]}" -C 1 -W 30 >"$WORK/cl.out" &
     local s=$!
-    # the subscription must reach node A before the publish
-    for i in $(seq 1 100); do
-        broker_admin "$BROKER" session show --client_id=e2e-cl-sub 2>/dev/null | grep -q e2e-cl-sub && break
-        sleep 0.2
-    done
-    sleep 1
+    # the subscription must be in node A's routing table before the publish
+    routed "$BROKER" "$subs0"
     pub -i e2e-cl-pub -q 1 -t e2e/cl -m across "${ALICE[@]}"
     wait "$s"
     check "the subscriber on B got the message published on A" across "$(cat "$WORK/cl.out")"
