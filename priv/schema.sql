@@ -485,8 +485,8 @@ $f$;
 
 -- The views and functions people query with psql (docs/queries.md), for
 -- the events table tbl: <tbl>_connections, <tbl>_failed_logins(since),
--- <tbl>_timeline(client_id, since), <tbl>_connection(node, incarnation,
--- conn_id), <tbl>_journey(client_id, since, within). Made again only when
+-- <tbl>_timeline(client_id, since, mountpoint), <tbl>_connection(node, incarnation,
+-- conn_id), <tbl>_journey(client_id, since, within, mountpoint). Made again only when
 -- this file's version of them differs from the one in the database (the
 -- version is the comment on <tbl>_connections).
 CREATE OR REPLACE FUNCTION vmq_pgevents_views(tbl text) RETURNS void LANGUAGE plpgsql AS $f$
@@ -497,7 +497,7 @@ DECLARE
   -- function with parameters over a distributed table, nor a lateral
   -- subquery with LIMIT or a join on other columns than client_id
   dist constant boolean := vmq_pgevents_distributed(tbl);
-  version constant text := 'vmq_pgevents views 2, table ' || to_regclass(quote_ident(tbl))::oid
+  version constant text := 'vmq_pgevents views 3, table ' || to_regclass(quote_ident(tbl))::oid
                            || CASE WHEN dist THEN ', distributed' ELSE '' END;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
   registers constant text := '(''on_register'', ''on_register_m5'')';
@@ -511,9 +511,12 @@ BEGIN
   END IF;
 
   EXECUTE format('DROP VIEW IF EXISTS %I', tbl || '_connections');
-  EXECUTE format('DROP FUNCTION IF EXISTS %I(text, timestamptz), %I(text, bigint, bigint), '
-                 '%I(text, timestamptz, interval), %I(timestamptz)',
-                 tbl || '_timeline', tbl || '_connection', tbl || '_journey', tbl || '_failed_logins');
+  -- (views 2's client questions had no mountpoint)
+  EXECUTE format('DROP FUNCTION IF EXISTS %I(text, timestamptz), %I(text, timestamptz, text), '
+                 '%I(text, bigint, bigint), %I(text, timestamptz, interval), '
+                 '%I(text, timestamptz, interval, text), %I(timestamptz)',
+                 tbl || '_timeline', tbl || '_timeline', tbl || '_connection', tbl || '_journey',
+                 tbl || '_journey', tbl || '_failed_logins');
 
   -- one row per MQTT connection (node, incarnation, conn_id); filtered on
   -- client_id it reads that client's rows only (its client_id index)
@@ -622,11 +625,13 @@ BEGIN
   END IF;
 
   -- a client's events in order, across its connections and the nodes
-  -- (ts, then each node's own order)
+  -- (ts, then each node's own order). A client is VerneMQ's (mountpoint,
+  -- client_id): the default mountpoint '' unless one is named
   EXECUTE format($v$
-    CREATE FUNCTION %1$I(client_id text, since timestamptz DEFAULT '-infinity')
+    CREATE FUNCTION %1$I(client_id text, since timestamptz DEFAULT '-infinity', mountpoint text DEFAULT '')
     RETURNS SETOF %2$I LANGUAGE %3$s STABLE AS
-    $b$%4$s SELECT * FROM %2$I WHERE client_id = $1 AND ts >= $2 ORDER BY ts, node, incarnation, seq%5$s$b$
+    $b$%4$s SELECT * FROM %2$I WHERE client_id = $1 AND mountpoint = $3 AND ts >= $2
+           ORDER BY ts, node, incarnation, seq%5$s$b$
     $v$, tbl || '_timeline', tbl, CASE WHEN dist THEN 'plpgsql' ELSE 'sql' END,
     CASE WHEN dist THEN '#variable_conflict use_column BEGIN RETURN QUERY' ELSE '' END,
     CASE WHEN dist THEN '; END' ELSE '' END);
@@ -656,13 +661,14 @@ BEGIN
     $b$
     $v$, tbl || '_connection', tbl, login_rows);
 
-  -- a client's publishes since `since`, each with the deliveries it
+  -- a client's (mountpoint, client_id; the default mountpoint '' unless
+  -- one is named) publishes since `since`, each with the deliveries it
   -- produced within `within`: same mountpoint, topic, payload size and
   -- payload_hash. candidates: how many publishes match that delivery
   -- (more than 1: it cannot be told which of them it was)
   head := format($v$
     CREATE FUNCTION %1$I(client_id text, since timestamptz DEFAULT now() - interval '1 hour',
-                                    within interval DEFAULT interval '1 hour')
+                                    within interval DEFAULT interval '1 hour', mountpoint text DEFAULT '')
     RETURNS TABLE (published_at timestamptz, node text, incarnation bigint, seq bigint, topic text,
                    qos smallint, payload_size integer, delivered_at timestamptz, to_client_id text,
                    to_node text, to_conn_id bigint, latency_ms double precision, candidates bigint)
@@ -679,7 +685,7 @@ BEGIN
     RETURN QUERY
     WITH p AS MATERIALIZED (
       SELECT p.ts, p.node, p.incarnation, p.seq, p.topic, p.qos, p.payload_size, p.payload_hash, p.mountpoint
-      FROM %2$I p WHERE p.client_id = $1 AND p.ts >= $2 AND p.hook IN %4$s),
+      FROM %2$I p WHERE p.client_id = $1 AND p.mountpoint = $4 AND p.ts >= $2 AND p.hook IN %4$s),
     d AS MATERIALIZED (
       SELECT d.ts, d.client_id, d.node, d.conn_id, d.seq, d.payload_hash, d.topic, d.payload_size, d.mountpoint
       FROM %2$I d
@@ -727,7 +733,7 @@ BEGIN
       WHERE d.payload_hash = p.payload_hash AND d.ts >= p.ts - interval '1 second' AND d.ts < p.ts + $3
         AND d.hook IN %3$s AND d.topic = p.topic AND d.payload_size = p.payload_size
         AND d.mountpoint IS NOT DISTINCT FROM p.mountpoint) d ON true
-    WHERE p.client_id = $1 AND p.ts >= $2 AND p.hook IN %4$s
+    WHERE p.client_id = $1 AND p.mountpoint = $4 AND p.ts >= $2 AND p.hook IN %4$s
     ORDER BY p.ts, p.node, p.incarnation, p.seq, d.ts, d.node, d.seq
     $b$
     $v$, tbl || '_journey', tbl, delivers, publishes);

@@ -53,6 +53,45 @@ bad_hook_config_test() ->
         application:unload(vmq_pgevents)
     end.
 
+%% VerneMQ names a client by (mountpoint, client_id): two tenants' dev-1
+%% are two clients. The timeline and the journey take the mountpoint by
+%% name (default: VerneMQ's default mountpoint '', never all of them).
+tenants_test_() ->
+    {timeout, 60, fun() ->
+        T = "hooks_tenants",
+        with_plugin(T, [], fun() ->
+            Session = fun(Mp, Payload) ->
+                              S = {Mp, <<"dev-1">>},
+                              next = vmq_pgevents:auth_on_register({{127, 0, 0, 1}, 1}, S, <<"u">>, <<"pw">>, true),
+                              ok = vmq_pgevents:on_register({{127, 0, 0, 1}, 1}, S, <<"u">>),
+                              ok = vmq_pgevents:on_publish(<<"u">>, S, 0, [<<"t">>], Payload, false),
+                              ok = vmq_pgevents:on_client_gone(S)
+                      end,
+            Session("tenant-a", <<"a1">>),
+            Session("tenant-b", <<"b1">>),
+            Session("", <<"d1">>),
+            Session("tenant-a", <<"a2">>),
+            pgev_app:flush(),
+            Q = fun(Sql) -> string:trim(pgev_pg:sql(Sql)) end,
+            Pub = fun(Call) -> Q("SELECT string_agg(convert_from(payload, 'UTF8'), ' ' ORDER BY ts, seq) FROM "
+                                 ++ Call ++ " WHERE hook = 'on_publish'") end,
+            ?assertEqual("a1 a2", Pub(T ++ "_timeline('dev-1', mountpoint => 'tenant-a')")),
+            ?assertEqual("b1", Pub(T ++ "_timeline('dev-1', mountpoint => 'tenant-b')")),
+            ?assertEqual("d1", Pub(T ++ "_timeline('dev-1')")),                 %% the default mountpoint
+            ?assertEqual("d1", Pub(T ++ "_timeline('dev-1', '-infinity')")),    %% the old signature
+            ?assertEqual("8", Q("SELECT count(*) FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-a')")),
+            ?assertEqual("2|0", Q("SELECT count(*) || '|' || count(to_client_id) FROM " ++ T ++
+                                  "_journey('dev-1', '-infinity', mountpoint => 'tenant-a')")),
+            ?assertEqual("1", Q("SELECT count(*) FROM " ++ T ++ "_journey('dev-1', '-infinity')")),
+            %% the connections view keeps them apart too (one row each: these
+            %% calls come from one process, so one connection id)
+            ?assertEqual("|1 tenant-a|1 tenant-b|1",
+                         Q("SELECT string_agg(mountpoint || '|' || n, ' ' ORDER BY mountpoint) FROM "
+                           "(SELECT mountpoint, count(*) n FROM " ++ T ++ "_connections WHERE client_id = 'dev-1' "
+                           "GROUP BY 1) c"))
+        end)
+    end}.
+
 truncation_and_odd_inputs_test_() ->
     {timeout, 60, fun() ->
         with_plugin("odd_inputs", [{payload_max_bytes, 10}], fun() ->
