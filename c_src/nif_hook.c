@@ -114,10 +114,11 @@ ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         }
     }
     if (__atomic_load_n(&p->refusing, __ATOMIC_ACQUIRE)) {
-        /* stopped: nothing writes or keeps it until a start (stop_writer) */
-        queue_drop(&p->q);
-        __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
+        /* stopped: nothing writes or keeps it until a start (stop_writer);
+         * its seq is used up (a gap), counted apart from the "no room"
+         * drops (status dropped and the per-hook counts leave it out) */
         __atomic_fetch_add(&p->dropped_stopped, 1, __ATOMIC_RELAXED);
+        queue_drop(&p->q);
         return error_tuple(env, p, p->am.am_stopped);
     }
     if (queue_full_hint(&p->q)) {

@@ -105,13 +105,13 @@ unload_does_not_wait_test_() ->
             ok = vmq_pgevents_nif:start(Cfg, self()),
             [ok = vmq_pgevents:on_publish(<<"u">>, {"", <<"c">>}, 0, [<<"t">>], <<"p">>, false)
              || _ <- lists:seq(1, 10)],
-            T0 = erlang:monotonic_time(millisecond),
             true = code:delete(vmq_pgevents_nif),
             code:purge(vmq_pgevents_nif),
-            Took = erlang:monotonic_time(millisecond) - T0,
+            %% the purge returned while the writer still runs: its stop is
+            %% the retiring thread's (no timing asserted: the threads tell)
             Left = plugin_threads(),
-            ?assert(Took < 1000),
             ?assert(lists:member("vmq_pgevents", Left)),
+            ?assert(lists:member("vmq_pgev_retire", Left)),
             {module, _} = code:load_file(vmq_pgevents_nif),
             ok = vmq_pgevents_nif:start(Cfg, self()),
             ?assertEqual(["vmq_pgevents"], [N || N <- plugin_threads(), N =:= "vmq_pgevents"]),

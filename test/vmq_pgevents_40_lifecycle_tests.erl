@@ -540,7 +540,14 @@ dead_letter_connection_dropped_test_() ->
 %% not written twice.
 dead_letter_timed_out_test_() ->
     {timeout, 120, fun() ->
-        dead_letter_fault("life_dead_late", [{pg_timeout_ms, 1000}], fun(_T) -> ok end)
+        dead_letter_fault("life_dead_late", [{pg_timeout_ms, 1000}], fun(_T) ->
+            %% the dead-letter write outlived pg_timeout_ms: given up, reconnected
+            #{reconnects := R0} = vmq_pgevents:status(),
+            pgev_app:wait_for(writer_timed_out_and_reconnected,
+                              fun() -> maps:get(reconnects, vmq_pgevents:status()) > R0 end, 30000),
+            #{last_error := Err} = vmq_pgevents:status(),
+            ?assertMatch({_, _}, binary:match(Err, <<"no answer from the server within 1000 ms">>))
+        end)
     end}.
 
 dead_letter_fault(T, Env, Fault) ->

@@ -70,7 +70,7 @@ scenario_citus() {
     subs0=$(router_subs "$BROKER")
     mosquitto_sub -h 127.0.0.1 -p $((PORT + 100)) -i e2e-ct-sub -q 1 -t e2e/ct "${ALICE[@]}" -C 5 -W 30 >"$WORK/ct.out" &
     s=$!
-    routed "$BROKER" "$subs0"   # the subscription in node A's routing table
+    routed "$BROKER" "$subs0" || bad "node A routes the subscription made on node B"
     printf 'm1\nm2\nm3\nm4\nm5\n' | pub -i e2e-ct-pub -q 1 -t e2e/ct -l "${ALICE[@]}"
     wait "$s"
     check "the subscriber on B got the five messages published on A" "m1 m2 m3 m4 m5" "$(paste -sd ' ' "$WORK/ct.out")"

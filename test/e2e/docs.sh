@@ -71,17 +71,34 @@ qs_sh() { (cd "$QSDL" && ERL_EPMD_ADDRESS=127.0.0.1 WAIT_FOR_ERLANG=60 bash -e) 
 qs_conf() { cat >>"$QS/etc/vernemq.conf"; }
 
 # 12. The README's quick start on a fresh release, with a least-privilege
-#     writer role and auto_create off, done with the previous version's
-#     tarball; that version upgraded to this one by docs/upgrading.md;
-#     then docs/uninstalling.md, after which nothing of the plugin is left
+#     writer role and auto_create off: on VerneMQ 2.2 with the previous
+#     version's tarball (0.1.0), which docs/upgrading.md then upgrades to
+#     this one; on 2.1 with this version directly. Then
+#     docs/uninstalling.md, after which nothing of the plugin is left.
+#     (Not checked: passwords and the ~/.pgpass line; the test's
+#     PostgreSQL trusts its unix socket.)
 scenario_quick_start() {
-    echo " - the previous version by the README's quick start, upgraded by docs/upgrading.md, then docs/uninstalling.md"
+    local rc
     QS=$E2E/$tag/qs/vernemq
     QSDL=$E2E/$tag/qs/download
-    local R=README.md UP=docs/upgrading.md U=docs/uninstalling.md out vsn old_vsn OLD
-    old_tarball || { bad "the previous version's tarball"; return 1; }
+    quick_start_run
+    rc=$?
+    broker_stop "$QS" >/dev/null 2>&1   # also after a failed step: the next release uses its ports
+    printf '%s\n' "DROP DATABASE IF EXISTS mqtt;" "DROP ROLE IF EXISTS vmq_writer, vmq_reader, vmq_owner;" |
+        qs_super 2>/dev/null
+    return $rc
+}
+
+quick_start_run() {
+    local R=README.md UP=docs/upgrading.md U=docs/uninstalling.md out vsn old_vsn OLD= upgrade= ram
+    case "$VERSION" in 2.1.*) ;; *) upgrade=1 ;; esac
+    if [ -n "$upgrade" ]; then
+        echo " - the previous version by the README's quick start, upgraded by docs/upgrading.md, then docs/uninstalling.md"
+        old_tarball || { bad "the previous version's tarball"; return 1; }
+    else
+        echo " - the README's quick start, as written, then docs/uninstalling.md"
+    fi
     vsn=$(basename "$TARBALL" | sed 's/^vmq_pgevents-\([0-9.]*\)-.*/\1/')
-    old_vsn=$(basename "$OLD" | sed 's/^vmq_pgevents-\([0-9.]*\)-.*/\1/')
     broker_unpack "$src" "$E2E/$tag/qs" || { bad "unpack $src for the quick start"; return 1; }
     # the broker itself, as ../shared/vernemq/README.md runs one (not the plugin's part)
     broker_conf "$QS" "listener.tcp.default = 127.0.0.1:18960" "listener.http.default = 127.0.0.1:18961" \
@@ -89,12 +106,19 @@ scenario_quick_start() {
         "erlang.distribution.port_range.maximum = 18979" "nodename = QuickStart@127.0.0.1"
     printf 'alice-pw\nalice-pw\n' | "$QS/bin/vmq-passwd" -c "$QS/etc/vmq.passwd" alice >/dev/null 2>&1
     printf 'user alice\ntopic #\n' >"$QS/etc/vmq.acl"
-    mkdir -p "$QSDL" && cp "$TARBALL" "$OLD" "$QSDL/"
+    mkdir -p "$QSDL" && cp "$TARBALL" ${OLD:+"$OLD"} "$QSDL/"
+    # left by an earlier run that stopped half-way
+    printf '%s\n' "DROP DATABASE IF EXISTS mqtt;" "DROP ROLE IF EXISTS vmq_writer, vmq_reader, vmq_owner;" |
+        qs_super 2>/dev/null
 
-    # the page names this version's tarball: the previous one's in its place
-    local QS_FROM="vmq_pgevents-$vsn-" QS_TO="vmq_pgevents-$old_vsn-"
+    # the page names this version's tarball: for the upgrade, the previous one's in its place
+    local QS_FROM= QS_TO=
+    if [ -n "$upgrade" ]; then
+        old_vsn=$(basename "$OLD" | sed 's/^vmq_pgevents-\([0-9.]*\)-.*/\1/')
+        QS_FROM="vmq_pgevents-$vsn-" QS_TO="vmq_pgevents-$old_vsn-"
+    fi
     doc_step "quick start 2: roles and database" $R "CREATE ROLE vmq_owner LOGIN PASSWORD 'owner-secret';" qs_super || return 1
-    doc_step "quick start 2: the schema as the owner, from the previous version's tarball" $R \
+    doc_step "quick start 2: the schema as the owner, from the tarball${upgrade:+ of the previous version}" $R \
         "tar xzf $(basename "$TARBALL")" qs_sh || return 1
     doc_step "quick start 2: the grants as the owner" $R "GRANT INSERT ON vmq_events, vmq_events_dead TO vmq_writer;" qs_as vmq_owner || return 1
     doc_step "quick start 2: the partitions ahead, as the owner" $R \
@@ -108,43 +132,49 @@ scenario_quick_start() {
     check "verify: status connected as the writer role, last error -" "connected|-|user='vmq_writer'" \
         "$(status_value connection)|$(status_value 'last error')|$(status_value dsn | grep -o "user='vmq_writer'")"
     mosquitto_pub -h 127.0.0.1 -p 18960 -i client-id -u alice -P alice-pw -q 1 -t qs/t -m hello
-    flush
     check "verify: the reader's first query (README)" 7 \
-        "$(for _ in $(seq 1 50); do n=$(qs_q vmq_reader "$(doc_block $R 'SELECT count(*) FROM vmq_events;')"); [ "$n" = 7 ] && break; flush; sleep 0.2; done; echo "$n")"
+        "$(for _ in $(seq 1 50); do flush; n=$(qs_q vmq_reader "$(doc_block $R 'SELECT count(*) FROM vmq_events;')"); [ "$n" = 7 ] && break; sleep 0.2; done; echo "$n")"
+    local timeline hooks='auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone '
+    timeline="SELECT string_agg(hook, ' ' ORDER BY rn) || ' |' || string_agg(p, ' ' ORDER BY rn) FILTER (WHERE p <> '')
+              FROM (SELECT row_number() OVER () rn, * FROM ($(doc_block $R "SELECT ts, conn_id, hook, topic, qos, coalesce(payload_json::text, encode(payload, 'escape'))" | tr -d ';'))
+                    t(ts, conn_id, hook, topic, qos, p)) o"
+    check "one client's timeline, as the reader (README)" "$hooks|hello" "$(qs_q vmq_reader "$timeline")"
 
-    # docs/upgrading.md, to this version
-    QS_FROM=
-    doc_step "upgrade 2: the new schema.sql as the owner, the old plugin running" $UP \
-        "tar xzf $(basename "$TARBALL")" qs_sh || return 1
-    doc_step "upgrade 3: the plugin replaced, VerneMQ restarted" $UP "/opt/vernemq/bin/vernemq stop" qs_sh || return 1
-    broker_plugins_up "$QS" || bad "upgrade 3: the plugins come up"
-    for _ in $(seq 1 100); do [ "$(status_value connection)" = connected ] && break; sleep 0.1; done
-    check "upgrade 4: connected, last error -, the new schema's dead-letter key there" "connected|-|1" \
-        "$(status_value connection)|$(status_value 'last error')|$(qs_q vmq_owner "SELECT count(*) FROM pg_index WHERE indrelid = 'vmq_events_dead'::regclass AND indisunique")"
-    mosquitto_pub -h 127.0.0.1 -p 18960 -i client-id -u alice -P alice-pw -q 1 -t qs/t -m again
-    check "after the upgrade: the client's rows of both versions, once" "14|2" \
-        "$(for _ in $(seq 1 50); do n=$(qs_q vmq_reader "SELECT count(*), count(DISTINCT incarnation) FROM vmq_events"); [ "$n" = "14|2" ] && break; flush; sleep 0.2; done; echo "$n")"
-    check "one client's timeline, as the reader (README): both connections, in order" \
-        "$(printf 'auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone %.0s' 1 2)|hello again" \
-        "$(qs_q vmq_reader "SELECT string_agg(hook, ' ' ORDER BY rn) || ' |' || string_agg(p, ' ' ORDER BY rn) FILTER (WHERE p <> '')
-                            FROM (SELECT row_number() OVER () rn, * FROM ($(doc_block $R "SELECT ts, conn_id, hook, topic, qos, coalesce(payload_json::text, encode(payload, 'escape'))" | tr -d ';'))
-                                  t(ts, conn_id, hook, topic, qos, p)) o")"
+    if [ -n "$upgrade" ]; then
+        # docs/upgrading.md, to this version
+        QS_FROM=
+        doc_step "upgrade 2: the new schema.sql as the owner, the old plugin running" $UP \
+            "tar xzf $(basename "$TARBALL")" qs_sh || return 1
+        doc_step "upgrade 3: the plugin replaced, VerneMQ restarted" $UP "/opt/vernemq/bin/vernemq stop" qs_sh || return 1
+        broker_plugins_up "$QS" || bad "upgrade 3: the plugins come up"
+        for _ in $(seq 1 100); do [ "$(status_value connection)" = connected ] && break; sleep 0.1; done
+        check "upgrade 4: connected, last error -, the new schema's dead-letter key there" "connected|-|t" \
+            "$(status_value connection)|$(status_value 'last error')|$(qs_q vmq_owner "SELECT indisunique FROM pg_index WHERE indexrelid = 'vmq_events_dead_key'::regclass")"
+        mosquitto_pub -h 127.0.0.1 -p 18960 -i client-id -u alice -P alice-pw -q 1 -t qs/t -m again
+        check "after the upgrade: the client's rows of both versions, once" "14|2" \
+            "$(for _ in $(seq 1 50); do flush; n=$(qs_q vmq_reader "SELECT count(*), count(DISTINCT incarnation) FROM vmq_events"); [ "$n" = "14|2" ] && break; sleep 0.2; done; echo "$n")"
+        check "one client's timeline, as the reader (README): both connections, in order" \
+            "$hooks$hooks|hello again" "$(qs_q vmq_reader "$timeline")"
+    fi
     check "the writer role reads no row's data" "permission denied" \
         "$(qs_q vmq_writer "SELECT payload FROM vmq_events LIMIT 1" | grep -o 'permission denied')"
 
     # docs/uninstalling.md, in its order
+    ram=$(grep -o 'hooks write into memory files in [^ ]*' "$QS/log/console.log" | tail -n 1 | cut -d' ' -f7)
     sed -i -e '/^vmq_pgevents\./d' -e '/^plugins\.vmq_pgevents/d' "$QS/etc/vernemq.conf"
     broker_stop "$QS"
     broker_start "$QS" "vmq_passwd vmq_acl" || { bad "uninstall 3: the broker starts without the plugin"; return 1; }
-    check "uninstall 3: the plugin is not listed" 0 "$(broker_admin "$QS" plugin show | grep -c vmq_pgevents)"
+    out=$(broker_admin "$QS" plugin show)
+    check "uninstall 3: the plugin is not listed (vmq_passwd is)" "0|1" \
+        "$(grep -c vmq_pgevents <<<"$out")|$(grep -c '| vmq_passwd ' <<<"$out")"
     stop_checked "$QS" "uninstall 3: the broker stops"
     doc_step "uninstall 4: the files" $U "rm /opt/vernemq/share/schema/vmq_pgevents.schema" qs_sh
     doc_step "uninstall 5: the database objects, as the owner" $U "BEGIN;" qs_as vmq_owner
     check "uninstall 5: nothing of schema.sql left in the database" "0|0" \
-        "$(qs_q postgres "SELECT (SELECT count(*) FROM pg_class WHERE relname LIKE 'vmq%'), (SELECT count(*) FROM pg_proc WHERE proname LIKE 'vmq%')")"
+        "$(qs_q "$PGUSER" "SELECT (SELECT count(*) FROM pg_class WHERE relname LIKE 'vmq%'), (SELECT count(*) FROM pg_proc WHERE proname LIKE 'vmq%')")"
     out=$(grep -o 'DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner;' $U)
     check "uninstall 5: the roles and the database (its text)" "DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner;" "$out"
     printf '%s\n' "DROP DATABASE mqtt;" "DROP ROLE vmq_writer, vmq_reader, vmq_owner;" | qs_super
-    check "nothing of the plugin left: files, memory files, roles, database" "0|0|0|0|0|0" \
-        "$(ls "$QS/share/schema" | grep -c vmq_pgevents)|$(ls "$QS/plugins" 2>/dev/null | wc -l)|$(ls -d "$QS/data/vmq_pgevents" 2>/dev/null | wc -l)|$(ls -d /dev/shm/vmq_pgevents-* 2>/dev/null | wc -l)|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'vmq%'")|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_database WHERE datname = 'mqtt'")"
+    check "nothing of the plugin left: files, its memory files ($ram), roles, database" "0|0|0|0|0|0" \
+        "$(ls "$QS/share/schema" | grep -c vmq_pgevents)|$(ls "$QS/plugins" 2>/dev/null | wc -l)|$(ls -d "$QS/data/vmq_pgevents" 2>/dev/null | wc -l)|$( [ -n "$ram" ] && ls -d "$ram" 2>/dev/null | wc -l || echo none)|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'vmq%'")|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_database WHERE datname = 'mqtt'")"
 }
