@@ -190,7 +190,10 @@ scenario_broker_killed() {
     bg_sub -i e2e-kill-sub -q 1 -t e2e/kill "${ALICE[@]}" >"$out"
     subpid=$BG
     settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-kill-sub' AND hook = 'on_subscribe'" 1 >/dev/null
-    seq 1 1000000 | pub -i e2e-kill-pub -q 1 -t e2e/kill -l "${ALICE[@]}" &
+    # (mosquitto_pub itself as the pipeline's last command, so that $! is
+    # its PID: the pub function would run in a subshell, and killing that
+    # left the client publishing on into the next scenarios)
+    seq 1 1000000 | mosquitto_pub -h 127.0.0.1 -p "$PORT" -i e2e-kill-pub -q 1 -t e2e/kill -l "${ALICE[@]}" &
     pubpid=$!
     # killed while the stream runs: once the subscriber has 100 messages
     for i in $(seq 1 300); do
