@@ -68,8 +68,18 @@ scenario_citus() {
         "$(settle "SELECT partmethod, column_to_column_name(logicalrelid, partkey) FROM pg_dist_partition
                    WHERE logicalrelid = to_regclass('vmq_events')" "h|client_id")"
     subs0=$(router_subs "$BROKER")
-    mosquitto_sub -h 127.0.0.1 -p $((PORT + 100)) -i e2e-ct-sub -q 1 -t e2e/ct "${ALICE[@]}" -C 5 -W 30 >"$WORK/ct.out" &
-    s=$!
+    # connected to B (a node just started may answer "server unavailable"
+    # until the cluster is ready: connected again then), then in node A's
+    # routing table
+    s=
+    for i in $(seq 1 60); do
+        if [ -z "$s" ] || ! kill -0 "$s" 2>/dev/null; then
+            mosquitto_sub -h 127.0.0.1 -p $((PORT + 100)) -i e2e-ct-sub -q 1 -t e2e/ct "${ALICE[@]}" -C 5 -W 60 >"$WORK/ct.out" 2>/dev/null &
+            s=$!
+        fi
+        broker_admin "$B" session show --client_id=e2e-ct-sub 2>/dev/null | grep -q e2e-ct-sub && break
+        sleep 0.5
+    done
     routed "$BROKER" "$subs0" || bad "node A routes the subscription made on node B"
     printf 'm1\nm2\nm3\nm4\nm5\n' | pub -i e2e-ct-pub -q 1 -t e2e/ct -l "${ALICE[@]}"
     wait "$s"
