@@ -72,8 +72,10 @@ make_certs() {
 }
 
 # a TCP port on 127.0.0.1 that nothing listens on, kept in DIR/port
+# (below Linux's ephemeral range, 32768-60999, where a client's own end of
+# a connection may sit on the port found free a moment before)
 free_port() {
-    local p=$(( (RANDOM % 20000) + 30000 ))
+    local p=$(( (RANDOM % 10000) + 20000 ))
     while (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; do p=$((p + 1)); done
     echo "$p" >"$dir/port"
     echo "$p"
