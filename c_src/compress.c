@@ -31,6 +31,7 @@ struct compressor {
     char last_logged[256];    /* a failure is logged when it changes */
     pgio_t io;
     PGconn *conn;
+    char *granted_sql;        /* <table>_compress's call (a writer role); NULL: vmq_pgevents_compress */
     int looked;
 };
 
@@ -59,6 +60,32 @@ static void disconnect(compressor_t *c)
         PQfinish(c->conn);
     c->conn = NULL;
     c->io.conn = NULL;
+    free(c->granted_sql);
+    c->granted_sql = NULL;
+}
+
+/* A writer role made by vmq_pgevents_grant compresses through the table
+ * owner's function <table>_compress: its call, named by libpq */
+static int check_granted(compressor_t *c)
+{
+    static const char fmt[] = "SELECT partition, rows, heap_bytes, columnar_bytes "
+                              "FROM %s(make_interval(secs => $1::bigint), 1)";
+    char name[80], *ident;
+    size_t n;
+    int may = pgio_may_call(&c->io, c->table, "_compress", "(interval,integer)");
+
+    if (may <= 0)
+        return may;
+    snprintf(name, sizeof name, "%s_compress", c->table);
+    ident = PQescapeIdentifier(c->conn, name, strlen(name));
+    if (!ident)
+        return -1;
+    n = sizeof fmt + strlen(ident);
+    c->granted_sql = malloc(n);
+    if (c->granted_sql)
+        snprintf(c->granted_sql, n, fmt, ident);
+    PQfreemem(ident);
+    return c->granted_sql ? 1 : -1;
 }
 
 /* a failed look: kept in status, logged when it is not the one before */
@@ -98,6 +125,11 @@ static int ensure_connected(compressor_t *c)
     /* a call given up at stop: the server sees the connection gone within
      * a second and rolls the rewrite back, rather than finish it unseen */
     PQclear(pgio_exec(&c->io, "SET client_connection_check_interval = 1000", 0, NULL));
+    if (check_granted(c) < 0) {
+        failed(c, "connecting", c->io.timed_out ? "no answer from the server" : PQerrorMessage(c->conn));
+        disconnect(c);
+        return -1;
+    }
     return 0;
 }
 
@@ -152,9 +184,10 @@ static int look(compressor_t *c)
             return 0;
         c->io.timeout_ms = CALL_TIMEOUT_MS;
         r = pgio_exec(&c->io,
-                      "SELECT partition, rows, heap_bytes, columnar_bytes "
-                      "FROM vmq_pgevents_compress($1, make_interval(secs => $2::bigint), now(), 1)",
-                      2, params);
+                      c->granted_sql ? c->granted_sql
+                                     : "SELECT partition, rows, heap_bytes, columnar_bytes "
+                                       "FROM vmq_pgevents_compress($1, make_interval(secs => $2::bigint), now(), 1)",
+                      c->granted_sql ? 1 : 2, c->granted_sql ? params + 1 : params);   /* the table is its own */
         if (!pgio_shape(r, -1, 4)) {
             int refused = stopping(c) ? 0 : call_failed(c, r);
             PQclear(r);

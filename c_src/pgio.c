@@ -226,6 +226,19 @@ void pgio_clean_error(const char *in, const char *secrets, char *out, size_t n)
             *p = ' ';
 }
 
+int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args)
+{
+    const char *params[3] = {table, suffix, args};
+    PGresult *r = pgio_exec(io,
+                            "SELECT coalesce(has_function_privilege("
+                            "to_regprocedure(quote_ident($1 || $2) || $3), 'EXECUTE'), false)",
+                            3, params);
+    int ok = pgio_shape(r, 1, 1), yes = ok && PQgetvalue(r, 0, 0)[0] == 't';
+
+    PQclear(r);
+    return ok ? yes : -1;
+}
+
 int pgio_shape(const PGresult *r, int rows, int fields)
 {
     return PQresultStatus(r) == PGRES_TUPLES_OK && (rows < 0 || PQntuples(r) == rows) &&

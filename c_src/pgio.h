@@ -58,6 +58,13 @@ void pgio_clean_error(const char *in, const char *secrets, char *out, size_t n);
  * NULL. */
 int pgio_shape(const PGresult *r, int rows, int fields);
 
+/* Whether this connection's role may call the function named table
+ * followed by suffix, with these argument types (e.g. "_resume",
+ * "(text,bigint,double precision,double precision)"): 1 yes, 0 no such
+ * function or no EXECUTE, -1 no (good) answer. vmq_pgevents_grant makes
+ * such functions for a writer role (priv/schema.sql). */
+int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args);
+
 /* Whether libpq marks this connection option secret (password, sslpassword:
  * its dispchar '*'). */
 int pgio_is_secret(const PQconninfoOption *o);

@@ -158,6 +158,10 @@ void w_disconnect(writer_t *w)
     w->dead_sql = NULL;
     free(w->resume_sql);
     w->resume_sql = NULL;
+    free(w->upkeep_sql);
+    w->upkeep_sql = NULL;
+    w->access_checked = 0;
+    w->granted = 0;
     w->schema_done = 0;
     w->dist_checked = 0;
 }
@@ -293,15 +297,75 @@ int w_check_distributed(writer_t *w)
     return 0;
 }
 
-int w_partitioned(const writer_t *w)
+/* the call of a function of the table's writer role, named by libpq */
+static char *granted_sql(writer_t *w, const char *fmt, const char *suffix)
 {
-    return w->schema_sql && strcmp(w->partition, "none") != 0;
+    char name[80], *ident, *sql = NULL;
+    size_t n;
+
+    snprintf(name, sizeof name, "%s%s", w->table, suffix);
+    ident = PQescapeIdentifier(w->conn, name, strlen(name));
+    if (!ident)
+        return NULL;
+    n = strlen(fmt) + strlen(ident) + 1;
+    sql = malloc(n);
+    if (sql)
+        snprintf(sql, n, fmt, ident);
+    PQfreemem(ident);
+    return sql;
 }
 
-/* Partition w_upkeep (auto_create on, partition day or hour): makes the
- * partitions from now through two periods ahead, and those that events
- * from lo_us to hi_us need (0: none; e.g. old events from a journal);
- * drops the partitions past the retention. -1: it failed (logged). */
+/* A writer role made by vmq_pgevents_grant reads its resume point and
+ * keeps the partitions through the table owner's functions <table>_resume
+ * and <table>_upkeep (it may not read the table); any other role reads the
+ * table itself, and keeps the partitions only when it applies schema.sql
+ * (auto_create on). -1: the server did not answer. */
+int w_check_access(writer_t *w)
+{
+    int may = pgio_may_call(&w->io, w->table, "_resume", "(text,bigint,double precision,double precision)");
+
+    if (may < 0) {
+        w_note_down(w, "asking for the writer role's functions", w_io_error(w, NULL));
+        return -1;
+    }
+    if (may) {
+        char *resume = granted_sql(w, "SELECT %s($1, $2::bigint, $3::float8, $4::float8)", "_resume");
+        char *upkeep = granted_sql(w, "SELECT created, coalesce(array_to_string(dropped, ', '), ''), "
+                                      "coalesce(array_length(dropped, 1), 0), erased "
+                                      "FROM %s($1, 2, $2::bigint, to_timestamp($3::float8), "
+                                      "to_timestamp($4::float8))", "_upkeep");
+        if (!resume || !upkeep) {
+            free(resume);
+            free(upkeep);
+            w_note_down(w, "connect", "out of memory");
+            return -1;
+        }
+        free(w->resume_sql);
+        w->resume_sql = resume;
+        free(w->upkeep_sql);
+        w->upkeep_sql = upkeep;
+    }
+    w->granted = may;
+    w->access_checked = 1;
+    return 0;
+}
+
+int w_upkeeps(const writer_t *w)
+{
+    return w->access_checked && (w->granted || (w->schema_sql && w->schema_done));
+}
+
+int w_partitioned(const writer_t *w)
+{
+    return w_upkeeps(w) && strcmp(w->partition, "none") != 0;
+}
+
+/* The upkeep (auto_create on, or a writer role of vmq_pgevents_grant):
+ * with partition day or hour, makes the partitions from now through two
+ * periods ahead, and those that events from lo_us to hi_us need (0: none;
+ * e.g. old events from a journal), and drops the partitions past the
+ * retention; removes rows of erased clients that arrived after their
+ * erasure (vmq_pgevents_forget_late). -1: it failed (logged). */
 int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
 {
     char keep[24], lo[32], hi[32];
@@ -312,17 +376,24 @@ int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
     snprintf(keep, sizeof keep, "%lld", (long long)w->cfg.retention_s);
     snprintf(lo, sizeof lo, "%.6f", (double)lo_us / 1e6);
     snprintf(hi, sizeof hi, "%.6f", (double)hi_us / 1e6);
-    r = pgio_exec(&w->io,
-                  "SELECT created, coalesce(array_to_string(dropped, ', '), ''), "
-                  "coalesce(array_length(dropped, 1), 0) "
-                  "FROM vmq_pgevents_partitions($1, $2, 2, $3::bigint, now(), "
-                  "to_timestamp($4::float8), to_timestamp($5::float8))", 5, params);
-    ok = pgio_shape(r, 1, 3);
+    if (w->upkeep_sql)   /* the table is the function's own */
+        r = pgio_exec(&w->io, w->upkeep_sql, 4, params + 1);
+    else
+        r = pgio_exec(&w->io,
+                      "SELECT created, coalesce(array_to_string(dropped, ', '), ''), "
+                      "coalesce(array_length(dropped, 1), 0), erased "
+                      "FROM vmq_pgevents_upkeep($1, $2, 2, $3::bigint, now(), "
+                      "to_timestamp($4::float8), to_timestamp($5::float8))", 5, params);
+    ok = pgio_shape(r, 1, 4);
     w->upkeep_at_ms = mono_ms() + UPKEEP_EVERY_MS;
     if (ok) {
         long created = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         const char *dropped = PQgetvalue(r, 0, 1);
         uint64_t ndropped = strtoull(PQgetvalue(r, 0, 2), NULL, 10);
+        unsigned long long erased = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
+        if (erased)
+            w_log(w, WLOG_INFO, "removed %llu row(s) of erased clients (vmq_pgevents_forget) that arrived "
+                  "after their erasure", erased);
         pthread_mutex_lock(&w->smu);
         w->st.partitions_created += (uint64_t)(created > 0 ? created : 0);
         w->st.partitions_dropped += ndropped;
@@ -336,7 +407,7 @@ int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
     } else {
         char err[256];
         w_result_error(w, r, err, sizeof err);
-        w_log(w, WLOG_ERROR, "partition upkeep of %s failed: %s", w->table, err);
+        w_log(w, WLOG_ERROR, "upkeep of %s (partitions, erased clients) failed: %s", w->table, err);
     }
     PQclear(r);
     return ok ? 0 : -1;
@@ -383,11 +454,15 @@ connected:
         if (apply_schema(w) < 0)
             return -1;
         w->schema_done = 1;
-        if (w_partitioned(w))
-            (void)w_upkeep(w, 0, 0);
     }
     if (!w->dist_checked && w_check_distributed(w) < 0)
         return -1;
+    if (!w->access_checked) {
+        if (w_check_access(w) < 0)
+            return -1;
+        if (w_upkeeps(w))
+            (void)w_upkeep(w, 0, 0);
+    }
     w->connected_once = 1;
     w_set_state(w, WS_CONNECTED);
     return 0;

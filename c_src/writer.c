@@ -268,7 +268,7 @@ static void *writer_main(void *arg)
         report_queue_drops(w);
         if (w->j)
             journal_tidy(w->j, queue_taken_seq(w->q));   /* sealed segments from memory to their disk files */
-        if (w_partitioned(w) && w->schema_done && w->conn && mono_ms() >= w->upkeep_at_ms &&
+        if (w_upkeeps(w) && w->conn && mono_ms() >= w->upkeep_at_ms &&
             !stopping)
             (void)w_upkeep(w, 0, 0);
         if (!batch && !stopping && !w->connected_once && mono_ms() >= w->connect_at_ms) {

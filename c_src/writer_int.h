@@ -37,6 +37,9 @@ struct writer {
     pgio_t io;                 /* every libpq call that waits goes through it */
     journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
     char *copy_sql, *dead_sql, *resume_sql;
+    char *upkeep_sql;          /* <table>_upkeep's call (granted); NULL: vmq_pgevents_upkeep */
+    int access_checked;        /* granted asked of this connection */
+    int granted;               /* a writer role of vmq_pgevents_grant: its functions */
     int enc_failed;            /* the last COPY was ended for want of memory to encode it */
     int schema_done;
     int dist_checked;          /* copy.client_id_required asked of this connection */
@@ -84,6 +87,8 @@ void w_backoff(writer_t *w);   /* waits the next backoff (shortly, once a stop i
 void w_note_down(writer_t *w, const char *what, const char *err);
 void w_note_up(writer_t *w);
 void w_disconnect(writer_t *w);
+int w_check_access(writer_t *w);
+int w_upkeeps(const writer_t *w);
 int w_partitioned(const writer_t *w);
 /* asks whether the table is distributed (copy.client_id_required); -1: no answer */
 int w_check_distributed(writer_t *w);

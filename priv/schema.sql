@@ -497,7 +497,7 @@ DECLARE
   -- function with parameters over a distributed table, nor a lateral
   -- subquery with LIMIT or a join on other columns than client_id
   dist constant boolean := vmq_pgevents_distributed(tbl);
-  version constant text := 'vmq_pgevents views 3, table ' || to_regclass(quote_ident(tbl))::oid
+  version constant text := 'vmq_pgevents views 4, table ' || to_regclass(quote_ident(tbl))::oid
                            || CASE WHEN dist THEN ', distributed' ELSE '' END;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
   registers constant text := '(''on_register'', ''on_register_m5'')';
@@ -520,8 +520,10 @@ BEGIN
 
   -- one row per MQTT connection (node, incarnation, conn_id); filtered on
   -- client_id it reads that client's rows only (its client_id index)
+  -- with the caller's rights (PostgreSQL 15 and later): a reader limited
+  -- to some mountpoints (vmq_pgevents_grant) sees their rows only here too
   EXECUTE format($v$
-    CREATE VIEW %1$I AS
+    CREATE VIEW %1$I%7$s AS
     SELECT node, incarnation, conn_id, mountpoint, client_id, username, peer_addr, peer_port,
            mqtt_version, clean_session,
            CASE WHEN registered_at IS NOT NULL THEN 'registered'
@@ -562,7 +564,9 @@ BEGIN
                 FROM %6$I
                 WHERE conn_id IS NOT NULL
                 GROUP BY node, incarnation, conn_id, mountpoint, client_id) c) w
-    $v$, tbl || '_connections', logins, registers, publishes, delivers, tbl);
+    $v$, tbl || '_connections', logins, registers, publishes, delivers, tbl,
+    CASE WHEN current_setting('server_version_num')::integer >= 150000
+         THEN ' WITH (security_invoker = true)' ELSE '' END);
 
   -- CONNECTs refused by the auth chain since `since` (default: the last
   -- day): an auth_on_register* and no on_register* on the same connection
@@ -740,6 +744,378 @@ BEGIN
   END IF;
 
   EXECUTE format('COMMENT ON VIEW %I IS %L', tbl || '_connections', version);
+  -- made again: the readers' grants on them are gone with the old ones
+  PERFORM vmq_pgevents_reader_objects(tbl, r.role, true) FROM vmq_pgevents_readers(tbl) r;
+END
+$f$;
+
+-- Personal data: erasing one client (docs/personal-data.md).
+--
+-- <tbl>_erased, one row per vmq_pgevents_forget call: when, who asked
+-- (session_user), the client, how many rows it removed, and how many of
+-- that client's older events it removed later as they arrived from a
+-- broker's journal (rows_later, later_at).
+CREATE OR REPLACE FUNCTION vmq_pgevents_erased_table(tbl text) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+  IF to_regclass(quote_ident(tbl || '_erased')) IS NULL THEN
+    EXECUTE format('CREATE TABLE %I (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, '
+                   'erased_at timestamptz NOT NULL DEFAULT now(), asked_by text NOT NULL DEFAULT session_user, '
+                   'mountpoint text NOT NULL, client_id text NOT NULL, rows bigint NOT NULL, '
+                   'rows_later bigint NOT NULL DEFAULT 0, later_at timestamptz)', tbl || '_erased');
+  END IF;
+END
+$f$;
+
+-- Removes the rows of the client (mp, cid) whose ts is at or before upto
+-- from tbl, heap and compressed partitions alike, and from <tbl>_dead.
+-- A columnar table (of a compressed partition) takes no DELETE: the one
+-- that holds such rows (one per client: they are split by client_id) is
+-- copied without them, emptied and filled again, in this transaction.
+-- Returns how many rows it removed.
+CREATE OR REPLACE FUNCTION vmq_pgevents_erase(tbl text, mp text, cid text, upto timestamptz)
+RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE
+  rel constant regclass := to_regclass(quote_ident(tbl));
+  n bigint := 0;
+  k bigint;
+  leaf record;
+BEGIN
+  IF NOT EXISTS (SELECT 1 FROM pg_partition_tree(rel) t JOIN pg_class c ON c.oid = t.relid
+                 JOIN pg_am a ON a.oid = c.relam WHERE t.isleaf AND a.amname = 'columnar') THEN
+    -- each partition's client_id index (distributed: the client's shard)
+    EXECUTE format('DELETE FROM %I WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', tbl)
+      USING cid, mp, upto;
+    GET DIAGNOSTICS n = ROW_COUNT;
+  ELSE
+    FOR leaf IN SELECT t.relid::regclass AS rel, coalesce(a.amname = 'columnar', false) AS columnar
+                FROM pg_partition_tree(rel) t JOIN pg_class c ON c.oid = t.relid
+                LEFT JOIN pg_am a ON a.oid = c.relam
+                WHERE t.isleaf ORDER BY t.relid LOOP
+      IF NOT leaf.columnar THEN
+        EXECUTE format('DELETE FROM %s WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', leaf.rel)
+          USING cid, mp, upto;
+        GET DIAGNOSTICS k = ROW_COUNT;
+      ELSE
+        -- no row comes in between the count and the refill
+        EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', leaf.rel);
+        EXECUTE format('SELECT count(*) FROM %s WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', leaf.rel)
+          INTO k USING cid, mp, upto;
+        IF k > 0 THEN
+          EXECUTE format('CREATE TEMP TABLE vmq_pgev_keep (LIKE %s) ON COMMIT DROP', leaf.rel);
+          EXECUTE format('INSERT INTO vmq_pgev_keep SELECT * FROM %s '
+                         'WHERE client_id IS DISTINCT FROM $1 OR mountpoint IS DISTINCT FROM $2 OR ts > $3', leaf.rel)
+            USING cid, mp, upto;
+          EXECUTE format('TRUNCATE %s', leaf.rel);
+          -- in vmq_pgevents_compress's order
+          EXECUTE format('INSERT INTO %s SELECT * FROM vmq_pgev_keep ORDER BY '
+                         'date_bin(''6 hours'', ts, ''2000-01-01 00:00+00''), client_id, ts, node, incarnation, seq',
+                         leaf.rel);
+          DROP TABLE vmq_pgev_keep;
+        END IF;
+      END IF;
+      n := n + k;
+    END LOOP;
+  END IF;
+  IF to_regclass(quote_ident(tbl || '_dead')) IS NOT NULL THEN
+    EXECUTE format('DELETE FROM %I WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', tbl || '_dead')
+      USING cid, mp, upto;
+    GET DIAGNOSTICS k = ROW_COUNT;
+    n := n + k;
+  END IF;
+  RETURN n;
+END
+$f$;
+
+-- Erases every stored row of one client, VerneMQ's (mountpoint, client_id):
+-- the default mountpoint is ''. Records the erasure in <tbl>_erased and
+-- returns how many rows it removed. That client's older events still in a
+-- broker's journal are removed as they arrive (vmq_pgevents_forget_late).
+CREATE OR REPLACE FUNCTION vmq_pgevents_forget(tbl text, mountpoint text, client_id text)
+RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE
+  n bigint;
+BEGIN
+  IF to_regclass(quote_ident(tbl)) IS NULL THEN
+    RAISE EXCEPTION 'vmq_pgevents_forget: there is no table %', tbl;
+  END IF;
+  IF mountpoint IS NULL OR client_id IS NULL THEN
+    RAISE EXCEPTION 'vmq_pgevents_forget: name the client: its mountpoint ('''' for the default one) and client_id';
+  END IF;
+  -- not beside a compression of the table: its copy of a partition
+  -- would bring the rows back
+  PERFORM pg_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl));
+  PERFORM vmq_pgevents_erased_table(tbl);
+  n := vmq_pgevents_erase(tbl, mountpoint, client_id, 'infinity');
+  -- the time of the erasure, not of its transaction's start: older
+  -- events of the client that arrive later are removed by it
+  EXECUTE format('INSERT INTO %I (erased_at, mountpoint, client_id, rows) VALUES (clock_timestamp(), $1, $2, $3)',
+                 tbl || '_erased') USING mountpoint, client_id, n;
+  RETURN n;
+END
+$f$;
+
+-- Rows of clients erased in the last 7 days that arrived after their
+-- erasure with a ts before it (events that waited in a broker's journal):
+-- removed, and counted in their erasure's rows_later. The plugin calls it
+-- at every upkeep (vmq_pgevents_upkeep). Skipped while a compression or
+-- an erasure of the table runs (the next upkeep does it).
+CREATE OR REPLACE FUNCTION vmq_pgevents_forget_late(tbl text) RETURNS bigint LANGUAGE plpgsql AS $f$
+DECLARE
+  e record;
+  k bigint;
+  n bigint := 0;
+BEGIN
+  IF to_regclass(quote_ident(tbl || '_erased')) IS NULL THEN
+    RETURN 0;
+  END IF;
+  FOR e IN EXECUTE format('SELECT id, mountpoint, client_id, erased_at FROM %I '
+                          'WHERE erased_at > now() - interval ''7 days'' ORDER BY id', tbl || '_erased') LOOP
+    IF n = 0 AND NOT pg_try_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl)) THEN
+      RETURN 0;
+    END IF;
+    k := vmq_pgevents_erase(tbl, e.mountpoint, e.client_id, e.erased_at);
+    IF k > 0 THEN
+      EXECUTE format('UPDATE %I SET rows_later = rows_later + $1, later_at = now() WHERE id = $2', tbl || '_erased')
+        USING k, e.id;
+    END IF;
+    n := n + k;
+  END LOOP;
+  RETURN n;
+END
+$f$;
+
+-- What the plugin does every minute (and when events need a partition):
+-- the partitions (day or hour: made ahead, dropped past keep_seconds;
+-- vmq_pgevents_partitions) and the late rows of erased clients.
+CREATE OR REPLACE FUNCTION vmq_pgevents_upkeep(
+    tbl text, period text, ahead integer, keep_seconds bigint,
+    at timestamptz DEFAULT now(), lo timestamptz DEFAULT NULL, hi timestamptz DEFAULT NULL)
+RETURNS TABLE (created integer, dropped text[], erased bigint) LANGUAGE plpgsql AS $f$
+BEGIN
+  created := 0;
+  dropped := '{}';
+  IF period IN ('day', 'hour') THEN
+    SELECT p.created, p.dropped INTO created, dropped
+    FROM vmq_pgevents_partitions(tbl, period, ahead, keep_seconds, at, lo, hi) p;
+  END IF;
+  erased := vmq_pgevents_forget_late(tbl);
+  RETURN NEXT;
+END
+$f$;
+
+-- Roles (docs/personal-data.md): vmq_pgevents_grant and vmq_pgevents_revoke.
+--
+-- A writer gets INSERT on tbl and <tbl>_dead and three functions of the
+-- table's owner (SECURITY DEFINER) that the plugin calls when it may:
+-- <tbl>_resume (its own resume point), <tbl>_upkeep (partitions ahead,
+-- retention, late rows of erased clients) and <tbl>_compress. Nothing else:
+-- it reads no row, makes no object, alters no table.
+CREATE OR REPLACE FUNCTION vmq_pgevents_writer_functions(tbl text, owner name) RETURNS regprocedure[]
+LANGUAGE plpgsql AS $f$
+DECLARE
+  nsp constant text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.oid = to_regclass(quote_ident(tbl)));
+  -- objects made go to the table's schema; pg_catalog is searched first
+  path constant text := format('%I, pg_temp', nsp);
+  fns regprocedure[];
+  f regprocedure;
+BEGIN
+  EXECUTE format($d$
+    CREATE OR REPLACE FUNCTION %1$I.%2$I(node text, incarnation bigint, lo double precision, hi double precision)
+    RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER SET search_path = %4$s AS
+    $b$SELECT coalesce(max(seq), 0) FROM %1$I.%3$I
+       WHERE node = $1 AND incarnation = $2 AND ts >= to_timestamp($3) AND ts <= to_timestamp($4)$b$
+    $d$, nsp, tbl || '_resume', tbl, path);
+  EXECUTE format($d$
+    CREATE OR REPLACE FUNCTION %1$I.%2$I(period text, ahead integer, keep_seconds bigint,
+                                         lo timestamptz, hi timestamptz)
+    RETURNS TABLE (created integer, dropped text[], erased bigint)
+    LANGUAGE sql SECURITY DEFINER SET search_path = %4$s AS
+    $b$SELECT * FROM vmq_pgevents_upkeep(%3$L, $1, $2, $3, now(), $4, $5)$b$
+    $d$, nsp, tbl || '_upkeep', tbl, path);
+  EXECUTE format($d$
+    CREATE OR REPLACE FUNCTION %1$I.%2$I(older_than interval, max_partitions integer)
+    RETURNS TABLE (partition text, rows bigint, heap_bytes bigint, columnar_bytes bigint)
+    LANGUAGE sql SECURITY DEFINER SET search_path = %4$s AS
+    $b$SELECT * FROM vmq_pgevents_compress(%3$L, $1, now(), $2)$b$
+    $d$, nsp, tbl || '_compress', tbl, path);
+  fns := ARRAY[format('%I.%I(text, bigint, double precision, double precision)', nsp, tbl || '_resume'),
+               format('%I.%I(text, integer, bigint, timestamptz, timestamptz)', nsp, tbl || '_upkeep'),
+               format('%I.%I(interval, integer)', nsp, tbl || '_compress')]::regprocedure[];
+  FOREACH f IN ARRAY fns LOOP
+    EXECUTE format('ALTER FUNCTION %s OWNER TO %I', f, owner);
+    EXECUTE format('REVOKE ALL ON FUNCTION %s FROM PUBLIC', f);
+  END LOOP;
+  RETURN fns;
+END
+$f$;
+
+-- The row-level security policy of one reader of a table
+CREATE OR REPLACE FUNCTION vmq_pgevents_reader_policy(role name) RETURNS name LANGUAGE sql IMMUTABLE AS $f$
+  SELECT (CASE WHEN octet_length('vmq_pgevents reader ' || role) <= 63 THEN 'vmq_pgevents reader ' || role
+               ELSE 'vmq_pgevents reader ' || md5(role) END)::name
+$f$;
+
+-- The readers of tbl (vmq_pgevents_grant ... 'reader') and the rows each sees
+CREATE OR REPLACE FUNCTION vmq_pgevents_readers(tbl text) RETURNS TABLE (role name, sees text)
+LANGUAGE sql STABLE AS $f$
+  SELECT r.rolname, pg_get_expr(p.polqual, p.polrelid)
+  FROM pg_policy p CROSS JOIN LATERAL unnest(p.polroles) u(oid) JOIN pg_roles r ON r.oid = u.oid
+  WHERE p.polrelid = to_regclass(quote_ident(tbl)) AND p.polname = vmq_pgevents_reader_policy(r.rolname)
+  ORDER BY 1
+$f$;
+
+-- What a reader may read: the table, <tbl>_connections and the client
+-- questions (they run with the caller's rights: the policy applies)
+CREATE OR REPLACE FUNCTION vmq_pgevents_reader_objects(tbl text, role name, yes boolean) RETURNS void
+LANGUAGE plpgsql AS $f$
+DECLARE
+  verb constant text := CASE WHEN yes THEN 'GRANT %s ON %s %s TO %I' ELSE 'REVOKE %s ON %s %s FROM %I' END;
+  f regprocedure;
+BEGIN
+  EXECUTE format(verb, 'SELECT', 'TABLE', quote_ident(tbl), role);
+  IF to_regclass(quote_ident(tbl || '_connections')) IS NOT NULL THEN
+    EXECUTE format(verb, 'SELECT', 'TABLE', quote_ident(tbl || '_connections'), role);
+  END IF;
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+           WHERE p.proname IN (tbl || '_failed_logins', tbl || '_timeline', tbl || '_connection', tbl || '_journey')
+             AND p.pronamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass(quote_ident(tbl))) LOOP
+    EXECUTE format(verb, 'EXECUTE', 'FUNCTION', f, role);
+  END LOOP;
+END
+$f$;
+
+-- vmq_pgevents_grant(tbl, role, 'writer'): what the plugin needs with
+-- auto_create = off (above). vmq_pgevents_grant(tbl, role, 'reader',
+-- mountpoints): the table, <tbl>_connections and the client questions,
+-- limited by row-level security to the rows of those mountpoints ('' is
+-- the default one; NULL: all). Run as the table's owner or a superuser.
+CREATE OR REPLACE FUNCTION vmq_pgevents_grant(tbl text, role name, what text, mountpoints text[] DEFAULT NULL)
+RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+  rel constant regclass := to_regclass(quote_ident(tbl));
+  nsp text;
+  owner name;
+  rls boolean;
+  bypass boolean;
+  others text;
+  pol name;
+BEGIN
+  IF rel IS NULL THEN
+    RAISE EXCEPTION 'vmq_pgevents_grant: there is no table %', tbl;
+  END IF;
+  SELECT r.rolbypassrls INTO bypass FROM pg_roles r WHERE r.rolname = role;
+  IF NOT FOUND THEN
+    RAISE EXCEPTION 'vmq_pgevents_grant: there is no role % (CREATE ROLE % LOGIN first)', role, role;
+  END IF;
+  SELECT n.nspname, pg_get_userbyid(c.relowner), c.relrowsecurity INTO nsp, owner, rls
+  FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
+  IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+      'vmq_pgevents_grant: only the owner of %I (%I) or a superuser may grant on it', tbl, owner);
+  END IF;
+  IF pg_has_role(role, owner, 'USAGE') THEN
+    RAISE EXCEPTION 'vmq_pgevents_grant: % owns % (or is a member of its owner): it has every right already', role, tbl;
+  END IF;
+  IF what = 'writer' THEN
+    IF mountpoints IS NOT NULL THEN
+      RAISE EXCEPTION 'vmq_pgevents_grant: a writer writes the events of every mountpoint (no mountpoints for a writer)';
+    END IF;
+    -- PostgreSQL takes no COPY into a table with row-level security from a
+    -- role subject to it: once readers are limited, the writer bypasses it
+    -- (it may read no row anyway)
+    IF NOT bypass THEN
+      IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
+        EXECUTE format('ALTER ROLE %I BYPASSRLS', role);
+      ELSIF rls THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+          'vmq_pgevents_grant: %I has readers limited by row-level security, and PostgreSQL takes no COPY '
+          'into it from a role subject to that: a superuser runs ALTER ROLE %I BYPASSRLS; (it grants no '
+          'row to read) or this function', tbl, role);
+      END IF;
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', nsp, role);
+    PERFORM vmq_pgevents_erased_table(tbl);
+    EXECUTE format('GRANT INSERT ON %I, %I TO %I', tbl, tbl || '_dead', role);
+    EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
+                   array_to_string(vmq_pgevents_writer_functions(tbl, owner)::text[], ', '), role);
+    RETURN format('%s may write events into %s and %s, read its resume point, keep the partitions and compress '
+                  'them (auto_create = off)', role, tbl, tbl || '_dead');
+  ELSIF what = 'reader' THEN
+    IF mountpoints IS NOT NULL AND current_setting('server_version_num')::integer < 150000 THEN
+      RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE =
+        'vmq_pgevents_grant: a reader limited to mountpoints needs PostgreSQL 15 or later '
+        '(views with the caller''s rights)';
+    END IF;
+    -- every other role that may write into it must bypass row-level security
+    SELECT string_agg(quote_ident(r.rolname), ', ' ORDER BY r.rolname) INTO others
+    FROM pg_roles r
+    WHERE r.rolname NOT LIKE 'pg\_%' AND NOT r.rolsuper AND NOT r.rolbypassrls
+      AND has_table_privilege(r.oid, rel, 'INSERT') AND NOT pg_has_role(r.oid, owner, 'USAGE');
+    IF others IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+        'vmq_pgevents_grant: %s may write into %I but not bypass row-level security, which a reader turns on: '
+        'PostgreSQL would refuse its COPY. A superuser runs ALTER ROLE ... BYPASSRLS; for each first', others, tbl);
+    END IF;
+    pol := vmq_pgevents_reader_policy(role);
+    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tbl);
+    IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel AND polname = pol) THEN
+      EXECUTE format('DROP POLICY %I ON %I', pol, tbl);
+    END IF;
+    IF mountpoints IS NULL THEN
+      EXECUTE format('CREATE POLICY %I ON %I FOR SELECT TO %I USING (true)', pol, tbl, role);
+    ELSE
+      EXECUTE format('CREATE POLICY %I ON %I FOR SELECT TO %I USING (mountpoint = ANY (%L::text[]))',
+                     pol, tbl, role, mountpoints);
+    END IF;
+    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', nsp, role);
+    PERFORM vmq_pgevents_reader_objects(tbl, role, true);
+    RETURN format('%s may read the rows of %s', role,
+                  CASE WHEN mountpoints IS NULL THEN 'every mountpoint'
+                       ELSE 'mountpoints ' || array_to_string(mountpoints, ', ') END);
+  END IF;
+  RAISE EXCEPTION 'vmq_pgevents_grant: grant a ''writer'' or a ''reader'', not %', what;
+END
+$f$;
+
+-- Undoes vmq_pgevents_grant for that role (BYPASSRLS stays: ALTER ROLE
+-- ... NOBYPASSRLS). Row-level security is turned off with the last policy.
+CREATE OR REPLACE FUNCTION vmq_pgevents_revoke(tbl text, role name, what text) RETURNS text LANGUAGE plpgsql AS $f$
+DECLARE
+  rel constant regclass := to_regclass(quote_ident(tbl));
+  owner name;
+  f regprocedure;
+BEGIN
+  IF rel IS NULL THEN
+    RAISE EXCEPTION 'vmq_pgevents_revoke: there is no table %', tbl;
+  END IF;
+  SELECT pg_get_userbyid(c.relowner) INTO owner FROM pg_class c WHERE c.oid = rel;
+  IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
+    RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+      'vmq_pgevents_revoke: only the owner of %I (%I) or a superuser may revoke on it', tbl, owner);
+  END IF;
+  IF what = 'writer' THEN
+    EXECUTE format('REVOKE INSERT ON %I FROM %I', tbl, role);
+    IF to_regclass(quote_ident(tbl || '_dead')) IS NOT NULL THEN
+      EXECUTE format('REVOKE INSERT ON %I FROM %I', tbl || '_dead', role);
+    END IF;
+    FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+             WHERE p.proname IN (tbl || '_resume', tbl || '_upkeep', tbl || '_compress')
+               AND p.pronamespace = (SELECT relnamespace FROM pg_class WHERE oid = rel) LOOP
+      EXECUTE format('REVOKE EXECUTE ON FUNCTION %s FROM %I', f, role);
+    END LOOP;
+    RETURN format('%s may no longer write into %s', role, tbl);
+  ELSIF what = 'reader' THEN
+    IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel AND polname = vmq_pgevents_reader_policy(role)) THEN
+      EXECUTE format('DROP POLICY %I ON %I', vmq_pgevents_reader_policy(role), tbl);
+    END IF;
+    PERFORM vmq_pgevents_reader_objects(tbl, role, false);
+    IF NOT EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel) THEN
+      EXECUTE format('ALTER TABLE %I DISABLE ROW LEVEL SECURITY', tbl);
+    END IF;
+    RETURN format('%s may no longer read %s', role, tbl);
+  END IF;
+  RAISE EXCEPTION 'vmq_pgevents_revoke: revoke a ''writer'' or a ''reader'', not %', what;
 END
 $f$;
 
@@ -903,6 +1279,7 @@ BEGIN
                    CASE WHEN to_regclass(quote_ident(t || '_dead_key')) IS NULL
                         THEN quote_ident(t || '_dead_key') ELSE '' END, t || '_dead');
   END IF;
+  PERFORM vmq_pgevents_erased_table(t);
   PERFORM vmq_pgevents_views(t);
 END
 $vmq_pgevents$;

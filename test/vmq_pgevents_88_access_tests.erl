@@ -1,0 +1,300 @@
+%% @doc Tenants and personal data (docs/personal-data.md): readers limited
+%% to mountpoints by row-level security through the table, the view and
+%% every client question; a writer role with auto_create = off that records
+%% through the real NIF, keeps partitions, retention and compression, and
+%% can do nothing else; vmq_pgevents_forget in hot, compressed and dead-letter
+%% rows, and again for rows that arrive from the journal after it. Real NIF,
+%% real PostgreSQL with the Citus build (columnar).
+-module(vmq_pgevents_88_access_tests).
+-include_lib("eunit/include/eunit.hrl").
+
+sql(Sql) -> pgev_pg:sql(Sql).
+scalar(Sql) -> pgev_pg:scalar(Sql).
+trim(Sql) -> string:trim(sql(Sql)).
+
+%% Sql run as Role (SET ROLE: row-level security and privileges are the role's)
+%% (an error: its message)
+as(Role, Sql) -> psql(["-c", "SET ROLE " ++ Role, "-c", Sql]).
+
+%% Sql as the test's superuser (an error: its message)
+try_sql(Sql) -> psql(["-c", Sql]).
+
+psql(Args) ->
+    try pgev_pg:pg("psql", [pgev_pg:dir(), "-Atq" | Args]) of
+        Out -> string:trim(Out)
+    catch error:{command_failed, _, Err} -> string:trim(binary_to_list(Err))
+    end.
+
+%% a role made afresh (what an earlier run left of it dropped first)
+role(Role) ->
+    sql("DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '" ++ Role ++ "') THEN "
+        "EXECUTE 'DROP OWNED BY " ++ Role ++ "'; EXECUTE 'DROP ROLE " ++ Role ++ "'; END IF; END $$; "
+        "CREATE ROLE " ++ Role ++ " LOGIN").
+
+make_table(T) ->
+    vmq_pgevents_85_compress_tests:make_table(T),
+    sql("DROP TABLE IF EXISTS " ++ T ++ "_erased").
+
+%% Two tenants, each with a dev-1 that logs in, publishes twice (delivered
+%% to a backend of its tenant) and goes offline, and a failed login of
+%% tenant-b's dev-1; rows of node n1, incarnation 1, in today's partition.
+two_tenants(T) ->
+    sql("INSERT INTO " ++ T ++ " (node, incarnation, seq, ts, hook, conn_id, mountpoint, client_id, username, "
+        "peer_addr, peer_port, qos, topic, payload, payload_size, payload_truncated, payload_hash) "
+        "SELECT 'n1', 1, row_number() OVER (ORDER BY t, k), now() - interval '1 minute' + t, hook, conn, mp, "
+        "       cid, 'u', '10.0.0.1', 1000, q, topic, payload, length(payload), false, "
+        "       CASE WHEN payload IS NOT NULL THEN hashtextextended(encode(payload, 'hex'), 0) END "
+        "FROM (VALUES (1, 'tenant-a'), (2, 'tenant-b')) m(n, mp) "
+        "CROSS JOIN LATERAL (VALUES "
+        "  (0, m.n * interval '1 s', 'auth_on_register', m.n, 'dev-1', NULL::smallint, NULL, NULL::bytea),"
+        "  (1, m.n * interval '1 s' + interval '1 ms', 'on_register', m.n, 'dev-1', NULL, NULL, NULL),"
+        "  (2, m.n * interval '1 s' + interval '2 ms', 'on_publish', m.n, 'dev-1', 1, 't', convert_to(mp || '-1', 'UTF8')),"
+        "  (3, m.n * interval '1 s' + interval '3 ms', 'on_deliver', 10 + m.n, 'backend', 1, 't', convert_to(mp || '-1', 'UTF8')),"
+        "  (4, m.n * interval '1 s' + interval '4 ms', 'on_publish', m.n, 'dev-1', 1, 't', convert_to(mp || '-2', 'UTF8')),"
+        "  (5, m.n * interval '1 s' + interval '5 ms', 'on_deliver', 10 + m.n, 'backend', 1, 't', convert_to(mp || '-2', 'UTF8')),"
+        "  (6, m.n * interval '1 s' + interval '6 ms', 'on_client_offline', m.n, 'dev-1', NULL, NULL, NULL),"
+        "  (7, m.n * interval '1 s' + interval '10 ms', 'auth_on_register', 20 + m.n, 'dev-1', NULL, NULL, NULL)"
+        ") e(k, t, hook, conn, cid, q, topic, payload) "
+        "WHERE NOT (k = 7 AND mp = 'tenant-a')").
+
+%% What a reader of tenant-a sees through the table, the connections view
+%% and each client question: tenant-a's rows only. A reader of every
+%% mountpoint sees both; a partition, <table>_dead and a role without a
+%% grant see nothing; the grants outlive the views being made again.
+readers_test_() ->
+    {timeout, 120, fun() ->
+        T = "acc_rd",
+        make_table(T),
+        two_tenants(T),
+        [role(R) || R <- ["acc_ra", "acc_rall", "acc_none", "acc_plain"]],
+        ?assertEqual("acc_ra may read the rows of mountpoints tenant-a",
+                     trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
+        ?assertEqual("acc_rall may read the rows of every mountpoint",
+                     trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_rall', 'reader')")),
+        ?assertEqual("acc_ra|(mountpoint = ANY ('{tenant-a}'::text[]))\nacc_rall|true",
+                     trim("SELECT role || '|' || sees FROM vmq_pgevents_readers('" ++ T ++ "')")),
+        Sees = fun(Role) ->
+            [as(Role, "SELECT string_agg(DISTINCT coalesce(mountpoint, 'NULL'), ',') FROM " ++ T),
+             as(Role, "SELECT string_agg(DISTINCT mountpoint, ',') FROM " ++ T ++ "_connections"),
+             as(Role, "SELECT string_agg(DISTINCT mountpoint, ',') FROM " ++ T ++ "_failed_logins('-infinity')"),
+             as(Role, "SELECT count(*) FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-a')"),
+             as(Role, "SELECT count(*) FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-b')"),
+             as(Role, "SELECT count(*) FROM " ++ T ++ "_connection('n1', 1, 2)"),
+             as(Role, "SELECT count(*) || '/' || count(to_client_id) FROM " ++ T ++
+                      "_journey('dev-1', '-infinity', mountpoint => 'tenant-a')"),
+             as(Role, "SELECT count(*) || '/' || count(to_client_id) FROM " ++ T ++
+                      "_journey('dev-1', '-infinity', mountpoint => 'tenant-b')")]
+        end,
+        ?assertEqual(["tenant-a", "tenant-a", "", "5", "0", "0", "2/2", "0/0"], Sees("acc_ra")),
+        ?assertEqual(["tenant-a,tenant-b", "tenant-a,tenant-b", "tenant-b", "5", "6", "5", "2/2", "2/2"],
+                     Sees("acc_rall")),
+        Part = trim("SELECT name FROM vmq_pgevents_partition_list('" ++ T ++ "') WHERE lo <= now() AND hi > now()"),
+        ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ Part)),
+        ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ T ++ "_dead")),
+        ?assertMatch("ERROR:  permission denied" ++ _, as("acc_none", "SELECT count(*) FROM " ++ T)),
+        ?assertMatch("ERROR:  permission denied" ++ _, as("acc_none", "SELECT count(*) FROM " ++ T ++ "_connections")),
+        %% the views made again (a new version of them): the grants too
+        sql("COMMENT ON VIEW " ++ T ++ "_connections IS 'an older version'; "
+            "SELECT vmq_pgevents_views('" ++ T ++ "')"),
+        ?assertEqual(["tenant-a", "tenant-a", "", "5", "0", "0", "2/2", "0/0"], Sees("acc_ra")),
+        %% a role that may write but not bypass row-level security: a
+        %% reader's grant (which turns it on) is refused, naming it
+        sql("GRANT INSERT ON " ++ T ++ " TO acc_plain"),
+        ?assertMatch("ERROR:  vmq_pgevents_grant: acc_plain may write into acc_rd but not bypass" ++ _,
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_none', 'reader', ARRAY['x'])")),
+        sql("REVOKE INSERT ON " ++ T ++ " FROM acc_plain"),
+        %% revoked: nothing; the last one gone, row-level security off
+        ?assertEqual("acc_ra may no longer read acc_rd", trim("SELECT vmq_pgevents_revoke('" ++ T ++ "', 'acc_ra', 'reader')")),
+        ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ T)),
+        ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-a')")),
+        ?assertEqual("t", trim("SELECT relrowsecurity FROM pg_class WHERE oid = '" ++ T ++ "'::regclass")),
+        trim("SELECT vmq_pgevents_revoke('" ++ T ++ "', 'acc_rall', 'reader')"),
+        ?assertEqual("f", trim("SELECT relrowsecurity FROM pg_class WHERE oid = '" ++ T ++ "'::regclass")),
+        ?assertMatch("ERROR:  vmq_pgevents_grant: grant a 'writer' or a 'reader', not admin" ++ _,
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'admin')"))
+    end}.
+
+%% The plugin as a writer role of vmq_pgevents_grant, auto_create = off,
+%% on a table of several days with a reader limited by row-level security:
+%% it records the hooks, makes the partitions ahead, drops the one past
+%% the retention and compresses the one past compress_after, all through
+%% the owner's functions; it can read no row, make no object, alter nothing.
+writer_test_() ->
+    {timeout, 180, fun() ->
+        T = "acc_wr",
+        make_table(T),
+        role("acc_w"),
+        role("acc_rb"),
+        %% days of partitions: 5 days ago to today, one row 5 and one 2 days ago;
+        %% none ahead of today (the writer makes them)
+        Day = fun(N) -> trim("SELECT to_char(now() AT TIME ZONE 'UTC' + " ++ integer_to_list(N) ++
+                             " * interval '1 day', 'YYYYMMDD')") end,
+        sql("SELECT vmq_pgevents_partitions('" ++ T ++ "', 'day', 0, 0, now(), now() - interval '5 days')"),
+        sql("DROP TABLE IF EXISTS " ++ T ++ "_p" ++ Day(1) ++ ", " ++ T ++ "_p" ++ Day(2)),
+        sql("INSERT INTO " ++ T ++ " (node, incarnation, seq, ts, hook, mountpoint, client_id) VALUES "
+            "('old', 1, 1, now() - interval '5 days', 'on_publish', 'tenant-a', 'dev-1'), "
+            "('old', 1, 2, now() - interval '2 days', 'on_publish', 'tenant-b', 'dev-1')"),
+        Kind = fun(N) -> trim("SELECT coalesce((SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++
+                              "') WHERE name = '" ++ T ++ "_p" ++ Day(N) ++ "'), 'none')") end,
+        ?assertEqual(["heap", "heap", "none", "none"], [Kind(N) || N <- [-5, -2, 1, 2]]),
+        ?assertMatch("acc_w may write events into acc_wr and acc_wr_dead" ++ _,
+                     trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'writer')")),
+        trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_rb', 'reader', ARRAY['tenant-b'])"),
+        ?assertEqual("t", trim("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'acc_w'")),
+        Env = [{dsn, pgev_pg:dsn() ++ " user=acc_w"}, {auto_create, false}, {partition, "day"},
+               {retention, "3d"}, {compress_after, "1d"}, {compress_every_ms, 100}],
+        pgev_app:capture_logs(),
+        pgev_app:start(T, Env),
+        try
+            S = {"tenant-b", <<"dev-1">>},
+            next = vmq_pgevents:auth_on_register({{10, 1, 2, 3}, 5}, S, <<"u">>, <<"pw">>, true),
+            ok = vmq_pgevents:on_register({{10, 1, 2, 3}, 5}, S, <<"u">>),
+            ok = vmq_pgevents:on_publish(<<"u">>, S, 1, [<<"a">>, <<"b">>], <<"hello">>, false),
+            pgev_app:flush(),
+            pgev_app:wait_for(compressed, fun() -> Kind(-2) =:= "compressed" end),
+            ?assertEqual(["none", "compressed", "heap", "heap"], [Kind(N) || N <- [-5, -2, 1, 2]]),
+            ?assertEqual("on_publish|tenant-b|dev-1||\n"
+                         "auth_on_register|tenant-b|dev-1||\non_register|tenant-b|dev-1||\n"
+                         "on_publish|tenant-b|dev-1|a/b|hello",
+                         trim("SELECT hook || '|' || mountpoint || '|' || client_id || '|' || coalesce(topic, '') "
+                              "|| '|' || coalesce(convert_from(payload, 'UTF8'), '') FROM " ++ T ++
+                              " ORDER BY node DESC, seq")),
+            %% the reader of tenant-b sees the rows the writer wrote
+            ?assertEqual("4", as("acc_rb", "SELECT count(*) FROM " ++ T)),
+            Logs = pgev_app:captured_logs(),
+            ?assert(lists:any(fun(L) -> binary:match(L, <<"made 2 partition(s) of acc_wr ahead of time">>) =/= nomatch end, Logs)),
+            ?assert(lists:any(fun(L) -> binary:match(L, <<"retention: dropped partition(s) acc_wr_p", (list_to_binary(Day(-5)))/binary>>) =/= nomatch end, Logs)),
+            ?assert(lists:any(fun(L) -> binary:match(L, <<"compressed partition acc_wr_p", (list_to_binary(Day(-2)))/binary>>) =/= nomatch end, Logs)),
+            %% and nothing else
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT count(*) FROM " ++ T)),
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT count(*) FROM " ++ T ++ "_dead")),
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT count(*) FROM " ++ T ++ "_p" ++ Day(0))),
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT count(*) FROM " ++ T ++ "_erased")),
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "DELETE FROM " ++ T)),
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT vmq_pgevents_forget('" ++ T ++ "', 'tenant-b', 'dev-1')")),
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "CREATE TABLE acc_w_own (x int)")),
+            ?assertMatch("ERROR:  must be owner" ++ _, as("acc_w", "ALTER TABLE " ++ T ++ " ADD COLUMN x int")),
+            ?assertMatch("ERROR:  must be owner" ++ _, as("acc_w", "SELECT vmq_pgevents_partitions('" ++ T ++ "', 'day', 0, 1)")),
+            ?assertMatch("ERROR:  vmq_pgevents_grant: only the owner" ++ _,
+                        as("acc_w", "SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'reader')")),
+            ?assertEqual("4", trim("SELECT count(*) FROM " ++ T)),
+            %% revoked, it writes no more (events wait in the journal)
+            trim("SELECT vmq_pgevents_revoke('" ++ T ++ "', 'acc_w', 'writer')"),
+            ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT " ++ T ++ "_resume('n', 1, 0, 1)"))
+        after
+            pgev_app:stop()
+        end
+    end}.
+
+%% Rows of tenant-a's dev-1 in a compressed partition (its columnar and
+%% heap parts), a hot one and <table>_dead: all gone, counted and recorded;
+%% tenant-b's dev-1 and the other clients untouched, the partition still
+%% compressed and answering.
+forget_test_() ->
+    {timeout, 120, fun() ->
+        T = "acc_fg",
+        vmq_pgevents_85_compress_tests:make_table(T),
+        sql("DROP TABLE IF EXISTS " ++ T ++ "_erased; "
+            "SELECT vmq_pgevents_partitions('" ++ T ++ "', 'day', 1, 0, '2030-01-02 12:00+00', '2030-01-01 00:00+00')"),
+        vmq_pgevents_85_compress_tests:fill(T, 40),
+        %% device-7 and device-8 of tenant-a and tenant-b; device-7 of the default mountpoint stays
+        sql("UPDATE " ++ T ++ " SET mountpoint = 'tenant-a', client_id = 'dev-1' WHERE client_id = 'device-7'; "
+            "UPDATE " ++ T ++ " SET mountpoint = 'tenant-b', client_id = 'dev-1' WHERE client_id = 'device-8'; "
+            "INSERT INTO " ++ T ++ "_dead (node, incarnation, seq, ts, hook, mountpoint, client_id, dead_error) VALUES "
+            "('n1', 9, 1, '2030-01-01 10:00+00', 'on_publish', 'tenant-a', 'dev-1', 'x'), "
+            "('n1', 9, 2, '2030-01-01 10:00+00', 'on_publish', 'tenant-b', 'dev-1', 'x')"),
+        Count = fun(Mp, Cid) -> scalar("SELECT (SELECT count(*) FROM " ++ T ++ " WHERE mountpoint = '" ++ Mp ++
+                                       "' AND client_id = '" ++ Cid ++ "') + (SELECT count(*) FROM " ++ T ++
+                                       "_dead WHERE mountpoint = '" ++ Mp ++ "' AND client_id = '" ++ Cid ++ "')") end,
+        sql("SELECT set_config('vmq_pgevents.compress_leaf_rows', '30', false); "
+            "SELECT vmq_pgevents_compress('" ++ T ++ "', '1 day', '2030-01-03 06:00+00')"),
+        ?assertEqual("compressed", trim("SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++ "') "
+                                        "WHERE name = 'acc_fg_p20300101'")),
+        %% dev-1 of tenant-a in both days, the columnar and the heap (login) part
+        ?assert(scalar("SELECT count(*) FROM acc_fg_p20300101_c WHERE mountpoint = 'tenant-a'") > 0),
+        ?assert(scalar("SELECT count(*) FROM acc_fg_p20300101_l WHERE mountpoint = 'tenant-a'") > 0),
+        ?assert(scalar("SELECT count(*) FROM acc_fg_p20300102 WHERE mountpoint = 'tenant-a'") > 0),
+        A = Count("tenant-a", "dev-1"),
+        B = Count("tenant-b", "dev-1"),
+        Others = scalar("SELECT count(*) FROM " ++ T ++ " WHERE mountpoint = ''"),
+        ?assert(A > 10),
+        ?assert(B > 10),
+        ?assertEqual(integer_to_list(A),
+                     trim("SELECT vmq_pgevents_forget('" ++ T ++ "', 'tenant-a', 'dev-1')")),
+        ?assertEqual(0, Count("tenant-a", "dev-1")),
+        ?assertEqual(B, Count("tenant-b", "dev-1")),
+        ?assertEqual(Others, scalar("SELECT count(*) FROM " ++ T ++ " WHERE mountpoint = ''")),
+        ?assertEqual("compressed", trim("SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++ "') "
+                                        "WHERE name = 'acc_fg_p20300101'")),
+        ?assertNotEqual("", trim("SELECT 1 FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-b') LIMIT 1")),
+        ?assertEqual("", trim("SELECT 1 FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-a') LIMIT 1")),
+        ?assertEqual("tenant-a|dev-1|" ++ integer_to_list(A) ++ "|0|true",
+                     trim("SELECT mountpoint || '|' || client_id || '|' || rows || '|' || rows_later || '|' || "
+                          "(asked_by = session_user AND erased_at > now() - interval '1 minute') FROM " ++ T ++ "_erased")),
+        %% the default mountpoint is '' (and a client with no rows: 0, recorded)
+        ?assertEqual("0", trim("SELECT vmq_pgevents_forget('" ++ T ++ "', '', 'nobody')")),
+        ?assertMatch("ERROR:  vmq_pgevents_forget: name the client" ++ _,
+                     try_sql("SELECT vmq_pgevents_forget('" ++ T ++ "', NULL, 'dev-1')"))
+    end}.
+
+%% Events of a client still waiting in the plugin (here: its COPY waits
+%% for a lock) when the client is erased arrive afterwards, older than the
+%% erasure: the plugin's next upkeep removes them and counts them in the
+%% erasure's rows_later; the client's events after the erasure stay.
+late_rows_test_() ->
+    {timeout, 120, fun() ->
+        T = "acc_late",
+        sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead, " ++ T ++ "_erased CASCADE"),
+        pgev_app:capture_logs(),
+        pgev_app:start(T, []),
+        try
+            S = {"tenant-a", <<"dev-1">>},
+            Pub = fun(P) -> ok = vmq_pgevents:on_publish(<<"u">>, S, 0, [<<"t">>], P, false) end,
+            Pub(<<"before">>),
+            pgev_app:flush(),
+            Held = hold("BEGIN; LOCK TABLE " ++ T ++ " IN ACCESS EXCLUSIVE MODE; SELECT 'locked';"),
+            Pub(<<"waiting-1">>),
+            Pub(<<"waiting-2">>),
+            %% the writer's COPY is waiting for the lock
+            pgev_app:wait_for(copy_waits, fun() ->
+                trim("SELECT count(*) FROM pg_stat_activity WHERE application_name = 'vmq_pgevents' "
+                     "AND wait_event_type = 'Lock'") =:= "1" end),
+            ?assertEqual("1", send(Held, "SELECT vmq_pgevents_forget('" ++ T ++ "', 'tenant-a', 'dev-1'); COMMIT;")),
+            close(Held),
+            pgev_app:wait_for(arrived, fun() -> scalar("SELECT count(*) FROM " ++ T) =:= 2 end),
+            %% the connection is lost: the plugin connects again, and upkeeps
+            sql("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'vmq_pgevents'"),
+            Pub(<<"after">>),
+            pgev_app:wait_for(erased_again, fun() ->
+                trim("SELECT string_agg(convert_from(payload, 'UTF8'), ',') FROM " ++ T) =:= "after" end),
+            ?assertEqual("1|2", trim("SELECT rows || '|' || rows_later FROM " ++ T ++ "_erased")),
+            Logs = pgev_app:captured_logs(),
+            ?assert(lists:any(fun(L) -> binary:match(L, <<"removed 2 row(s) of erased clients">>) =/= nomatch end, Logs))
+        after
+            pgev_app:stop()
+        end
+    end}.
+
+%% a psql session of its own, held open: Sql's last line of output returned
+hold(Sql) ->
+    Port = open_port({spawn_executable, os:find_executable("bash")},
+                     [{args, ["test/pg.sh", "psql", pgev_pg:dir(), "-Atq", "-v", "ON_ERROR_STOP=1"]},
+                      binary, stderr_to_stdout, {line, 4096}]),
+    "locked" = send(Port, Sql),
+    Port.
+
+send(Port, Sql) ->
+    port_command(Port, [Sql, "\n\\echo --done--\n"]),
+    read_until_done(Port, "").
+
+read_until_done(Port, Last) ->
+    receive
+        {Port, {data, {eol, <<"--done--">>}}} -> Last;
+        {Port, {data, {eol, L}}} -> read_until_done(Port, binary_to_list(L));
+        {Port, {data, {noeol, L}}} -> read_until_done(Port, binary_to_list(L))
+    after 30000 -> error({psql_no_answer, Last})
+    end.
+
+close(Port) ->
+    port_command(Port, "\\q\n"),
+    catch port_close(Port).
