@@ -745,7 +745,7 @@ BEGIN
 
   EXECUTE format('COMMENT ON VIEW %I IS %L', tbl || '_connections', version);
   -- made again: the readers' grants on them are gone with the old ones
-  PERFORM vmq_pgevents_reader_objects(tbl, r.role, true) FROM vmq_pgevents_readers(tbl) r;
+  PERFORM vmq_pgevents_reader_objects(tbl, r.role, true, r.sees = 'true') FROM vmq_pgevents_readers(tbl) r;
 END
 $f$;
 
@@ -922,9 +922,12 @@ DECLARE
 BEGIN
   EXECUTE format($d$
     CREATE OR REPLACE FUNCTION %1$I.%2$I(node text, incarnation bigint, lo double precision, hi double precision)
-    RETURNS bigint LANGUAGE sql STABLE SECURITY DEFINER SET search_path = %4$s AS
-    $b$SELECT coalesce(max(seq), 0) FROM %1$I.%3$I
-       WHERE node = $1 AND incarnation = $2 AND ts >= to_timestamp($3) AND ts <= to_timestamp($4)$b$
+    RETURNS bigint LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = %4$s AS
+    $b$#variable_conflict use_column
+    BEGIN   -- PL/pgSQL: Citus plans no SQL function with parameters over a distributed table
+      RETURN (SELECT coalesce(max(seq), 0) FROM %1$I.%3$I
+              WHERE node = $1 AND incarnation = $2 AND ts >= to_timestamp($3) AND ts <= to_timestamp($4));
+    END$b$
     $d$, nsp, tbl || '_resume', tbl, path);
   EXECUTE format($d$
     CREATE OR REPLACE FUNCTION %1$I.%2$I(period text, ahead integer, keep_seconds bigint,
@@ -966,14 +969,18 @@ LANGUAGE sql STABLE AS $f$
 $f$;
 
 -- What a reader may read: the table, <tbl>_connections and the client
--- questions (they run with the caller's rights: the policy applies)
-CREATE OR REPLACE FUNCTION vmq_pgevents_reader_objects(tbl text, role name, yes boolean) RETURNS void
-LANGUAGE plpgsql AS $f$
+-- questions (they run with the caller's rights: the policy applies), and
+-- a reader of every mountpoint (whole) <tbl>_dead too
+CREATE OR REPLACE FUNCTION vmq_pgevents_reader_objects(tbl text, role name, yes boolean, whole boolean)
+RETURNS void LANGUAGE plpgsql AS $f$
 DECLARE
   verb constant text := CASE WHEN yes THEN 'GRANT %s ON %s %s TO %I' ELSE 'REVOKE %s ON %s %s FROM %I' END;
   f regprocedure;
 BEGIN
   EXECUTE format(verb, 'SELECT', 'TABLE', quote_ident(tbl), role);
+  IF to_regclass(quote_ident(tbl || '_dead')) IS NOT NULL AND (whole OR NOT yes) THEN
+    EXECUTE format(verb, 'SELECT', 'TABLE', quote_ident(tbl || '_dead'), role);
+  END IF;
   IF to_regclass(quote_ident(tbl || '_connections')) IS NOT NULL THEN
     EXECUTE format(verb, 'SELECT', 'TABLE', quote_ident(tbl || '_connections'), role);
   END IF;
@@ -989,7 +996,9 @@ $f$;
 -- auto_create = off (above). vmq_pgevents_grant(tbl, role, 'reader',
 -- mountpoints): the table, <tbl>_connections and the client questions,
 -- limited by row-level security to the rows of those mountpoints ('' is
--- the default one; NULL: all). Run as the table's owner or a superuser.
+-- the default one); NULL: every row, and <tbl>_dead. Each reader has a
+-- policy; row-level security is on while one of them is limited. Run as
+-- the table's owner or a superuser.
 CREATE OR REPLACE FUNCTION vmq_pgevents_grant(tbl text, role name, what text, mountpoints text[] DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE
@@ -1016,6 +1025,11 @@ BEGIN
   END IF;
   IF pg_has_role(role, owner, 'USAGE') THEN
     RAISE EXCEPTION 'vmq_pgevents_grant: % owns % (or is a member of its owner): it has every right already', role, tbl;
+  END IF;
+  IF vmq_pgevents_distributed(tbl) THEN
+    -- one connection per worker: Citus makes no function after a
+    -- parallel command (a grant on the shards) in the same transaction
+    PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
   END IF;
   IF what = 'writer' THEN
     IF mountpoints IS NOT NULL THEN
@@ -1047,18 +1061,21 @@ BEGIN
         'vmq_pgevents_grant: a reader limited to mountpoints needs PostgreSQL 15 or later '
         '(views with the caller''s rights)';
     END IF;
-    -- every other role that may write into it must bypass row-level security
-    SELECT string_agg(quote_ident(r.rolname), ', ' ORDER BY r.rolname) INTO others
-    FROM pg_roles r
-    WHERE r.rolname NOT LIKE 'pg\_%' AND NOT r.rolsuper AND NOT r.rolbypassrls
-      AND has_table_privilege(r.oid, rel, 'INSERT') AND NOT pg_has_role(r.oid, owner, 'USAGE');
-    IF others IS NOT NULL THEN
-      RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
-        'vmq_pgevents_grant: %s may write into %I but not bypass row-level security, which a reader turns on: '
-        'PostgreSQL would refuse its COPY. A superuser runs ALTER ROLE ... BYPASSRLS; for each first', others, tbl);
-    END IF;
     pol := vmq_pgevents_reader_policy(role);
-    EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tbl);
+    IF mountpoints IS NOT NULL AND NOT rls THEN
+      -- every role that may write into it must bypass row-level security
+      SELECT string_agg(quote_ident(r.rolname), ', ' ORDER BY r.rolname) INTO others
+      FROM pg_roles r
+      WHERE r.rolname NOT LIKE 'pg\_%' AND NOT r.rolsuper AND NOT r.rolbypassrls
+        AND has_table_privilege(r.oid, rel, 'INSERT') AND NOT pg_has_role(r.oid, owner, 'USAGE');
+      IF others IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+          'vmq_pgevents_grant: %s may write into %I but not bypass row-level security, which a reader limited to '
+          'mountpoints turns on: PostgreSQL would refuse its COPY. A superuser runs ALTER ROLE %s BYPASSRLS; first '
+          '(it grants no row to read)', others, tbl, others);
+      END IF;
+      EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tbl);
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel AND polname = pol) THEN
       EXECUTE format('DROP POLICY %I ON %I', pol, tbl);
     END IF;
@@ -1069,7 +1086,8 @@ BEGIN
                      pol, tbl, role, mountpoints);
     END IF;
     EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', nsp, role);
-    PERFORM vmq_pgevents_reader_objects(tbl, role, true);
+    PERFORM vmq_pgevents_reader_objects(tbl, role, false, false);
+    PERFORM vmq_pgevents_reader_objects(tbl, role, true, mountpoints IS NULL);
     RETURN format('%s may read the rows of %s', role,
                   CASE WHEN mountpoints IS NULL THEN 'every mountpoint'
                        ELSE 'mountpoints ' || array_to_string(mountpoints, ', ') END);
@@ -1079,7 +1097,8 @@ END
 $f$;
 
 -- Undoes vmq_pgevents_grant for that role (BYPASSRLS stays: ALTER ROLE
--- ... NOBYPASSRLS). Row-level security is turned off with the last policy.
+-- ... NOBYPASSRLS). Row-level security is turned off with the last reader
+-- limited to mountpoints.
 CREATE OR REPLACE FUNCTION vmq_pgevents_revoke(tbl text, role name, what text) RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE
   rel constant regclass := to_regclass(quote_ident(tbl));
@@ -1093,6 +1112,9 @@ BEGIN
   IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
     RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
       'vmq_pgevents_revoke: only the owner of %I (%I) or a superuser may revoke on it', tbl, owner);
+  END IF;
+  IF vmq_pgevents_distributed(tbl) THEN
+    PERFORM set_config('citus.multi_shard_modify_mode', 'sequential', true);
   END IF;
   IF what = 'writer' THEN
     EXECUTE format('REVOKE INSERT ON %I FROM %I', tbl, role);
@@ -1109,8 +1131,10 @@ BEGIN
     IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel AND polname = vmq_pgevents_reader_policy(role)) THEN
       EXECUTE format('DROP POLICY %I ON %I', vmq_pgevents_reader_policy(role), tbl);
     END IF;
-    PERFORM vmq_pgevents_reader_objects(tbl, role, false);
-    IF NOT EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel) THEN
+    PERFORM vmq_pgevents_reader_objects(tbl, role, false, false);
+    -- off with the last reader limited to mountpoints (and no policy of another's)
+    IF NOT EXISTS (SELECT 1 FROM pg_policy p WHERE p.polrelid = rel
+                   AND NOT (p.polname LIKE 'vmq\_pgevents reader %' AND pg_get_expr(p.polqual, p.polrelid) = 'true')) THEN
       EXECUTE format('ALTER TABLE %I DISABLE ROW LEVEL SECURITY', tbl);
     END IF;
     RETURN format('%s may no longer read %s', role, tbl);

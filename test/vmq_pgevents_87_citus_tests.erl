@@ -5,7 +5,9 @@
 %% partitions, retention; a local table refused with distribute = on and
 %% upgraded by vmq_pgevents_distribute, the views' answers the same before
 %% and after; the recorded traces row by row and view by view; a stream
-%% spread over both workers, a client's questions on one shard; and the
+%% spread over both workers, a client's questions on one shard; tenants
+%% (readers limited by row-level security, the plugin as a writer role,
+%% a client erased: vmq_pgevents_88_access_tests); and the
 %% faults: a worker frozen (SIGSTOP), a worker stopped, the coordinator
 %% restarted, during a stream: every event once, nothing dead-lettered,
 %% each outage logged once down and once up.
@@ -28,6 +30,12 @@ cluster_test_() ->
              ++ [{"trace " ++ S ++ " on the cluster",
                   {timeout, 120, fun() -> vmq_pgevents_30_trace_tests:scenario(S, distributed) end}}
                  || S <- ["a", "b", "c", "d", "e"]]
+             ++ [{"tenants: readers limited to mountpoints", {timeout, 120,
+                  fun() -> vmq_pgevents_88_access_tests:readers(distributed) end}},
+                 {"tenants: the plugin as a writer role", {timeout, 180,
+                  fun() -> vmq_pgevents_88_access_tests:writer(distributed) end}},
+                 {"tenants: a client erased", {timeout, 120,
+                  fun() -> vmq_pgevents_88_access_tests:forget(distributed) end}}]
              ++ [{"a stream over both workers", {timeout, 120, fun() -> spread(C) end}},
                  {"faults: worker frozen, worker stopped, coordinator restarted",
                   {timeout, 300, fun() -> faults(C) end}}]

@@ -5,8 +5,25 @@
 %% can do nothing else; vmq_pgevents_forget in hot, compressed and dead-letter
 %% rows, and again for rows that arrive from the journal after it. Real NIF,
 %% real PostgreSQL with the Citus build (columnar).
+%%
+%% The Citus cluster tests (87) run readers/1, writer/1 and forget/1 on
+%% a distributed table.
 -module(vmq_pgevents_88_access_tests).
 -include_lib("eunit/include/eunit.hrl").
+
+-export([readers/1, writer/1, forget/1]).
+
+readers_test_() -> {timeout, 120, fun() -> readers(local) end}.
+writer_test_() -> {timeout, 180, fun() -> writer(local) end}.
+forget_test_() -> {timeout, 120, fun() -> forget(local) end}.
+
+%% local | distributed: what schema.sql made (distributed: on the
+%% coordinator of the 87 tests' cluster)
+kind(T) ->
+    case trim("SELECT vmq_pgevents_distributed('" ++ T ++ "')") of
+        "t" -> distributed;
+        "f" -> local
+    end.
 
 sql(Sql) -> pgev_pg:sql(Sql).
 scalar(Sql) -> pgev_pg:scalar(Sql).
@@ -61,16 +78,27 @@ two_tenants(T) ->
 %% and each client question: tenant-a's rows only. A reader of every
 %% mountpoint sees both; a partition, <table>_dead and a role without a
 %% grant see nothing; the grants outlive the views being made again.
-readers_test_() ->
-    {timeout, 120, fun() ->
+readers(Kind) ->
         T = "acc_rd",
         make_table(T),
+        Kind = kind(T),
         two_tenants(T),
         [role(R) || R <- ["acc_ra", "acc_rall", "acc_none", "acc_plain"]],
-        ?assertEqual("acc_ra may read the rows of mountpoints tenant-a",
-                     trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
+        Rls = fun() -> trim("SELECT relrowsecurity FROM pg_class WHERE oid = '" ++ T ++ "'::regclass") end,
+        %% a reader of every mountpoint: no row-level security
         ?assertEqual("acc_rall may read the rows of every mountpoint",
                      trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_rall', 'reader')")),
+        ?assertEqual("f", Rls()),
+        %% a role that may write but not bypass row-level security: a
+        %% limited reader's grant (which turns it on) is refused, naming it
+        sql("GRANT INSERT ON " ++ T ++ " TO acc_plain"),
+        ?assertMatch("ERROR:  vmq_pgevents_grant: acc_plain may write into acc_rd but not bypass" ++ _,
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
+        ?assertEqual("f", Rls()),
+        sql("REVOKE INSERT ON " ++ T ++ " FROM acc_plain"),
+        ?assertEqual("acc_ra may read the rows of mountpoints tenant-a",
+                     trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
+        ?assertEqual("t", Rls()),
         ?assertEqual("acc_ra|(mountpoint = ANY ('{tenant-a}'::text[]))\nacc_rall|true",
                      trim("SELECT role || '|' || sees FROM vmq_pgevents_readers('" ++ T ++ "')")),
         Sees = fun(Role) ->
@@ -91,38 +119,33 @@ readers_test_() ->
         Part = trim("SELECT name FROM vmq_pgevents_partition_list('" ++ T ++ "') WHERE lo <= now() AND hi > now()"),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ Part)),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ T ++ "_dead")),
+        ?assertEqual("0", as("acc_rall", "SELECT count(*) FROM " ++ T ++ "_dead")),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_none", "SELECT count(*) FROM " ++ T)),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_none", "SELECT count(*) FROM " ++ T ++ "_connections")),
         %% the views made again (a new version of them): the grants too
         sql("COMMENT ON VIEW " ++ T ++ "_connections IS 'an older version'; "
             "SELECT vmq_pgevents_views('" ++ T ++ "')"),
         ?assertEqual(["tenant-a", "tenant-a", "", "5", "0", "0", "2/2", "0/0"], Sees("acc_ra")),
-        %% a role that may write but not bypass row-level security: a
-        %% reader's grant (which turns it on) is refused, naming it
-        sql("GRANT INSERT ON " ++ T ++ " TO acc_plain"),
-        ?assertMatch("ERROR:  vmq_pgevents_grant: acc_plain may write into acc_rd but not bypass" ++ _,
-                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_none', 'reader', ARRAY['x'])")),
-        sql("REVOKE INSERT ON " ++ T ++ " FROM acc_plain"),
         %% revoked: nothing; the last one gone, row-level security off
         ?assertEqual("acc_ra may no longer read acc_rd", trim("SELECT vmq_pgevents_revoke('" ++ T ++ "', 'acc_ra', 'reader')")),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ T)),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-a')")),
-        ?assertEqual("t", trim("SELECT relrowsecurity FROM pg_class WHERE oid = '" ++ T ++ "'::regclass")),
+        ?assertEqual("f", Rls()),
+        ?assertEqual("15", as("acc_rall", "SELECT count(*) FROM " ++ T)),
         trim("SELECT vmq_pgevents_revoke('" ++ T ++ "', 'acc_rall', 'reader')"),
-        ?assertEqual("f", trim("SELECT relrowsecurity FROM pg_class WHERE oid = '" ++ T ++ "'::regclass")),
+        ?assertMatch("ERROR:  permission denied" ++ _, as("acc_rall", "SELECT count(*) FROM " ++ T ++ "_dead")),
         ?assertMatch("ERROR:  vmq_pgevents_grant: grant a 'writer' or a 'reader', not admin" ++ _,
-                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'admin')"))
-    end}.
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'admin')")).
 
 %% The plugin as a writer role of vmq_pgevents_grant, auto_create = off,
 %% on a table of several days with a reader limited by row-level security:
 %% it records the hooks, makes the partitions ahead, drops the one past
 %% the retention and compresses the one past compress_after, all through
 %% the owner's functions; it can read no row, make no object, alter nothing.
-writer_test_() ->
-    {timeout, 180, fun() ->
+writer(Kind) ->
         T = "acc_wr",
         make_table(T),
+        Kind = kind(T),
         role("acc_w"),
         role("acc_rb"),
         %% days of partitions: 5 days ago to today, one row 5 and one 2 days ago;
@@ -134,15 +157,17 @@ writer_test_() ->
         sql("INSERT INTO " ++ T ++ " (node, incarnation, seq, ts, hook, mountpoint, client_id) VALUES "
             "('old', 1, 1, now() - interval '5 days', 'on_publish', 'tenant-a', 'dev-1'), "
             "('old', 1, 2, now() - interval '2 days', 'on_publish', 'tenant-b', 'dev-1')"),
-        Kind = fun(N) -> trim("SELECT coalesce((SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++
-                              "') WHERE name = '" ++ T ++ "_p" ++ Day(N) ++ "'), 'none')") end,
-        ?assertEqual(["heap", "heap", "none", "none"], [Kind(N) || N <- [-5, -2, 1, 2]]),
+        PartKind = fun(N) -> trim("SELECT coalesce((SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++
+                                  "') WHERE name = '" ++ T ++ "_p" ++ Day(N) ++ "'), 'none')") end,
+        ?assertEqual(["heap", "heap", "none", "none"], [PartKind(N) || N <- [-5, -2, 1, 2]]),
         ?assertMatch("acc_w may write events into acc_wr and acc_wr_dead" ++ _,
                      trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'writer')")),
         trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_rb', 'reader', ARRAY['tenant-b'])"),
         ?assertEqual("t", trim("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'acc_w'")),
+        %% (a distributed table's partitions are not compressed)
+        Compress = case Kind of local -> [{compress_after, "1d"}, {compress_every_ms, 100}]; distributed -> [] end,
         Env = [{dsn, pgev_pg:dsn() ++ " user=acc_w"}, {auto_create, false}, {partition, "day"},
-               {retention, "3d"}, {compress_after, "1d"}, {compress_every_ms, 100}],
+               {retention, "3d"} | Compress],
         pgev_app:capture_logs(),
         pgev_app:start(T, Env),
         try
@@ -151,8 +176,9 @@ writer_test_() ->
             ok = vmq_pgevents:on_register({{10, 1, 2, 3}, 5}, S, <<"u">>),
             ok = vmq_pgevents:on_publish(<<"u">>, S, 1, [<<"a">>, <<"b">>], <<"hello">>, false),
             pgev_app:flush(),
-            pgev_app:wait_for(compressed, fun() -> Kind(-2) =:= "compressed" end),
-            ?assertEqual(["none", "compressed", "heap", "heap"], [Kind(N) || N <- [-5, -2, 1, 2]]),
+            Old = case Kind of local -> "compressed"; distributed -> "heap" end,
+            pgev_app:wait_for(upkept, fun() -> PartKind(-2) =:= Old end),
+            ?assertEqual(["none", Old, "heap", "heap"], [PartKind(N) || N <- [-5, -2, 1, 2]]),
             ?assertEqual("on_publish|tenant-b|dev-1||\n"
                          "auth_on_register|tenant-b|dev-1||\non_register|tenant-b|dev-1||\n"
                          "on_publish|tenant-b|dev-1|a/b|hello",
@@ -162,9 +188,10 @@ writer_test_() ->
             %% the reader of tenant-b sees the rows the writer wrote
             ?assertEqual("4", as("acc_rb", "SELECT count(*) FROM " ++ T)),
             Logs = pgev_app:captured_logs(),
-            ?assert(lists:any(fun(L) -> binary:match(L, <<"made 2 partition(s) of acc_wr ahead of time">>) =/= nomatch end, Logs)),
-            ?assert(lists:any(fun(L) -> binary:match(L, <<"retention: dropped partition(s) acc_wr_p", (list_to_binary(Day(-5)))/binary>>) =/= nomatch end, Logs)),
-            ?assert(lists:any(fun(L) -> binary:match(L, <<"compressed partition acc_wr_p", (list_to_binary(Day(-2)))/binary>>) =/= nomatch end, Logs)),
+            Logged = fun(Line) -> lists:any(fun(L) -> binary:match(L, list_to_binary(Line)) =/= nomatch end, Logs) end,
+            ?assert(Logged("made 2 partition(s) of acc_wr ahead of time")),
+            ?assert(Logged("retention: dropped partition(s) acc_wr_p" ++ Day(-5))),
+            ?assert(Kind =:= distributed orelse Logged("compressed partition acc_wr_p" ++ Day(-2))),
             %% and nothing else
             ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT count(*) FROM " ++ T)),
             ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT count(*) FROM " ++ T ++ "_dead")),
@@ -176,43 +203,55 @@ writer_test_() ->
             ?assertMatch("ERROR:  must be owner" ++ _, as("acc_w", "ALTER TABLE " ++ T ++ " ADD COLUMN x int")),
             ?assertMatch("ERROR:  must be owner" ++ _, as("acc_w", "SELECT vmq_pgevents_partitions('" ++ T ++ "', 'day', 0, 1)")),
             ?assertMatch("ERROR:  vmq_pgevents_grant: only the owner" ++ _,
-                        as("acc_w", "SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'reader')")),
+                         as("acc_w", "SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'reader')")),
             ?assertEqual("4", trim("SELECT count(*) FROM " ++ T)),
-            %% revoked, it writes no more (events wait in the journal)
+            %% revoked, it may call none of them
             trim("SELECT vmq_pgevents_revoke('" ++ T ++ "', 'acc_w', 'writer')"),
             ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT " ++ T ++ "_resume('n', 1, 0, 1)"))
         after
             pgev_app:stop()
-        end
-    end}.
+        end.
 
 %% Rows of tenant-a's dev-1 in a compressed partition (its columnar and
-%% heap parts), a hot one and <table>_dead: all gone, counted and recorded;
-%% tenant-b's dev-1 and the other clients untouched, the partition still
-%% compressed and answering.
-forget_test_() ->
-    {timeout, 120, fun() ->
+%% heap parts; local), a hot one and <table>_dead: all gone, counted and
+%% recorded; tenant-b's dev-1 and the other clients untouched, the
+%% partition still compressed and answering.
+forget(Kind) ->
         T = "acc_fg",
         vmq_pgevents_85_compress_tests:make_table(T),
+        Kind = kind(T),
         sql("DROP TABLE IF EXISTS " ++ T ++ "_erased; "
             "SELECT vmq_pgevents_partitions('" ++ T ++ "', 'day', 1, 0, '2030-01-02 12:00+00', '2030-01-01 00:00+00')"),
         vmq_pgevents_85_compress_tests:fill(T, 40),
-        %% device-7 and device-8 of tenant-a and tenant-b; device-7 of the default mountpoint stays
-        sql("UPDATE " ++ T ++ " SET mountpoint = 'tenant-a', client_id = 'dev-1' WHERE client_id = 'device-7'; "
-            "UPDATE " ++ T ++ " SET mountpoint = 'tenant-b', client_id = 'dev-1' WHERE client_id = 'device-8'; "
+        %% device-7's and device-8's rows again as dev-1 of tenant-a and of
+        %% tenant-b (another incarnation)
+        Cols = "node, incarnation, seq, ts, hook, conn_id, mountpoint, client_id, username, peer_addr, peer_port, qos, "
+               "topic, topics, retain, clean_session, payload, payload_size, payload_truncated, payload_json, "
+               "properties, reason, extra, payload_hash",
+        Copy = fun(From, Inc, Mp) ->
+            "INSERT INTO " ++ T ++ " (" ++ Cols ++ ") SELECT " ++
+            string:replace(string:replace(string:replace(Cols, "incarnation,", Inc ++ ","), "mountpoint,", "'" ++ Mp ++ "',"),
+                           "client_id,", "'dev-1',") ++
+            " FROM " ++ T ++ " WHERE client_id = '" ++ From ++ "'; " end,
+        sql(lists:flatten(Copy("device-7", "2", "tenant-a") ++ Copy("device-8", "3", "tenant-b")) ++
             "INSERT INTO " ++ T ++ "_dead (node, incarnation, seq, ts, hook, mountpoint, client_id, dead_error) VALUES "
             "('n1', 9, 1, '2030-01-01 10:00+00', 'on_publish', 'tenant-a', 'dev-1', 'x'), "
             "('n1', 9, 2, '2030-01-01 10:00+00', 'on_publish', 'tenant-b', 'dev-1', 'x')"),
         Count = fun(Mp, Cid) -> scalar("SELECT (SELECT count(*) FROM " ++ T ++ " WHERE mountpoint = '" ++ Mp ++
                                        "' AND client_id = '" ++ Cid ++ "') + (SELECT count(*) FROM " ++ T ++
                                        "_dead WHERE mountpoint = '" ++ Mp ++ "' AND client_id = '" ++ Cid ++ "')") end,
-        sql("SELECT set_config('vmq_pgevents.compress_leaf_rows', '30', false); "
-            "SELECT vmq_pgevents_compress('" ++ T ++ "', '1 day', '2030-01-03 06:00+00')"),
-        ?assertEqual("compressed", trim("SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++ "') "
-                                        "WHERE name = 'acc_fg_p20300101'")),
-        %% dev-1 of tenant-a in both days, the columnar and the heap (login) part
-        ?assert(scalar("SELECT count(*) FROM acc_fg_p20300101_c WHERE mountpoint = 'tenant-a'") > 0),
-        ?assert(scalar("SELECT count(*) FROM acc_fg_p20300101_l WHERE mountpoint = 'tenant-a'") > 0),
+        Day1 = case Kind of local -> "compressed"; distributed -> "heap" end,
+        case Kind of
+            local ->
+                sql("SELECT set_config('vmq_pgevents.compress_leaf_rows', '30', false); "
+                    "SELECT vmq_pgevents_compress('" ++ T ++ "', '1 day', '2030-01-03 06:00+00')"),
+                %% dev-1 of tenant-a in the columnar and the heap (login) part
+                ?assert(scalar("SELECT count(*) FROM acc_fg_p20300101_c WHERE mountpoint = 'tenant-a'") > 0),
+                ?assert(scalar("SELECT count(*) FROM acc_fg_p20300101_l WHERE mountpoint = 'tenant-a'") > 0);
+            distributed -> ok
+        end,
+        ?assertEqual(Day1, trim("SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++ "') "
+                                "WHERE name = 'acc_fg_p20300101'")),
         ?assert(scalar("SELECT count(*) FROM acc_fg_p20300102 WHERE mountpoint = 'tenant-a'") > 0),
         A = Count("tenant-a", "dev-1"),
         B = Count("tenant-b", "dev-1"),
@@ -224,8 +263,8 @@ forget_test_() ->
         ?assertEqual(0, Count("tenant-a", "dev-1")),
         ?assertEqual(B, Count("tenant-b", "dev-1")),
         ?assertEqual(Others, scalar("SELECT count(*) FROM " ++ T ++ " WHERE mountpoint = ''")),
-        ?assertEqual("compressed", trim("SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++ "') "
-                                        "WHERE name = 'acc_fg_p20300101'")),
+        ?assertEqual(Day1, trim("SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++ "') "
+                                "WHERE name = 'acc_fg_p20300101'")),
         ?assertNotEqual("", trim("SELECT 1 FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-b') LIMIT 1")),
         ?assertEqual("", trim("SELECT 1 FROM " ++ T ++ "_timeline('dev-1', mountpoint => 'tenant-a') LIMIT 1")),
         ?assertEqual("tenant-a|dev-1|" ++ integer_to_list(A) ++ "|0|true",
@@ -234,8 +273,7 @@ forget_test_() ->
         %% the default mountpoint is '' (and a client with no rows: 0, recorded)
         ?assertEqual("0", trim("SELECT vmq_pgevents_forget('" ++ T ++ "', '', 'nobody')")),
         ?assertMatch("ERROR:  vmq_pgevents_forget: name the client" ++ _,
-                     try_sql("SELECT vmq_pgevents_forget('" ++ T ++ "', NULL, 'dev-1')"))
-    end}.
+                     try_sql("SELECT vmq_pgevents_forget('" ++ T ++ "', NULL, 'dev-1')")).
 
 %% Events of a client still waiting in the plugin (here: its COPY waits
 %% for a lock) when the client is erased arrive afterwards, older than the

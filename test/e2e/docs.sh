@@ -24,9 +24,10 @@ doc_local() {
     sed -e "s#db\.example#$PGDIR#g" -e "s#/opt/vernemq#$QS#g" ${QS_FROM:+-e "s#$QS_FROM#$QS_TO#g"}
 }
 
-# The previous version (0.1.0, the last commit before 0.2.0) built from
-# this clone's history into its release tarball: OLD is its path
-PREVIOUS_COMMIT=229e232
+# The previous version (0.2.0, its last commit) built from this clone's
+# history into its release tarball: OLD is its path; its README is
+# $E2E/previous/README.md
+PREVIOUS_COMMIT=faa9c0d
 old_tarball() {
     local dir=$E2E/previous
     OLD=$(ls "$dir"/_build/dist/vmq_pgevents-*.tar.gz 2>/dev/null | head -n 1)
@@ -77,9 +78,11 @@ qs_sh() {
 qs_conf() { cat >>"$QS/etc/vernemq.conf"; }
 
 # 12. The README's quick start on a fresh release, with a least-privilege
-#     writer role and auto_create off: on VerneMQ 2.2 with the previous
-#     version's tarball (0.1.0), which docs/upgrading.md then upgrades to
-#     this one; on 2.1 with this version directly. Then
+#     writer role and auto_create off: on VerneMQ 2.2 the previous
+#     version's (0.2.0: its tarball and its README), which
+#     docs/upgrading.md then upgrades to this one; on 2.1 this version's
+#     directly. Then docs/personal-data.md on two tenants' dev-1 (listeners
+#     with mountpoints): a reader of one tenant, the client erased. Then
 #     docs/uninstalling.md, after which nothing of the plugin is left.
 #     (Not checked: passwords and the ~/.pgpass line; the test's
 #     PostgreSQL trusts its unix socket.)
@@ -90,13 +93,13 @@ scenario_quick_start() {
     quick_start_run
     rc=$?
     broker_stop "$QS" >/dev/null 2>&1   # also after a failed step: the next release uses its ports
-    printf '%s\n' "DROP DATABASE IF EXISTS mqtt;" "DROP ROLE IF EXISTS vmq_writer, vmq_reader, vmq_owner;" |
+    printf '%s\n' "DROP DATABASE IF EXISTS mqtt;" "DROP ROLE IF EXISTS vmq_writer, vmq_reader, vmq_owner, analyst_a;" |
         qs_super 2>/dev/null
     return $rc
 }
 
 quick_start_run() {
-    local R=README.md UP=docs/upgrading.md U=docs/uninstalling.md out vsn old_vsn OLD= upgrade= ram
+    local R=README.md UP=docs/upgrading.md U=docs/uninstalling.md P=docs/personal-data.md out vsn OLD= upgrade= ram
     case "$VERSION" in 2.1.*) ;; *) upgrade=1 ;; esac
     if [ -n "$upgrade" ]; then
         echo " - the previous version by the README's quick start, upgraded by docs/upgrading.md, then docs/uninstalling.md"
@@ -109,26 +112,33 @@ quick_start_run() {
     # the broker itself, as ../shared/vernemq/README.md runs one (not the plugin's part)
     broker_conf "$QS" "listener.tcp.default = 127.0.0.1:18960" "listener.http.default = 127.0.0.1:18961" \
         "listener.vmq.clustering = 127.0.0.1:18962" "erlang.distribution.port_range.minimum = 18970" \
-        "erlang.distribution.port_range.maximum = 18979" "nodename = QuickStart@127.0.0.1"
+        "erlang.distribution.port_range.maximum = 18979" "nodename = QuickStart@127.0.0.1" \
+        "listener.tcp.tenant_a = 127.0.0.1:18963" "listener.tcp.tenant_a.mountpoint = tenant-a" \
+        "listener.tcp.tenant_b = 127.0.0.1:18964" "listener.tcp.tenant_b.mountpoint = tenant-b"
     printf 'alice-pw\nalice-pw\n' | "$QS/bin/vmq-passwd" -c "$QS/etc/vmq.passwd" alice >/dev/null 2>&1
     printf 'user alice\ntopic #\n' >"$QS/etc/vmq.acl"
     mkdir -p "$QSDL" && cp "$TARBALL" ${OLD:+"$OLD"} "$QSDL/"
     # left by an earlier run that stopped half-way
-    printf '%s\n' "DROP DATABASE IF EXISTS mqtt;" "DROP ROLE IF EXISTS vmq_writer, vmq_reader, vmq_owner;" |
+    printf '%s\n' "DROP DATABASE IF EXISTS mqtt;" "DROP ROLE IF EXISTS vmq_writer, vmq_reader, vmq_owner, analyst_a;" |
         qs_super 2>/dev/null
 
-    # the page names this version's tarball: for the upgrade, the previous one's in its place
-    local QS_FROM= QS_TO=
+    # the previous version: as its own README said
     if [ -n "$upgrade" ]; then
-        old_vsn=$(basename "$OLD" | sed 's/^vmq_pgevents-\([0-9.]*\)-.*/\1/')
-        QS_FROM="vmq_pgevents-$vsn-" QS_TO="vmq_pgevents-$old_vsn-"
+        R=$E2E/previous/README.md
+        git -C "$ROOT" show "$PREVIOUS_COMMIT:README.md" >"$R" || { bad "the previous version's README"; return 1; }
     fi
     doc_step "quick start 2: roles and database" $R "CREATE ROLE vmq_owner LOGIN PASSWORD 'owner-secret';" qs_super || return 1
     doc_step "quick start 2: the schema as the owner, from the tarball${upgrade:+ of the previous version}" $R \
-        "tar xzf $(basename "$TARBALL")" qs_sh || return 1
-    doc_step "quick start 2: the grants as the owner" $R "GRANT INSERT ON vmq_events, vmq_events_dead TO vmq_writer;" qs_as vmq_owner || return 1
-    doc_step "quick start 2: the partitions ahead, as the owner" $R \
-        "psql -h db.example -U vmq_owner -d mqtt -c \"SELECT * FROM vmq_pgevents_partitions('vmq_events', 'day', 2, 30 * 86400);\"" qs_sh || return 1
+        "tar xzf $(basename "${OLD:-$TARBALL}")" qs_sh || return 1
+    if [ -n "$upgrade" ]; then
+        doc_step "quick start 2: the grants as the owner (0.2.0: by hand)" $R \
+            "GRANT INSERT ON vmq_events, vmq_events_dead TO vmq_writer;" qs_as vmq_owner || return 1
+        doc_step "quick start 2: the partitions ahead, as the owner (0.2.0: cron)" $R \
+            "psql -h db.example -U vmq_owner -d mqtt -c \"SELECT * FROM vmq_pgevents_partitions('vmq_events', 'day', 2, 30 * 86400);\"" qs_sh || return 1
+    else
+        doc_step "quick start 2: the grants as the owner" $R \
+            "SELECT vmq_pgevents_grant('vmq_events', 'vmq_writer', 'writer');" qs_as vmq_owner || return 1
+    fi
     doc_step "quick start 3: the plugin into the broker" $R "mkdir -p /opt/vernemq/plugins" qs_sh || return 1
     doc_step "quick start 4: vernemq.conf" $R "plugins.vmq_pgevents = on" qs_conf || return 1
     broker_start "$QS" || { bad "quick start 5: the broker starts"; return 1; }
@@ -163,6 +173,7 @@ quick_start_run() {
         check "one client's timeline, as the reader (README): both connections, in order" \
             "$hooks$hooks|hello hello again again" "$(qs_q vmq_reader "$timeline")"
     fi
+    personal_data || return 1
     check "the writer role reads no row's data" "permission denied" \
         "$(qs_q vmq_writer "SELECT payload FROM vmq_events LIMIT 1" | grep -o 'permission denied')"
 
@@ -179,9 +190,42 @@ quick_start_run() {
     doc_step "uninstall 5: the database objects, as the owner" $U "BEGIN;" qs_as vmq_owner
     check "uninstall 5: nothing of schema.sql left in the database" "0|0" \
         "$(qs_q "$PGUSER" "SELECT (SELECT count(*) FROM pg_class WHERE relname LIKE 'vmq%'), (SELECT count(*) FROM pg_proc WHERE proname LIKE 'vmq%')")"
-    out=$(grep -o 'DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner;' $U)
-    check "uninstall 5: the roles and the database (its text)" "DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner;" "$out"
-    printf '%s\n' "DROP DATABASE mqtt;" "DROP ROLE vmq_writer, vmq_reader, vmq_owner;" | qs_super
+    out=$(grep -o 'DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner;\|DROP ROLE analyst_a;' $U | tr '\n' ' ')
+    check "uninstall 5: the roles and the database (its text)" "DROP DATABASE mqtt; DROP ROLE vmq_writer, vmq_reader, vmq_owner; DROP ROLE analyst_a; " "$out"
+    printf '%s\n' "DROP DATABASE mqtt;" "DROP ROLE vmq_writer, vmq_reader, vmq_owner;" "DROP ROLE analyst_a;" | qs_super
     check "nothing of the plugin left: files, its memory files ($ram), roles, database" "0|0|0|0|0|0" \
-        "$(ls "$QS/share/schema" | grep -c vmq_pgevents)|$(ls "$QS/plugins" 2>/dev/null | wc -l)|$(ls -d "$QS/data/vmq_pgevents" 2>/dev/null | wc -l)|$(if [ -z "$ram" ]; then echo none; elif [ -e "$ram" ]; then echo 1; else echo 0; fi)|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'vmq%'")|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_database WHERE datname = 'mqtt'")"
+        "$(ls "$QS/share/schema" | grep -c vmq_pgevents)|$(ls "$QS/plugins" 2>/dev/null | wc -l)|$(ls -d "$QS/data/vmq_pgevents" 2>/dev/null | wc -l)|$(if [ -z "$ram" ]; then echo none; elif [ -e "$ram" ]; then echo 1; else echo 0; fi)|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_roles WHERE rolname LIKE 'vmq%' OR rolname = 'analyst_a'")|$(bash test/pg.sh psql "$PGDIR" -X -At -c "SELECT count(*) FROM pg_database WHERE datname = 'mqtt'")"
+}
+
+# docs/personal-data.md on the quick start's broker and database: dev-1 of
+# tenant-a and of tenant-b (the listeners with those mountpoints), a reader
+# of tenant-a (the writer given BYPASSRLS, as the page says), tenant-a's
+# dev-1 erased
+personal_data() {
+    local port a b tl
+    for port in 18963 18964; do
+        mosquitto_pub -h 127.0.0.1 -p $port -i dev-1 -u alice -P alice-pw -q 1 -t t -m "to $port"
+    done
+    doc_step "personal data: a reader's role, BYPASSRLS for the writer, as a superuser" $P \
+        "CREATE ROLE analyst_a LOGIN PASSWORD 'analyst-secret';" qs_super || return 1
+    doc_step "personal data: a reader of tenant-a, as the owner" $P \
+        "SELECT vmq_pgevents_grant('vmq_events', 'analyst_a', 'reader', ARRAY['tenant-a']);" qs_as vmq_owner || return 1
+    # the writer goes on writing into the table with row-level security on
+    for port in 18963 18964; do
+        mosquitto_pub -h 127.0.0.1 -p $port -i dev-1 -u alice -P alice-pw -q 1 -t t -m "again $port"
+    done
+    check "personal data: both tenants' dev-1 recorded after the reader's grant (row-level security on)" "tenant-a tenant-b" \
+        "$(for _ in $(seq 1 50); do flush; n=$(qs_q vmq_owner "SELECT string_agg(DISTINCT mountpoint, ' ') FROM vmq_events WHERE client_id = 'dev-1' AND payload = convert_to('again ' || CASE mountpoint WHEN 'tenant-a' THEN '18963' ELSE '18964' END, 'UTF8')"); [ "$n" = "tenant-a tenant-b" ] && break; sleep 0.2; done; echo "$n")"
+    a=$(qs_q vmq_owner "SELECT count(*) FROM vmq_events WHERE mountpoint = 'tenant-a' AND client_id = 'dev-1'")
+    b=$(qs_q vmq_owner "SELECT count(*) FROM vmq_events WHERE mountpoint = 'tenant-b' AND client_id = 'dev-1'")
+    tl=$(doc_block $P "SELECT ts, hook, topic FROM vmq_events_timeline('dev-1', mountpoint => 'tenant-a');")
+    check "personal data: the reader's timeline of tenant-a's dev-1 (the page's query): its rows ($a, of $b for tenant-b)" \
+        "$a" "$(qs_q analyst_a "SELECT count(*) FROM (${tl%;}) t")"
+    check "personal data: the reader sees no other tenant's row: table, view, timeline, journey" "0|0|0|0" \
+        "$(qs_q analyst_a "SELECT (SELECT count(*) FROM vmq_events WHERE mountpoint <> 'tenant-a'), (SELECT count(*) FROM vmq_events_connections WHERE mountpoint <> 'tenant-a'), (SELECT count(*) FROM vmq_events_timeline('dev-1', mountpoint => 'tenant-b')), (SELECT count(*) FROM vmq_events_journey('dev-1', '-infinity', mountpoint => 'tenant-b'))")"
+    doc_step "personal data: tenant-a's dev-1 erased, as the owner" $P \
+        "SELECT vmq_pgevents_forget('vmq_events', 'tenant-a', 'dev-1');" qs_as vmq_owner || return 1
+    check "personal data: no row of tenant-a's dev-1 left, tenant-b's untouched, the erasure recorded (the page's query)" \
+        "0|$b|tenant-a|dev-1|$a|vmq_owner" \
+        "$(qs_q vmq_owner "SELECT (SELECT count(*) FROM vmq_events WHERE mountpoint = 'tenant-a' AND client_id = 'dev-1') || '|' || (SELECT count(*) FROM vmq_events WHERE mountpoint = 'tenant-b' AND client_id = 'dev-1') || '|' || (SELECT mountpoint || '|' || client_id || '|' || rows || '|' || asked_by FROM ($(doc_block $P "SELECT erased_at, asked_by, mountpoint, client_id, rows, rows_later, later_at FROM vmq_events_erased ORDER BY id;" | tr -d ';')) e)")"
 }
