@@ -12,7 +12,9 @@
 
 register_cli() ->
     Keys = ["vmq_pgevents." ++ atom_to_list(K) || K <- vmq_pgevents_config:runtime_keys()],
-    [clique:register_config([K], fun config_changed/2) || K <- Keys],
+    %% clique looks a callback up by the key's words, as cuttlefish splits
+    %% them (["vmq_pgevents", "batch_size"]), and prints what it returns
+    [clique:register_config(string:tokens(K, "."), fun config_changed/2) || K <- Keys],
     ok = whitelist(Keys),
     clique:register_usage(?CMD, usage()),
     clique:register_command(?CMD ++ ["show"], [], [],
@@ -79,9 +81,13 @@ schema_dirs() ->
         _ -> []
     end.
 
+%% the new value is in the application environment: applied now; a value
+%% the plugin cannot use is refused (the one before stays) and said
 config_changed(_Key, _Value) ->
-    vmq_pgevents:reconfigure(),
-    ok.
+    case vmq_pgevents:reconfigure() of
+        ok -> "";
+        {error, Why} -> "not applied: " ++ unicode:characters_to_list(Why)
+    end.
 
 hook_keyspec() ->
     {hook, [{typecast, fun(H) when is_list(H) ->
