@@ -113,7 +113,8 @@ usage() ->
      "    flush                write what is queued now\n\n",
      "  vmq-admin set vmq_pgevents.<key>=<value> changes batch_size, flush_interval_ms,\n",
      "  queue_max_events, queue_max_bytes, payload_max_bytes, payload_json_max_bytes,\n",
-     "  payload_mode, payload_modes, topic_include, topic_exclude, mountpoints, hooks\n",
+     "  payload_mode, payload_modes, payload_topics, peer_addr, topic_include,\n",
+     "  topic_exclude, mountpoints, hooks\n",
      "  while running (not persisted).\n"].
 
 %% hook | recording | written | dropped | payload mode (one row per hook)
@@ -148,7 +149,12 @@ status_rows(S, PerSecond) ->
                               <<>> -> "ok";
                               E -> "unusable: " ++ binary_to_list(E)
                           end},
-            {"journal", journal_text(S)}]
+            {"journal", journal_text(S)},
+            {"payload_topics", case maps:get(payload_topics, S, <<>>) of
+                                   <<>> -> "-";
+                                   PT -> binary_to_list(PT)
+                               end},
+            {"peer_addr", atom_to_list(maps:get(peer_addr, S, full))}]
         ++ [{"warning", binary_to_list(W)} || W <- maps:get(warnings, S, [])],
     [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].
 

@@ -29,7 +29,8 @@ registration_test_() ->
                                               "queue_max_events", "queue_max_bytes",
                                               "payload_max_bytes", "payload_json_max_bytes",
                                               "payload_mode", "payload_modes", "topic_include",
-                                              "topic_exclude", "mountpoints"]]),
+                                              "topic_exclude", "mountpoints", "payload_topics",
+                                              "peer_addr"]]),
                          lists:sort(White)),
             %% every whitelisted key has its callback; dsn and table do not change at run time
             ?assertEqual(lists:sort(White), lists:sort([string:join(K, ".") || {config, K, _} <- R])),
