@@ -31,7 +31,8 @@
     X(journal_error) X(journal_no_room) X(partition) X(distribute) X(retention_s)          \
     X(partitions_created) X(partitions_dropped) X(partitions_checked_us)  \
     X(compress_after_s) X(compress_every_ms) X(partitions_compressed)     \
-    X(compress_failures) X(compress_refused) X(compress_error)
+    X(compress_failures) X(compress_refused) X(compress_error)             \
+    X(payload_topics) X(peer_addr) X(network)
 
 typedef struct atoms {
 #define ATOM_MEMBER(n) ERL_NIF_TERM am_##n;

@@ -134,7 +134,8 @@ static void put_payload_json(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
 
     size_t i = 0;
 
-    if (ev->len[F_PAYLOAD] <= 0 || n > ctx->json_max || n < ev->payload_size) {
+    if (ev->len[F_PAYLOAD] <= 0 || n > ctx->json_max || n < ev->payload_size ||
+        (ev->flags & EV_PAYLOAD_SHA256)) {
         put_null(b);
         return;
     }
@@ -161,15 +162,16 @@ static void put_payload_json(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
     put_jsonb(b, p, n);
 }
 
-/* extra: the members the decoder collected, plus which text fields were
- * stored escaped */
+/* extra: the members the decoder collected, which text fields were
+ * stored escaped, and "payload":"sha256" when the payload is its hash */
 static void put_extra(buf_t *b, const event_t *ev)
 {
     size_t lenpos, start;
     int32_t inner = ev->len[F_EXTRA];
+    unsigned escaped = ev->flags & EV_ESCAPED_MASK;
     int f, first = 1;
 
-    if (inner <= 0 && !ev->escaped) {
+    if (inner <= 0 && !escaped && !(ev->flags & EV_PAYLOAD_SHA256)) {
         put_null(b);
         return;
     }
@@ -182,13 +184,13 @@ static void put_extra(buf_t *b, const event_t *ev)
         buf_put(b, event_field(ev, F_EXTRA), (size_t)inner);
         first = 0;
     }
-    if (ev->escaped) {
+    if (escaped) {
         if (!first)
             buf_putc(b, ',');
         buf_puts(b, "\"escaped\":[");
         first = 1;
         for (f = 0; f <= F_TEXT_LAST; f++) {
-            if (!(ev->escaped & (1u << f)))
+            if (!(escaped & (1u << f)))
                 continue;
             if (!first)
                 buf_putc(b, ',');
@@ -198,6 +200,12 @@ static void put_extra(buf_t *b, const event_t *ev)
             buf_putc(b, '"');
         }
         buf_putc(b, ']');
+        first = 0;
+    }
+    if (ev->flags & EV_PAYLOAD_SHA256) {
+        if (!first)
+            buf_putc(b, ',');
+        buf_puts(b, "\"payload\":\"sha256\"");
     }
     buf_putc(b, '}');
     if (!b->failed) {
@@ -289,7 +297,7 @@ static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
         put_field(b, ev, F_CLIENT_ID);
     put_field(b, ev, F_USERNAME);                            /* username */
     put_inet(b, ev);                                         /* peer_addr */
-    if (ev->peer_family)                                     /* peer_port */
+    if (ev->peer_family && !(ev->flags & EV_NO_PORT))        /* peer_port */
         put_int4(b, ev->peer_port);
     else
         put_null(b);
@@ -301,7 +309,9 @@ static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
     put_field(b, ev, F_PAYLOAD);                             /* payload */
     if (ev->len[F_PAYLOAD] >= 0) {
         put_int4(b, (int32_t)(ev->payload_size > INT32_MAX ? INT32_MAX : ev->payload_size));
-        put_bool_or_null(b, (uint64_t)ev->len[F_PAYLOAD] < ev->payload_size);
+        /* a hash is never the whole payload */
+        put_bool_or_null(b, (ev->flags & EV_PAYLOAD_SHA256) ||
+                                (uint64_t)ev->len[F_PAYLOAD] < ev->payload_size);
     } else {
         put_null(b);                                         /* payload_size */
         put_null(b);                                         /* payload_truncated */

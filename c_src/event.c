@@ -24,6 +24,29 @@ void event_in_init(event_in_t *in, int hook, int64_t ts_us)
     in->clean = -1;
 }
 
+void event_in_mask_peer(event_in_t *in, int mode)
+{
+    static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    size_t keep;
+
+    if (mode == PEER_FULL || !in->peer_family)
+        return;
+    if (mode == PEER_NONE) {
+        in->peer_family = 0;
+        keep = 0;
+    } else if (in->peer_family == 4) {
+        keep = 3;
+    } else if (memcmp(in->peer_addr, mapped, sizeof mapped) == 0) {
+        keep = 15;
+    } else {
+        keep = 6;
+    }
+    memset(in->peer_addr + keep, 0, sizeof in->peer_addr - keep);
+    in->peer_port = 0;
+    if (in->peer_family)
+        in->flags |= EV_NO_PORT;
+}
+
 int event_layout(const event_in_t *in, event_layout_t *lay)
 {
     int f;
@@ -68,7 +91,7 @@ void event_fill(event_t *ev, const event_in_t *in, const event_layout_t *lay)
     ev->peer_family = (uint8_t)in->peer_family;
     ev->peer_port = (uint16_t)in->peer_port;
     memcpy(ev->peer_addr, in->peer_addr, sizeof ev->peer_addr);
-    ev->escaped = lay->escaped;
+    ev->flags = (uint8_t)(lay->escaped | in->flags);
     for (f = 0; f < F_COUNT; f++) {
         const span_t *s = &in->f[f];
         ev->off[f] = (uint32_t)pos;

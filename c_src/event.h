@@ -48,6 +48,7 @@ typedef struct event_in {
     uint8_t peer_addr[16];
     int peer_port;
     uint64_t payload_size;  /* size before truncation */
+    uint8_t flags;          /* EV_PAYLOAD_SHA256, EV_NO_PORT */
     span_t f[F_COUNT];
 } event_in_t;
 
@@ -61,7 +62,7 @@ typedef struct event {
     uint16_t hook;
     int8_t qos, retain, clean;
     uint8_t peer_family, has_conn;
-    uint8_t escaped;        /* bit i: text field i was escaped */
+    uint8_t flags;          /* bit i <= F_TEXT_LAST: text field i was escaped; EV_* below */
     uint16_t peer_port;
     uint8_t peer_addr[16];
     uint16_t home;          /* EV_HEAP or EV_JOURNAL (earlier versions' spool files: 0) */
@@ -72,6 +73,14 @@ typedef struct event {
 
 enum { EV_HEAP = 0, EV_JOURNAL = 1 };
 
+/* event flags beside the escaped text fields' bits */
+#define EV_ESCAPED_MASK ((1u << (F_TEXT_LAST + 1)) - 1)
+#define EV_NO_PORT 0x40         /* peer_port is NULL (peer_addr = network) */
+#define EV_PAYLOAD_SHA256 0x80  /* the payload field is the SHA-256 of the payload (payload_topics hash) */
+
+/* peer_addr: what is kept of a peer */
+enum peer_mode { PEER_FULL, PEER_NETWORK, PEER_NONE };
+
 /* the layout of an event: its size and which text fields get escaped */
 typedef struct event_layout {
     size_t total;           /* bytes of the whole event */
@@ -80,6 +89,10 @@ typedef struct event_layout {
 } event_layout_t;
 
 void event_in_init(event_in_t *in, int hook, int64_t ts_us);
+/* peer_addr = network: an IPv4 address keeps its /24, an IPv6 one its /48,
+ * an IPv4-mapped IPv6 one (::ffff:a.b.c.d) the /24 of its IPv4 address;
+ * the port is dropped. none: no peer at all. full: unchanged. */
+void event_in_mask_peer(event_in_t *in, int mode);
 /* 0, or -1 when a field is too large for an event */
 int event_layout(const event_in_t *in, event_layout_t *lay);
 /* Writes everything but ev->next and ev->home into ev (lay->total bytes). */

@@ -94,6 +94,38 @@ static size_t count_items(const char *list)
     return n;
 }
 
+/* one topic filter [s, e) into f (its words point into [s, e)); -1 when
+ * it is not a valid MQTT topic filter (err says which) or out of memory */
+static int parse_filter(const char *s, const char *e, topic_filter_t *f, char *err, size_t errlen)
+{
+    size_t w = 1, i;
+    const char *c;
+
+    for (c = s; c < e; c++)
+        if (*c == '/')
+            w++;
+    f->words = calloc(w, sizeof(span_t));
+    if (!f->words) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    f->nwords = w;
+    for (i = 0, c = s; i < w; i++) {
+        const char *we = memchr(c, '/', (size_t)(e - c));
+        if (!we)
+            we = e;
+        f->words[i] = (span_t){c, (size_t)(we - c), 1};
+        /* + and # stand alone; # only last */
+        if ((memchr(c, '+', (size_t)(we - c)) && we - c != 1) ||
+            (memchr(c, '#', (size_t)(we - c)) && (we - c != 1 || i != w - 1))) {
+            snprintf(err, errlen, "not a valid MQTT topic filter: %.*s", (int)(e - s), s);
+            return -1;
+        }
+        c = we + 1;
+    }
+    return 0;
+}
+
 /* splits a comma-separated list of topic filters; words point into text */
 static int parse_topics(char *text, topic_filter_t **out, size_t *nout, char *err, size_t errlen)
 {
@@ -109,28 +141,9 @@ static int parse_topics(char *text, topic_filter_t **out, size_t *nout, char *er
     if (!fs)
         return -1;
     while (k < n && next_item(&p, &s, &e)) {
-        size_t w = 1, i;
-        const char *c;
-        for (c = s; c < e; c++)
-            if (*c == '/')
-                w++;
-        fs[k].words = calloc(w, sizeof(span_t));
-        if (!fs[k].words)
+        if (parse_filter(s, e, &fs[k], err, errlen) < 0) {
+            k++;
             goto fail;
-        fs[k].nwords = w;
-        for (i = 0, c = s; i < w; i++) {
-            const char *we = memchr(c, '/', (size_t)(e - c));
-            if (!we)
-                we = e;
-            fs[k].words[i] = (span_t){c, (size_t)(we - c), 1};
-            /* + and # stand alone; # only last */
-            if ((memchr(c, '+', (size_t)(we - c)) && we - c != 1) ||
-                (memchr(c, '#', (size_t)(we - c)) && (we - c != 1 || i != w - 1))) {
-                snprintf(err, errlen, "not a valid MQTT topic filter: %.*s", (int)(e - s), s);
-                k++;
-                goto fail;
-            }
-            c = we + 1;
         }
         k++;
     }
@@ -210,4 +223,108 @@ void filters_free(filters_t *f)
     free(f->mountpoints);
     free(f->text);
     free(f);
+}
+
+static int mode_named(const char *s, size_t n)
+{
+    static const struct { const char *name; int mode; } modes[] = {
+        {"none", PM_NONE}, {"hash", PM_HASH}, {"truncated", PM_TRUNCATED}, {"full", PM_FULL}};
+    size_t i;
+
+    for (i = 0; i < sizeof modes / sizeof modes[0]; i++)
+        if (strlen(modes[i].name) == n && memcmp(modes[i].name, s, n) == 0)
+            return modes[i].mode;
+    return -1;
+}
+
+payload_rules_t *payload_rules_parse(const char *spec, char *err, size_t errlen)
+{
+    size_t len = strlen(spec), n, k = 0;
+    const char *p, *s, *e;
+    payload_rules_t *r = calloc(1, sizeof *r);
+
+    snprintf(err, errlen, "out of memory");
+    if (!r)
+        return NULL;
+    r->text = malloc(len + 1);
+    r->spec = malloc(len + 1);
+    if (!r->text || !r->spec)
+        goto fail;
+    memcpy(r->text, spec, len + 1);
+    memcpy(r->spec, spec, len + 1);
+    r->strictest = PM_FULL;
+    n = count_items(r->text);
+    if (n && !(r->rules = calloc(n, sizeof *r->rules)))
+        goto fail;
+    p = r->text;
+    while (k < n && next_item(&p, &s, &e)) {
+        const char *colon = e, *fs = s, *fe, *ms, *me = e;
+        while (colon > s && colon[-1] != ':')
+            colon--;
+        if (colon == s) {
+            snprintf(err, errlen, "payload_topics: '%.*s' is not FILTER:MODE", (int)(e - s), s);
+            goto fail;
+        }
+        fe = colon - 1;
+        ms = colon;
+        trim(&fs, &fe);
+        trim(&ms, &me);
+        r->rules[k].mode = mode_named(ms, (size_t)(me - ms));
+        if (r->rules[k].mode < 0) {
+            snprintf(err, errlen, "payload_topics: unknown mode '%.*s' in '%.*s' (none, hash, "
+                     "truncated or full)", (int)(me - ms), ms, (int)(e - s), s);
+            goto fail;
+        }
+        if (fe == fs) {
+            snprintf(err, errlen, "payload_topics: no topic filter in '%.*s'", (int)(e - s), s);
+            goto fail;
+        }
+        if (parse_filter(fs, fe, &r->rules[k].filter, err, errlen) < 0) {
+            if (r->rules[k].filter.words)
+                snprintf(err, errlen, "payload_topics: '%.*s' is not a valid MQTT topic filter "
+                         "(in '%.*s')", (int)(fe - fs), fs, (int)(e - s), s);
+            k++;
+            goto fail;
+        }
+        k++;
+        if (r->rules[k - 1].filter.nwords > PAYLOAD_RULE_WORDS_MAX) {
+            snprintf(err, errlen, "payload_topics: '%.*s' has more than %d levels",
+                     (int)(fe - fs), fs, PAYLOAD_RULE_WORDS_MAX);
+            goto fail;
+        }
+        r->strictest = payload_mode_stricter(r->strictest, r->rules[k - 1].mode);
+    }
+    r->n = k;
+    err[0] = '\0';
+    return r;
+fail:
+    r->n = k;
+    payload_rules_free(r);
+    return NULL;
+}
+
+void payload_rules_free(payload_rules_t *r)
+{
+    size_t i;
+
+    if (!r)
+        return;
+    for (i = 0; i < r->n; i++)
+        free(r->rules[i].filter.words);
+    free(r->rules);
+    free(r->text);
+    free(r->spec);
+    free(r);
+}
+
+int payload_rules_mode(const payload_rules_t *r, const span_t *words, size_t nwords)
+{
+    size_t i;
+
+    /* a filter of k levels looks at no word past the k-th: at most
+     * PAYLOAD_RULE_WORDS_MAX of them (payload_rules_parse) */
+    for (i = 0; i < r->n; i++)
+        if (topic_matches(&r->rules[i].filter, words, nwords))
+            return r->rules[i].mode;
+    return -1;
 }

@@ -72,10 +72,12 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
 #undef ATOM_INIT
     for (i = 0; i < HOOK_COUNT; i++) {
         const char *r = hook_defs[i].roles, *t = strchr(r, 'T'), *sub = strchr(r, 'S');
+        const char *pl = strchr(r, 'B') ? strchr(r, 'B') : strchr(r, 'D');
         p->hook_atom[i] = enif_make_atom(env, hook_defs[i].name);
         p->hook_arity[i] = (unsigned)strlen(r);
         p->topic_arg[i] = t ? (int)(t - r) : -1;
         p->subid_arg[i] = sub ? (int)(sub - r) : -1;
+        p->payload_arg[i] = pl ? (int)(pl - r) : -1;
     }
     p->batch_size = DEFAULT_BATCH;
     p->flush_interval_ms = 200;
@@ -142,6 +144,12 @@ static void teardown(priv_t *p)
         filters_t *next = p->filters->retired;
         filters_free(p->filters);
         p->filters = next;
+    }
+    payload_rules_free(p->payload_rules);
+    while (p->rules_retired) {
+        payload_rules_t *next = p->rules_retired->retired;
+        payload_rules_free(p->rules_retired);
+        p->rules_retired = next;
     }
     pthread_cond_destroy(&p->cv);
     pthread_mutex_destroy(&p->mu);

@@ -103,6 +103,9 @@ typedef struct runtime_cfg {
     ErlNifSInt64 batch, flush_ms, qmax, qbytes, pmax, jmax;
     uint8_t modes[HOOK_COUNT];
     filters_t *filters;          /* new set, or NULL: unchanged */
+    int rules_set;               /* payload_topics given: publish rules (NULL: no rule) */
+    payload_rules_t *rules;
+    int peer_mode;
 } runtime_cfg_t;
 
 static const char *parse_runtime(ErlNifEnv *env, priv_t *p, ERL_NIF_TERM m, runtime_cfg_t *rc,
@@ -127,6 +130,9 @@ static const char *parse_runtime(ErlNifEnv *env, priv_t *p, ERL_NIF_TERM m, runt
     rc->pmax = (ErlNifSInt64)__atomic_load_n(&p->payload_max, __ATOMIC_RELAXED);
     memcpy(rc->modes, p->payload_mode, sizeof rc->modes);
     rc->filters = NULL;
+    rc->rules_set = 0;
+    rc->rules = NULL;
+    rc->peer_mode = __atomic_load_n(&p->peer_mode, __ATOMIC_RELAXED);
 
     if (get_num(env, m, p->am.am_batch_size, 1, 1000000, &rc->batch) < 0)
         return "batch_size must be an integer from 1 to 1000000";
@@ -145,6 +151,33 @@ static const char *parse_runtime(ErlNifEnv *env, priv_t *p, ERL_NIF_TERM m, runt
     if (enif_get_map_value(env, m, p->am.am_payload_modes, &v) &&
         (!enif_is_map(env, v) || payload_modes(env, p, v, rc->modes) < 0))
         return "payload_modes must map hook names to none, truncated or full";
+    if (enif_get_map_value(env, m, p->am.am_peer_addr, &v)) {
+        if (enif_is_identical(v, p->am.am_full))
+            rc->peer_mode = PEER_FULL;
+        else if (enif_is_identical(v, p->am.am_network))
+            rc->peer_mode = PEER_NETWORK;
+        else if (enif_is_identical(v, p->am.am_none))
+            rc->peer_mode = PEER_NONE;
+        else
+            return "peer_addr must be full, network or none";
+    }
+    {
+        int missing;
+        char *spec = get_cstr(env, m, p->am.am_payload_topics, &missing);
+        if (!missing) {
+            if (!spec)
+                return "payload_topics must be a string";
+            rc->rules = payload_rules_parse(spec, err, errlen);
+            free(spec);
+            if (!rc->rules)
+                return err;
+            rc->rules_set = 1;
+            if (rc->rules->n == 0) {   /* no rule: nothing on the hook path */
+                payload_rules_free(rc->rules);
+                rc->rules = NULL;
+            }
+        }
+    }
     inc = get_cstr(env, m, p->am.am_topic_include, &mi);
     exc = get_cstr(env, m, p->am.am_topic_exclude, &me);
     mps = get_cstr(env, m, p->am.am_mountpoints, &mm);
@@ -153,14 +186,19 @@ static const char *parse_runtime(ErlNifEnv *env, priv_t *p, ERL_NIF_TERM m, runt
             free(inc);
             free(exc);
             free(mps);
+            payload_rules_free(rc->rules);
+            rc->rules = NULL;
             return "topic_include, topic_exclude and mountpoints go together, as strings";
         }
         rc->filters = filters_parse(inc, exc, mps, err, errlen);
         free(inc);
         free(exc);
         free(mps);
-        if (!rc->filters)
+        if (!rc->filters) {
+            payload_rules_free(rc->rules);
+            rc->rules = NULL;
             return err;
+        }
     }
     return NULL;
 }
@@ -174,6 +212,7 @@ static void apply_runtime(priv_t *p, runtime_cfg_t *rc)
     for (i = 0; i < HOOK_COUNT; i++)
         __atomic_store_n(&p->payload_mode[i], rc->modes[i], __ATOMIC_RELAXED);
     __atomic_store_n(&p->enabled, rc->mask, __ATOMIC_RELAXED);
+    __atomic_store_n(&p->peer_mode, (uint8_t)rc->peer_mode, __ATOMIC_RELAXED);
     pthread_mutex_lock(&p->mu);
     p->batch_size = (size_t)rc->batch;
     p->flush_interval_ms = (int)rc->flush_ms;
@@ -185,6 +224,17 @@ static void apply_runtime(priv_t *p, runtime_cfg_t *rc)
         rc->filters->retired = p->filters;
         __atomic_store_n(&p->filters, rc->filters, __ATOMIC_RELEASE);
         rc->filters = NULL;
+    }
+    if (rc->rules_set) {
+        /* readers may still hold the old set: keep it until unload */
+        payload_rules_t *old = p->payload_rules;
+        __atomic_store_n(&p->payload_rules, rc->rules, __ATOMIC_RELEASE);
+        if (old) {
+            old->retired = p->rules_retired;
+            p->rules_retired = old;
+        }
+        rc->rules = NULL;
+        rc->rules_set = 0;
     }
     pthread_mutex_unlock(&p->mu);
 }
@@ -383,6 +433,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     result = w ? p->am.am_ok : error_msg(env, p, err);
 out:
     filters_free(rc.filters);
+    payload_rules_free(rc.rules);
     if (dsn) {
         memset(dsn, 0, strlen(dsn));
         free(dsn);

@@ -1,7 +1,9 @@
 /* nif_hook.c - the hook entry point, event/3: runs on the calling
  * process's scheduler for every hook call. It finds the hook, applies the
- * filters, decodes the arguments (terms.c), builds one event into the
- * queue (queue.c: the journal) and returns; it never waits for PostgreSQL,
+ * filters, decides how much of the payload is kept (payload_mode and
+ * payload_topics, before anything is copied), decodes the arguments
+ * (terms.c), masks the peer (peer_addr), builds one event into the queue
+ * (queue.c: the journal) and returns; it never waits for PostgreSQL,
  * never raises, and counts what it did per hook. */
 #include <erl_nif.h>
 #include <string.h>
@@ -9,7 +11,9 @@
 #include "buf.h"
 #include "event.h"
 #include "nif_priv.h"
+#include "sha256.h"
 #include "terms.h"
+#include "terms_int.h"
 #include "text.h"
 
 /* the mountpoint of a subscriber id as UTF-8 into buf; -1 when unreadable */
@@ -66,6 +70,62 @@ static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, i
             return filters_topic_ok(f, words, n);
     }
     return 1;
+}
+
+/* The payload mode payload_topics gives a call: the first rule matching
+ * its topic; PM_FULL (no restriction) when none does; the strictest mode
+ * of any rule when the topic cannot be read (as the decoder, a topic of
+ * more than TOPIC_WORDS_MAX words or TEXT_BYTES_MAX bytes is not one). It
+ * is read in place (word spans into the Erlang binaries): at most
+ * PAYLOAD_RULE_WORDS_MAX words are kept, the rest only counted (no rule
+ * looks further). */
+static int topic_payload_mode(ErlNifEnv *env, const priv_t *p, const payload_rules_t *r, int hook,
+                              const ERL_NIF_TERM *args)
+{
+    span_t words[PAYLOAD_RULE_WORDS_MAX];
+    ERL_NIF_TERM head, tail, topic;
+    const ERL_NIF_TERM *e;
+    ErlNifBinary w;
+    size_t n = 0;
+    int arity, mode;
+
+    if (p->topic_arg[hook] >= 0) {
+        topic = args[p->topic_arg[hook]];
+    } else if (enif_get_tuple(env, args[p->payload_arg[hook]], &arity, &e) && arity == 4) {
+        topic = e[0];   /* on_message_drop: {Topic, QoS, Payload, Props} */
+    } else {
+        return r->strictest;
+    }
+    if (enif_inspect_binary(env, topic, &w)) {
+        /* a topic as one binary "a/b" */
+        const char *c = (const char *)w.data, *end = c + w.size;
+        if (w.size > TEXT_BYTES_MAX)
+            return r->strictest;
+        for (;;) {
+            const char *we = c < end ? memchr(c, '/', (size_t)(end - c)) : NULL;
+            if (!we)
+                we = end;
+            if (n < PAYLOAD_RULE_WORDS_MAX)
+                words[n] = (span_t){c, (size_t)(we - c), 1};
+            n++;
+            if (we == end)
+                break;
+            c = we + 1;
+        }
+    } else {
+        tail = topic;
+        while (enif_get_list_cell(env, tail, &head, &tail)) {
+            if (!enif_inspect_binary(env, head, &w) || n == TOPIC_WORDS_MAX)
+                return r->strictest;
+            if (n < PAYLOAD_RULE_WORDS_MAX)
+                words[n] = (span_t){(const char *)w.data, w.size, 1};
+            n++;
+        }
+        if (!enif_is_empty_list(env, tail) || n == 0)
+            return r->strictest;
+    }
+    mode = payload_rules_mode(r, words, n);
+    return mode < 0 ? PM_FULL : mode;
 }
 
 /* An atom is an immediate term: two are the same atom exactly when their
@@ -133,13 +193,29 @@ ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         d.in.has_conn = 1;
     }
     {
+        const payload_rules_t *r = __atomic_load_n(&p->payload_rules, __ATOMIC_ACQUIRE);
+        int mode = __atomic_load_n(&p->payload_mode[hook], __ATOMIC_RELAXED);
         size_t pmax;
-        switch (__atomic_load_n(&p->payload_mode[hook], __ATOMIC_RELAXED)) {
-        case PM_NONE: pmax = 0; break;
+        /* the stricter of the hook's mode and its topic's */
+        if (r && p->payload_arg[hook] >= 0)
+            mode = payload_mode_stricter(mode, topic_payload_mode(env, p, r, hook, args));
+        switch (mode) {
+        case PM_NONE: case PM_HASH: pmax = 0; break;   /* no payload byte is copied */
         case PM_FULL: pmax = PAYLOAD_FULL_MAX; break;
         default: pmax = __atomic_load_n(&p->payload_max, __ATOMIC_RELAXED);
         }
         decode_event(env, &p->am, hook, args, pmax, &d);
+        if (mode == PM_HASH && d.in.f[F_PAYLOAD].present) {
+            /* the span still points at the whole binary (terms.h) */
+            sha256(d.in.f[F_PAYLOAD].p, (size_t)d.in.payload_size, d.payload_sha256);
+            d.in.f[F_PAYLOAD] = (span_t){(const char *)d.payload_sha256, SHA256_BYTES, 1};
+            d.in.flags |= EV_PAYLOAD_SHA256;
+        }
+    }
+    {
+        int pm = __atomic_load_n(&p->peer_mode, __ATOMIC_RELAXED);
+        if (pm != PEER_FULL)
+            event_in_mask_peer(&d.in, pm);
     }
     bad = d.malformed != 0;
     rc = queue_add(&p->q, &d.in, &seq);

@@ -30,7 +30,6 @@
 #define PAYLOAD_FULL_MAX (256u * 1024 * 1024)
 #define FILTER_WORDS_MAX 64
 
-enum payload_mode { PM_TRUNCATED, PM_NONE, PM_FULL };
 enum { CH_STARTING = 1, CH_STOPPING = 2 };
 
 typedef struct priv {
@@ -45,12 +44,16 @@ typedef struct priv {
 
     int topic_arg[HOOK_COUNT];   /* argument index of the topic, -1: none */
     int subid_arg[HOOK_COUNT];   /* argument index of the subscriber id */
+    int payload_arg[HOOK_COUNT]; /* argument index of the payload (B) or of the dropped
+                                  * message holding it (D), -1: none */
 
     /* read on the hook path without a lock */
     uint64_t enabled;            /* bit per hook id */
     size_t payload_max;
     uint8_t payload_mode[HOOK_COUNT];
     filters_t *filters;          /* published with release; NULL: no filter */
+    payload_rules_t *payload_rules; /* payload_topics, published with release; NULL: none */
+    uint8_t peer_mode;           /* enum peer_mode */
     uint64_t recorded[HOOK_COUNT], dropped[HOOK_COUNT], malformed[HOOK_COUNT];
     uint64_t filtered[HOOK_COUNT];
     uint64_t rejected;           /* unknown hook or arity */
@@ -69,6 +72,7 @@ typedef struct priv {
     ErlNifPid owner;
     int has_owner;
     char dsn_masked[512];
+    payload_rules_t *rules_retired; /* replaced payload_topics sets, kept until unload */
 } priv_t;
 
 

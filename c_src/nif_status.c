@@ -94,7 +94,7 @@ ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     priv_t *p = enif_priv_data(env);
     writer_status_t ws;
     queue_stats_t qs;
-    ERL_NIF_TERM k[56], v[56], state, map;
+    ERL_NIF_TERM k[60], v[60], state, map;
     char dsn[512];
     int n = 0, running, i;
     uint64_t malformed_total = 0, stopped_drops;
@@ -187,6 +187,13 @@ ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         if (ws.inflight_oldest_us && (!oldest || ws.inflight_oldest_us < oldest))
             oldest = ws.inflight_oldest_us;
         PUT(oldest_age_us, enif_make_int64(env, oldest ? wall_us() - oldest : 0));
+    }
+    {
+        const payload_rules_t *r = __atomic_load_n(&p->payload_rules, __ATOMIC_ACQUIRE);
+        int pm = __atomic_load_n(&p->peer_mode, __ATOMIC_RELAXED);
+        PUT(payload_topics, text_bin(env, r ? r->spec : ""));   /* kept until unload */
+        PUT(peer_addr, pm == PEER_NETWORK ? p->am.am_network
+                       : pm == PEER_NONE ? p->am.am_none : p->am.am_full);
     }
     PUT(per_hook, per_hook(env, p, &ws));
 #undef PUT

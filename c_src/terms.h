@@ -18,13 +18,16 @@
 
 typedef struct decoded {
     event_in_t in;
+    unsigned char payload_sha256[32];   /* the payload's hash (payload_topics hash mode) */
     unsigned malformed;      /* bit i: argument i had the wrong shape */
     buf_t mp, topic, topics, props, extra, reason;
     char mp_s[128], topic_s[512], topics_s[1024], props_s[1024], extra_s[512];
     char reason_s[64];
 } decoded_t;
 
-/* d->in must be set up with event_in_init first. argv holds the hook's arguments (hook_defs[hook].roles gives their
+/* The payload field's span points at the whole binary's data, its length
+ * cut to payload_max (in.payload_size is the binary's size).
+ * d->in must be set up with event_in_init first. argv holds the hook's arguments (hook_defs[hook].roles gives their
  * meaning). Fills d; always succeeds; call decoded_free after use. */
 void decode_event(ErlNifEnv *env, const atoms_t *am, int hook,
                   const ERL_NIF_TERM *argv, size_t payload_max, decoded_t *d);

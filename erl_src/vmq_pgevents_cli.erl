@@ -12,7 +12,9 @@
 
 register_cli() ->
     Keys = ["vmq_pgevents." ++ atom_to_list(K) || K <- vmq_pgevents_config:runtime_keys()],
-    [clique:register_config([K], fun config_changed/2) || K <- Keys],
+    %% clique looks a callback up by the key's words, as cuttlefish splits
+    %% them (["vmq_pgevents", "batch_size"]), and prints what it returns
+    [clique:register_config(string:tokens(K, "."), fun config_changed/2) || K <- Keys],
     ok = whitelist(Keys),
     clique:register_usage(?CMD, usage()),
     clique:register_command(?CMD ++ ["show"], [], [],
@@ -79,9 +81,13 @@ schema_dirs() ->
         _ -> []
     end.
 
+%% the new value is in the application environment: applied now; a value
+%% the plugin cannot use is refused (the one before stays) and said
 config_changed(_Key, _Value) ->
-    vmq_pgevents:reconfigure(),
-    ok.
+    case vmq_pgevents:reconfigure() of
+        ok -> "";
+        {error, Why} -> "not applied: " ++ unicode:characters_to_list(Why)
+    end.
 
 hook_keyspec() ->
     {hook, [{typecast, fun(H) when is_list(H) ->
@@ -107,7 +113,8 @@ usage() ->
      "    flush                write what is queued now\n\n",
      "  vmq-admin set vmq_pgevents.<key>=<value> changes batch_size, flush_interval_ms,\n",
      "  queue_max_events, queue_max_bytes, payload_max_bytes, payload_json_max_bytes,\n",
-     "  payload_mode, payload_modes, topic_include, topic_exclude, mountpoints, hooks\n",
+     "  payload_mode, payload_modes, payload_topics, peer_addr, topic_include,\n",
+     "  topic_exclude, mountpoints, hooks\n",
      "  while running (not persisted).\n"].
 
 %% hook | recording | written | dropped | payload mode (one row per hook)
@@ -142,7 +149,12 @@ status_rows(S, PerSecond) ->
                               <<>> -> "ok";
                               E -> "unusable: " ++ binary_to_list(E)
                           end},
-            {"journal", journal_text(S)}]
+            {"journal", journal_text(S)},
+            {"payload_topics", case maps:get(payload_topics, S, <<>>) of
+                                   <<>> -> "-";
+                                   PT -> binary_to_list(PT)
+                               end},
+            {"peer_addr", atom_to_list(maps:get(peer_addr, S, full))}]
         ++ [{"warning", binary_to_list(W)} || W <- maps:get(warnings, S, [])],
     [[{name, N}, {value, lists:flatten(io_lib:format("~ts", [to_text(V)]))}] || {N, V} <- Rows].
 

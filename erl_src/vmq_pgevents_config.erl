@@ -28,6 +28,8 @@ read() ->
                     stop_timeout_ms => int(stop_timeout_ms, 0),
                     conn_table_max => int(conn_table_max, 0),
                     payload_modes => payload_modes(),
+                    payload_topics => text(payload_topics, env(payload_topics, "")),
+                    peer_addr => peer_addr(),
                     topic_include => text(topic_include, env(topic_include, "")),
                     topic_exclude => text(topic_exclude, env(topic_exclude, "$SYS/#")),
                     mountpoints => text(mountpoints, env(mountpoints, "")),
@@ -56,7 +58,7 @@ read() ->
 runtime_keys() ->
     [hooks, batch_size, flush_interval_ms, queue_max_events, queue_max_bytes,
      payload_max_bytes, payload_json_max_bytes, payload_mode, payload_modes,
-     topic_include, topic_exclude, mountpoints].
+     topic_include, topic_exclude, mountpoints, payload_topics, peer_addr].
 
 -spec runtime() -> {ok, map()} | {error, binary()}.
 runtime() ->
@@ -64,7 +66,8 @@ runtime() ->
         {ok, C} ->
             {ok, maps:with([hooks, batch_size, flush_interval_ms, queue_max_events,
                             queue_max_bytes, payload_max_bytes, payload_json_max_bytes,
-                            payload_modes, topic_include, topic_exclude, mountpoints], C)};
+                            payload_modes, topic_include, topic_exclude, mountpoints,
+                            payload_topics, peer_addr], C)};
         Error -> Error
     end.
 
@@ -175,6 +178,15 @@ partition() ->
         P when P =:= hour; P =:= "hour" -> <<"hour">>;
         P when P =:= none; P =:= "none" -> <<"none">>;
         P -> throw({config, io_lib:format("partition: expected day, hour or none, got ~0p", [P])})
+    end.
+
+%% what is kept of a client's address: full | network | none
+peer_addr() ->
+    case env(peer_addr, full) of
+        P when P =:= full; P =:= "full" -> full;
+        P when P =:= network; P =:= "network" -> network;
+        P when P =:= none; P =:= "none" -> none;
+        P -> throw({config, io_lib:format("peer_addr: expected full, network or none, got ~0p", [P])})
     end.
 
 %% whether a new events table is made a Citus distributed table

@@ -29,7 +29,9 @@ register_usage(Cmd, Usage) when is_list(Cmd) ->
     add({usage, Cmd, Usage}),
     ok.
 
+%% KeyPath: the key's words, as clique looks it up (cuttlefish_variable:tokenize)
 register_config(KeyPath, Callback) when is_list(KeyPath), is_function(Callback, 2) ->
+    [nomatch = string:find(W, ".") || W <- KeyPath],
     add({config, KeyPath, Callback}),
     ok.
 
@@ -57,12 +59,13 @@ run(Words) ->
 
 %% set("vmq_pgevents.topic_exclude=a/#"): what `vmq-admin set' does for a
 %% whitelisted key: the value reaches the app env (as cuttlefish maps it),
-%% then the registered callback runs
+%% then the callback registered for the key's words runs; what it returns
+%% is printed ("" when all went well)
 set(KeyVal) ->
     [Key, Val] = string:split(KeyVal, "="),
     [{whitelist, White}] = [W || {whitelist, _} = W <- registered()],
     true = lists:member(Key, White),
-    ["vmq_pgevents", AppKey] = string:split(Key, "."),
+    ["vmq_pgevents", AppKey] = Words = string:split(Key, "."),
     application:set_env(vmq_pgevents, list_to_atom(AppKey), Val),
-    [{config, _, Callback}] = [C || {config, [K], _} = C <- registered(), K =:= Key],
-    Callback([Key], Val).
+    [{config, _, Callback}] = [C || {config, K, _} = C <- registered(), K =:= Words],
+    Callback(Words, Val).

@@ -29,10 +29,11 @@ registration_test_() ->
                                               "queue_max_events", "queue_max_bytes",
                                               "payload_max_bytes", "payload_json_max_bytes",
                                               "payload_mode", "payload_modes", "topic_include",
-                                              "topic_exclude", "mountpoints"]]),
+                                              "topic_exclude", "mountpoints", "payload_topics",
+                                              "peer_addr"]]),
                          lists:sort(White)),
             %% every whitelisted key has its callback; dsn and table do not change at run time
-            ?assertEqual(lists:sort(White), lists:sort([K || {config, [K], _} <- R])),
+            ?assertEqual(lists:sort(White), lists:sort([string:join(K, ".") || {config, K, _} <- R])),
             ?assertNot(lists:member("vmq_pgevents.dsn", White))
         end)
     end}.
@@ -137,10 +138,10 @@ filters_test_() ->
                          [{maps:get(<<"hook">>, R), maps:get(<<"topic">>, R), maps:get(<<"payload">>, R),
                            maps:get(<<"payload_truncated">>, R)} || R <- Rows]),
             %% vmq-admin set: an include list and a mountpoint list, at run time
-            ok = clique:set("vmq_pgevents.topic_include=sensors/+/temp"),
+            "" = clique:set("vmq_pgevents.topic_include=sensors/+/temp"),
             ok = Pub([<<"sensors">>, <<"k1">>, <<"temp">>], <<"21">>),
             ok = Pub([<<"sensors">>, <<"k1">>, <<"hum">>], <<"40">>),
-            ok = clique:set("vmq_pgevents.mountpoints=tenant1"),
+            "" = clique:set("vmq_pgevents.mountpoints=tenant1"),
             ok = vmq_pgevents:on_client_gone({"tenant1", <<"t1">>}),
             ok = vmq_pgevents:on_client_gone({"", <<"other">>}),
             ok = Pub([<<"sensors">>, <<"k2">>, <<"temp">>], <<"22">>),    %% default mountpoint: out
@@ -152,7 +153,10 @@ filters_test_() ->
                           || R <- New]),
             %% a bad filter is refused with a clear message, the old ones stay
             application:set_env(vmq_pgevents, topic_include, "a/#/b"),
-            ?assertEqual({error, <<"not a valid MQTT topic filter: a/#/b">>}, vmq_pgevents:reconfigure())
+            ?assertEqual({error, <<"not a valid MQTT topic filter: a/#/b">>}, vmq_pgevents:reconfigure()),
+            %% and through vmq-admin set, which says so
+            ?assertEqual("not applied: not a valid MQTT topic filter: a/#/b",
+                         clique:set("vmq_pgevents.topic_include=a/#/b"))
         end)
     end}.
 

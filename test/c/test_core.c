@@ -27,6 +27,7 @@
 
 #define MEM (64u << 20)   /* journal_memory_bytes of the journal tests */
 #include "recover.h"
+#include "sha256.h"
 #include "text.h"
 #include "writer.h"
 
@@ -159,7 +160,7 @@ static void test_event(void)
         return;
     CHECK(ev->len[F_MOUNTPOINT] == 0);
     CHECK(ev->len[F_PROPERTIES] == -1);
-    CHECK(ev->escaped == (1u << F_CLIENT_ID));
+    CHECK(ev->flags == (1u << F_CLIENT_ID));
     CHECK_MEM(event_field(ev, F_CLIENT_ID), (size_t)ev->len[F_CLIENT_ID], "c\\xff");
     CHECK_MEM(event_field(ev, F_TOPIC), (size_t)ev->len[F_TOPIC], "a/b");
     CHECK(ev->bytes == offsetof(event_t, data) + 7 + 5 + 1 + 3);  /* payload, c\\xff, u, a/b */
@@ -1388,6 +1389,264 @@ static void test_journal_forged_record(void)
     CHECK(system(cmd) == 0);
 }
 
+static void hex(const unsigned char *d, size_t n, char *out)
+{
+    size_t i;
+
+    for (i = 0; i < n; i++)
+        sprintf(out + 2 * i, "%02x", d[i]);
+}
+
+/* FIPS 180-2, appendix B: one block, two blocks, one million 'a' */
+static void test_sha256(void)
+{
+    unsigned char d[SHA256_BYTES];
+    char h[2 * SHA256_BYTES + 1];
+    sha256_ctx_t c;
+    char *a = malloc(1000000);
+    size_t i;
+
+    sha256("", 0, d);
+    hex(d, sizeof d, h);
+    CHECK(strcmp(h, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855") == 0);
+    sha256("abc", 3, d);
+    hex(d, sizeof d, h);
+    CHECK(strcmp(h, "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad") == 0);
+    sha256("abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq", 56, d);
+    hex(d, sizeof d, h);
+    CHECK(strcmp(h, "248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1") == 0);
+    CHECK(a != NULL);
+    if (!a)
+        return;
+    memset(a, 'a', 1000000);
+    sha256(a, 1000000, d);
+    hex(d, sizeof d, h);
+    CHECK(strcmp(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
+    /* the same in pieces of odd sizes (the block buffer's paths) */
+    sha256_init(&c);
+    for (i = 0; i < 1000000; i += 7)
+        sha256_update(&c, a + i, 1000000 - i < 7 ? 1000000 - i : 7);
+    sha256_final(&c, d);
+    hex(d, sizeof d, h);
+    CHECK(strcmp(h, "cdc76e5c9914fb9281a1c7e284d73e67f1809a48a497200e046d39ccc7112cd0") == 0);
+    /* 55, 56 and 64 bytes: the padding's edges */
+    sha256(a, 55, d);
+    hex(d, sizeof d, h);
+    CHECK(strcmp(h, "9f4390f8d30c2dd92ec9f095b65e2b9ae9b0a925a5258e241c9f1e910f734318") == 0);
+    sha256(a, 64, d);
+    hex(d, sizeof d, h);
+    CHECK(strcmp(h, "ffe054fe7ae0cb6dc65c3af9b61d5209f439851db43d0ba5997337df154668eb") == 0);
+    free(a);
+}
+
+/* the words of "a/b/c" as spans into the string */
+static size_t split_topic(const char *topic, span_t *words, size_t cap)
+{
+    const char *p = topic, *e;
+    size_t n = 0;
+
+    for (;;) {
+        e = strchr(p, '/');
+        if (n < cap)
+            words[n] = (span_t){p, e ? (size_t)(e - p) : strlen(p), 1};
+        n++;
+        if (!e)
+            return n;
+        p = e + 1;
+    }
+}
+
+static int rule_mode(const payload_rules_t *r, const char *topic)
+{
+    span_t words[PAYLOAD_RULE_WORDS_MAX];
+    size_t n = split_topic(topic, words, PAYLOAD_RULE_WORDS_MAX);
+
+    return payload_rules_mode(r, words, n);
+}
+
+static void test_payload_rules(void)
+{
+    char err[256], deep[400];
+    payload_rules_t *r;
+    int i;
+
+    r = payload_rules_parse(" +/credentials/#:none, health/#:hash ,#:truncated,a:b/c : full", err, sizeof err);
+    CHECK(r != NULL && r->n == 4);
+    if (r) {
+        CHECK(r->strictest == PM_NONE);
+        CHECK(rule_mode(r, "dev/credentials/x") == PM_NONE);
+        CHECK(rule_mode(r, "dev/credentials") == PM_NONE);       /* # includes the parent */
+        CHECK(rule_mode(r, "health/x") == PM_HASH);
+        CHECK(rule_mode(r, "health") == PM_HASH);
+        CHECK(rule_mode(r, "other/x") == PM_TRUNCATED);          /* first match wins: # */
+        CHECK(rule_mode(r, "a:b/c") == PM_TRUNCATED);            /* # comes before it */
+        CHECK(rule_mode(r, "$SYS/credentials/x") == -1);         /* wildcards do not match $ topics */
+        CHECK(rule_mode(r, "$SYS/x") == -1);
+        CHECK(strcmp(r->spec, " +/credentials/#:none, health/#:hash ,#:truncated,a:b/c : full") == 0);
+        payload_rules_free(r);
+    }
+    /* first match wins, in the order given; the last ':' splits */
+    r = payload_rules_parse("a:b/c:full, a:b/#:none, $SYS/#:hash", err, sizeof err);
+    CHECK(r && r->n == 3);
+    if (r) {
+        CHECK(rule_mode(r, "a:b/c") == PM_FULL);
+        CHECK(rule_mode(r, "a:b/d") == PM_NONE);
+        CHECK(rule_mode(r, "$SYS/x") == PM_HASH);                /* a $ filter names it */
+        CHECK(rule_mode(r, "b") == -1);
+        CHECK(r->strictest == PM_NONE);
+        payload_rules_free(r);
+    }
+    /* a topic deeper than the words looked at */
+    for (i = 0; i < 100; i++) {
+        deep[2 * i] = 'x';
+        deep[2 * i + 1] = '/';
+    }
+    deep[199] = '\0';   /* 100 levels */
+    r = payload_rules_parse("x/x/#:hash, +/+:none", err, sizeof err);
+    CHECK(r && rule_mode(r, deep) == PM_HASH && rule_mode(r, "y/z") == PM_NONE &&
+          rule_mode(r, "y/z/w") == -1);
+    payload_rules_free(r);
+    /* empty: no rules */
+    r = payload_rules_parse(" , ", err, sizeof err);
+    CHECK(r && r->n == 0 && rule_mode(r, "a") == -1 && r->strictest == PM_FULL);
+    payload_rules_free(r);
+    /* bad items: refused, the item named */
+    CHECK(payload_rules_parse("a/#:none, b/#", err, sizeof err) == NULL &&
+          strcmp(err, "payload_topics: 'b/#' is not FILTER:MODE") == 0);
+    CHECK(payload_rules_parse("a/#:secret", err, sizeof err) == NULL &&
+          strcmp(err, "payload_topics: unknown mode 'secret' in 'a/#:secret' (none, hash, truncated or full)") == 0);
+    CHECK(payload_rules_parse("a/#/b:none", err, sizeof err) == NULL &&
+          strcmp(err, "payload_topics: 'a/#/b' is not a valid MQTT topic filter (in 'a/#/b:none')") == 0);
+    CHECK(payload_rules_parse("x:none, a+/b:hash", err, sizeof err) == NULL && strstr(err, "'a+/b'"));
+    CHECK(payload_rules_parse(" :full", err, sizeof err) == NULL &&
+          strcmp(err, "payload_topics: no topic filter in ':full'") == 0);
+    CHECK(payload_rules_parse("a/#:", err, sizeof err) == NULL && strstr(err, "unknown mode ''"));
+    CHECK(payload_rules_parse("a/#:None", err, sizeof err) == NULL);
+    deep[199] = ':';
+    memcpy(deep + 200, "none", 5);   /* a filter of 100 levels */
+    CHECK(payload_rules_parse(deep, err, sizeof err) == NULL && strstr(err, "more than 64 levels"));
+    /* the stricter mode wins */
+    CHECK(payload_mode_stricter(PM_FULL, PM_NONE) == PM_NONE);
+    CHECK(payload_mode_stricter(PM_NONE, PM_FULL) == PM_NONE);
+    CHECK(payload_mode_stricter(PM_TRUNCATED, PM_HASH) == PM_HASH);
+    CHECK(payload_mode_stricter(PM_HASH, PM_NONE) == PM_NONE);
+    CHECK(payload_mode_stricter(PM_FULL, PM_TRUNCATED) == PM_TRUNCATED);
+    CHECK(payload_mode_stricter(PM_FULL, PM_FULL) == PM_FULL);
+}
+
+static void test_mask_peer(void)
+{
+    static const uint8_t v6[16] = {0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34, 0x56, 0x78,
+                                   0x9a, 0xbc, 0xde, 0xf0, 0x11, 0x22, 0x33, 0x44};
+    static const uint8_t v6net[16] = {0x20, 0x01, 0x0d, 0xb8, 0x12, 0x34};
+    static const uint8_t mapped[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 168, 7, 9};
+    static const uint8_t mapnet[16] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, 192, 168, 7, 0};
+    event_in_t in;
+
+    event_in_init(&in, HOOK_ON_REGISTER, 0);
+    in.peer_family = 4;
+    memcpy(in.peer_addr, "\x0a\x01\x02\x03", 4);
+    in.peer_port = 51000;
+    event_in_mask_peer(&in, PEER_FULL);
+    CHECK(in.peer_family == 4 && memcmp(in.peer_addr, "\x0a\x01\x02\x03", 4) == 0 &&
+          in.peer_port == 51000 && in.flags == 0);
+    event_in_mask_peer(&in, PEER_NETWORK);
+    CHECK(in.peer_family == 4 && memcmp(in.peer_addr, "\x0a\x01\x02\x00", 4) == 0 &&
+          in.peer_port == 0 && in.flags == EV_NO_PORT);
+
+    event_in_init(&in, HOOK_ON_REGISTER, 0);
+    in.peer_family = 6;
+    memcpy(in.peer_addr, v6, 16);
+    in.peer_port = 1;
+    event_in_mask_peer(&in, PEER_NETWORK);
+    CHECK(in.peer_family == 6 && memcmp(in.peer_addr, v6net, 16) == 0 && in.flags == EV_NO_PORT);
+
+    event_in_init(&in, HOOK_ON_REGISTER, 0);
+    in.peer_family = 6;
+    memcpy(in.peer_addr, mapped, 16);
+    event_in_mask_peer(&in, PEER_NETWORK);
+    CHECK(in.peer_family == 6 && memcmp(in.peer_addr, mapnet, 16) == 0 && in.flags == EV_NO_PORT);
+
+    event_in_init(&in, HOOK_ON_REGISTER, 0);
+    in.peer_family = 6;
+    memcpy(in.peer_addr, v6, 16);
+    in.peer_port = 1883;
+    event_in_mask_peer(&in, PEER_NONE);
+    CHECK(in.peer_family == 0 && memcmp(in.peer_addr, (uint8_t[16]){0}, 16) == 0 && in.peer_port == 0);
+
+    event_in_init(&in, HOOK_ON_PUBLISH, 0);   /* no peer: nothing to do */
+    event_in_mask_peer(&in, PEER_NETWORK);
+    CHECK(in.peer_family == 0 && in.flags == 0);
+
+    /* the rows: network keeps the address without the port, none has neither */
+    {
+        copy_ctx_t ctx = {"n", 1, 1, 65536, 0};
+        const unsigned char *d;
+        event_t *ev;
+        buf_t b;
+        int len;
+
+        event_in_init(&in, HOOK_ON_REGISTER, 946684800000000LL);
+        in.peer_family = 4;
+        memcpy(in.peer_addr, "\x0a\x01\x02\x03", 4);
+        in.peer_port = 51000;
+        event_in_mask_peer(&in, PEER_NETWORK);
+        ev = event_build(&in);
+        CHECK(ev != NULL);
+        if (!ev)
+            return;
+        buf_init(&b, NULL, 0);
+        copy_row(&b, &ctx, ev);
+        len = copy_field((const unsigned char *)b.p, 9, &d);        /* inet 10.1.2.0 */
+        CHECK(len == 8 && d[0] == 2 && d[4] == 10 && d[5] == 1 && d[6] == 2 && d[7] == 0);
+        len = copy_field((const unsigned char *)b.p, 10, &d);       /* peer_port NULL */
+        CHECK(len == -1);
+        len = copy_field((const unsigned char *)b.p, 22, &d);       /* no extra */
+        CHECK(len == -1);
+        buf_free(&b);
+        event_free(ev);
+    }
+}
+
+/* a hashed payload's row: the digest, the real size, marked, no JSON */
+static void test_copy_sha256(void)
+{
+    copy_ctx_t ctx = {"n", 1, 1, 65536, 0};
+    unsigned char digest[SHA256_BYTES];
+    const unsigned char *d;
+    event_in_t in;
+    event_t *ev;
+    buf_t b;
+    int len;
+
+    sha256("{}", 2, digest);
+    event_in_init(&in, HOOK_ON_PUBLISH, 946684800000000LL);
+    in.f[F_PAYLOAD] = (span_t){(const char *)digest, sizeof digest, 1};
+    in.payload_size = 2;                  /* shorter than the digest, JSON itself */
+    in.f[F_CLIENT_ID] = (span_t){"c\xff", 2, 1};
+    in.flags = EV_PAYLOAD_SHA256;
+    ev = event_build(&in);
+    CHECK(ev != NULL);
+    if (!ev)
+        return;
+    buf_init(&b, NULL, 0);
+    copy_row(&b, &ctx, ev);
+    len = copy_field((const unsigned char *)b.p, 16, &d);           /* payload: the digest */
+    CHECK(len == SHA256_BYTES && memcmp(d, digest, SHA256_BYTES) == 0);
+    len = copy_field((const unsigned char *)b.p, 17, &d);           /* payload_size */
+    CHECK(len == 4 && d[3] == 2);
+    len = copy_field((const unsigned char *)b.p, 18, &d);           /* payload_truncated */
+    CHECK(len == 1 && d[0] == 1);
+    len = copy_field((const unsigned char *)b.p, 19, &d);           /* payload_json NULL */
+    CHECK(len == -1);
+    len = copy_field((const unsigned char *)b.p, 22, &d);           /* extra */
+    CHECK(len > 0 && d[0] == 1);
+    if (len > 0)
+        CHECK_MEM(d + 1, (size_t)len - 1, "{\"escaped\":[\"client_id\"],\"payload\":\"sha256\"}");
+    buf_free(&b);
+    event_free(ev);
+}
+
 int main(void)
 {
     test_journal_forged_record();
@@ -1400,6 +1659,10 @@ int main(void)
     test_journal_damage();
     test_recover_legacy();
     test_filters();
+    test_sha256();
+    test_payload_rules();
+    test_mask_peer();
+    test_copy_sha256();
     test_text();
     test_base64();
     test_buf_growth();

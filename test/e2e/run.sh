@@ -142,6 +142,7 @@ for src in "${sources[@]}"; do
         broker_stop "$A"
         scenario_bad_config
         scenario_compress
+        scenario_privacy
         scenario_cluster "$src" "$tag"
         scenario_citus "$tag"
         scenario_quick_start

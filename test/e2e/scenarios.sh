@@ -211,3 +211,99 @@ scenario_traffic() {
                    AND (client_id = 'e2e-props' OR (client_id = 'e2e-props-sub' AND topic = 'e2e/props'))" \
                   "auth_on_publish_m5|true|true on_publish_m5|true|true on_deliver_m5|true|true")"
 }
+
+# 12. payload_topics and peer_addr in vernemq.conf, written as
+#     docs/personal-data.md writes them: a none topic's payload empty, a
+#     hash topic's its SHA-256, the others' bytes; addresses cut to their
+#     /24 without a port. The none and hash payloads' bytes are nowhere:
+#     not in the journal's files (spool_dir, its memory files in
+#     /dev/shm), not in PostgreSQL's data directory; the other topic's
+#     are found there (the search finds what is written). Then both
+#     changed with vmq-admin set. Ends with the broker stopped and
+#     vernemq.conf as it was.
+scenario_privacy() {
+    echo " - payload_topics and peer_addr (vernemq.conf as docs/personal-data.md writes them)"
+    local tag cred health other later sha spool ram out s i
+    tag=$(echo "$VERSION" | tr -c '0-9a-z\n' _)-$$-$RANDOM
+    cred=CRED-SECRET-$tag health=HEALTH-SECRET-$tag other=OTHER-MARKER-$tag later=LATER-MARKER-$tag
+    broker_stop "$BROKER"
+    cp "$BROKER/etc/vernemq.conf" "$WORK/vernemq.conf.good"
+    # without the quotes the value ends at the first '#' (a comment): refused
+    broker_conf "$BROKER" "vmq_pgevents.payload_topics = +/credentials/#:none, health/#:hash, #:truncated"
+    check_re "payload_topics with an unquoted #: refused by vernemq config generate, naming the item" \
+        "vmq_pgevents.payload_topics: '\+/credentials/' is not FILTER:MODE" \
+        "$(ERL_EPMD_ADDRESS=127.0.0.1 "$BROKER/bin/vernemq" config generate 2>&1 </dev/null)"
+    cp "$WORK/vernemq.conf.good" "$BROKER/etc/vernemq.conf"
+    broker_conf "$BROKER" "$(grep -o "^vmq_pgevents.payload_topics = '.*'$" docs/personal-data.md)" \
+                          "$(grep -o '^vmq_pgevents.peer_addr = network$' docs/personal-data.md)"
+    if broker_start "$BROKER"; then
+        check "status: payload_topics" "+/credentials/#:none, health/#:hash, #:truncated" "$(status_value payload_topics)"
+        check "status: peer_addr" network "$(status_value peer_addr)"
+        bg_sub -i e2e-priv-sub -q 1 -t 'dev/#' -t 'health/#' -t 'other/#' "${ALICE[@]}" -C 3 -W 20 >"$WORK/priv.out"
+        s=$BG
+        settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-priv-sub' AND hook = 'on_subscribe'" 1 >/dev/null
+        pub -i e2e-priv-cred -q 1 -t dev/credentials/x -m "$cred" "${ALICE[@]}"
+        pub -i e2e-priv-health -q 1 -t health/x -m "$health" "${ALICE[@]}"
+        pub -i e2e-priv-other -q 1 -t other/x -m "$other" "${ALICE[@]}"
+        wait "$s"
+        check "the subscriber got the three payloads whole" "$cred|$health|$other" "$(sort "$WORK/priv.out" | paste -sd '|')"
+        sha=$(printf '%s' "$health" | sha256sum | cut -d' ' -f1)
+        # hook | payload (hex) | payload_size | payload_truncated | extra's payload mark | payload_json
+        local row="hook || '|' || encode(payload, 'hex') || '|' || payload_size || '|' || payload_truncated
+                   || '|' || coalesce(extra->>'payload', '-') || '|' || coalesce(payload_json::text, '-')"
+        local hooks="hook IN ('auth_on_publish', 'on_publish', 'on_deliver')"
+        local want
+        want="auth_on_publish||${#cred}|true|-|- on_deliver||${#cred}|true|-|- on_publish||${#cred}|true|-|-"
+        check "none topic (dev/credentials/x): payload empty, its size, no JSON" "$want" \
+            "$(settle "SELECT string_agg($row, ' ' ORDER BY hook) FROM vmq_events WHERE topic = 'dev/credentials/x' AND $hooks" "$want")"
+        want="auth_on_publish|$sha|${#health}|true|sha256|- on_deliver|$sha|${#health}|true|sha256|- on_publish|$sha|${#health}|true|sha256|-"
+        check "hash topic (health/x): payload = sha256sum of the message, its size, marked sha256" "$want" \
+            "$(settle "SELECT string_agg($row, ' ' ORDER BY hook) FROM vmq_events WHERE topic = 'health/x' AND $hooks" "$want")"
+        local hex
+        hex=$(printf '%s' "$other" | od -An -tx1 | tr -d ' \n')
+        want="auth_on_publish|$hex|${#other}|false|-|- on_deliver|$hex|${#other}|false|-|- on_publish|$hex|${#other}|false|-|-"
+        check "other topic (other/x, #:truncated): the payload's bytes" "$want" \
+            "$(settle "SELECT string_agg($row, ' ' ORDER BY hook) FROM vmq_events WHERE topic = 'other/x' AND $hooks" "$want")"
+        check "peer_addr = network: the logins' addresses end in .0, no port (4 clients, 2 rows each)" "8|127.0.0.0|0" \
+            "$(q "SELECT count(*), string_agg(DISTINCT host(peer_addr), ','), count(peer_port) FROM vmq_events
+                  WHERE client_id LIKE 'e2e-priv-%' AND hook IN ('auth_on_register', 'on_register')")"
+        # the journal's files: in spool_dir once synced, and its memory files
+        spool=$BROKER/data/vmq_pgevents
+        ram=$(grep -o 'hooks write into memory files in [^ ]*' "$BROKER/log/console.log" | tail -n 1 | cut -d' ' -f7)
+        for i in $(seq 1 50); do
+            grep -rqaF "$other" "$spool" && break
+            sleep 0.2
+        done
+        ram=${ram:-/dev/shm/no-memory-files-logged}
+        check "journal: the other topic's payload is in the files in spool_dir" 1 \
+            "$(grep -rlaF "$other" "$spool" | head -n 1 | wc -l)"
+        check_re "journal: its memory files in /dev/shm (named by the log) hold it too" '^/dev/shm/vmq_pgevents-[0-9a-f]{16}: 1$' \
+            "$ram: $(grep -rlaF "$other" "$ram" 2>/dev/null | head -n 1 | wc -l)"
+        check "journal: the none and hash payloads are in none of its files" "0|0" \
+            "$(grep -rlaF "$cred" "$spool" "$ram" 2>/dev/null | wc -l)|$(grep -rlaF "$health" "$spool" "$ram" 2>/dev/null | wc -l)"
+        bash test/pg.sh psql "$PGDIR" -X -q -c CHECKPOINT >/dev/null
+        check "PostgreSQL's data directory (after CHECKPOINT): the other payload there, the none and hash ones not" "1|0|0" \
+            "$(grep -rlaF "$other" "$PGDIR/data" | head -n 1 | wc -l)|$(grep -rlaF "$cred" "$PGDIR/data" | wc -l)|$(grep -rlaF "$health" "$PGDIR/data" | wc -l)"
+        # at run time, as docs/personal-data.md shows it
+        out=$(broker_admin "$BROKER" set 'vmq_pgevents.payload_topics=+/credentials/#:none,#:truncated')
+        check "vmq-admin set payload_topics: applied" "+/credentials/#:none,#:truncated" "$(status_value payload_topics)"
+        out="$out $(broker_admin "$BROKER" set vmq_pgevents.peer_addr=none)"
+        check "vmq-admin set peer_addr: applied" none "$(status_value peer_addr)"
+        check_re "vmq-admin set: a value the plugin refuses is said, naming the item" \
+            "not applied: payload_topics: 'a/#/b' is not a valid MQTT topic filter|vmq_pgevents.payload_topics: 'a/#/b:none' is not a valid MQTT topic filter" \
+            "$(broker_admin "$BROKER" set 'vmq_pgevents.payload_topics=a/#/b:none')"
+        check "... and the rules in use stay" "+/credentials/#:none,#:truncated" "$(status_value payload_topics)"
+        pub -i e2e-priv-later -q 1 -t health/x -m "$later" "${ALICE[@]}"
+        hex=$(printf '%s' "$later" | od -An -tx1 | tr -d ' \n')
+        want="$hex|-|0|0"
+        check "after the change: health/x kept whole, the login without address or port" "$want" \
+            "$(settle "SELECT max(encode(payload, 'hex')) FILTER (WHERE hook = 'on_publish') || '|' ||
+                              coalesce(max(extra->>'payload'), '-') || '|' || count(peer_addr) || '|' || count(peer_port)
+                       FROM vmq_events WHERE client_id = 'e2e-priv-later'" "$want")"
+        echo "   (vmq-admin set said: $(echo $out))"
+    else
+        bad "broker boots with payload_topics and peer_addr in vernemq.conf"
+    fi
+    broker_stop "$BROKER"
+    cp "$WORK/vernemq.conf.good" "$BROKER/etc/vernemq.conf"
+}
