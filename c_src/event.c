@@ -38,6 +38,8 @@ void event_in_mask_peer(event_in_t *in, int mode)
         keep = 3;
     } else if (memcmp(in->peer_addr, mapped, sizeof mapped) == 0) {
         keep = 15;
+    } else if (in->peer_addr[0] == 0x20 && in->peer_addr[1] == 0x02) {
+        keep = 5;   /* 6to4, 2002:AABB:CCDD::/48 holds the whole IPv4 AA.BB.CC.DD: its /24 */
     } else {
         keep = 6;
     }

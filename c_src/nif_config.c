@@ -164,7 +164,10 @@ static const char *parse_runtime(ErlNifEnv *env, priv_t *p, ERL_NIF_TERM m, runt
     {
         int missing;
         char *spec = get_cstr(env, m, p->am.am_payload_topics, &missing);
-        if (!missing) {
+        const payload_rules_t *cur = __atomic_load_n(&p->payload_rules, __ATOMIC_ACQUIRE);
+        if (!missing && spec && cur && strcmp(cur->spec, spec) == 0) {
+            free(spec);   /* the same rules: kept (a replaced set stays until unload) */
+        } else if (!missing) {
             if (!spec)
                 return "payload_topics must be a string";
             rc->rules = payload_rules_parse(spec, err, errlen);

@@ -331,7 +331,7 @@ int w_check_access(writer_t *w)
     if (may) {
         char *resume = granted_sql(w, "SELECT %s($1, $2::bigint, $3::float8, $4::float8)", "_resume");
         char *upkeep = granted_sql(w, "SELECT created, coalesce(array_to_string(dropped, ', '), ''), "
-                                      "coalesce(array_length(dropped, 1), 0), erased "
+                                      "coalesce(array_length(dropped, 1), 0), erased, pending "
                                       "FROM %s($1, 2, $2::bigint, to_timestamp($3::float8), "
                                       "to_timestamp($4::float8))", "_upkeep");
         if (!resume || !upkeep) {
@@ -381,19 +381,27 @@ int w_upkeep(writer_t *w, int64_t lo_us, int64_t hi_us)
     else
         r = pgio_exec(&w->io,
                       "SELECT created, coalesce(array_to_string(dropped, ', '), ''), "
-                      "coalesce(array_length(dropped, 1), 0), erased "
+                      "coalesce(array_length(dropped, 1), 0), erased, pending "
                       "FROM vmq_pgevents_upkeep($1, $2, 2, $3::bigint, now(), "
                       "to_timestamp($4::float8), to_timestamp($5::float8))", 5, params);
-    ok = pgio_shape(r, 1, 4);
+    ok = pgio_shape(r, 1, 5);
     w->upkeep_at_ms = mono_ms() + UPKEEP_EVERY_MS;
     if (ok) {
         long created = strtol(PQgetvalue(r, 0, 0), NULL, 10);
         const char *dropped = PQgetvalue(r, 0, 1);
         uint64_t ndropped = strtoull(PQgetvalue(r, 0, 2), NULL, 10);
         unsigned long long erased = strtoull(PQgetvalue(r, 0, 3), NULL, 10);
+        long long pending = strtoll(PQgetvalue(r, 0, 4), NULL, 10);
         if (erased)
             w_log(w, WLOG_INFO, "removed %llu row(s) of erased clients (vmq_pgevents_forget) that arrived "
                   "after their erasure", erased);
+        if (pending > 0)
+            w_log(w, WLOG_WARNING, "%lld row(s) of erased clients arrived after their erasure into compressed "
+                  "partitions of %s: the table's owner runs SELECT vmq_pgevents_forget_late('%s');",
+                  pending, w->table, w->table);
+        else if (pending < 0)
+            w_log(w, WLOG_WARNING, "the late rows of erased clients of %s could not be looked for "
+                  "(PostgreSQL's log says why); tried again at the next upkeep", w->table);
         pthread_mutex_lock(&w->smu);
         w->st.partitions_created += (uint64_t)(created > 0 ? created : 0);
         w->st.partitions_dropped += ndropped;

@@ -767,25 +767,28 @@ END
 $f$;
 
 -- Removes the rows of the client (mp, cid) whose ts is at or before upto
--- from tbl, heap and compressed partitions alike, and from <tbl>_dead.
--- A columnar table (of a compressed partition) takes no DELETE: the one
--- that holds such rows (one per client: they are split by client_id) is
--- copied without them, emptied and filled again, in this transaction.
--- Returns how many rows it removed.
-CREATE OR REPLACE FUNCTION vmq_pgevents_erase(tbl text, mp text, cid text, upto timestamptz)
-RETURNS bigint LANGUAGE plpgsql AS $f$
+-- from tbl, heap and (with columnar) compressed partitions alike, and from
+-- <tbl>_dead. A columnar table (of a compressed partition) takes no
+-- DELETE: the one that holds such rows (one per client: they are split by
+-- client_id) is copied without them, emptied and filled again, in this
+-- transaction. Returns how many rows it removed; without columnar, rows
+-- in columnar tables are left and counted in pending.
+CREATE OR REPLACE FUNCTION vmq_pgevents_erase(tbl text, mp text, cid text, upto timestamptz,
+                                              columnar boolean DEFAULT true, OUT removed bigint, OUT pending bigint)
+LANGUAGE plpgsql AS $f$
 DECLARE
   rel constant regclass := to_regclass(quote_ident(tbl));
-  n bigint := 0;
   k bigint;
   leaf record;
 BEGIN
+  removed := 0;
+  pending := 0;
   IF NOT EXISTS (SELECT 1 FROM pg_partition_tree(rel) t JOIN pg_class c ON c.oid = t.relid
                  JOIN pg_am a ON a.oid = c.relam WHERE t.isleaf AND a.amname = 'columnar') THEN
     -- each partition's client_id index (distributed: the client's shard)
     EXECUTE format('DELETE FROM %I WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', tbl)
       USING cid, mp, upto;
-    GET DIAGNOSTICS n = ROW_COUNT;
+    GET DIAGNOSTICS removed = ROW_COUNT;
   ELSE
     FOR leaf IN SELECT t.relid::regclass AS rel, coalesce(a.amname = 'columnar', false) AS columnar
                 FROM pg_partition_tree(rel) t JOIN pg_class c ON c.oid = t.relid
@@ -795,34 +798,44 @@ BEGIN
         EXECUTE format('DELETE FROM %s WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', leaf.rel)
           USING cid, mp, upto;
         GET DIAGNOSTICS k = ROW_COUNT;
-      ELSE
-        -- no row comes in between the count and the refill
-        EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', leaf.rel);
-        EXECUTE format('SELECT count(*) FROM %s WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', leaf.rel)
-          INTO k USING cid, mp, upto;
-        IF k > 0 THEN
-          EXECUTE format('CREATE TEMP TABLE vmq_pgev_keep (LIKE %s) ON COMMIT DROP', leaf.rel);
-          EXECUTE format('INSERT INTO vmq_pgev_keep SELECT * FROM %s '
-                         'WHERE client_id IS DISTINCT FROM $1 OR mountpoint IS DISTINCT FROM $2 OR ts > $3', leaf.rel)
-            USING cid, mp, upto;
-          EXECUTE format('TRUNCATE %s', leaf.rel);
-          -- in vmq_pgevents_compress's order
-          EXECUTE format('INSERT INTO %s SELECT * FROM vmq_pgev_keep ORDER BY '
-                         'date_bin(''6 hours'', ts, ''2000-01-01 00:00+00''), client_id, ts, node, incarnation, seq',
-                         leaf.rel);
-          DROP TABLE vmq_pgev_keep;
-        END IF;
+        removed := removed + k;
+        CONTINUE;
       END IF;
-      n := n + k;
+      -- a columnar table: asked first without a lock (its chunks of other
+      -- clients are skipped), locked only where the client has rows
+      EXECUTE format('SELECT count(*) FROM %s WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', leaf.rel)
+        INTO k USING cid, mp, upto;
+      IF k = 0 THEN
+        CONTINUE;
+      ELSIF NOT columnar THEN
+        pending := pending + k;
+        CONTINUE;
+      END IF;
+      -- no row comes in between the count and the refill
+      EXECUTE format('LOCK TABLE %s IN EXCLUSIVE MODE', leaf.rel);
+      EXECUTE format('SELECT count(*) FROM %s WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', leaf.rel)
+        INTO k USING cid, mp, upto;
+      -- the copy in this session's own temporary schema, named so: no
+      -- table of another schema on the search path can stand in for it
+      EXECUTE format('CREATE TEMP TABLE vmq_pgev_keep (LIKE %s) ON COMMIT DROP', leaf.rel);
+      EXECUTE format('INSERT INTO pg_temp.vmq_pgev_keep SELECT * FROM %s '
+                     'WHERE client_id IS DISTINCT FROM $1 OR mountpoint IS DISTINCT FROM $2 OR ts > $3', leaf.rel)
+        USING cid, mp, upto;
+      EXECUTE format('TRUNCATE %s', leaf.rel);
+      -- in vmq_pgevents_compress's order
+      EXECUTE format('INSERT INTO %s SELECT * FROM pg_temp.vmq_pgev_keep ORDER BY '
+                     'date_bin(''6 hours'', ts, ''2000-01-01 00:00+00''), client_id, ts, node, incarnation, seq',
+                     leaf.rel);
+      DROP TABLE pg_temp.vmq_pgev_keep;
+      removed := removed + k;
     END LOOP;
   END IF;
   IF to_regclass(quote_ident(tbl || '_dead')) IS NOT NULL THEN
     EXECUTE format('DELETE FROM %I WHERE client_id = $1 AND mountpoint = $2 AND ts <= $3', tbl || '_dead')
       USING cid, mp, upto;
     GET DIAGNOSTICS k = ROW_COUNT;
-    n := n + k;
+    removed := removed + k;
   END IF;
-  RETURN n;
 END
 $f$;
 
@@ -845,7 +858,7 @@ BEGIN
   -- would bring the rows back
   PERFORM pg_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl));
   PERFORM vmq_pgevents_erased_table(tbl);
-  n := vmq_pgevents_erase(tbl, mountpoint, client_id, 'infinity');
+  n := (vmq_pgevents_erase(tbl, mountpoint, client_id, 'infinity')).removed;
   -- the time of the erasure, not of its transaction's start: older
   -- events of the client that arrive later are removed by it
   EXECUTE format('INSERT INTO %I (erased_at, mountpoint, client_id, rows) VALUES (clock_timestamp(), $1, $2, $3)',
@@ -857,40 +870,48 @@ $f$;
 -- Rows of clients erased in the last 7 days that arrived after their
 -- erasure with a ts before it (events that waited in a broker's journal):
 -- removed, and counted in their erasure's rows_later. The plugin calls it
--- at every upkeep (vmq_pgevents_upkeep). Skipped while a compression or
--- an erasure of the table runs (the next upkeep does it).
-CREATE OR REPLACE FUNCTION vmq_pgevents_forget_late(tbl text) RETURNS bigint LANGUAGE plpgsql AS $f$
+-- at every upkeep (vmq_pgevents_upkeep) without columnar: such rows in a
+-- compressed partition (a columnar table to rewrite, which may take long)
+-- are only counted there (pending), for the owner to run this function.
+-- Skipped while a compression or an erasure of the table runs (the next
+-- upkeep does it).
+CREATE OR REPLACE FUNCTION vmq_pgevents_forget_late(tbl text, columnar boolean DEFAULT true,
+                                                    OUT erased bigint, OUT pending bigint)
+LANGUAGE plpgsql AS $f$
 DECLARE
   e record;
-  k bigint;
-  n bigint := 0;
+  r record;
 BEGIN
+  erased := 0;
+  pending := 0;
   IF to_regclass(quote_ident(tbl || '_erased')) IS NULL THEN
-    RETURN 0;
+    RETURN;
   END IF;
   FOR e IN EXECUTE format('SELECT id, mountpoint, client_id, erased_at FROM %I '
                           'WHERE erased_at > now() - interval ''7 days'' ORDER BY id', tbl || '_erased') LOOP
-    IF n = 0 AND NOT pg_try_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl)) THEN
-      RETURN 0;
+    IF erased = 0 AND pending = 0 AND NOT pg_try_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl)) THEN
+      RETURN;
     END IF;
-    k := vmq_pgevents_erase(tbl, e.mountpoint, e.client_id, e.erased_at);
-    IF k > 0 THEN
+    r := vmq_pgevents_erase(tbl, e.mountpoint, e.client_id, e.erased_at, columnar);
+    IF r.removed > 0 THEN
       EXECUTE format('UPDATE %I SET rows_later = rows_later + $1, later_at = now() WHERE id = $2', tbl || '_erased')
-        USING k, e.id;
+        USING r.removed, e.id;
     END IF;
-    n := n + k;
+    erased := erased + r.removed;
+    pending := pending + r.pending;
   END LOOP;
-  RETURN n;
 END
 $f$;
 
 -- What the plugin does every minute (and when events need a partition):
 -- the partitions (day or hour: made ahead, dropped past keep_seconds;
--- vmq_pgevents_partitions) and the late rows of erased clients.
+-- vmq_pgevents_partitions) and the late rows of erased clients (outside
+-- columnar tables; a failure there is a warning and leaves the partitions
+-- made: pending -1).
 CREATE OR REPLACE FUNCTION vmq_pgevents_upkeep(
     tbl text, period text, ahead integer, keep_seconds bigint,
     at timestamptz DEFAULT now(), lo timestamptz DEFAULT NULL, hi timestamptz DEFAULT NULL)
-RETURNS TABLE (created integer, dropped text[], erased bigint) LANGUAGE plpgsql AS $f$
+RETURNS TABLE (created integer, dropped text[], erased bigint, pending bigint) LANGUAGE plpgsql AS $f$
 BEGIN
   created := 0;
   dropped := '{}';
@@ -898,7 +919,13 @@ BEGIN
     SELECT p.created, p.dropped INTO created, dropped
     FROM vmq_pgevents_partitions(tbl, period, ahead, keep_seconds, at, lo, hi) p;
   END IF;
-  erased := vmq_pgevents_forget_late(tbl);
+  BEGIN
+    SELECT l.erased, l.pending INTO erased, pending FROM vmq_pgevents_forget_late(tbl, false) l;
+  EXCEPTION WHEN OTHERS THEN
+    RAISE WARNING 'vmq_pgevents_upkeep: late rows of erased clients: %', SQLERRM;
+    erased := 0;
+    pending := -1;
+  END;
   RETURN NEXT;
 END
 $f$;
@@ -908,10 +935,15 @@ $f$;
 -- A writer gets INSERT on tbl and <tbl>_dead and three functions of the
 -- table's owner (SECURITY DEFINER) that the plugin calls when it may:
 -- <tbl>_resume (its own resume point), <tbl>_upkeep (partitions ahead,
--- retention, late rows of erased clients) and <tbl>_compress. Nothing else:
--- it reads no row, makes no object, alters no table.
-CREATE OR REPLACE FUNCTION vmq_pgevents_writer_functions(tbl text, owner name) RETURNS regprocedure[]
-LANGUAGE plpgsql AS $f$
+-- retention, late rows of erased clients) and <tbl>_compress. Whatever it
+-- passes them, they keep the table's own period, make at most 7 periods
+-- ahead and no more than 1000 partitions at once, drop no partition younger
+-- than the retention of the grant (keep_seconds; 0: none at all), and
+-- compress no partition whose period ended less than a period (a day, an
+-- hour) ago. Nothing
+-- else: it reads no row, makes no object of its own, alters no table.
+CREATE OR REPLACE FUNCTION vmq_pgevents_writer_functions(tbl text, owner name, keep_seconds bigint)
+RETURNS regprocedure[] LANGUAGE plpgsql AS $f$
 DECLARE
   nsp constant text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                         WHERE c.oid = to_regclass(quote_ident(tbl)));
@@ -920,6 +952,12 @@ DECLARE
   fns regprocedure[];
   f regprocedure;
 BEGIN
+  -- made anew (a version's may return other columns); granted again by the
+  -- caller. (The notices of functions not there yet are not for the caller)
+  PERFORM set_config('client_min_messages', 'warning', true);
+  EXECUTE format('DROP FUNCTION IF EXISTS %1$I.%2$I(text, bigint, double precision, double precision), '
+                 '%1$I.%3$I(text, integer, bigint, timestamptz, timestamptz), %1$I.%4$I(interval, integer)',
+                 nsp, tbl || '_resume', tbl || '_upkeep', tbl || '_compress');
   EXECUTE format($d$
     CREATE OR REPLACE FUNCTION %1$I.%2$I(node text, incarnation bigint, lo double precision, hi double precision)
     RETURNS bigint LANGUAGE plpgsql STABLE SECURITY DEFINER SET search_path = %4$s AS
@@ -932,15 +970,32 @@ BEGIN
   EXECUTE format($d$
     CREATE OR REPLACE FUNCTION %1$I.%2$I(period text, ahead integer, keep_seconds bigint,
                                          lo timestamptz, hi timestamptz)
-    RETURNS TABLE (created integer, dropped text[], erased bigint)
-    LANGUAGE sql SECURITY DEFINER SET search_path = %4$s AS
-    $b$SELECT * FROM vmq_pgevents_upkeep(%3$L, $1, $2, $3, now(), $4, $5)$b$
-    $d$, nsp, tbl || '_upkeep', tbl, path);
+    RETURNS TABLE (created integer, dropped text[], erased bigint, pending bigint)
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = %4$s AS
+    $b$
+    DECLARE
+      -- the table's own period (its newest partition's), whatever is asked
+      p text := coalesce((SELECT CASE WHEN l.hi - l.lo <= interval '1 hour' THEN 'hour' ELSE 'day' END
+                          FROM %1$I.vmq_pgevents_partition_list(%3$L) l ORDER BY l.lo DESC LIMIT 1),
+                         CASE WHEN $1 IN ('day', 'hour') THEN $1 ELSE 'none' END);
+      step interval;
+      -- the grant's retention: never a younger one (0: nothing dropped)
+      keep constant bigint := CASE WHEN %5$s <= 0 OR $3 <= 0 THEN 0 ELSE greatest($3, %5$s) END;
+    BEGIN
+      step := CASE p WHEN 'hour' THEN interval '1 hour' ELSE interval '1 day' END;
+      IF $4 < now() - 1000 * step OR $5 > now() + 1000 * step THEN
+        RAISE EXCEPTION '%%: events from %% to %% would need more than 1000 partitions at once', %2$L, $4, $5;
+      END IF;
+      RETURN QUERY SELECT * FROM %1$I.vmq_pgevents_upkeep(%3$L, p, least(greatest($2, 0), 7), keep, now(), $4, $5);
+    END$b$
+    $d$, nsp, tbl || '_upkeep', tbl, path, keep_seconds);
   EXECUTE format($d$
     CREATE OR REPLACE FUNCTION %1$I.%2$I(older_than interval, max_partitions integer)
     RETURNS TABLE (partition text, rows bigint, heap_bytes bigint, columnar_bytes bigint)
     LANGUAGE sql SECURITY DEFINER SET search_path = %4$s AS
-    $b$SELECT * FROM vmq_pgevents_compress(%3$L, $1, now(), $2)$b$
+    $b$SELECT * FROM %1$I.vmq_pgevents_compress(
+         %3$L, greatest($1, interval '1 hour', (SELECT max(l.hi - l.lo) FROM %1$I.vmq_pgevents_partition_list(%3$L) l)),
+         now(), $2)$b$
     $d$, nsp, tbl || '_compress', tbl, path);
   fns := ARRAY[format('%I.%I(text, bigint, double precision, double precision)', nsp, tbl || '_resume'),
                format('%I.%I(text, integer, bigint, timestamptz, timestamptz)', nsp, tbl || '_upkeep'),
@@ -992,23 +1047,27 @@ BEGIN
 END
 $f$;
 
--- vmq_pgevents_grant(tbl, role, 'writer'): what the plugin needs with
--- auto_create = off (above). vmq_pgevents_grant(tbl, role, 'reader',
+-- vmq_pgevents_grant(tbl, role, 'writer' [, retention => interval]): what
+-- the plugin needs with auto_create = off (above); retention NULL: it drops
+-- no partition. vmq_pgevents_grant(tbl, role, 'reader',
 -- mountpoints): the table, <tbl>_connections and the client questions,
 -- limited by row-level security to the rows of those mountpoints ('' is
 -- the default one); NULL: every row, and <tbl>_dead. Each reader has a
 -- policy; row-level security is on while one of them is limited. Run as
 -- the table's owner or a superuser.
-CREATE OR REPLACE FUNCTION vmq_pgevents_grant(tbl text, role name, what text, mountpoints text[] DEFAULT NULL)
+CREATE OR REPLACE FUNCTION vmq_pgevents_grant(tbl text, role name, what text, mountpoints text[] DEFAULT NULL,
+                                              retention interval DEFAULT NULL)
 RETURNS text LANGUAGE plpgsql AS $f$
 DECLARE
   rel constant regclass := to_regclass(quote_ident(tbl));
   nsp text;
+  nsp_oid oid;
   owner name;
   rls boolean;
   bypass boolean;
   others text;
   pol name;
+  obj record;
 BEGIN
   IF rel IS NULL THEN
     RAISE EXCEPTION 'vmq_pgevents_grant: there is no table %', tbl;
@@ -1017,11 +1076,14 @@ BEGIN
   IF NOT FOUND THEN
     RAISE EXCEPTION 'vmq_pgevents_grant: there is no role % (CREATE ROLE % LOGIN first)', role, role;
   END IF;
-  SELECT n.nspname, pg_get_userbyid(c.relowner), c.relrowsecurity INTO nsp, owner, rls
+  SELECT n.nspname, n.oid, pg_get_userbyid(c.relowner), c.relrowsecurity INTO nsp, nsp_oid, owner, rls
   FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.oid = rel;
   IF NOT pg_has_role(current_user, owner, 'USAGE') THEN
     RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
       'vmq_pgevents_grant: only the owner of %I (%I) or a superuser may grant on it', tbl, owner);
+  END IF;
+  IF retention IS NOT NULL AND what <> 'writer' THEN
+    RAISE EXCEPTION 'vmq_pgevents_grant: a retention is for a writer';
   END IF;
   IF pg_has_role(role, owner, 'USAGE') THEN
     RAISE EXCEPTION 'vmq_pgevents_grant: % owns % (or is a member of its owner): it has every right already', role, tbl;
@@ -1035,26 +1097,40 @@ BEGIN
     IF mountpoints IS NOT NULL THEN
       RAISE EXCEPTION 'vmq_pgevents_grant: a writer writes the events of every mountpoint (no mountpoints for a writer)';
     END IF;
-    -- PostgreSQL takes no COPY into a table with row-level security from a
-    -- role subject to it: once readers are limited, the writer bypasses it
-    -- (it may read no row anyway)
-    IF NOT bypass THEN
-      IF (SELECT rolsuper FROM pg_roles WHERE rolname = current_user) THEN
-        EXECUTE format('ALTER ROLE %I BYPASSRLS', role);
-      ELSIF rls THEN
-        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
-          'vmq_pgevents_grant: %I has readers limited by row-level security, and PostgreSQL takes no COPY '
-          'into it from a role subject to that: a superuser runs ALTER ROLE %I BYPASSRLS; (it grants no '
-          'row to read) or this function', tbl, role);
-      END IF;
+    IF retention IS NOT NULL AND retention < interval '1 hour' THEN
+      RAISE EXCEPTION 'vmq_pgevents_grant: a retention of at least an hour, or NULL (drop nothing)';
     END IF;
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', nsp, role);
+    -- PostgreSQL takes no COPY into a table with row-level security from a
+    -- role subject to it: once readers are limited, the writer must bypass
+    -- it, which only a superuser can give (ALTER ROLE ... BYPASSRLS)
+    IF rls AND NOT bypass THEN
+      RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+        'vmq_pgevents_grant: %I has readers limited by row-level security, and PostgreSQL takes no COPY '
+        'into it from a role subject to that: a superuser runs ALTER ROLE %I BYPASSRLS; first', tbl, role);
+    END IF;
+    -- the owner's functions run names of this schema: no one else may make
+    -- objects there that would stand in for them
+    SELECT string_agg(quote_ident(r.rolname), ', ' ORDER BY r.rolname) INTO others
+    FROM pg_roles r
+    WHERE r.rolname NOT LIKE 'pg\_%' AND NOT r.rolsuper AND has_schema_privilege(r.oid, nsp_oid, 'CREATE')
+      AND NOT pg_has_role(r.oid, owner, 'USAGE');
+    IF others IS NOT NULL THEN
+      RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+        'vmq_pgevents_grant: %s may create objects in the schema %I, where the functions the writer calls as '
+        'the owner of %I look names up: REVOKE CREATE ON SCHEMA %I FROM %s; first', others, nsp, tbl, nsp, others);
+    END IF;
+    IF NOT has_schema_privilege(role, nsp_oid, 'USAGE') THEN
+      EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', nsp, role);
+    END IF;
     PERFORM vmq_pgevents_erased_table(tbl);
     EXECUTE format('GRANT INSERT ON %I, %I TO %I', tbl, tbl || '_dead', role);
     EXECUTE format('GRANT EXECUTE ON FUNCTION %s TO %I',
-                   array_to_string(vmq_pgevents_writer_functions(tbl, owner)::text[], ', '), role);
-    RETURN format('%s may write events into %s and %s, read its resume point, keep the partitions and compress '
-                  'them (auto_create = off)', role, tbl, tbl || '_dead');
+                   array_to_string(vmq_pgevents_writer_functions(
+                     tbl, owner, coalesce(extract(epoch FROM retention)::bigint, 0))::text[], ', '), role);
+    RETURN format('%s may write events into %s and %s, read its resume point, keep the partitions%s and compress '
+                  'them (auto_create = off)', role, tbl, tbl || '_dead',
+                  CASE WHEN retention IS NULL THEN ' (dropping none)'
+                       ELSE format(' (dropping those older than %s)', retention) END);
   ELSIF what = 'reader' THEN
     IF mountpoints IS NOT NULL AND current_setting('server_version_num')::integer < 150000 THEN
       RAISE EXCEPTION USING ERRCODE = 'feature_not_supported', MESSAGE =
@@ -1076,6 +1152,37 @@ BEGIN
       END IF;
       EXECUTE format('ALTER TABLE %I ENABLE ROW LEVEL SECURITY', tbl);
     END IF;
+    IF mountpoints IS NOT NULL THEN
+      -- the view must run with the reader's rights (a table whose views
+      -- were made on PostgreSQL 14 or older: apply schema.sql again)
+      IF NOT coalesce((SELECT 'security_invoker=true' = ANY (c.reloptions) FROM pg_class c
+                       WHERE c.oid = to_regclass(quote_ident(tbl || '_connections'))), true) THEN
+        RAISE EXCEPTION USING ERRCODE = 'object_not_in_prerequisite_state', MESSAGE = format(
+          'vmq_pgevents_grant: %I runs with its owner''s rights: ALTER VIEW %I SET (security_invoker = true); first',
+          tbl || '_connections', tbl || '_connections');
+      END IF;
+      -- row-level security is the table's only: nothing else of it to read
+      -- by name (its partitions, the dead letters, the erasures), now or
+      -- later (default privileges of the owner)
+      IF EXISTS (SELECT 1 FROM pg_default_acl d CROSS JOIN LATERAL aclexplode(d.defaclacl) a
+                 WHERE d.defaclrole = to_regrole(owner) AND d.defaclobjtype = 'r' AND a.privilege_type = 'SELECT'
+                   AND (a.grantee = 0 OR pg_has_role(role, a.grantee, 'USAGE'))) THEN
+        RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+          'vmq_pgevents_grant: %I (or PUBLIC, or a role it is a member of) reads every table %I makes, its '
+          'partitions too, which row-level security does not cover: ALTER DEFAULT PRIVILEGES FOR ROLE %I ... '
+          'REVOKE SELECT ON TABLES FROM ...; first', role, owner, owner);
+      END IF;
+      FOR obj IN SELECT t.relid::regclass AS part FROM pg_partition_tree(rel) t WHERE t.relid <> rel
+                 UNION ALL SELECT to_regclass(quote_ident(tbl || x)) FROM unnest(ARRAY['_dead', '_erased']) x
+                           WHERE to_regclass(quote_ident(tbl || x)) IS NOT NULL LOOP
+        EXECUTE format('REVOKE ALL ON %s FROM %I', obj.part, role);
+        IF has_table_privilege(role, obj.part, 'SELECT') THEN
+          RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+            'vmq_pgevents_grant: %I may read %s through another role (or PUBLIC), which row-level security does '
+            'not cover: revoke that first', role, obj.part);
+        END IF;
+      END LOOP;
+    END IF;
     IF EXISTS (SELECT 1 FROM pg_policy WHERE polrelid = rel AND polname = pol) THEN
       EXECUTE format('DROP POLICY %I ON %I', pol, tbl);
     END IF;
@@ -1085,7 +1192,9 @@ BEGIN
       EXECUTE format('CREATE POLICY %I ON %I FOR SELECT TO %I USING (mountpoint = ANY (%L::text[]))',
                      pol, tbl, role, mountpoints);
     END IF;
-    EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', nsp, role);
+    IF NOT has_schema_privilege(role, nsp_oid, 'USAGE') THEN
+      EXECUTE format('GRANT USAGE ON SCHEMA %I TO %I', nsp, role);
+    END IF;
     PERFORM vmq_pgevents_reader_objects(tbl, role, false, false);
     PERFORM vmq_pgevents_reader_objects(tbl, role, true, mountpoints IS NULL);
     RETURN format('%s may read the rows of %s', role,

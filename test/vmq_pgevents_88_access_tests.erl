@@ -96,6 +96,16 @@ readers(Kind) ->
                      try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
         ?assertEqual("f", Rls()),
         sql("REVOKE INSERT ON " ++ T ++ " FROM acc_plain"),
+        %% the owner's default privileges would give it every new partition
+        %% (which row-level security does not cover): refused
+        sql("ALTER DEFAULT PRIVILEGES GRANT SELECT ON TABLES TO acc_ra"),
+        ?assertMatch("ERROR:  vmq_pgevents_grant: acc_ra (or PUBLIC, or a role it is a member of) reads every table" ++ _,
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
+        sql("ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM acc_ra"),
+        %% a partition it was given by name is taken away by the grant
+        Part = trim("SELECT name FROM vmq_pgevents_partition_list('" ++ T ++ "') WHERE lo <= now() AND hi > now()"),
+        sql("GRANT SELECT ON " ++ Part ++ ", " ++ T ++ "_dead TO acc_ra"),
+        ?assertEqual("15", as("acc_ra", "SELECT count(*) FROM " ++ Part)),
         ?assertEqual("acc_ra may read the rows of mountpoints tenant-a",
                      trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
         ?assertEqual("t", Rls()),
@@ -116,7 +126,6 @@ readers(Kind) ->
         ?assertEqual(["tenant-a", "tenant-a", "", "5", "0", "0", "2/2", "0/0"], Sees("acc_ra")),
         ?assertEqual(["tenant-a,tenant-b", "tenant-a,tenant-b", "tenant-b", "5", "6", "5", "2/2", "2/2"],
                      Sees("acc_rall")),
-        Part = trim("SELECT name FROM vmq_pgevents_partition_list('" ++ T ++ "') WHERE lo <= now() AND hi > now()"),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ Part)),
         ?assertMatch("ERROR:  permission denied" ++ _, as("acc_ra", "SELECT count(*) FROM " ++ T ++ "_dead")),
         ?assertEqual("0", as("acc_rall", "SELECT count(*) FROM " ++ T ++ "_dead")),
@@ -160,10 +169,23 @@ writer(Kind) ->
         PartKind = fun(N) -> trim("SELECT coalesce((SELECT kind FROM vmq_pgevents_partition_list('" ++ T ++
                                   "') WHERE name = '" ++ T ++ "_p" ++ Day(N) ++ "'), 'none')") end,
         ?assertEqual(["heap", "heap", "none", "none"], [PartKind(N) || N <- [-5, -2, 1, 2]]),
-        ?assertMatch("acc_w may write events into acc_wr and acc_wr_dead" ++ _,
-                     trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'writer')")),
+        %% a role that may create objects in the schema, where the owner's
+        %% functions look names up: the writer's grant refused
+        role("acc_plant"),
+        sql("GRANT CREATE ON SCHEMA public TO acc_plant"),
+        ?assertMatch("ERROR:  vmq_pgevents_grant: acc_plant may create objects in the schema public" ++ _,
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'writer')")),
+        sql("REVOKE CREATE ON SCHEMA public FROM acc_plant"),
+        ?assertEqual("acc_w may write events into acc_wr and acc_wr_dead, read its resume point, keep the partitions "
+                     "(dropping those older than 3 days) and compress them (auto_create = off)",
+                     trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'writer', retention => interval '3 days')")),
+        %% a limited reader needs the writer to bypass row-level security,
+        %% which only a superuser gives
+        ?assertEqual("f", trim("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'acc_w'")),
+        ?assertMatch("ERROR:  vmq_pgevents_grant: acc_w may write into acc_wr but not bypass" ++ _,
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_rb', 'reader', ARRAY['tenant-b'])")),
+        sql("ALTER ROLE acc_w BYPASSRLS"),
         trim("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_rb', 'reader', ARRAY['tenant-b'])"),
-        ?assertEqual("t", trim("SELECT rolbypassrls FROM pg_roles WHERE rolname = 'acc_w'")),
         %% (a distributed table's partitions are not compressed)
         Compress = case Kind of local -> [{compress_after, "1d"}, {compress_every_ms, 100}]; distributed -> [] end,
         Env = [{dsn, pgev_pg:dsn() ++ " user=acc_w"}, {auto_create, false}, {partition, "day"},
@@ -205,6 +227,19 @@ writer(Kind) ->
             ?assertMatch("ERROR:  vmq_pgevents_grant: only the owner" ++ _,
                          as("acc_w", "SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_w', 'reader')")),
             ?assertEqual("4", trim("SELECT count(*) FROM " ++ T)),
+            %% the owner's functions, called by hand with other arguments:
+            %% no partition younger than the grant's retention dropped, the
+            %% table's period kept, no range of more than 1000 partitions,
+            %% nothing compressed that ended less than a period ago
+            Parts = fun() -> trim("SELECT string_agg(name || ':' || kind, ' ' ORDER BY name) FROM vmq_pgevents_partition_list('"
+                                  ++ T ++ "')") end,
+            Before = Parts(),
+            as("acc_w", "SELECT * FROM " ++ T ++ "_upkeep('hour', 2, 1, now() - interval '1 hour', now())"),
+            ?assertEqual(Before, Parts()),
+            ?assertMatch("ERROR:  acc_wr_upkeep: events from " ++ _,
+                         as("acc_w", "SELECT * FROM " ++ T ++ "_upkeep('day', 2, 0, now() - interval '5 years', NULL)")),
+            as("acc_w", "SELECT * FROM " ++ T ++ "_compress('-3 days', NULL)"),
+            ?assertEqual(Before, Parts()),
             %% revoked, it may call none of them
             trim("SELECT vmq_pgevents_revoke('" ++ T ++ "', 'acc_w', 'writer')"),
             ?assertMatch("ERROR:  permission denied" ++ _, as("acc_w", "SELECT " ++ T ++ "_resume('n', 1, 0, 1)"))

@@ -1567,6 +1567,13 @@ static void test_mask_peer(void)
     event_in_mask_peer(&in, PEER_NETWORK);
     CHECK(in.peer_family == 6 && memcmp(in.peer_addr, mapnet, 16) == 0 && in.flags == EV_NO_PORT);
 
+    /* 6to4: 2002:c0a8:0709::/48 holds all of 192.168.7.9: its /24 only */
+    event_in_init(&in, HOOK_ON_REGISTER, 0);
+    in.peer_family = 6;
+    memcpy(in.peer_addr, (uint8_t[16]){0x20, 0x02, 192, 168, 7, 9, 0x12, 0x34, 0, 0, 0, 0, 0, 0, 0, 1}, 16);
+    event_in_mask_peer(&in, PEER_NETWORK);
+    CHECK(in.peer_family == 6 && memcmp(in.peer_addr, (uint8_t[16]){0x20, 0x02, 192, 168, 7}, 16) == 0);
+
     event_in_init(&in, HOOK_ON_REGISTER, 0);
     in.peer_family = 6;
     memcpy(in.peer_addr, v6, 16);

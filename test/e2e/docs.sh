@@ -26,10 +26,10 @@ doc_local() {
 
 # The previous version (0.2.0, its last commit) built from this clone's
 # history into its release tarball: OLD is its path; its README is
-# $E2E/previous/README.md
+# $E2E/previous-$PREVIOUS_COMMIT/README.md
 PREVIOUS_COMMIT=faa9c0d
 old_tarball() {
-    local dir=$E2E/previous
+    local dir=$E2E/previous-$PREVIOUS_COMMIT
     OLD=$(ls "$dir"/_build/dist/vmq_pgevents-*.tar.gz 2>/dev/null | head -n 1)
     [ -n "$OLD" ] && return 0
     if ! git -C "$ROOT" cat-file -e "$PREVIOUS_COMMIT^{commit}" 2>/dev/null; then
@@ -124,7 +124,7 @@ quick_start_run() {
 
     # the previous version: as its own README said
     if [ -n "$upgrade" ]; then
-        R=$E2E/previous/README.md
+        R=$E2E/previous-$PREVIOUS_COMMIT/README.md
         git -C "$ROOT" show "$PREVIOUS_COMMIT:README.md" >"$R" || { bad "the previous version's README"; return 1; }
     fi
     doc_step "quick start 2: roles and database" $R "CREATE ROLE vmq_owner LOGIN PASSWORD 'owner-secret';" qs_super || return 1
@@ -137,19 +137,41 @@ quick_start_run() {
             "psql -h db.example -U vmq_owner -d mqtt -c \"SELECT * FROM vmq_pgevents_partitions('vmq_events', 'day', 2, 30 * 86400);\"" qs_sh || return 1
     else
         doc_step "quick start 2: the grants as the owner" $R \
-            "SELECT vmq_pgevents_grant('vmq_events', 'vmq_writer', 'writer');" qs_as vmq_owner || return 1
+            "SELECT vmq_pgevents_grant('vmq_events', 'vmq_writer', 'writer', retention => interval '30 days');" qs_as vmq_owner || return 1
+        # (not the page's: days for the writer role to keep) partitions
+        # from 40 days ago, a row in the oldest and one 10 days ago, none
+        # ahead of today; columnar storage in the database for
+        # compress_after (months-of-data.md: a superuser makes it)
+        qs_q vmq_owner "SELECT vmq_pgevents_partitions('vmq_events', 'day', 0, 0, now(), now() - interval '40 days');
+                        INSERT INTO vmq_events (node, incarnation, seq, ts, hook) VALUES
+                          ('old', 1, 1, now() - interval '40 days', 'on_publish'), ('old', 1, 2, now() - interval '10 days', 'on_publish');
+                        DROP TABLE vmq_events_p$(date -u -d '+1 day' +%Y%m%d), vmq_events_p$(date -u -d '+2 days' +%Y%m%d);" >/dev/null
+        printf '%s\n' '\c mqtt' 'CREATE EXTENSION citus_columnar;' | qs_super
     fi
     doc_step "quick start 3: the plugin into the broker" $R "mkdir -p /opt/vernemq/plugins" qs_sh || return 1
     doc_step "quick start 4: vernemq.conf" $R "plugins.vmq_pgevents = on" qs_conf || return 1
+    # (not the page's) compression by the writer role, looked for every second
+    [ -n "$upgrade" ] || printf '%s\n' "vmq_pgevents.compress_after = 7d" "vmq_pgevents.compress_every_ms = 1000" | qs_conf
     broker_start "$QS" || { bad "quick start 5: the broker starts"; return 1; }
     STARTED+=("$QS")
     local BROKER=$QS PORT=18960
     for _ in $(seq 1 100); do [ "$(status_value connection)" = connected ] && break; sleep 0.1; done
     check "verify: status connected as the writer role, last error -" "connected|-|user='vmq_writer'" \
         "$(status_value connection)|$(status_value 'last error')|$(status_value dsn | grep -o "user='vmq_writer'")"
+    if [ -z "$upgrade" ]; then
+        check "the writer role's upkeep (retention = 30d, compress_after = 7d): the next two days made, the days past 30 dropped, the day of 10 days ago compressed" \
+            "2|0|1|compressed" "$(for _ in $(seq 1 100); do
+                n=$(qs_q vmq_owner "SELECT (SELECT count(*) FROM vmq_pgevents_partition_list('vmq_events') WHERE lo > now()) || '|' ||
+                                           (SELECT count(*) FROM vmq_pgevents_partition_list('vmq_events') WHERE hi <= now() - interval '30 days') || '|' ||
+                                           (SELECT count(*) FROM vmq_events WHERE node = 'old') || '|' ||
+                                           (SELECT kind FROM vmq_pgevents_partition_list('vmq_events') WHERE lo <= now() - interval '10 days' AND hi > now() - interval '10 days')")
+                [ "$n" = "2|0|1|compressed" ] && break; sleep 0.2; done; echo "$n")"
+    fi
     mosquitto_pub -h 127.0.0.1 -p 18960 -i client-id -u alice -P alice-pw -q 1 -t qs/t -m hello
-    check "verify: the reader's first query (README)" 7 \
-        "$(for _ in $(seq 1 50); do flush; n=$(qs_q vmq_reader "$(doc_block $R 'SELECT count(*) FROM vmq_events;')"); [ "$n" = 7 ] && break; sleep 0.2; done; echo "$n")"
+    # the client's 7 rows (and, fresh, the test's row of 10 days ago)
+    local rows=$((upgrade ? 7 : 8))
+    check "verify: the reader's first query (README)" $rows \
+        "$(for _ in $(seq 1 50); do flush; n=$(qs_q vmq_reader "$(doc_block $R 'SELECT count(*) FROM vmq_events;')"); [ "$n" = $rows ] && break; sleep 0.2; done; echo "$n")"
     local timeline hooks='auth_on_register on_client_wakeup on_register auth_on_publish on_publish on_topic_unsubscribed on_client_gone '
     timeline="SELECT string_agg(hook, ' ' ORDER BY rn) || ' |' || string_agg(p, ' ' ORDER BY rn) FILTER (WHERE p <> '')
               FROM (SELECT row_number() OVER () rn, * FROM ($(doc_block $R "SELECT ts, conn_id, hook, topic, qos, coalesce(payload_json::text, encode(payload, 'escape'))" | tr -d ';'))
