@@ -32,6 +32,7 @@ struct compressor {
     pgio_t io;
     PGconn *conn;
     char *granted_sql;        /* <table>_compress's call (a writer role); NULL: vmq_pgevents_compress */
+    char why[256];            /* why the question of it had no answer */
     int looked;
 };
 
@@ -72,7 +73,7 @@ static int check_granted(compressor_t *c)
                               "FROM %s(make_interval(secs => $1::bigint), 1)";
     char name[80], *ident;
     size_t n;
-    int may = pgio_may_call(&c->io, c->table, "_compress", "(interval,integer)");
+    int may = pgio_may_call(&c->io, c->table, "_compress", "(interval,integer)", c->why, sizeof c->why);
 
     if (may <= 0)
         return may;
@@ -125,8 +126,9 @@ static int ensure_connected(compressor_t *c)
     /* a call given up at stop: the server sees the connection gone within
      * a second and rolls the rewrite back, rather than finish it unseen */
     PQclear(pgio_exec(&c->io, "SET client_connection_check_interval = 1000", 0, NULL));
+    c->why[0] = '\0';
     if (check_granted(c) < 0) {
-        failed(c, "connecting", c->io.timed_out ? "no answer from the server" : PQerrorMessage(c->conn));
+        failed(c, "asking for the writer role's function", c->why[0] ? c->why : "out of memory");
         disconnect(c);
         return -1;
     }

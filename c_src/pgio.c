@@ -226,7 +226,7 @@ void pgio_clean_error(const char *in, const char *secrets, char *out, size_t n)
             *p = ' ';
 }
 
-int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args)
+int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args, char *err, size_t errlen)
 {
     const char *params[3] = {table, suffix, args};
     PGresult *r = pgio_exec(io,
@@ -235,6 +235,14 @@ int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char 
                             3, params);
     int ok = pgio_shape(r, 1, 1), yes = ok && PQgetvalue(r, 0, 0)[0] == 't';
 
+    if (ok)
+        ;
+    else if (io->timed_out)
+        snprintf(err, errlen, "no answer from the server within %d ms", io->timeout_ms);
+    else if (r && PQresultStatus(r) == PGRES_TUPLES_OK)
+        snprintf(err, errlen, "an answer of an unexpected shape (%d rows of %d columns)", PQntuples(r), PQnfields(r));
+    else
+        snprintf(err, errlen, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(io->conn));
     PQclear(r);
     return ok ? yes : -1;
 }

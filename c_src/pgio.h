@@ -61,9 +61,10 @@ int pgio_shape(const PGresult *r, int rows, int fields);
 /* Whether this connection's role may call the function named table
  * followed by suffix, with these argument types (e.g. "_resume",
  * "(text,bigint,double precision,double precision)"): 1 yes, 0 no such
- * function or no EXECUTE, -1 no (good) answer. vmq_pgevents_grant makes
- * such functions for a writer role (priv/schema.sql). */
-int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args);
+ * function or no EXECUTE, -1 no (good) answer: why in err (the timeout,
+ * libpq's message, or an answer of another shape). vmq_pgevents_grant
+ * makes such functions for a writer role (priv/schema.sql). */
+int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args, char *err, size_t errlen);
 
 /* Whether libpq marks this connection option secret (password, sslpassword:
  * its dispchar '*'). */

@@ -322,10 +322,12 @@ static char *granted_sql(writer_t *w, const char *fmt, const char *suffix)
  * (auto_create on). -1: the server did not answer. */
 int w_check_access(writer_t *w)
 {
-    int may = pgio_may_call(&w->io, w->table, "_resume", "(text,bigint,double precision,double precision)");
+    char err[256];
+    int may = pgio_may_call(&w->io, w->table, "_resume", "(text,bigint,double precision,double precision)",
+                            err, sizeof err);
 
     if (may < 0) {
-        w_note_down(w, "asking for the writer role's functions", w_io_error(w, NULL));
+        w_note_down(w, "asking for the writer role's functions", err);
         return -1;
     }
     if (may) {

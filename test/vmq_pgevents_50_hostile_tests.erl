@@ -276,8 +276,13 @@ malformed_answer_test_() ->
         malformed(fun(_, <<"SELECT to_regclass", _/binary>>) -> One(<<"t">>);
                      (_, _) -> Zero
                   end, <<"SELECT EXISTS">>),
+        %% whether the role may call the writer's functions (vmq_pgevents_grant)
+        malformed(fun(_, <<"SELECT to_regclass", _/binary>>) -> One(<<"f">>);
+                     (_, _) -> Zero
+                  end, <<"SELECT coalesce(has_function_privilege">>),
         %% the resume point, asked before an event's first write
         malformed(fun(_, <<"SELECT to_regclass", _/binary>>) -> One(<<"f">>);
+                     (_, <<"SELECT coalesce(has_function_privilege", _/binary>>) -> One(<<"f">>);
                      (_, _) -> Zero
                   end, <<"SELECT coalesce(max(seq)">>)
     end}.

@@ -289,7 +289,7 @@ scenario_privacy() {
         check "vmq-admin set payload_topics: applied" "+/credentials/#:none,#:truncated" "$(status_value payload_topics)"
         out="$out $(broker_admin "$BROKER" set vmq_pgevents.peer_addr=none)"
         check "vmq-admin set peer_addr: applied" none "$(status_value peer_addr)"
-        check_re "vmq-admin set: a value the plugin refuses is said, naming the item" \
+        check_re "vmq-admin set: a bad value is refused (by the schema's check, or by the plugin: not applied), naming the item" \
             "not applied: payload_topics: 'a/#/b' is not a valid MQTT topic filter|vmq_pgevents.payload_topics: 'a/#/b:none' is not a valid MQTT topic filter" \
             "$(broker_admin "$BROKER" set 'vmq_pgevents.payload_topics=a/#/b:none')"
         check "... and the rules in use stay" "+/credentials/#:none,#:truncated" "$(status_value payload_topics)"
