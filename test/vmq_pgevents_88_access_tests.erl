@@ -234,7 +234,9 @@ writer(Kind) ->
             Parts = fun() -> trim("SELECT string_agg(name || ':' || kind, ' ' ORDER BY name) FROM vmq_pgevents_partition_list('"
                                   ++ T ++ "')") end,
             Before = Parts(),
-            as("acc_w", "SELECT * FROM " ++ T ++ "_upkeep('hour', 2, 1, now() - interval '1 hour', now())"),
+            as("acc_w", "SELECT * FROM " ++ T ++ "_upkeep('day', 2, 1, NULL, NULL)"),
+            ?assertEqual(Before, Parts()),
+            as("acc_w", "SELECT * FROM " ++ T ++ "_upkeep('hour', 2, 0, now() - interval '1 hour', now())"),
             ?assertEqual(Before, Parts()),
             ?assertMatch("ERROR:  acc_wr_upkeep: events from " ++ _,
                          as("acc_w", "SELECT * FROM " ++ T ++ "_upkeep('day', 2, 0, now() - interval '5 years', NULL)")),
