@@ -32,8 +32,8 @@ endif
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hidden -pthread $(CFLAGS)
 
-CORE_SRC := c_src/buf.c c_src/text.c c_src/jsonw.c c_src/event.c c_src/crc32c.c c_src/journal.c c_src/journal_disk.c c_src/journal_ram.c c_src/queue.c c_src/copy.c c_src/pgio.c c_src/compress.c c_src/recover.c c_src/session.c c_src/copyout.c c_src/writer.c c_src/filter.c c_src/sha256.c
-NIF_SRC := $(CORE_SRC) c_src/terms.c c_src/terms_json.c c_src/nif.c c_src/nif_hook.c c_src/nif_config.c c_src/nif_status.c
+CORE_SRC := c_src/buf.c c_src/text.c c_src/jsonw.c c_src/event.c c_src/crc32c.c c_src/journal.c c_src/journal_disk.c c_src/journal_ram.c c_src/queue.c c_src/copy.c c_src/pgio.c c_src/compress.c c_src/recover.c c_src/session.c c_src/copyout.c c_src/writer.c c_src/filter.c c_src/sha256.c c_src/plugin_rows.c
+NIF_SRC := $(CORE_SRC) c_src/terms.c c_src/terms_json.c c_src/nif.c c_src/nif_hook.c c_src/nif_config.c c_src/nif_status.c c_src/nif_query.c
 HDRS := $(wildcard c_src/*.h)
 NIF_SO := priv/vmq_pgevents_nif.so
 # the NIF looks for its libraries in priv/lib/ first (where the release
@@ -65,7 +65,7 @@ $(NIF_SO): $(NIF_SRC) $(HDRS) $(FLAGS_STAMP)
 	@test -f "$(ERTS_INCLUDE_DIR)/erl_nif.h" || { echo "erl_nif.h not found in '$(ERTS_INCLUDE_DIR)': install erlang-dev or set ERTS_INCLUDE_DIR" >&2; exit 1; }
 	@pkg-config --exists $(PKGS) || { echo "pkg-config cannot find $(PKGS): install libpq-dev libjansson-dev" >&2; exit 1; }
 	@mkdir -p priv
-	$(CC) $(CFLAGS_ALL) -DPGEV_BUILD_ID='"$(BUILD_ID)"' -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) -ldl $(NIF_LDFLAGS) $(LDFLAGS)
+	$(CC) $(CFLAGS_ALL) -DPGEV_BUILD_ID='"$(BUILD_ID)"' -DPGEV_VERSION='"$(VSN)"' -I"$(ERTS_INCLUDE_DIR)" $(PKG_CFLAGS) -shared -o $@ $(NIF_SRC) $(PKG_LIBS) -ldl $(NIF_LDFLAGS) $(LDFLAGS)
 
 ebin: $(BEAMS) ebin/vmq_pgevents.app
 

@@ -8,10 +8,13 @@
 #include "journal.h"
 #include "text.h"
 
-const struct hook_def hook_defs[HOOK_COUNT] = {
+const struct hook_def hook_defs[EVENT_KINDS] = {
 #define HOOK_DEF(id, name, roles) {name, roles},
     HOOK_LIST(HOOK_DEF)
 #undef HOOK_DEF
+#define PROW_DEF(id, name) {name, ""},
+    PLUGIN_ROW_LIST(PROW_DEF)
+#undef PROW_DEF
 };
 
 void event_in_init(event_in_t *in, int hook, int64_t ts_us)
@@ -139,7 +142,7 @@ int event_check(const event_t *ev, size_t len)
     size_t fixed = offsetof(event_t, data) - offsetof(event_t, seq);
     int f;
 
-    if (len < fixed || ev->bytes != offsetof(event_t, seq) + len || ev->hook >= HOOK_COUNT ||
+    if (len < fixed || ev->bytes != offsetof(event_t, seq) + len || ev->hook >= EVENT_KINDS ||
         ev->peer_family > 6)
         return -1;
     for (f = 0; f < F_COUNT; f++) {

@@ -55,11 +55,29 @@ enum hook_id {
     HOOK_COUNT
 };
 
+/* The plugin's own rows (plugin_rows.h), numbered after the hooks (the
+ * ids are in the journal's files: new ones go at the end). They take no
+ * arguments; what they say is in extra. */
+#define PLUGIN_ROW_LIST(X)                      \
+    X(START, "pgevents_start")                  \
+    X(STOP, "pgevents_stop")                    \
+    X(CRASHED, "pgevents_crashed")              \
+    X(DROPPED, "pgevents_dropped")
+
+enum plugin_row_id {
+    PROW_BEFORE_FIRST = HOOK_COUNT - 1,
+#define PROW_ENUM(id, name) PROW_##id,
+    PLUGIN_ROW_LIST(PROW_ENUM)
+#undef PROW_ENUM
+    EVENT_KINDS     /* hooks and plugin rows: the ids an event may have */
+};
+
 struct hook_def {
     const char *name;
     const char *roles;
 };
 
-extern const struct hook_def hook_defs[HOOK_COUNT];
+/* every event kind: the hooks, then the plugin rows (roles "") */
+extern const struct hook_def hook_defs[EVENT_KINDS];
 
 #endif

@@ -301,7 +301,7 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
     return rc;
 }
 
-event_t *journal_reserve(journal_t *j, size_t ev_bytes)
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal)
 {
     size_t need = (JOURNAL_HDR + ev_bytes + 7) & ~(size_t)7;
     jseg_t *s = j->cur;
@@ -309,7 +309,8 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes)
     event_t *ev;
 
     if (need > j->seg_bytes - JOURNAL_SEG_HDR) {
-        __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
+        if (count_refusal)
+            __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
         return NULL;
     }
     if (s->used + need > s->cap) {
@@ -329,7 +330,8 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes)
         pthread_mutex_unlock(&j->mu);
         pthread_cond_signal(&j->cv);
         if (!next) {
-            __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
+            if (count_refusal)
+                __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
             return NULL;
         }
         s = next;

@@ -91,9 +91,10 @@ void journal_close(journal_t *j);
 int journal_close_report(journal_t *j, char *err, size_t errlen);
 
 /* Hook path, under the queue lock: takes space for an event of ev_bytes;
- * NULL when there is no room (counted). The returned event's next is NULL
- * and its other fields are the caller's to fill before journal_commit. */
-event_t *journal_reserve(journal_t *j, size_t ev_bytes);
+ * NULL when there is no room (counted in no_room when count_refusal: a
+ * dropped event). The returned event's next is NULL and its other fields
+ * are the caller's to fill before journal_commit. */
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal);
 /* Hook path, no lock: checksums the filled event and publishes it. */
 void journal_commit(journal_t *j, event_t *ev);
 /* 1 once journal_commit has published ev (acquire). */

@@ -9,7 +9,12 @@
 #include <string.h>
 
 #include "nif_priv.h"
+#include "plugin_rows.h"
 #include "text.h"
+
+#ifndef PGEV_VERSION
+#define PGEV_VERSION "unknown"
+#endif
 
 /* hooks: all | [Name :: atom()] -> bit mask over every arity of each name */
 static int hooks_mask(ErlNifEnv *env, const priv_t *p, ERL_NIF_TERM t, uint64_t *mask)
@@ -287,6 +292,40 @@ ERL_NIF_TERM nif_configure(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     return p->am.am_ok;
 }
 
+/* The rows of a start, once its journal is open (so that they are in it;
+ * hooks called while it opened come before them): pgevents_start with the
+ * settings that change what is recorded, then pgevents_crashed when the
+ * journal's directory held the running marker of another incarnation
+ * (crashed: it ended without a stop). */
+static void start_rows(ErlNifEnv *env, priv_t *p, ERL_NIF_TERM m, int journal, int64_t crashed)
+{
+    prow_settings_t s;
+    const payload_rules_t *r = __atomic_load_n(&p->payload_rules, __ATOMIC_ACQUIRE);
+    char *inc, *exc, *mps;
+    int missing;
+
+    inc = get_cstr(env, m, p->am.am_topic_include, &missing);
+    exc = get_cstr(env, m, p->am.am_topic_exclude, &missing);
+    mps = get_cstr(env, m, p->am.am_mountpoints, &missing);
+    memset(&s, 0, sizeof s);
+    s.version = PGEV_VERSION;
+    s.hooks = __atomic_load_n(&p->enabled, __ATOMIC_RELAXED);
+    s.payload_modes = p->payload_mode;
+    s.payload_max_bytes = __atomic_load_n(&p->payload_max, __ATOMIC_RELAXED);
+    s.topic_include = inc && *inc ? inc : NULL;
+    s.topic_exclude = exc && *exc ? exc : NULL;
+    s.mountpoints = mps && *mps ? mps : NULL;
+    s.payload_topics = r ? r->spec : NULL;
+    s.peer_mode = __atomic_load_n(&p->peer_mode, __ATOMIC_RELAXED);
+    s.journal = journal;
+    (void)prow_start(&p->q, &s);
+    if (crashed > 0 && crashed != p->incarnation)
+        (void)prow_crashed(&p->q, crashed);
+    free(inc);
+    free(exc);
+    free(mps);
+}
+
 /* start(Config :: map(), Owner :: pid()) -> ok | {error, Message} */
 
 ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
@@ -299,6 +338,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     ErlNifSInt64 jsync = 1000, retention = 0, compress_after = 0, compress_every = 60000;
     ErlNifSInt64 jmem = 536870912;
     int journal = 1;
+    int64_t crashed;
     char *partition = NULL, *distribute = NULL;
     ERL_NIF_TERM result;
     int missing, schema_missing;
@@ -423,11 +463,20 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.compress_after_s = compress_after;
     cfg.compress_every_ms = (int)compress_every;
     cfg.journal = journal;
+    /* an earlier incarnation's running marker: it never stopped */
+    crashed = journal && spool_dir ? prow_marker_read(spool_dir) : 0;
+    queue_open(&p->q);   /* closed by the last stop's row */
     __atomic_store_n(&p->refusing, 0, __ATOMIC_RELEASE);   /* recording again (stop_writer) */
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);
     if (!w)
         __atomic_store_n(&p->refusing, 1, __ATOMIC_RELEASE);   /* nothing would write them */
+    if (w)
+        start_rows(env, p, argv[0], journal && spool_dir, crashed);
+    if (w && journal && spool_dir && prow_marker_write(spool_dir, p->incarnation) == 0)
+        snprintf(p->marker_dir, sizeof p->marker_dir, "%s", spool_dir);
+    else
+        p->marker_dir[0] = '\0';   /* a crash of this start is found by the next start's rows */
     pthread_mutex_lock(&p->mu);
     p->w = w;
     p->changing = 0;
@@ -471,7 +520,13 @@ void stop_writer(priv_t *p, int timeout_ms)
          * so from the moment the writer is told to stop they are dropped
          * and counted, until the next start */
         __atomic_store_n(&p->refusing, 1, __ATOMIC_RELEASE);
+        /* the last row of this start: a hook's event after it is a drop */
+        (void)prow_stop(&p->q);
         writer_stop(w, timeout_ms, &last); /* joins: the log callback may still run until then */
+        if (p->marker_dir[0]) {
+            prow_marker_remove(p->marker_dir);   /* a clean stop */
+            p->marker_dir[0] = '\0';
+        }
     }
     pthread_mutex_lock(&p->mu);
     p->has_owner = 0;

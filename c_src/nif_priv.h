@@ -72,6 +72,7 @@ typedef struct priv {
     ErlNifPid owner;
     int has_owner;
     char dsn_masked[512];
+    char marker_dir[4096];       /* the running marker's directory (plugin_rows.h), "": none */
     payload_rules_t *rules_retired; /* replaced payload_topics sets, kept until unload */
 } priv_t;
 
@@ -87,6 +88,7 @@ ERL_NIF_TERM nif_stop(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_flush(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 ERL_NIF_TERM nif_hooks(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
+ERL_NIF_TERM nif_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[]);
 
 /* stops and joins the writer, keeping its counters in p->past (stop/1,
  * unload); waits for a start or stop under way first, so it never returns

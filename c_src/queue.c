@@ -75,7 +75,29 @@ static int link_tail(queue_t *q, event_t *ev)
     return q->count == q->wake_at;
 }
 
-int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq)
+/* a drop of an event of this hook: its number, counted; the lock is held */
+static uint64_t drop_locked(queue_t *q, int hook, int reason)
+{
+    uint64_t seq = ++q->last_seq;
+
+    q->dropped++;
+    if (q->drops.count++ == 0)
+        q->drops.first_seq = seq;
+    q->drops.last_seq = seq;
+    q->drops.reason[reason]++;
+    if (hook >= 0 && hook < EVENT_KINDS)
+        q->drops.hook[hook]++;
+    return seq;
+}
+
+/* add's and push's ways */
+#define ADD_LAST 1      /* the last event: close the queue behind it */
+#define ADD_IF_ROOM 2   /* no room: not queued, no number taken, no drop */
+
+static int push(queue_t *q, event_t *ev, uint64_t *seq, int how);
+
+/* queue_add, queue_add_last, queue_add_if_room */
+static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
 {
     event_layout_t lay;
     journal_t *j;
@@ -83,19 +105,26 @@ int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq)
     int wake;
 
     if (event_layout(in, &lay) != 0) {
-        *seq = queue_drop(q);
+        *seq = queue_drop(q, in->hook, DROP_NO_MEMORY);
         return 2;
     }
     pthread_mutex_lock(&q->mu);
+    if (q->closed) {
+        *seq = drop_locked(q, in->hook, DROP_STOPPED);
+        pthread_mutex_unlock(&q->mu);
+        return 3;
+    }
     j = q->j;
     if (j) {
-        ev = journal_reserve(j, lay.total);
-        *seq = ++q->last_seq;
+        ev = journal_reserve(j, lay.total, !(how & ADD_IF_ROOM));
         if (!ev) {
-            q->dropped++;
+            if (!(how & ADD_IF_ROOM))
+                *seq = drop_locked(q, in->hook, DROP_NO_ROOM);
             pthread_mutex_unlock(&q->mu);
             return 1;
         }
+        *seq = ++q->last_seq;
+        q->closed = how & ADD_LAST;
         ev->home = EV_JOURNAL;  /* linked now, read by the writer once committed */
         ev->seq = *seq;
         ev->bytes = lay.total;
@@ -111,17 +140,72 @@ int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq)
     pthread_mutex_unlock(&q->mu);
     ev = malloc(lay.total);
     if (!ev) {
-        *seq = queue_drop(q);
+        *seq = queue_drop(q, in->hook, DROP_NO_MEMORY);
         return 2;
     }
     ev->next = NULL;
     ev->home = EV_HEAP;
     event_fill(ev, in, &lay);
-    if (queue_push(q, ev, seq) != 0) {
+    switch (push(q, ev, seq, how)) {
+    case 0:
+        return 0;
+    case 3:
+        free(ev);
+        return 3;
+    default:
         free(ev);
         return 1;
     }
-    return 0;
+}
+
+int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq)
+{
+    return add(q, in, seq, 0);
+}
+
+int queue_add_last(queue_t *q, const event_in_t *in, uint64_t *seq)
+{
+    return add(q, in, seq, ADD_LAST);
+}
+
+int queue_add_if_room(queue_t *q, const event_in_t *in, uint64_t *seq)
+{
+    return add(q, in, seq, ADD_IF_ROOM);
+}
+
+void queue_open(queue_t *q)
+{
+    pthread_mutex_lock(&q->mu);
+    q->closed = 0;
+    pthread_mutex_unlock(&q->mu);
+}
+
+int queue_take_drops(queue_t *q, drop_ledger_t *out)
+{
+    pthread_mutex_lock(&q->mu);
+    *out = q->drops;
+    memset(&q->drops, 0, sizeof q->drops);
+    pthread_mutex_unlock(&q->mu);
+    return out->count > 0;
+}
+
+void queue_return_drops(queue_t *q, const drop_ledger_t *d)
+{
+    int i;
+
+    if (d->count == 0)
+        return;
+    pthread_mutex_lock(&q->mu);
+    if (q->drops.count == 0 || d->first_seq < q->drops.first_seq)
+        q->drops.first_seq = d->first_seq;
+    if (q->drops.count == 0 || d->last_seq > q->drops.last_seq)
+        q->drops.last_seq = d->last_seq;
+    q->drops.count += d->count;
+    for (i = 0; i < DROP_REASONS; i++)
+        q->drops.reason[i] += d->reason[i];
+    for (i = 0; i < EVENT_KINDS; i++)
+        q->drops.hook[i] += d->hook[i];
+    pthread_mutex_unlock(&q->mu);
 }
 
 int64_t queue_event_origin(const event_t *ev)
@@ -195,17 +279,24 @@ event_t *queue_detach_journal(queue_t *q, size_t *n)
     return out;
 }
 
-int queue_push(queue_t *q, event_t *ev, uint64_t *seq)
+static int push(queue_t *q, event_t *ev, uint64_t *seq, int how)
 {
     int wake = 0;
 
     pthread_mutex_lock(&q->mu);
-    *seq = ++q->last_seq;
+    if (q->closed) {
+        *seq = drop_locked(q, ev->hook, DROP_STOPPED);
+        pthread_mutex_unlock(&q->mu);
+        return 3;
+    }
     if (q->count >= q->max_events || q->bytes + ev->bytes > q->max_bytes) {
-        q->dropped++;
+        if (!(how & ADD_IF_ROOM))
+            *seq = drop_locked(q, ev->hook, DROP_NO_ROOM);
         pthread_mutex_unlock(&q->mu);
         return 1;
     }
+    *seq = ++q->last_seq;
+    q->closed = how & ADD_LAST;
     ev->seq = *seq;
     wake = link_tail(q, ev);
     pthread_mutex_unlock(&q->mu);
@@ -214,13 +305,17 @@ int queue_push(queue_t *q, event_t *ev, uint64_t *seq)
     return 0;
 }
 
-uint64_t queue_drop(queue_t *q)
+int queue_push(queue_t *q, event_t *ev, uint64_t *seq)
+{
+    return push(q, ev, seq, 0) == 0 ? 0 : 1;
+}
+
+uint64_t queue_drop(queue_t *q, int hook, int reason)
 {
     uint64_t seq;
 
     pthread_mutex_lock(&q->mu);
-    seq = ++q->last_seq;
-    q->dropped++;
+    seq = drop_locked(q, hook, reason);
     pthread_mutex_unlock(&q->mu);
     return seq;
 }

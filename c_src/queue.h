@@ -15,7 +15,20 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "hooks.h"
 #include "journal.h"
+
+/* why an event was dropped (a gap in seq) */
+enum drop_reason { DROP_NO_ROOM, DROP_NO_MEMORY, DROP_STOPPED, DROP_REASONS };
+
+/* The drops since the ledger was last taken: the seq range they fall in
+ * (other events' numbers may be within it), how many, why, of which
+ * hooks. count 0: empty. The plugin writes it as a row (plugin_rows.h). */
+typedef struct drop_ledger {
+    uint64_t first_seq, last_seq, count;
+    uint64_t reason[DROP_REASONS];
+    uint64_t hook[EVENT_KINDS];
+} drop_ledger_t;
 
 typedef struct queue {
     pthread_mutex_t mu;
@@ -32,6 +45,8 @@ typedef struct queue {
     journal_t *j;              /* events go here when set (atomic read) */
     int flush_req;             /* write what is queued now */
     int stop;
+    int closed;                /* queue_close: every add is a drop (DROP_STOPPED) */
+    drop_ledger_t drops;
 } queue_t;
 
 int queue_init(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at);
@@ -45,8 +60,16 @@ int queue_full_hint(const queue_t *q);
 /* The hook path: builds the event from in (into the journal when one is
  * attached, else in one malloc) and queues it with the next sequence
  * number. 0: queued; 1: dropped, no room (queue or journal full); 2:
- * dropped, out of memory or too large. A drop consumes its number. */
+ * dropped, out of memory or too large; 3: dropped, the queue is closed
+ * (the plugin stopped). A drop consumes its number and is in the ledger. */
 int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq);
+/* queue_add of the last event before a stop: once it has its number,
+ * every later add is a drop (3) until queue_open. Same results. */
+int queue_add_last(queue_t *q, const event_in_t *in, uint64_t *seq);
+/* queue_add, except that without room it takes no number and counts no
+ * drop (1): the caller tries again later */
+int queue_add_if_room(queue_t *q, const event_in_t *in, uint64_t *seq);
+void queue_open(queue_t *q);
 /* From now on events go to the journal j; the events of earlier starts
  * it took over (journal_take_recovered) go before anything queued. */
 void queue_attach_journal(queue_t *q, journal_t *j);
@@ -58,8 +81,14 @@ event_t *queue_detach_journal(queue_t *q, size_t *n);
 /* Takes ev and gives it the next sequence number: 0. Queue full: ev is not
  * taken (the caller frees it), the drop is counted and consumes a number: 1. */
 int queue_push(queue_t *q, event_t *ev, uint64_t *seq);
-/* Counts a drop of an event that was never built; returns its number. */
-uint64_t queue_drop(queue_t *q);
+/* Counts a drop of an event of this hook that was never built (enum
+ * drop_reason); returns its number. */
+uint64_t queue_drop(queue_t *q, int hook, int reason);
+/* Takes the drops since the last take into *out and empties the ledger:
+ * 1, or 0 when there were none. */
+int queue_take_drops(queue_t *q, drop_ledger_t *out);
+/* Puts taken drops back (their row could not be queued). */
+void queue_return_drops(queue_t *q, const drop_ledger_t *d);
 
 /* Writer side: waits until wake_at events are queued, a flush or stop is
  * asked, or timeout_ms passes; then detaches up to max events (in order,

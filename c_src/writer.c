@@ -24,6 +24,7 @@
 
 #include "deadline.h"
 #include "hooks.h"
+#include "plugin_rows.h"
 
 /* The hook path counts the events it could not queue but never logs;
  * the writer says so, at most every 10 s. */
@@ -60,6 +61,28 @@ static void report_queue_drops(writer_t *w)
     w->drops_logged_us = now;
 }
 
+/* The drops since the last pgevents_dropped row as one (plugin_rows.h),
+ * at most every second. While events are still being dropped there is no
+ * room for the row either: it is tried after a second without a drop, or
+ * every 10 s. */
+static void record_drops(writer_t *w)
+{
+    int64_t now = mono_ms();
+    queue_stats_t qs;
+
+    if (now < w->drops_row_at_ms)
+        return;
+    w->drops_row_at_ms = now + 1000;
+    queue_get_stats(w->q, &qs);
+    if (qs.dropped != w->drops_row_seen && now < w->drops_row_forced_ms) {
+        w->drops_row_seen = qs.dropped;
+        return;
+    }
+    w->drops_row_seen = qs.dropped;
+    w->drops_row_forced_ms = now + 10000;
+    (void)prow_dropped(w->q);
+}
+
 /* Runs while a libpq call waits for the server (pgio's tick). Nonzero: a
  * stop's deadline has passed. */
 static int writer_io_tick(void *ctx)
@@ -70,6 +93,7 @@ static int writer_io_tick(void *ctx)
     if (w_stop_requested(w, &past) && past)
         return 1;
     report_queue_drops(w);
+    record_drops(w);
     return 0;
 }
 
@@ -266,6 +290,7 @@ static void *writer_main(void *arg)
         int past = 0, stopping = w_stop_requested(w, &past);
 
         report_queue_drops(w);
+        record_drops(w);
         if (w->j)
             journal_tidy(w->j, queue_taken_seq(w->q));   /* sealed segments from memory to their disk files */
         if (w_upkeeps(w) && w->conn && mono_ms() >= w->upkeep_at_ms &&
@@ -548,7 +573,7 @@ void writer_status_add(writer_status_t *into, const writer_status_t *from)
     into->reconnects += from->reconnects;
     into->discarded_at_stop += from->discarded_at_stop;
     into->write_errors += from->write_errors;
-    for (i = 0; i < HOOK_COUNT; i++) {
+    for (i = 0; i < EVENT_KINDS; i++) {
         into->written_hook[i] += from->written_hook[i];
         into->dead_hook[i] += from->dead_hook[i];
         into->spooled_hook[i] += from->spooled_hook[i];

@@ -56,9 +56,9 @@ typedef struct writer_status {
      * those files not yet all written */
     uint64_t spooled, spooled_at_stop, spool_corrupt;
     uint64_t spool_bytes;
-    uint64_t spooled_hook[HOOK_COUNT];
+    uint64_t spooled_hook[EVENT_KINDS];
     uint64_t write_errors;
-    uint64_t written_hook[HOOK_COUNT], dead_hook[HOOK_COUNT];
+    uint64_t written_hook[EVENT_KINDS], dead_hook[EVENT_KINDS];
     size_t inflight;
     int64_t inflight_oldest_us; /* ts of the first event in hand, 0: none */
     int64_t last_write_us;    /* wall clock of the last commit, 0: none */

@@ -53,6 +53,9 @@ struct writer {
     char last_sqlstate[6];     /* of the last failed statement */
     uint64_t drops_logged;     /* hook-path drops already reported */
     int64_t drops_logged_us;
+    int64_t drops_row_at_ms;   /* the next pgevents_dropped row, at the earliest */
+    int64_t drops_row_forced_ms; /* ... tried even while events are dropped */
+    uint64_t drops_row_seen;   /* the queue's drops at the last look */
     int backoff_ms;
     int down_logged;
     int64_t down_since_us;

@@ -1,5 +1,6 @@
 %% @doc `vmq-admin pgevents ...' through clique, as vmq_webhooks_cli does:
-%%   show | status | enable hook=H | disable hook=H | flush
+%%   show | status | enable hook=H | disable hook=H | flush |
+%%   client client-id=C [mountpoint=M] [limit=N] | check
 %% and `vmq-admin set vmq_pgevents.KEY=VALUE' for the run-time keys.
 %% The tables and texts are built by plain functions (show_rows/2,
 %% status_rows/2, switch_text/3), tested without clique.
@@ -35,6 +36,19 @@ register_cli() ->
                                      [clique_status:text(switch_text(Op, H, R))];
                                 (_, _, _) -> usage_alert()
                              end) || Op <- [enable, disable]],
+    clique:register_command(?CMD ++ ["client"], client_keyspecs(), [],
+                            fun(_, Args, []) ->
+                                    case proplists:get_value('client-id', Args) of
+                                        undefined -> usage_alert();
+                                        C -> client_output(C, proplists:get_value(mountpoint, Args, ""),
+                                                           proplists:get_value(limit, Args, 20))
+                                    end;
+                               (_, _, _) -> usage_alert()
+                            end),
+    clique:register_command(?CMD ++ ["check"], [], [],
+                            fun(_, [], []) -> [clique_status:table(vmq_pgevents_ask:check())];
+                               (_, _, _) -> usage_alert()
+                            end),
     clique:register_command(?CMD ++ ["flush"], [], [],
                             fun(_, [], []) ->
                                     case vmq_pgevents:flush(30000) of
@@ -99,6 +113,28 @@ hook_keyspec() ->
                           (H) -> {error, {invalid_value, H}}
                        end}]}.
 
+client_keyspecs() ->
+    Text = fun(V) when is_list(V) -> V; (V) -> {error, {invalid_value, V}} end,
+    [{'client-id', [{typecast, Text}]},
+     {mountpoint, [{typecast, Text}]},
+     {limit, [{typecast, fun(V) ->
+                                 case catch list_to_integer(V) of
+                                     N when is_integer(N), N >= 1, N =< 1000 -> N;
+                                     _ -> {error, {invalid_value, V}}
+                                 end
+                         end}]}].
+
+client_output(ClientId, Mountpoint, Limit) ->
+    case vmq_pgevents_ask:client(unicode:characters_to_binary(ClientId),
+                                 unicode:characters_to_binary(Mountpoint), Limit) of
+        {ok, []} -> [clique_status:text("no events of that client")];
+        {ok, Rows} -> [clique_status:table(Rows)];
+        {error, Why} ->
+            [clique_status:alert([clique_status:text(
+               "PostgreSQL did not answer: " ++ Why ++
+               " (vmq_pgevents.cli_dsn names the connection; see docs/operating.md)")])]
+    end.
+
 usage_alert() ->
     [clique_status:alert([clique_status:text(usage())])].
 
@@ -110,7 +146,10 @@ usage() ->
      "    status               connection, queue, last error, rows written/s\n",
      "    enable hook=<Hook>   start recording a hook (or hook=all) until restart\n",
      "    disable hook=<Hook>  stop recording a hook (or hook=all) until restart\n",
-     "    flush                write what is queued now\n\n",
+     "    flush                write what is queued now\n",
+     "    client client-id=<C> [mountpoint=<M>] [limit=<N>]\n",
+     "                         that client's last N (20) events, from PostgreSQL\n",
+     "    check                connection, schema, partitions ahead, the last day's completeness\n\n",
      "  vmq-admin set vmq_pgevents.<key>=<value> changes batch_size, flush_interval_ms,\n",
      "  queue_max_events, queue_max_bytes, payload_max_bytes, payload_json_max_bytes,\n",
      "  payload_mode, payload_modes, payload_topics, peer_addr, topic_include,\n",

@@ -2,7 +2,7 @@
 %% Only vmq_pgevents (hooks) and vmq_pgevents_server call these.
 -module(vmq_pgevents_nif).
 
--export([event/3, start/2, configure/1, stop/1, flush/0, status/0, hooks/0]).
+-export([event/3, start/2, configure/1, stop/1, flush/0, status/0, hooks/0, query/3]).
 -export([priv_dir/0, load_error/0]).
 -on_load(init/0).
 
@@ -81,3 +81,9 @@ status() ->
 
 -spec hooks() -> [{atom(), non_neg_integer()}].
 hooks() -> erlang:nif_error(not_loaded).
+
+%% query(Conninfo, [{Sql, Params}], TimeoutMs) -> {ok, [Rows]} | {error, Message}:
+%% on a connection of its own, all within TimeoutMs (the CLI's questions)
+-spec query(binary(), [{binary(), [binary() | null]}], pos_integer()) ->
+          {ok, [[[binary() | null]]]} | {error, binary()}.
+query(_Conninfo, _Queries, _TimeoutMs) -> {error, <<"the NIF library is not loaded">>}.

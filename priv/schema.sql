@@ -31,6 +31,17 @@ BEGIN
 END
 $f$;
 
+-- The plugin's own rows (pgevents_start, pgevents_stop, pgevents_crashed,
+-- pgevents_dropped: docs/queries.md): a few per start, found by node and
+-- incarnation (how a connection ended, <tbl>_completeness).
+CREATE OR REPLACE FUNCTION vmq_pgevents_plugin_index(part text) RETURNS void LANGUAGE plpgsql AS $f$
+BEGIN
+  EXECUTE format('CREATE INDEX ON %I (incarnation, node, seq) INCLUDE (hook, ts) '
+                 'WHERE hook IN (''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')',
+                 part);
+END
+$f$;
+
 -- Whether tbl is a Citus distributed table (distribute = on or auto on a
 -- Citus cluster: docs/scale-out.md).
 CREATE OR REPLACE FUNCTION vmq_pgevents_distributed(tbl text) RETURNS boolean LANGUAGE plpgsql STABLE AS $f$
@@ -77,6 +88,8 @@ BEGIN
   EXECUTE format('CREATE INDEX ON %I (client_id)', part);
   -- the logins (a connection's client, failed logins)
   PERFORM vmq_pgevents_login_index(part);
+  -- the plugin's own rows
+  PERFORM vmq_pgevents_plugin_index(part);
   -- time ranges (last hour's counts): a few pages
   EXECUTE format('CREATE INDEX ON %I USING brin (ts)', part);
   -- publishes and deliveries: the deliveries of a publish (message journey)
@@ -112,6 +125,7 @@ CREATE OR REPLACE FUNCTION vmq_pgevents_cold_indexes(part text) RETURNS void LAN
 BEGIN
   EXECUTE format('CREATE INDEX ON %I (client_id, ts)', part);
   PERFORM vmq_pgevents_login_index(part);
+  PERFORM vmq_pgevents_plugin_index(part);
 END
 $f$;
 
@@ -223,10 +237,11 @@ DECLARE
   before bigint[] := '{}';
   tmp text;
   n bigint;
-  -- login rows stay on the heap: failed logins and a connection's client
-  -- are found by index there (an index lookup into columnar storage reads
-  -- a whole chunk: ~10 ms)
-  logins constant text := '''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5''';
+  -- login rows and the plugin's own rows stay on the heap: failed logins,
+  -- a connection's client and how it ended are found by index there (an
+  -- index lookup into columnar storage reads a whole chunk: ~10 ms)
+  logins constant text := '''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'', '
+                           '''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped''';
   i integer;
   k integer;
   leaves integer;
@@ -497,13 +512,15 @@ DECLARE
   -- function with parameters over a distributed table, nor a lateral
   -- subquery with LIMIT or a join on other columns than client_id
   dist constant boolean := vmq_pgevents_distributed(tbl);
-  version constant text := 'vmq_pgevents views 4, table ' || to_regclass(quote_ident(tbl))::oid
+  version constant text := 'vmq_pgevents views 5, table ' || to_regclass(quote_ident(tbl))::oid
                            || CASE WHEN dist THEN ', distributed' ELSE '' END;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
   registers constant text := '(''on_register'', ''on_register_m5'')';
   login_rows constant text := '(''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')';
   publishes constant text := '(''on_publish'', ''on_publish_m5'')';
   delivers constant text := '(''on_deliver'', ''on_deliver_m5'')';
+  plugin constant text := '(''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')';
+  ended text;  -- how a connection without an end row ended
   head text;   -- a function's CREATE and signature, for both of its bodies
 BEGIN
   IF obj_description(to_regclass(quote_ident(tbl || '_connections')), 'pg_class') IS NOT DISTINCT FROM version THEN
@@ -511,6 +528,7 @@ BEGIN
   END IF;
 
   EXECUTE format('DROP VIEW IF EXISTS %I', tbl || '_connections');
+  EXECUTE format('DROP FUNCTION IF EXISTS %I(timestamptz)', tbl || '_completeness');
   -- (views 2's client questions had no mountpoint)
   EXECUTE format('DROP FUNCTION IF EXISTS %I(text, timestamptz), %I(text, timestamptz, text), '
                  '%I(text, bigint, bigint), %I(text, timestamptz, interval), '
@@ -518,26 +536,55 @@ BEGIN
                  tbl || '_timeline', tbl || '_timeline', tbl || '_connection', tbl || '_journey',
                  tbl || '_journey', tbl || '_failed_logins');
 
+  -- A connection without an end row (no hook tells of it): its node
+  -- stopped (a pgevents_stop of its incarnation after its last row), its
+  -- node crashed (no such stop, and a later start of the same node), or it
+  -- is open. 'unknown' when its incarnation has no start row (an earlier
+  -- version's). Each looks only at partitions from the incarnation's start
+  -- or the connection's on, by the plugin rows' index.
+  IF dist THEN
+    -- distributed: Citus plans no correlated subquery here; the plugin
+    -- rows of each incarnation, summed once (they have client_id '')
+    ended := format($v$
+      CASE WHEN i.started IS NULL THEN 'unknown'
+           WHEN i.last_stop > w.last_seq THEN 'node stopped'
+           WHEN n.newest > w.incarnation THEN 'node crashed'
+           ELSE 'open' END$v$);
+  ELSE
+    ended := format($v$
+      CASE WHEN NOT EXISTS (SELECT 1 FROM %1$I s
+                            WHERE s.hook = 'pgevents_start' AND s.incarnation = w.incarnation AND s.node = w.node
+                              AND s.ts >= to_timestamp(w.incarnation / 1000000.0) - interval '1 hour'
+                              AND s.ts < to_timestamp(w.incarnation / 1000000.0) + interval '1 hour') THEN 'unknown'
+           WHEN EXISTS (SELECT 1 FROM %1$I s
+                        WHERE s.hook = 'pgevents_stop' AND s.incarnation = w.incarnation AND s.node = w.node
+                          AND s.seq > w.last_seq AND s.ts >= w.connected_at - interval '1 hour') THEN 'node stopped'
+           WHEN EXISTS (SELECT 1 FROM %1$I s
+                        WHERE s.hook = 'pgevents_start' AND s.incarnation > w.incarnation AND s.node = w.node
+                          AND s.ts >= w.connected_at - interval '1 hour') THEN 'node crashed'
+           ELSE 'open' END$v$, tbl);
+  END IF;
+
   -- one row per MQTT connection (node, incarnation, conn_id); filtered on
   -- client_id it reads that client's rows only (its client_id index)
   -- with the caller's rights (PostgreSQL 15 and later): a reader limited
   -- to some mountpoints (vmq_pgevents_grant) sees their rows only here too
   EXECUTE format($v$
     CREATE VIEW %1$I%7$s AS
-    SELECT node, incarnation, conn_id, mountpoint, client_id, username, peer_addr, peer_port,
+    SELECT w.node, w.incarnation, conn_id, mountpoint, client_id, username, peer_addr, peer_port,
            mqtt_version, clean_session,
            CASE WHEN registered_at IS NOT NULL THEN 'registered'
                 WHEN login_at IS NOT NULL THEN 'refused' END AS login,
            connected_at,
            CASE WHEN registered_at IS NOT NULL THEN coalesce(least(offline_at, gone_at), expired_at) END AS ended_at,
            -- taken over: its end came after the next connection's login
-           -- (no end at all: the broker stopped, or it is still there)
+           -- (no end at all: above)
            CASE WHEN login_at IS NOT NULL AND registered_at IS NULL THEN 'refused'
                 WHEN next_login < least(offline_at, gone_at) THEN 'taken over'
                 WHEN expired_at IS NOT NULL THEN 'session expired'
                 WHEN gone_at IS NOT NULL THEN 'gone'
                 WHEN offline_at IS NOT NULL THEN 'offline'
-                ELSE 'unknown' END AS ended_how,
+                ELSE %8$s END AS ended_how,
            publishes, deliveries, subscribes, events
     FROM (SELECT c.*,
                  -- the login of the next connection of this client that registered
@@ -560,13 +607,24 @@ BEGIN
                        count(*) FILTER (WHERE hook IN %4$s) AS publishes,
                        count(*) FILTER (WHERE hook IN %5$s) AS deliveries,
                        count(*) FILTER (WHERE hook IN ('on_subscribe', 'on_subscribe_m5')) AS subscribes,
-                       count(*) AS events
+                       count(*) AS events,
+                       max(seq) AS last_seq
                 FROM %6$I
                 WHERE conn_id IS NOT NULL
                 GROUP BY node, incarnation, conn_id, mountpoint, client_id) c) w
+    %9$s
     $v$, tbl || '_connections', logins, registers, publishes, delivers, tbl,
     CASE WHEN current_setting('server_version_num')::integer >= 150000
-         THEN ' WITH (security_invoker = true)' ELSE '' END);
+         THEN ' WITH (security_invoker = true)' ELSE '' END,
+    ended,
+    CASE WHEN dist THEN format($j$
+      LEFT JOIN (SELECT node, incarnation, bool_or(hook = 'pgevents_start') AS started,
+                        max(seq) FILTER (WHERE hook = 'pgevents_stop') AS last_stop
+                 FROM %1$I WHERE hook IN %2$s GROUP BY node, incarnation) i
+        ON i.node = w.node AND i.incarnation = w.incarnation
+      LEFT JOIN (SELECT node, max(incarnation) AS newest
+                 FROM %1$I WHERE hook = 'pgevents_start' GROUP BY node) n
+        ON n.node = w.node$j$, tbl, plugin) ELSE '' END);
 
   -- CONNECTs refused by the auth chain since `since` (default: the last
   -- day): an auth_on_register* and no on_register* on the same connection
@@ -742,6 +800,94 @@ BEGIN
     $b$
     $v$, tbl || '_journey', tbl, delivers, publishes);
   END IF;
+
+  -- How complete the record is since `since`: one row per node and
+  -- incarnation with rows since then. ended: stopped (its last start or
+  -- stop row is a stop), crashed (not stopped, and the same node started
+  -- later or said it crashed), running, or unknown (no start row: an
+  -- earlier version's). first_seq is 1 when it began since then.
+  -- missing: the numbers from first_seq to last_seq in neither the table
+  -- nor <tbl>_dead, as ranges, each with why: dropped (the reasons of the
+  -- pgevents_dropped rows whose ranges hold it) or not yet written (still
+  -- in a journal). Distributed, the rows are gathered on the coordinator.
+  EXECUTE format($v$
+    CREATE FUNCTION %1$I(since timestamptz DEFAULT now() - interval '1 day')
+    RETURNS TABLE (node text, incarnation bigint, started timestamptz, ended text,
+                   first_seq bigint, last_seq bigint, rows_written bigint, rows_dead bigint,
+                   missing bigint, missing_ranges jsonb)
+    LANGUAGE plpgsql STABLE AS $b$
+    #variable_conflict use_column
+    BEGIN
+    RETURN QUERY
+    WITH r AS MATERIALIZED (
+      SELECT e.node, e.incarnation, min(e.seq) AS lo, max(e.seq) AS hi, count(*) AS n
+      FROM %2$I e WHERE e.ts >= $1 GROUP BY e.node, e.incarnation),
+    d AS MATERIALIZED (
+      SELECT e.node, e.incarnation, min(e.seq) AS lo, max(e.seq) AS hi, count(*) AS n
+      FROM %3$I e WHERE e.ts >= $1 GROUP BY e.node, e.incarnation),
+    i AS MATERIALIZED (
+      SELECT x.node, x.incarnation,
+             CASE WHEN to_timestamp(x.incarnation / 1000000.0) >= $1 THEN 1::bigint ELSE x.lo END AS lo,
+             x.hi, x.n, x.dn
+      FROM (SELECT coalesce(r.node, d.node) AS node, coalesce(r.incarnation, d.incarnation) AS incarnation,
+                   least(r.lo, d.lo) AS lo, greatest(r.hi, d.hi) AS hi,
+                   coalesce(r.n, 0) AS n, coalesce(d.n, 0) AS dn
+            FROM r FULL JOIN d ON d.node = r.node AND d.incarnation = r.incarnation) x),
+    -- the plugin's rows of those incarnations and of later ones
+    p AS MATERIALIZED (
+      SELECT e.node, e.incarnation, e.seq, e.hook, e.extra FROM %2$I e
+      WHERE e.hook IN %4$s
+        AND e.ts >= least($1, (SELECT to_timestamp(min(i.incarnation) / 1000000.0) FROM i) - interval '1 hour')),
+    s AS MATERIALIZED (
+      SELECT e.node, e.incarnation, e.seq FROM %2$I e
+      WHERE e.ts >= $1 AND (e.node, e.incarnation) IN (SELECT i.node, i.incarnation FROM i WHERE i.hi - i.lo + 1 > i.n + i.dn)
+      UNION ALL
+      SELECT e.node, e.incarnation, e.seq FROM %3$I e
+      WHERE e.ts >= $1 AND (e.node, e.incarnation) IN (SELECT i.node, i.incarnation FROM i WHERE i.hi - i.lo + 1 > i.n + i.dn)),
+    gaps AS MATERIALIZED (
+      SELECT g.node, g.incarnation, g.prev + 1 AS gfrom, g.seq - 1 AS gto
+      FROM (SELECT s.node, s.incarnation, s.seq,
+                   coalesce(lag(s.seq) OVER (PARTITION BY s.node, s.incarnation ORDER BY s.seq), i.lo - 1) AS prev
+            FROM s JOIN i ON i.node = s.node AND i.incarnation = s.incarnation) g
+      WHERE g.seq - g.prev > 1),
+    drops AS MATERIALIZED (
+      SELECT p.node, p.incarnation, (p.extra->>'first_seq')::bigint AS df, (p.extra->>'last_seq')::bigint AS dl,
+             p.extra->'reasons' AS reasons
+      FROM p WHERE p.hook = 'pgevents_dropped'),
+    why AS MATERIALIZED (
+      SELECT g.node, g.incarnation, g.gfrom, g.gto,
+             (SELECT coalesce(sum(least(g.gto, x.dl) - greatest(g.gfrom, x.df) + 1), 0) FROM drops x
+              WHERE x.node = g.node AND x.incarnation = g.incarnation AND x.df <= g.gto AND x.dl >= g.gfrom) AS dropped,
+             (SELECT string_agg(DISTINCT k.k, ', ' ORDER BY k.k) FROM drops x, jsonb_object_keys(x.reasons) k(k)
+              WHERE x.node = g.node AND x.incarnation = g.incarnation AND x.df <= g.gto AND x.dl >= g.gfrom) AS reasons
+      FROM gaps g)
+    SELECT i.node, i.incarnation, to_timestamp(i.incarnation / 1000000.0),
+           CASE WHEN (SELECT x.hook FROM p x WHERE x.node = i.node AND x.incarnation = i.incarnation
+                        AND x.hook IN ('pgevents_start', 'pgevents_stop') ORDER BY x.seq DESC LIMIT 1) = 'pgevents_stop'
+                  THEN 'stopped'
+                WHEN NOT EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.incarnation = i.incarnation
+                                   AND x.hook = 'pgevents_start') THEN 'unknown'
+                WHEN EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.hook = 'pgevents_start'
+                               AND x.incarnation > i.incarnation)
+                  OR EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.hook = 'pgevents_crashed'
+                               AND x.extra->>'incarnation' = i.incarnation::text) THEN 'crashed'
+                ELSE 'running' END,
+           i.lo, i.hi, i.n, i.dn, i.hi - i.lo + 1 - i.n - i.dn,
+           coalesce((SELECT jsonb_agg(jsonb_build_object(
+                               'from', w.gfrom, 'to', w.gto, 'count', w.gto - w.gfrom + 1,
+                               'why', CASE WHEN w.dropped >= w.gto - w.gfrom + 1 THEN 'dropped: ' || w.reasons
+                                           WHEN w.dropped > 0
+                                             THEN 'dropped: ' || w.reasons || ' (' || w.dropped || '); the rest not yet written'
+                                           ELSE 'not yet written' END) ORDER BY w.gfrom)
+                     FROM why w WHERE w.node = i.node AND w.incarnation = i.incarnation), '[]'::jsonb)
+    FROM i
+    ORDER BY i.node, i.incarnation;
+    END
+    $b$
+    $v$, tbl || '_completeness', tbl, tbl || '_dead', plugin);
+  -- a reader limited to some mountpoints would see gaps that are other
+  -- tenants' rows: only readers of every row are given it
+  EXECUTE format('REVOKE ALL ON FUNCTION %I(timestamptz) FROM PUBLIC', tbl || '_completeness');
 
   EXECUTE format('COMMENT ON VIEW %I IS %L', tbl || '_connections', version);
   -- made again: the readers' grants on them are gone with the old ones
@@ -1041,6 +1187,12 @@ BEGIN
   END IF;
   FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
            WHERE p.proname IN (tbl || '_failed_logins', tbl || '_timeline', tbl || '_connection', tbl || '_journey')
+             AND p.pronamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass(quote_ident(tbl))) LOOP
+    EXECUTE format(verb, 'EXECUTE', 'FUNCTION', f, role);
+  END LOOP;
+  -- the record's completeness: a reader of every row only
+  FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
+           WHERE p.proname = tbl || '_completeness' AND (whole OR NOT yes)
              AND p.pronamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass(quote_ident(tbl))) LOOP
     EXECUTE format(verb, 'EXECUTE', 'FUNCTION', f, role);
   END LOOP;
@@ -1375,6 +1527,10 @@ BEGIN
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) '
                    'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
                    t || '_login_idx', t);
+    -- the plugin's own rows: how a connection ended, completeness
+    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (incarnation, node, seq) INCLUDE (hook, ts) '
+                   'WHERE hook IN (''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')',
+                   t || '_plugin_idx', t);
     -- publishes and deliveries: the deliveries of a publish (message journey)
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (payload_hash, ts) WHERE payload_hash IS NOT NULL '
                    'AND hook IN (''on_publish'', ''on_publish_m5'', ''on_deliver'', ''on_deliver_m5'')',

@@ -2,7 +2,7 @@
 %% PostgreSQL with a given table and extra app env.
 -module(pgev_app).
 
--export([start/1, start/2, restart/2, stop/0, flush/0, rows/1, spool_dir/1, with_plugin/3]).
+-export([start/1, start/2, restart/2, stop/0, flush/0, rows/1, plugin_rows/1, spool_dir/1, with_plugin/3]).
 -export([capture_logs/0, captured_logs/0, log/2]).
 -export([wait_for/2, wait_for/3, log_seen/1]).
 
@@ -28,9 +28,16 @@ flush() ->
     {ok, _} = vmq_pgevents:flush(30000),
     ok.
 
-%% every row of the table, in seq order
+%% every row of the table of a hook's event (not the plugin's own rows), in
+%% seq order
 rows(Table) ->
-    pgev_pg:rows("SELECT * FROM \"" ++ Table ++ "\" ORDER BY incarnation, seq").
+    pgev_pg:rows("SELECT * FROM \"" ++ Table ++ "\" WHERE hook NOT LIKE 'pgevents\\_%' "
+                 "ORDER BY incarnation, seq").
+
+%% the plugin's own rows (pgevents_start, ...), in seq order
+plugin_rows(Table) ->
+    pgev_pg:rows("SELECT * FROM \"" ++ Table ++ "\" WHERE hook LIKE 'pgevents\\_%' "
+                 "ORDER BY incarnation, seq").
 
 %% logger handler that sends the plugin's log lines to the test process
 capture_logs() ->

@@ -104,7 +104,7 @@ connections("c") ->
      {?PUB, <<"registered">>, <<"gone">>, 5, 1, 0, 0},  % c4 short-lived
      {?PUB, <<"registered">>, <<"gone">>, 5, 1, 0, 0},  % c4 long-lived
      {?C, <<"registered">>, <<"session expired">>, 5, 0, 1, 1}, % c5, c6
-     {null, null, <<"unknown">>, null, 0, 0, 0}];       % c7: enhanced auth, no client id
+     {null, null, <<"open">>, null, 0, 0, 0}];       % c7: enhanced auth, no client id
 connections("d") ->
     [{<<"1528366636-watch">>, <<"registered">>, <<"gone">>, 3, 0, 2, 1}, % d0: both wills
      {?C, <<"registered">>, <<"gone">>, 3, 1, 0, 1},    % d1, d2: killed, its will published

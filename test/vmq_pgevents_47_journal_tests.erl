@@ -6,7 +6,8 @@
 
 -export([crash_child/1]).
 
-count(T, What) -> pgev_pg:count(T, What).
+%% over the rows of hooks' events (not the plugin's own: pgevents_start, ...)
+count(T, What) -> pgev_pg:count("(SELECT * FROM " ++ T ++ " WHERE hook NOT LIKE 'pgevents\\_%') h", What).
 
 scalar(Sql) -> pgev_pg:scalar(Sql).
 
@@ -139,7 +140,29 @@ disk_limit_test_() ->
             %% the same size): the rows are seq L0 + 1 .. L0 + Kept, the drops
             %% the gap after them, up to L1
             ?assertEqual([#{<<"lo">> => L0 + 1, <<"hi">> => L0 + Kept}],
-                         pgev_pg:rows("SELECT min(seq) AS lo, max(seq) AS hi FROM " ++ T))
+                         pgev_pg:rows("SELECT min(seq) AS lo, max(seq) AS hi FROM " ++ T ++
+                                      " WHERE hook = 'on_publish'")),
+            %% and the record says so itself: a pgevents_dropped row once
+            %% there was room, and completeness names that gap, dropped for
+            %% no room (since this test's first row: the VM's incarnation
+            %% is older than the table)
+            pgev_app:wait_for(drop_row, fun() ->
+                pgev_app:flush(),
+                [R || R <- pgev_app:plugin_rows(T), maps:get(<<"hook">>, R) =:= <<"pgevents_dropped">>,
+                      maps:get(<<"first_seq">>, maps:get(<<"extra">>, R)) > L0] =/= []
+            end),
+            ?assertEqual([#{<<"first_seq">> => L0 + Kept + 1, <<"last_seq">> => L1, <<"dropped">> => Dropped,
+                            <<"reasons">> => #{<<"no_room">> => Dropped},
+                            <<"hooks">> => #{<<"on_publish">> => Dropped}}],
+                         %% (an earlier test's drops may be told here too, before)
+                         [E || R <- pgev_app:plugin_rows(T), maps:get(<<"hook">>, R) =:= <<"pgevents_dropped">>,
+                               #{<<"first_seq">> := F} = E <- [maps:get(<<"extra">>, R)], F > L0]),
+            ?assertEqual([#{<<"missing">> => Dropped,
+                            <<"missing_ranges">> => [#{<<"from">> => L0 + Kept + 1, <<"to">> => L1,
+                                                       <<"count">> => Dropped,
+                                                       <<"why">> => <<"dropped: no_room">>}]}],
+                         pgev_pg:rows("SELECT missing, missing_ranges FROM " ++ T ++ "_completeness("
+                                      "(SELECT min(ts) FROM " ++ T ++ " WHERE hook = 'on_publish'))"))
         after
             _ = pgev_app:captured_logs(),
             pgev_pg:start(),
@@ -214,10 +237,16 @@ crash(T, Pg) ->
              ?assertEqual(0, scalar("SELECT count(*) - count(DISTINCT payload) FROM " ++ T ++
                                     " WHERE client_id = " ++ C))
          end || {I, K} <- lists:zip(lists:seq(1, 20), Returned)],
-        %% the crashed incarnation: seq 1..n, no gap, nothing twice
+        %% the crashed incarnation: seq 1..n, no gap, nothing twice (this
+        %% VM's incarnation wrote its own rows when it took the files over)
+        Crashed = " (SELECT incarnation FROM " ++ T ++ " WHERE client_id LIKE 'crash-%') ",
         ?assertEqual(0, scalar("SELECT count(*) FROM (SELECT incarnation FROM " ++ T ++
+                               " WHERE incarnation IN" ++ Crashed ++
                                " GROUP BY incarnation HAVING max(seq) - min(seq) + 1 <> count(*)"
-                               " OR min(seq) <> 1) g"))
+                               " OR min(seq) <> 1) g")),
+        %% and this VM's start said that it had not stopped
+        ?assertEqual(1, scalar("SELECT count(*) FROM " ++ T ++ " WHERE hook = 'pgevents_crashed' "
+                               "AND (extra->>'incarnation')::bigint IN" ++ Crashed))
     after
         pgev_app:stop()
     end.

@@ -20,7 +20,7 @@ registration_test_() ->
         with_plugin("op_registration", [], fun() ->
             R = clique:registered(),
             Cmds = lists:sort([lists:last(C) || {command, C, _, _, _} <- R]),
-            ?assertEqual(["disable", "enable", "flush", "show", "status"], Cmds),
+            ?assertEqual(["check", "client", "disable", "enable", "flush", "show", "status"], Cmds),
             ?assertEqual([["vmq-admin", "pgevents"]], [C || {usage, C, _} <- R]),
             [{whitelist, White}] = [W || {whitelist, _} = W <- R],
             %% the keys the README says `vmq-admin set` takes while running

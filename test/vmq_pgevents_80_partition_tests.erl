@@ -5,6 +5,9 @@
 -module(vmq_pgevents_80_partition_tests).
 -include_lib("eunit/include/eunit.hrl").
 
+%% the rows of hooks' events, not the plugin's own (pgevents_start, ...)
+-define(HOOKS, " WHERE hook NOT LIKE 'pgevents\\_%'").
+
 -define(S, {"", <<"part">>}).
 
 publish(N) ->
@@ -72,9 +75,9 @@ plugin_test_() ->
         try
             publish(1000),
             pgev_app:flush(),
-            ?assertEqual(1000, scalar("SELECT count(*) FROM " ++ T)),
+            ?assertEqual(1000, scalar("SELECT count(*) FROM " ++ T ++ ?HOOKS)),
             This = string:trim(pgev_pg:sql("SELECT '" ++ T ++ "_p' || to_char(now() AT TIME ZONE 'UTC', 'YYYYMMDDHH24')")),
-            ?assertEqual(1000, scalar("SELECT count(*) FROM " ++ This)),
+            ?assertEqual(1000, scalar("SELECT count(*) FROM " ++ This ++ ?HOOKS)),
             Ahead = string:trim(pgev_pg:sql("SELECT '" ++ T ++ "_p' || to_char((now() + interval '2 hours') AT TIME ZONE 'UTC', 'YYYYMMDDHH24')")),
             ?assert(lists:member(Ahead, partitions(T))),
             %% partitions of five hours ago (old rows, say)
@@ -90,7 +93,7 @@ plugin_test_() ->
             ?assert(D1 - D0 >= 3),                          %% 5, 4 and 3 hours ago at least
             Logs = pgev_app:captured_logs(),
             ?assertMatch([_ | _], [L || L <- Logs, binary:match(L, <<"retention: dropped partition">>) =/= nomatch]),
-            ?assertEqual(1010, scalar("SELECT count(*) FROM " ++ T))
+            ?assertEqual(1010, scalar("SELECT count(*) FROM " ++ T ++ ?HOOKS))
         after
             _ = pgev_app:captured_logs(),
             catch pgev_app:stop()
@@ -113,7 +116,7 @@ missing_partition_test_() ->
             #{dead_lettered := Dead0} = vmq_pgevents:status(),
             publish(500),
             pgev_app:flush(),
-            ?assertEqual(500, scalar("SELECT count(*) FROM " ++ T)),
+            ?assertEqual(500, scalar("SELECT count(*) FROM " ++ T ++ ?HOOKS)),
             #{dead_lettered := Dead1} = vmq_pgevents:status(),
             ?assertEqual(Dead0, Dead1)
         after
@@ -132,7 +135,7 @@ upgrade_from_plain_test_() ->
         publish(100),
         pgev_app:flush(),
         pgev_app:stop(),
-        ?assertEqual(100, scalar("SELECT count(*) FROM " ++ T)),
+        ?assertEqual(100, scalar("SELECT count(*) FROM " ++ T ++ ?HOOKS)),
         pgev_app:capture_logs(),
         #{write_errors := E0} = vmq_pgevents:status(),       %% the NIF's, so far
         pgev_app:restart(T, []),                             %% partition = day, the default
@@ -144,7 +147,7 @@ upgrade_from_plain_test_() ->
                 E - E0 >= 4 andalso binary:match(Err, <<"is a plain table">>) =/= nomatch
             end),
             S = vmq_pgevents:status(),
-            ?assertMatch(#{pending := 50, written := _}, S),
+            ?assertMatch(#{pending := 51, written := _}, S),   %% and the start's row
             ?assertNotEqual(nomatch, binary:match(maps:get(last_error, S), <<"is a plain table">>)),
             Logs = pgev_app:captured_logs(),
             ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"is a plain table">>) =/= nomatch]),
@@ -153,13 +156,13 @@ upgrade_from_plain_test_() ->
             pgev_pg:sql("ALTER TABLE " ++ T ++ " RENAME TO " ++ T ++ "_old; "
                         "ALTER TABLE " ++ T ++ "_dead RENAME TO " ++ T ++ "_old_dead"),
             pgev_app:flush(),
-            ?assertEqual(50, scalar("SELECT count(*) FROM " ++ T)),
+            ?assertEqual(50, scalar("SELECT count(*) FROM " ++ T ++ ?HOOKS)),
             pgev_pg:sql("SELECT vmq_pgevents_partitions('" ++ T ++ "', 'day', 2, 0, now(), "
                         "(SELECT min(ts) FROM " ++ T ++ "_old)); "
                         "INSERT INTO " ++ T ++ " SELECT * FROM " ++ T ++ "_old; "
                         "DROP TABLE " ++ T ++ "_old"),
-            ?assertEqual(150, scalar("SELECT count(*) FROM " ++ T)),
-            ?assertEqual(150, scalar("SELECT count(DISTINCT (incarnation, seq)) FROM " ++ T))
+            ?assertEqual(150, scalar("SELECT count(*) FROM " ++ T ++ ?HOOKS)),
+            ?assertEqual(150, scalar("SELECT count(DISTINCT (incarnation, seq)) FROM " ++ T ++ ?HOOKS))
         after
             _ = pgev_app:captured_logs(),
             catch pgev_app:stop(),

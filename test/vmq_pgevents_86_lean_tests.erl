@@ -68,6 +68,9 @@ layout_test_() ->
                       "btree (conn_id, incarnation, node) INCLUDE (hook, ts, client_id) WHERE (hook = ANY "
                       "(ARRAY['auth_on_register'::text, 'auth_on_register_m5'::text, 'on_register'::text, "
                       "'on_register_m5'::text]))",
+                      "btree (incarnation, node, seq) INCLUDE (hook, ts) WHERE (hook = ANY (ARRAY["
+                      "'pgevents_start'::text, 'pgevents_stop'::text, 'pgevents_crashed'::text, "
+                      "'pgevents_dropped'::text]))",
                       "btree (incarnation, seq, hashtext(node)) WITH (fillfactor='100')",
                       "btree (payload_hash, ts) WHERE ((payload_hash IS NOT NULL) AND (hook = ANY "
                       "(ARRAY['on_publish'::text, 'on_publish_m5'::text, 'on_deliver'::text, 'on_deliver_m5'::text])))"],

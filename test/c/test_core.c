@@ -185,7 +185,7 @@ static void test_queue(void)
     ev = make_event();
     CHECK(queue_push(&q, ev, &seq) == 1 && seq == 4);   /* full: a counted drop */
     event_free(ev);
-    CHECK(queue_drop(&q) == 5);
+    CHECK(queue_drop(&q, HOOK_ON_PUBLISH, DROP_NO_ROOM) == 5);
     list = queue_pop(&q, 2, 0, &n);
     CHECK(n == 2 && list && list->seq == 1 && list->next->seq == 2 && !list->next->next);
     event_free_list(list);
@@ -1168,7 +1168,7 @@ static uint64_t syncs_of(journal_t *j)
 
 static event_t *reserve_filled(journal_t *j, size_t bytes)
 {
-    event_t *ev = journal_reserve(j, bytes);
+    event_t *ev = journal_reserve(j, bytes, 1);
     if (ev) {
         memset(ev, 0, bytes);
         ev->bytes = bytes;

@@ -106,11 +106,18 @@ scenario_plugin_reenable() {
 #    again with PostgreSQL up: every event written once
 scenario_stop_pg_down() {
     echo " - vernemq stop while PostgreSQL is down, start with it up"
+    local held
+    # a client connected through the stop: VerneMQ calls no hook for it
+    bg_sub -i e2e-held-stop -q 1 -t e2e/held "${ALICE[@]}" >/dev/null
+    held=$BG
+    settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-held-stop' AND hook = 'on_subscribe'" 1 >/dev/null
     bash test/pg.sh stop "$PGDIR"
     seq 1 300 | pub -i e2e-stop-pub -q 1 -t e2e/stop -l "${ALICE[@]}"
     sleep 1
     check_re "status: the events wait while PostgreSQL is down" '^[1-9][0-9]*$' "$(status_value 'queued events')"
     stop_checked "$BROKER" "vernemq stop ends the node with PostgreSQL down"
+    kill "$held" 2>/dev/null
+    wait "$held" 2>/dev/null
     check_re "the stop leaves the queued events on disk (the journal's files)" '[1-9]' \
         "$(ls "$BROKER"/data/vmq_pgevents/ 2>/dev/null | grep -c '^journal-')"
     bash test/pg.sh start "$PGDIR"
@@ -125,6 +132,11 @@ scenario_stop_pg_down() {
     pub -i e2e-after-restart -q 1 -t e2e/x -m after "${ALICE[@]}"
     check "recording after the restart" 1 \
         "$(settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-after-restart' AND hook = 'on_publish'" 1)"
+    check "the connection held through the clean stop: no end row, ended_how 'node stopped'" "|node stopped" \
+        "$(q "SELECT ended_at, ended_how FROM vmq_events_connections WHERE client_id = 'e2e-held-stop'")"
+    check "the stopped incarnation's last row is its pgevents_stop" pgevents_stop \
+        "$(q "SELECT hook FROM vmq_events WHERE (node, incarnation) IN (SELECT node, incarnation FROM vmq_events
+              WHERE client_id = 'e2e-held-stop') ORDER BY seq DESC LIMIT 1")"
 }
 
 # over all rows of the broker so far
@@ -137,6 +149,11 @@ scenario_whole_run() {
         "$(q "SELECT count(*) FROM (SELECT count(*) n, min(seq) lo, max(seq) hi FROM vmq_events GROUP BY node, incarnation) s
               WHERE lo <> 1 OR n <> hi - lo + 1")"
     check "no row marked malformed" 0 "$(q "SELECT count(*) FROM vmq_events WHERE extra ? 'malformed'")"
+    check "completeness: the first start stopped, the second runs, nothing missing in either" \
+        "stopped|0|[] running|0|[]" \
+        "$(q "SELECT ended, missing, missing_ranges FROM vmq_events_completeness('-infinity') ORDER BY incarnation" | paste -sd ' ')"
+    check "each start's first row is its pgevents_start, with the plugin's version" "2|$VSN" \
+        "$(q "SELECT count(*), string_agg(DISTINCT extra->>'version', ',') FROM vmq_events WHERE seq = 1 AND hook = 'pgevents_start'")"
     check "the table is partitioned by day: today's partition and the next two exist" 3 \
         "$(q "SELECT count(*) FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid
               WHERE i.inhparent = 'vmq_events'::regclass AND c.relname IN (
@@ -221,6 +238,15 @@ scenario_broker_killed() {
                    AND hook = 'on_deliver' AND convert_from(payload, 'UTF8')::int = ANY('{$set}'::int[])" "$got|$got" 30)"
     check "no event twice in the killed run" 0 \
         "$(q "SELECT count(*) - count(DISTINCT (incarnation, seq)) FROM vmq_events WHERE client_id LIKE 'e2e-kill-%'")"
+    local killed
+    killed=$(q "SELECT DISTINCT incarnation FROM vmq_events WHERE client_id = 'e2e-kill-sub'")
+    check "the subscriber connected during the kill: no end row, ended_how 'node crashed'" "|node crashed" \
+        "$(q "SELECT ended_at, ended_how FROM vmq_events_connections WHERE client_id = 'e2e-kill-sub'")"
+    check "the next start's pgevents_crashed names the killed incarnation" 1 \
+        "$(settle "SELECT count(*) FROM vmq_events WHERE hook = 'pgevents_crashed'
+                   AND extra->>'incarnation' = '$killed' AND incarnation > $killed" 1)"
+    check "the killed incarnation: crashed, nothing missing" "crashed|0" \
+        "$(q "SELECT ended, missing FROM vmq_events_completeness() WHERE incarnation = $killed")"
     echo "   (the subscriber had $got messages when the broker was killed)"
 }
 

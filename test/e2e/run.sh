@@ -12,10 +12,12 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 ROOT=$PWD
+VSN=$(sed -n 's/^ *{vsn, *"\([^"]*\)"}.*/\1/p' erl_src/vmq_pgevents.app.src)
 . test/e2e/broker.sh
 . test/e2e/check.sh
 . test/e2e/scenarios.sh
 . test/e2e/operate.sh
+. test/e2e/record.sh
 . test/e2e/citus.sh
 . test/e2e/docs.sh
 
@@ -141,6 +143,8 @@ for src in "${sources[@]}"; do
         fi
         broker_stop "$A"
         scenario_bad_config
+        scenario_record_drops
+        scenario_cli_record
         scenario_compress
         scenario_privacy
         scenario_cluster "$src" "$tag"
