@@ -49,6 +49,8 @@ static ERL_NIF_TERM rows_term(ErlNifEnv *env, const PGresult *r)
                 unsigned char *d = enif_make_new_binary(env, n, &v);
                 if (d)
                     memcpy(d, PQgetvalue(r, i, j), n);
+                else
+                    v = null;
             }
             row = enif_make_list_cell(env, v, row);
         }
@@ -88,6 +90,13 @@ ERL_NIF_TERM nif_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     conninfo = binary_cstr(env, argv[0]);
     if (!conninfo)
         return enif_make_badarg(env);
+    if (conninfo_check(conninfo) < 0) {
+        /* never libpq's message: it quotes the text it could not parse */
+        memset(conninfo, 0, strlen(conninfo));
+        free(conninfo);
+        return error_msg(env, p, "the connection string (cli_dsn, or dsn) is not a valid libpq "
+                                 "connection string or URI");
+    }
     secrets = pgio_conninfo_secrets(conninfo);
     deadline = mono_ms() + timeout;
     io.timeout_ms = timeout;
@@ -96,6 +105,20 @@ ERL_NIF_TERM nif_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     if (!io.conn) {
         result = fail(env, p, err, secrets);
         goto out;
+    }
+    {
+        /* the server gives up too (a closed connection is noticed late) */
+        char set[64];
+        PGresult *r;
+        snprintf(set, sizeof set, "SET statement_timeout = %d", timeout);
+        r = pgio_exec(&io, set, 0, NULL);
+        if (!r || PQresultStatus(r) != PGRES_COMMAND_OK) {
+            result = fail(env, p, io.timed_out ? "no answer from the server in time"
+                                  : r ? PQresultErrorMessage(r) : PQerrorMessage(io.conn), secrets);
+            PQclear(r);
+            goto out;
+        }
+        PQclear(r);
     }
     while (enif_get_list_cell(env, tail, &head, &tail)) {
         const ERL_NIF_TERM *q;
@@ -122,12 +145,16 @@ ERL_NIF_TERM nif_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
             }
             np++;
         }
+        if (!enif_is_empty_list(env, pt)) {
+            result = enif_make_badarg(env);
+            goto out;
+        }
         if (left <= 0) {
             result = fail(env, p, "no answer from the server in time", secrets);
             goto out;
         }
         io.timeout_ms = (int)left;
-        /* with parameters always: one statement, the extended protocol */
+        /* one statement (the caller's fixed text) */
         r = pgio_exec(&io, sql, np, (const char *const *)params);
         if (!r || PQresultStatus(r) != PGRES_TUPLES_OK) {
             const char *msg = io.timed_out ? "no answer from the server in time"

@@ -98,13 +98,62 @@ int prow_start(queue_t *q, const prow_settings_t *s)
     return rc;
 }
 
+/* the members that tell a ledger's drops (pgevents_dropped, pgevents_stop) */
+static void ledger_members(buf_t *b, const drop_ledger_t *d, int *first)
+{
+    static const char *const reasons[DROP_REASONS] = {[DROP_NO_ROOM] = "no_room",
+                                                      [DROP_NO_MEMORY] = "no_memory",
+                                                      [DROP_STOPPED] = "stopped"};
+    int i, inner;
+
+    jw_key(b, "first_seq", first);
+    jw_uint(b, d->first_seq);
+    jw_key(b, "last_seq", first);
+    jw_uint(b, d->last_seq);
+    jw_key(b, "dropped", first);
+    jw_uint(b, d->count);
+    jw_key(b, "reasons", first);
+    buf_putc(b, '{');
+    inner = 1;
+    for (i = 0; i < DROP_REASONS; i++) {
+        if (!d->reason[i])
+            continue;
+        jw_key(b, reasons[i], &inner);
+        jw_uint(b, d->reason[i]);
+    }
+    buf_putc(b, '}');
+    /* per hook name: the arities of a hook (next to each other) in one */
+    jw_key(b, "hooks", first);
+    buf_putc(b, '{');
+    inner = 1;
+    for (i = 0; i < EVENT_KINDS; i++) {
+        uint64_t n = d->hook[i];
+        while (i + 1 < EVENT_KINDS && strcmp(hook_defs[i + 1].name, hook_defs[i].name) == 0)
+            n += d->hook[++i];
+        if (!n)
+            continue;
+        jw_key(b, hook_defs[i].name, &inner);
+        jw_uint(b, n);
+    }
+    buf_putc(b, '}');
+}
+
 int prow_stop(queue_t *q)
 {
-    char stack[8];
+    drop_ledger_t d;
+    char stack[2048];
     buf_t b;
+    int first = 1, rc, told = queue_take_drops(q, &d);
 
+    /* the drops no pgevents_dropped row told yet: told by this last row */
     buf_init(&b, stack, sizeof stack);
-    return add_row(q, PROW_STOP, &b, ROW_LAST);
+    if (told)
+        ledger_members(&b, &d, &first);
+    rc = add_row(q, PROW_STOP, &b, ROW_LAST);
+    buf_free(&b);
+    if (rc != 0 && told)
+        queue_return_drops(q, &d);
+    return rc;
 }
 
 int prow_crashed(queue_t *q, int64_t incarnation)
@@ -123,53 +172,33 @@ int prow_crashed(queue_t *q, int64_t incarnation)
 
 int prow_dropped(queue_t *q)
 {
-    static const char *const reasons[DROP_REASONS] = {[DROP_NO_ROOM] = "no_room",
-                                                      [DROP_NO_MEMORY] = "no_memory",
-                                                      [DROP_STOPPED] = "stopped"};
     drop_ledger_t d;
     char stack[2048];
     buf_t b;
-    int i, first = 1, inner, rc;
+    int first = 1, rc;
 
     if (!queue_take_drops(q, &d))
         return 0;
     buf_init(&b, stack, sizeof stack);
-    jw_key(&b, "first_seq", &first);
-    jw_uint(&b, d.first_seq);
-    jw_key(&b, "last_seq", &first);
-    jw_uint(&b, d.last_seq);
-    jw_key(&b, "dropped", &first);
-    jw_uint(&b, d.count);
-    jw_key(&b, "reasons", &first);
-    buf_putc(&b, '{');
-    inner = 1;
-    for (i = 0; i < DROP_REASONS; i++) {
-        if (!d.reason[i])
-            continue;
-        jw_key(&b, reasons[i], &inner);
-        jw_uint(&b, d.reason[i]);
-    }
-    buf_putc(&b, '}');
-    /* per hook name (both arities of a hook in one) */
-    jw_key(&b, "hooks", &first);
-    buf_putc(&b, '{');
-    inner = 1;
-    for (i = 0; i < EVENT_KINDS; i++) {
-        uint64_t n = d.hook[i];
-        if (!n || (i > 0 && strcmp(hook_defs[i - 1].name, hook_defs[i].name) == 0))
-            continue;
-        while (i + 1 < EVENT_KINDS && strcmp(hook_defs[i + 1].name, hook_defs[i].name) == 0)
-            n += d.hook[++i];
-        jw_key(&b, hook_defs[i].name, &inner);
-        jw_uint(&b, n);
-    }
-    buf_putc(&b, '}');
+    ledger_members(&b, &d, &first);
     /* not a drop itself when there is no room: it waits for some */
     rc = add_row(q, PROW_DROPPED, &b, ROW_IF_ROOM);
     buf_free(&b);
     if (rc != 0)
         queue_return_drops(q, &d);
     return rc;
+}
+
+/* the directory's entries to disk: the marker's making or removal
+ * survives a power loss */
+static void sync_dir(const char *dir)
+{
+    int fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+
+    if (fd >= 0) {
+        (void)fsync(fd);
+        close(fd);
+    }
 }
 
 static void marker_path(char *out, size_t cap, const char *dir)
@@ -206,15 +235,21 @@ int prow_marker_write(const char *dir, int64_t incarnation)
     marker_path(path, sizeof path, dir);
     n = snprintf(text, sizeof text, "%lld\n", (long long)incarnation);
     fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
-    if (fd < 0)
+    if (fd < 0) {
+        err = errno;
+        (void)unlink(path);   /* an earlier start's marker would tell its crash again */
+        errno = err;
         return -1;
+    }
     if (write(fd, text, (size_t)n) != n || fsync(fd) != 0)
         err = errno ? errno : EIO;
     close(fd);
     if (err) {
+        (void)unlink(path);
         errno = err;
         return -1;
     }
+    sync_dir(dir);
     return 0;
 }
 
@@ -223,5 +258,6 @@ void prow_marker_remove(const char *dir)
     char path[4096];
 
     marker_path(path, sizeof path, dir);
-    (void)unlink(path);
+    if (unlink(path) == 0)
+        sync_dir(dir);
 }

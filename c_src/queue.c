@@ -110,19 +110,20 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
     }
     pthread_mutex_lock(&q->mu);
     if (q->closed) {
-        *seq = drop_locked(q, in->hook, DROP_STOPPED);
+        if (!(how & ADD_IF_ROOM))   /* a plugin row waiting for room is no drop */
+            *seq = drop_locked(q, in->hook, DROP_STOPPED);
         pthread_mutex_unlock(&q->mu);
         return 3;
     }
     j = q->j;
-    if (j) {
-        ev = journal_reserve(j, lay.total, !(how & ADD_IF_ROOM));
-        if (!ev) {
-            if (!(how & ADD_IF_ROOM))
-                *seq = drop_locked(q, in->hook, DROP_NO_ROOM);
-            pthread_mutex_unlock(&q->mu);
-            return 1;
-        }
+    ev = j ? journal_reserve(j, lay.total, !(how & (ADD_IF_ROOM | ADD_LAST))) : NULL;
+    if (j && !ev && !(how & ADD_LAST)) {
+        if (!(how & ADD_IF_ROOM))
+            *seq = drop_locked(q, in->hook, DROP_NO_ROOM);
+        pthread_mutex_unlock(&q->mu);
+        return 1;
+    }
+    if (ev) {
         *seq = ++q->last_seq;
         q->closed = how & ADD_LAST;
         ev->home = EV_JOURNAL;  /* linked now, read by the writer once committed */
@@ -137,6 +138,8 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
             pthread_cond_signal(&q->cv);
         return 0;
     }
+    /* no journal; or the last row, which a full journal has no room for,
+     * goes in memory: written if the stop's time allows */
     pthread_mutex_unlock(&q->mu);
     ev = malloc(lay.total);
     if (!ev) {
@@ -285,11 +288,12 @@ static int push(queue_t *q, event_t *ev, uint64_t *seq, int how)
 
     pthread_mutex_lock(&q->mu);
     if (q->closed) {
-        *seq = drop_locked(q, ev->hook, DROP_STOPPED);
+        if (!(how & ADD_IF_ROOM))
+            *seq = drop_locked(q, ev->hook, DROP_STOPPED);
         pthread_mutex_unlock(&q->mu);
         return 3;
     }
-    if (q->count >= q->max_events || q->bytes + ev->bytes > q->max_bytes) {
+    if (!(how & ADD_LAST) && (q->count >= q->max_events || q->bytes + ev->bytes > q->max_bytes)) {
         if (!(how & ADD_IF_ROOM))
             *seq = drop_locked(q, ev->hook, DROP_NO_ROOM);
         pthread_mutex_unlock(&q->mu);

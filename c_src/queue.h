@@ -64,7 +64,8 @@ int queue_full_hint(const queue_t *q);
  * (the plugin stopped). A drop consumes its number and is in the ledger. */
 int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq);
 /* queue_add of the last event before a stop: once it has its number,
- * every later add is a drop (3) until queue_open. Same results. */
+ * every later add is a drop (3) until queue_open. Without room in the
+ * journal it goes in memory, past the queue's limits. Same results. */
 int queue_add_last(queue_t *q, const event_in_t *in, uint64_t *seq);
 /* queue_add, except that without room it takes no number and counts no
  * drop (1): the caller tries again later */

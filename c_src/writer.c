@@ -286,6 +286,9 @@ static void *writer_main(void *arg)
         queue_get_stats(w->q, &qs);
         w->drops_logged = qs.dropped;   /* earlier writers reported theirs */
     }
+    /* drops of the time the plugin was stopped: told a second after the
+     * start, after the start's own rows (nif_config.c) */
+    w->drops_row_at_ms = mono_ms() + 1000;
     for (;;) {
         int past = 0, stopping = w_stop_requested(w, &past);
 

@@ -38,18 +38,24 @@ check() ->
           {<<"SELECT count(*)::text FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
              "WHERE i.inhparent = to_regclass(quote_ident($1)) "
              "AND substring(pg_get_expr(c.relpartbound, c.oid) from 'FROM \\(''([^'']*)''\\)')::timestamptz > now()">>,
-           [Table]},
-          {iolist_to_binary(["SELECT node, incarnation::text, ended, rows_written::text, rows_dead::text, "
-                             "missing::text, missing_ranges::text FROM ", quote_ident(Table ++ "_completeness"),
-                             "()"]), []}],
+           [Table]}],
+    %% asked apart: a reader of some mountpoints only may not ask it
+    Complete = [{["SELECT node, incarnation::text, ended, rows_written::text, rows_dead::text, "
+                  "missing::text, missing_ranges::text FROM ", quote_ident(Table ++ "_completeness"),
+                  "()"], []}],
     Db = case ask(Qs) of
-             {ok, [[[Version]], [[Ahead]], Incs]} ->
+             {ok, [[[Version]], [[Ahead]]]} ->
                  [{"database", "answers"}, {"schema", Version}, {"partitions made ahead", Ahead}]
-                 ++ [{lists:flatten(io_lib:format("last day, ~ts ~ts", [N, I])),
-                      io_lib:format("~ts; ~ts rows, ~ts dead-lettered, ~ts missing~ts",
-                                    [End, W, D, M, case M of <<"0">> -> ""; _ -> [" ", R] end])}
-                     || [N, I, End, W, D, M, R] <- Incs]
-                 ++ [{"last day", "no rows"} || Incs =:= []];
+                 ++ case ask(Complete) of
+                        {ok, [Incs]} ->
+                            [{lists:flatten(io_lib:format("last day, ~ts ~ts", [N, I])),
+                              io_lib:format("~ts; ~ts rows, ~ts dead-lettered, ~ts missing~ts",
+                                            [End, W, D, M, case M of <<"0">> -> ""; _ -> [" ", R] end])}
+                             || [N, I, End, W, D, M, R] <- Incs]
+                            ++ [{"last day", "no rows"} || Incs =:= []];
+                        {error, Why} ->
+                            [{"last day", "not answered: " ++ Why}]
+                    end;
              {error, Why} ->
                  [{"database", "no answer: " ++ Why}]
          end,
@@ -61,12 +67,20 @@ ask(Queries) ->
               <<>> -> application:get_env(vmq_pgevents, dsn, "");
               D -> D
           end,
-    Qs = [{iolist_to_binary(Sql), [iolist_to_binary(P) || P <- Ps]} || {Sql, Ps} <- Queries],
-    try vmq_pgevents_nif:query(unicode:characters_to_binary(Dsn), Qs, ?TIMEOUT_MS) of
+    try vmq_pgevents_nif:query(unicode:characters_to_binary(Dsn),
+                               [{utf8(Sql), [utf8(P) || P <- Ps]} || {Sql, Ps} <- Queries],
+                               ?TIMEOUT_MS) of
         {ok, _} = Ok -> Ok;
         {error, Why} -> {error, unicode:characters_to_list(Why)}
     catch
         _:Reason -> {error, lists:flatten(io_lib:format("~0p", [Reason]))}
+    end.
+
+%% text (characters or UTF-8 binaries) as UTF-8
+utf8(T) ->
+    case unicode:characters_to_binary(T) of
+        B when is_binary(B) -> B;
+        _ -> throw(not_text)
     end.
 
 table() ->

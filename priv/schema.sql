@@ -546,7 +546,7 @@ BEGIN
     -- distributed: Citus plans no correlated subquery here; the plugin
     -- rows of each incarnation, summed once (they have client_id '')
     ended := format($v$
-      CASE WHEN i.started IS NULL THEN 'unknown'
+      CASE WHEN i.started IS NOT TRUE THEN 'unknown'
            WHEN i.last_stop > w.last_seq THEN 'node stopped'
            WHEN n.newest > w.incarnation THEN 'node crashed'
            ELSE 'open' END$v$);
@@ -808,8 +808,8 @@ BEGIN
   -- earlier version's). first_seq is 1 when it began since then.
   -- missing: the numbers from first_seq to last_seq in neither the table
   -- nor <tbl>_dead, as ranges, each with why: dropped (the reasons of the
-  -- pgevents_dropped rows whose ranges hold it) or not yet written (still
-  -- in a journal). Distributed, the rows are gathered on the coordinator.
+  -- pgevents_dropped rows, or of a pgevents_stop telling the last drops,
+  -- whose ranges hold it) or not yet written (still in a journal). Distributed, the rows are gathered on the coordinator.
   EXECUTE format($v$
     CREATE FUNCTION %1$I(since timestamptz DEFAULT now() - interval '1 day')
     RETURNS TABLE (node text, incarnation bigint, started timestamptz, ended text,
@@ -853,7 +853,7 @@ BEGIN
     drops AS MATERIALIZED (
       SELECT p.node, p.incarnation, (p.extra->>'first_seq')::bigint AS df, (p.extra->>'last_seq')::bigint AS dl,
              p.extra->'reasons' AS reasons
-      FROM p WHERE p.hook = 'pgevents_dropped'),
+      FROM p WHERE p.hook IN ('pgevents_dropped', 'pgevents_stop') AND p.extra ? 'first_seq'),
     why AS MATERIALIZED (
       SELECT g.node, g.incarnation, g.gfrom, g.gto,
              (SELECT coalesce(sum(least(g.gto, x.dl) - greatest(g.gfrom, x.df) + 1), 0) FROM drops x
