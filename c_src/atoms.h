@@ -30,7 +30,7 @@
     X(journal) X(journal_bytes) X(journal_segments) X(journal_sync_age_us) X(journal_memory_error) X(journal_disk_segments)  \
     X(journal_error) X(journal_no_room) X(partition) X(distribute) X(retention_s)          \
     X(partitions_created) X(partitions_dropped) X(partitions_checked_us)  \
-    X(compress_after_s) X(compress_every_ms) X(partitions_compressed)     \
+    X(compress_after_s) X(compress_every_ms) X(running_row_every_ms) X(partitions_compressed)     \
     X(compress_failures) X(compress_refused) X(compress_error)             \
     X(payload_topics) X(peer_addr) X(network)
 

@@ -62,7 +62,8 @@ enum hook_id {
     X(START, "pgevents_start")                  \
     X(STOP, "pgevents_stop")                    \
     X(CRASHED, "pgevents_crashed")              \
-    X(DROPPED, "pgevents_dropped")
+    X(DROPPED, "pgevents_dropped")              \
+    X(RUNNING, "pgevents_running")
 
 enum plugin_row_id {
     PROW_BEFORE_FIRST = HOOK_COUNT - 1,
@@ -71,6 +72,14 @@ enum plugin_row_id {
 #undef PROW_ENUM
     EVENT_KINDS     /* hooks and plugin rows: the ids an event may have */
 };
+
+/* The ids are in the journal's files: a new hook, or plugin rows in
+ * another order, would renumber the events of files an earlier version
+ * left (its records read as other rows). A new hook needs a new journal
+ * format (journal_int.h) first; a new plugin row goes at the end. */
+_Static_assert(HOOK_COUNT == 28 && PROW_START == 28 && PROW_STOP == 29 && PROW_CRASHED == 30 &&
+                   PROW_DROPPED == 31 && PROW_RUNNING == 32,
+               "event ids are in the journal's files");
 
 struct hook_def {
     const char *name;

@@ -336,6 +336,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     char *dsn = NULL, *table = NULL, *schema = NULL, *node = NULL, *spool_dir = NULL;
     ErlNifSInt64 bmin = 100, bmax = 5000, spool_max = 1073741824, pg_timeout = 10000;
     ErlNifSInt64 jsync = 1000, retention = 0, compress_after = 0, compress_every = 60000;
+    ErlNifSInt64 running_every = 3600000;
     ErlNifSInt64 jmem = 536870912;
     int journal = 1;
     int64_t crashed;
@@ -388,6 +389,8 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         bad = "compress_after_s must be a non-negative integer";
     if (!bad && get_num(env, argv[0], p->am.am_compress_every_ms, 10, 86400000, &compress_every) < 0)
         bad = "compress_every_ms must be an integer from 10 to 86400000";
+    if (!bad && get_num(env, argv[0], p->am.am_running_row_every_ms, 1000, 3600000, &running_every) < 0)
+        bad = "running_row_every_ms must be an integer from 1000 to 3600000";
     if (!bad && get_num(env, argv[0], p->am.am_journal_sync_ms, 1, 3600000, &jsync) < 0)
         bad = "journal_sync_ms must be an integer from 1 to 3600000";
     if (!bad && get_num(env, argv[0], p->am.am_journal_memory_bytes, 0, INT64_MAX, &jmem) < 0)
@@ -462,6 +465,7 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.retention_s = retention;
     cfg.compress_after_s = compress_after;
     cfg.compress_every_ms = (int)compress_every;
+    cfg.running_every_ms = (int)running_every;
     cfg.journal = journal;
     /* an earlier incarnation's running marker: it never stopped */
     crashed = journal && spool_dir ? prow_marker_read(spool_dir) : 0;

@@ -156,18 +156,30 @@ int prow_stop(queue_t *q)
     return rc;
 }
 
-int prow_crashed(queue_t *q, int64_t incarnation)
+/* a row whose extra is one integer member */
+static int int_row(queue_t *q, int id, const char *key, int64_t v, int how)
 {
     char stack[64];
     buf_t b;
     int first = 1, rc;
 
     buf_init(&b, stack, sizeof stack);
-    jw_key(&b, "incarnation", &first);
-    jw_int(&b, incarnation);
-    rc = add_row(q, PROW_CRASHED, &b, ROW_ANY);
+    jw_key(&b, key, &first);
+    jw_int(&b, v);
+    rc = add_row(q, id, &b, how);
     buf_free(&b);
     return rc;
+}
+
+int prow_crashed(queue_t *q, int64_t incarnation)
+{
+    return int_row(q, PROW_CRASHED, "incarnation", incarnation, ROW_ANY);
+}
+
+int prow_running(queue_t *q, int every_ms)
+{
+    /* not worth a drop: without room there is none */
+    return int_row(q, PROW_RUNNING, "every_ms", every_ms, ROW_IF_ROOM);
 }
 
 int prow_dropped(queue_t *q)

@@ -8,6 +8,9 @@
  *                     ended without a stop (found by its running marker)
  *   pgevents_dropped  the drops since the last such row (queue.h's ledger):
  *                     their seq range, count, reasons and hooks
+ *   pgevents_running  the node still runs, written every every_ms: an
+ *                     incarnation is known by one of its rows once
+ *                     retention has dropped its start row
  *
  * The running marker: a file "running" in the journal's directory holding
  * the incarnation that runs; written at a start, removed at a clean stop.
@@ -33,6 +36,8 @@ typedef struct prow_settings {
 int prow_start(queue_t *q, const prow_settings_t *s);
 int prow_stop(queue_t *q);
 int prow_crashed(queue_t *q, int64_t incarnation);
+/* 0: queued; without room it is not (no number taken, no drop counted) */
+int prow_running(queue_t *q, int every_ms);
 /* The drops since the last call as one row: 0 when there were none or the
  * row is queued; else the drops are kept for the next call (without room
  * the row takes no number: it is no drop itself). */

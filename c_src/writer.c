@@ -83,6 +83,18 @@ static void record_drops(writer_t *w)
     (void)prow_dropped(w->q);
 }
 
+/* A pgevents_running row every running_every_ms (plugin_rows.h); one
+ * that finds no room is not tried again before the next. */
+static void record_running(writer_t *w)
+{
+    int64_t now = mono_ms();
+
+    if (now < w->running_row_at_ms)
+        return;
+    w->running_row_at_ms = now + w->cfg.running_every_ms;
+    (void)prow_running(w->q, w->cfg.running_every_ms);
+}
+
 /* Runs while a libpq call waits for the server (pgio's tick). Nonzero: a
  * stop's deadline has passed. */
 static int writer_io_tick(void *ctx)
@@ -94,6 +106,7 @@ static int writer_io_tick(void *ctx)
         return 1;
     report_queue_drops(w);
     record_drops(w);
+    record_running(w);
     return 0;
 }
 
@@ -289,11 +302,14 @@ static void *writer_main(void *arg)
     /* drops of the time the plugin was stopped: told a second after the
      * start, after the start's own rows (nif_config.c) */
     w->drops_row_at_ms = mono_ms() + 1000;
+    w->running_row_at_ms = mono_ms() + w->cfg.running_every_ms;
     for (;;) {
         int past = 0, stopping = w_stop_requested(w, &past);
 
         report_queue_drops(w);
         record_drops(w);
+        if (!stopping)
+            record_running(w);
         if (w->j)
             journal_tidy(w->j, queue_taken_seq(w->q));   /* sealed segments from memory to their disk files */
         if (w_upkeeps(w) && w->conn && mono_ms() >= w->upkeep_at_ms &&
@@ -446,6 +462,8 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     if (w->cfg.backoff_max_ms < w->cfg.backoff_min_ms)
         w->cfg.backoff_max_ms = w->cfg.backoff_min_ms;
     w->backoff_ms = w->cfg.backoff_min_ms;
+    if (w->cfg.running_every_ms <= 0)
+        w->cfg.running_every_ms = 3600000;
     buf_init(&w->enc, NULL, 0);
     buf_init(&w->pre, NULL, 0);
     w->copy.node = w->node;

@@ -42,6 +42,7 @@ typedef struct writer_config {
     uint64_t journal_memory_bytes;   /* its segments in memory files at most; 0: none */
     int64_t compress_after_s; /* partitions that ended this long ago become columnar (compress.h); 0: never */
     int compress_every_ms;    /* how often the compressor looks; 0: 60000 */
+    int running_every_ms;     /* a pgevents_running row this often; 0: 3600000 */
 } writer_config_t;
 
 enum writer_state { WS_STARTING, WS_CONNECTED, WS_DISCONNECTED, WS_STOPPED };

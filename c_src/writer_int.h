@@ -56,6 +56,7 @@ struct writer {
     int64_t drops_row_at_ms;   /* the next pgevents_dropped row, at the earliest */
     int64_t drops_row_forced_ms; /* ... tried even while events are dropped */
     uint64_t drops_row_seen;   /* the queue's drops at the last look */
+    int64_t running_row_at_ms; /* the next pgevents_running row */
     int backoff_ms;
     int down_logged;
     int64_t down_since_us;

@@ -41,6 +41,7 @@ read() ->
                     retention_s => period(retention, env(retention, "off")),
                     compress_after_s => compress_after(),
                     compress_every_ms => int(compress_every_ms, 10),
+                    running_row_every_ms => int(running_row_every_ms, 1000),
                     journal_sync_ms => int(journal_sync_ms, 1),
                     journal_memory_bytes => int(journal_memory_bytes, 0)},
         Config = case AutoCreate of

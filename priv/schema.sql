@@ -31,14 +31,52 @@ BEGIN
 END
 $f$;
 
--- The plugin's own rows (pgevents_start, pgevents_stop, pgevents_crashed,
--- pgevents_dropped: docs/queries.md): a few per start, found by node and
--- incarnation (how a connection ended, <tbl>_completeness).
-CREATE OR REPLACE FUNCTION vmq_pgevents_plugin_index(part text) RETURNS void LANGUAGE plpgsql AS $f$
+-- The hooks of the plugin's own rows (docs/queries.md), as an SQL list:
+-- a few per start and one every running_row_every_ms
+CREATE OR REPLACE FUNCTION vmq_pgevents_plugin_hooks() RETURNS text LANGUAGE sql IMMUTABLE AS $f$
+  SELECT '(''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'', ''pgevents_running'')'
+$f$;
+
+-- The plugin's own rows, found by node and incarnation (how a connection
+-- ended, <tbl>_completeness). name: the index's (NULL: PostgreSQL's).
+DROP FUNCTION IF EXISTS vmq_pgevents_plugin_index(text);
+CREATE OR REPLACE FUNCTION vmq_pgevents_plugin_index(part text, name text DEFAULT NULL) RETURNS void
+LANGUAGE plpgsql AS $f$
 BEGIN
-  EXECUTE format('CREATE INDEX ON %I (incarnation, node, seq) INCLUDE (hook, ts) '
-                 'WHERE hook IN (''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')',
-                 part);
+  EXECUTE format('CREATE INDEX %s ON %I (incarnation, node, seq) INCLUDE (hook, ts) WHERE hook IN %s',
+                 coalesce(quote_ident(name), ''), part, vmq_pgevents_plugin_hooks());
+END
+$f$;
+
+-- 0.4.0's plugin index (without pgevents_running) made again, under its
+-- own name, on every partition (and a plain table) that has it; a table
+-- partitioned before 0.1.0 has it on the table itself, for every partition
+-- at once. Each is built beside the old one first (a SHARE lock: the
+-- writers wait, the readers do not), then the old one is dropped. The
+-- queries of pgevents_running rows use it (docs/upgrading.md). Run by the
+-- owner, at a quiet time; returns how many it made.
+CREATE OR REPLACE FUNCTION vmq_pgevents_plugin_indexes(tbl text) RETURNS integer LANGUAGE plpgsql AS $f$
+DECLARE
+  o record;
+  n integer := 0;
+BEGIN
+  FOR o IN SELECT ic.relname AS idx, tc.relname AS part
+           FROM (SELECT p.relid FROM pg_partition_tree(to_regclass(quote_ident(tbl))) p
+                 UNION SELECT to_regclass(quote_ident(tbl))) t   -- (a plain table is no tree)
+           JOIN pg_index i ON i.indrelid = t.relid
+           JOIN pg_class ic ON ic.oid = i.indexrelid
+           JOIN pg_class tc ON tc.oid = i.indrelid
+           -- a partition's share of an index of the table goes with it
+           WHERE NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
+             AND pg_get_indexdef(i.indexrelid) LIKE '%(incarnation, node, seq) INCLUDE (hook, ts) WHERE %'
+             AND pg_get_expr(i.indpred, i.indrelid) LIKE '%''pgevents_dropped''%'
+             AND pg_get_expr(i.indpred, i.indrelid) NOT LIKE '%''pgevents_running''%' LOOP
+    PERFORM vmq_pgevents_plugin_index(o.part, left(o.idx, 58) || '_next');
+    EXECUTE format('DROP INDEX %I', o.idx);
+    EXECUTE format('ALTER INDEX %I RENAME TO %I', left(o.idx, 58) || '_next', o.idx);
+    n := n + 1;
+  END LOOP;
+  RETURN n;
 END
 $f$;
 
@@ -241,7 +279,7 @@ DECLARE
   -- a connection's client and how it ended are found by index there (an
   -- index lookup into columnar storage reads a whole chunk: ~10 ms)
   logins constant text := '''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'', '
-                           '''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped''';
+                           || btrim(vmq_pgevents_plugin_hooks(), '()');
   i integer;
   k integer;
   leaves integer;
@@ -504,6 +542,15 @@ $f$;
 -- conn_id), <tbl>_journey(client_id, since, within, mountpoint). Made again only when
 -- this file's version of them differs from the one in the database (the
 -- version is the comment on <tbl>_connections).
+-- The roles other than its owner that may SELECT from rel ('public' for
+-- PUBLIC), by name
+CREATE OR REPLACE FUNCTION vmq_pgevents_selectors(rel text) RETURNS name[] LANGUAGE sql STABLE AS $f$
+  SELECT ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'public' ELSE pg_get_userbyid(a.grantee) END
+               FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
+               WHERE c.oid = to_regclass(quote_ident(rel)) AND a.privilege_type = 'SELECT'
+                 AND a.grantee <> c.relowner)
+$f$;
+
 CREATE OR REPLACE FUNCTION vmq_pgevents_views(tbl text) RETURNS void LANGUAGE plpgsql AS $f$
 DECLARE
   -- the views' version and the table they were made for (a table renamed
@@ -512,14 +559,23 @@ DECLARE
   -- function with parameters over a distributed table, nor a lateral
   -- subquery with LIMIT or a join on other columns than client_id
   dist constant boolean := vmq_pgevents_distributed(tbl);
-  version constant text := 'vmq_pgevents views 5, table ' || to_regclass(quote_ident(tbl))::oid
+  nsp constant text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE c.oid = to_regclass(quote_ident(tbl)));
+  -- the functions of the owner's: pg_catalog first, then the table's schema
+  path constant text := format('%I, pg_temp', nsp);
+  version constant text := 'vmq_pgevents views 6, table ' || to_regclass(quote_ident(tbl))::oid
                            || CASE WHEN dist THEN ', distributed' ELSE '' END;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
   registers constant text := '(''on_register'', ''on_register_m5'')';
   login_rows constant text := '(''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')';
   publishes constant text := '(''on_publish'', ''on_publish_m5'')';
   delivers constant text := '(''on_deliver'', ''on_deliver_m5'')';
-  plugin constant text := '(''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')';
+  plugin constant text := vmq_pgevents_plugin_hooks();
+  -- those of 0.4.0 (its plugin index has no other)
+  before constant text := '(''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')';
+  owner constant name := (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = to_regclass(quote_ident(tbl)));
+  readers name[];   -- who may read the view
+  i integer;
   ended text;  -- how a connection without an end row ended
   head text;   -- a function's CREATE and signature, for both of its bodies
 BEGIN
@@ -527,6 +583,9 @@ BEGIN
     RETURN;
   END IF;
 
+  -- those given the view by hand (vmq_pgevents_grant's readers are given
+  -- it again below): given it again too
+  readers := vmq_pgevents_selectors(tbl || '_connections');
   EXECUTE format('DROP VIEW IF EXISTS %I', tbl || '_connections');
   EXECUTE format('DROP FUNCTION IF EXISTS %I(timestamptz)', tbl || '_completeness');
   -- (views 2's client questions had no mountpoint)
@@ -538,31 +597,59 @@ BEGIN
 
   -- A connection without an end row (no hook tells of it): its node
   -- stopped (a pgevents_stop of its incarnation after its last row), its
-  -- node crashed (no such stop, and a later start of the same node), or it
-  -- is open. 'unknown' when its incarnation has no start row (an earlier
-  -- version's). Each looks only at partitions from the incarnation's start
-  -- or the connection's on, by the plugin rows' index.
+  -- node crashed (no such stop, and a later incarnation of the same node),
+  -- or it is open. 'unknown' when its incarnation has no plugin row (an
+  -- earlier version's; a start row dropped by retention leaves the
+  -- pgevents_running rows). The plugin rows have no mountpoint: a reader
+  -- limited to some does not see them, so (not distributed) a function of
+  -- the table's owner reads them and tells only this.
+  EXECUTE format('DROP FUNCTION IF EXISTS %I.%I(text, bigint, bigint, timestamptz)', nsp, tbl || '_node_end');
   IF dist THEN
-    -- distributed: Citus plans no correlated subquery here; the plugin
-    -- rows of each incarnation, summed once (they have client_id '')
-    ended := format($v$
-      CASE WHEN i.started IS NOT TRUE THEN 'unknown'
+    -- distributed: Citus plans no correlated subquery here, and runs a
+    -- function in the view on the workers (where it cannot ask the
+    -- distributed table): the plugin rows of each incarnation, summed once
+    -- (with the reader's rights: a reader limited to some mountpoints sees
+    -- 'unknown'; docs/queries.md)
+    ended := $v$
+      CASE WHEN i.node IS NULL THEN 'unknown'
            WHEN i.last_stop > w.last_seq THEN 'node stopped'
-           WHEN n.newest > w.incarnation THEN 'node crashed'
-           ELSE 'open' END$v$);
+           WHEN i.newest > w.incarnation THEN 'node crashed'
+           ELSE 'open' END$v$;
   ELSE
-    ended := format($v$
-      CASE WHEN NOT EXISTS (SELECT 1 FROM %1$I s
-                            WHERE s.hook = 'pgevents_start' AND s.incarnation = w.incarnation AND s.node = w.node
-                              AND s.ts >= to_timestamp(w.incarnation / 1000000.0) - interval '1 hour'
-                              AND s.ts < to_timestamp(w.incarnation / 1000000.0) + interval '1 hour') THEN 'unknown'
-           WHEN EXISTS (SELECT 1 FROM %1$I s
-                        WHERE s.hook = 'pgevents_stop' AND s.incarnation = w.incarnation AND s.node = w.node
-                          AND s.seq > w.last_seq AND s.ts >= w.connected_at - interval '1 hour') THEN 'node stopped'
-           WHEN EXISTS (SELECT 1 FROM %1$I s
-                        WHERE s.hook = 'pgevents_start' AND s.incarnation > w.incarnation AND s.node = w.node
-                          AND s.ts >= w.connected_at - interval '1 hour') THEN 'node crashed'
-           ELSE 'open' END$v$, tbl);
+    -- each question looks only at the partitions of the incarnation's
+    -- start, or from a day before the connection on (a pgevents_running
+    -- row at least every hour), by the plugin rows' index (0.4.0's too:
+    -- those of 0.4.0's rows asked apart from pgevents_running)
+    EXECUTE format($v$
+      CREATE FUNCTION %1$I.%2$I(node text, incarnation bigint, last_seq bigint, connected_at timestamptz)
+      RETURNS text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = %5$s AS $b$
+      SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM %1$I.%3$I s
+                                   WHERE s.hook = 'pgevents_start' AND s.incarnation = $2 AND s.node = $1
+                                     AND s.ts >= to_timestamp($2 / 1000000.0) - interval '1 hour'
+                                     AND s.ts < to_timestamp($2 / 1000000.0) + interval '1 hour')
+                       AND NOT EXISTS (SELECT 1 FROM %1$I.%3$I s
+                                       WHERE s.hook IN %4$s AND s.incarnation = $2 AND s.node = $1
+                                         AND s.ts >= $4 - interval '1 day')
+                       AND NOT EXISTS (SELECT 1 FROM %1$I.%3$I s
+                                       WHERE s.hook = 'pgevents_running' AND s.incarnation = $2 AND s.node = $1
+                                         AND s.ts >= $4 - interval '1 day') THEN 'unknown'
+                  WHEN EXISTS (SELECT 1 FROM %1$I.%3$I s
+                               WHERE s.hook = 'pgevents_stop' AND s.incarnation = $2 AND s.node = $1
+                                 AND s.seq > $3 AND s.ts >= $4 - interval '1 hour') THEN 'node stopped'
+                  WHEN EXISTS (SELECT 1 FROM %1$I.%3$I s
+                               WHERE s.hook = 'pgevents_start' AND s.incarnation > $2 AND s.node = $1
+                                 AND s.ts >= $4 - interval '1 hour') THEN 'node crashed'
+                  ELSE 'open' END
+      $b$
+      $v$, nsp, tbl || '_node_end', tbl, before, path);
+    ended := format('%I.%I(w.node, w.incarnation, w.last_seq, w.connected_at)', nsp, tbl || '_node_end');
+    EXECUTE format('REVOKE ALL ON FUNCTION %I.%I(text, bigint, bigint, timestamptz) FROM PUBLIC',
+                   nsp, tbl || '_node_end');
+    -- the table owner's, whoever applies this (its rights are what it reads with)
+    IF owner IS DISTINCT FROM current_user::name AND pg_has_role(owner, 'MEMBER') THEN
+      EXECUTE format('ALTER FUNCTION %I.%I(text, bigint, bigint, timestamptz) OWNER TO %I',
+                     nsp, tbl || '_node_end', owner);
+    END IF;
   END IF;
 
   -- one row per MQTT connection (node, incarnation, conn_id); filtered on
@@ -618,13 +705,10 @@ BEGIN
          THEN ' WITH (security_invoker = true)' ELSE '' END,
     ended,
     CASE WHEN dist THEN format($j$
-      LEFT JOIN (SELECT node, incarnation, bool_or(hook = 'pgevents_start') AS started,
-                        max(seq) FILTER (WHERE hook = 'pgevents_stop') AS last_stop
-                 FROM %1$I WHERE hook IN %2$s GROUP BY node, incarnation) i
-        ON i.node = w.node AND i.incarnation = w.incarnation
-      LEFT JOIN (SELECT node, max(incarnation) AS newest
-                 FROM %1$I WHERE hook = 'pgevents_start' GROUP BY node) n
-        ON n.node = w.node$j$, tbl, plugin) ELSE '' END);
+      LEFT JOIN (SELECT a.node, a.incarnation, a.last_stop, max(a.incarnation) OVER (PARTITION BY a.node) AS newest
+                 FROM (SELECT node, incarnation, max(seq) FILTER (WHERE hook = 'pgevents_stop') AS last_stop
+                       FROM %1$I WHERE hook IN %2$s GROUP BY node, incarnation) a) i
+        ON i.node = w.node AND i.incarnation = w.incarnation$j$, tbl, plugin) ELSE '' END);
 
   -- CONNECTs refused by the auth chain since `since` (default: the last
   -- day): an auth_on_register* and no on_register* on the same connection
@@ -803,11 +887,13 @@ BEGIN
 
   -- How complete the record is since `since`: one row per node and
   -- incarnation with rows since then. ended: stopped (its last start or
-  -- stop row is a stop), crashed (not stopped, and the same node started
-  -- later or said it crashed), running, or unknown (no start row: an
-  -- earlier version's). first_seq is 1 when it began since then.
-  -- missing: the numbers from first_seq to last_seq in neither the table
-  -- nor <tbl>_dead, as ranges, each with why: dropped (the reasons of the
+  -- stop row is a stop), crashed (not stopped, and a later incarnation of
+  -- the same node, or one that said it crashed), running, or unknown (no
+  -- plugin row: an earlier version's). first_seq is 1 when it began since
+  -- then. missing: the numbers from first_seq to last_seq in neither the
+  -- table nor <tbl>_dead, as ranges (a row numbered after first_seq whose
+  -- ts is up to a minute before `since` is no gap: ts is taken before the
+  -- number), each with why: dropped (the reasons of the
   -- pgevents_dropped rows, or of a pgevents_stop telling the last drops,
   -- whose ranges hold it) or not yet written (still in a journal). Distributed, the rows are gathered on the coordinator.
   EXECUTE format($v$
@@ -837,13 +923,20 @@ BEGIN
     p AS MATERIALIZED (
       SELECT e.node, e.incarnation, e.seq, e.hook, e.extra FROM %2$I e
       WHERE e.hook IN %4$s
-        AND e.ts >= least($1, (SELECT to_timestamp(min(i.incarnation) / 1000000.0) FROM i) - interval '1 hour')),
-    s AS MATERIALIZED (
-      SELECT e.node, e.incarnation, e.seq FROM %2$I e
-      WHERE e.ts >= $1 AND (e.node, e.incarnation) IN (SELECT i.node, i.incarnation FROM i WHERE i.hi - i.lo + 1 > i.n + i.dn)
+        AND e.ts >= least($1, (SELECT to_timestamp(min(i.incarnation) / 1000000.0) FROM i) - interval '1 hour')
       UNION ALL
-      SELECT e.node, e.incarnation, e.seq FROM %3$I e
-      WHERE e.ts >= $1 AND (e.node, e.incarnation) IN (SELECT i.node, i.incarnation FROM i WHERE i.hi - i.lo + 1 > i.n + i.dn)),
+      -- the first pgevents_running row of each incarnation: that it ran
+      -- (its start row may be gone with retention)
+      (SELECT DISTINCT ON (e.node, e.incarnation) e.node, e.incarnation, e.seq, e.hook, e.extra FROM %2$I e
+       WHERE e.hook = 'pgevents_running'
+         AND e.ts >= least($1, (SELECT to_timestamp(min(i.incarnation) / 1000000.0) FROM i) - interval '1 hour')
+       ORDER BY e.node, e.incarnation, e.seq)),
+    s AS MATERIALIZED (
+      SELECT e.node, e.incarnation, e.seq FROM %2$I e JOIN i ON i.node = e.node AND i.incarnation = e.incarnation
+      WHERE e.ts >= $1 - interval '1 minute' AND e.seq >= i.lo AND i.hi - i.lo + 1 > i.n + i.dn
+      UNION ALL
+      SELECT e.node, e.incarnation, e.seq FROM %3$I e JOIN i ON i.node = e.node AND i.incarnation = e.incarnation
+      WHERE e.ts >= $1 - interval '1 minute' AND e.seq >= i.lo AND i.hi - i.lo + 1 > i.n + i.dn),
     gaps AS MATERIALIZED (
       SELECT g.node, g.incarnation, g.prev + 1 AS gfrom, g.seq - 1 AS gto
       FROM (SELECT s.node, s.incarnation, s.seq,
@@ -865,14 +958,15 @@ BEGIN
            CASE WHEN (SELECT x.hook FROM p x WHERE x.node = i.node AND x.incarnation = i.incarnation
                         AND x.hook IN ('pgevents_start', 'pgevents_stop') ORDER BY x.seq DESC LIMIT 1) = 'pgevents_stop'
                   THEN 'stopped'
-                WHEN NOT EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.incarnation = i.incarnation
-                                   AND x.hook = 'pgevents_start') THEN 'unknown'
-                WHEN EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.hook = 'pgevents_start'
-                               AND x.incarnation > i.incarnation)
+                WHEN NOT EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.incarnation = i.incarnation)
+                  THEN 'unknown'
+                WHEN EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.incarnation > i.incarnation)
                   OR EXISTS (SELECT 1 FROM p x WHERE x.node = i.node AND x.hook = 'pgevents_crashed'
                                AND x.extra->>'incarnation' = i.incarnation::text) THEN 'crashed'
                 ELSE 'running' END,
-           i.lo, i.hi, i.n, i.dn, i.hi - i.lo + 1 - i.n - i.dn,
+           i.lo, i.hi, i.n, i.dn,
+           coalesce((SELECT sum(g.gto - g.gfrom + 1) FROM gaps g WHERE g.node = i.node AND g.incarnation = i.incarnation),
+                    0)::bigint,
            coalesce((SELECT jsonb_agg(jsonb_build_object(
                                'from', w.gfrom, 'to', w.gto, 'count', w.gto - w.gfrom + 1,
                                'why', CASE WHEN w.dropped >= w.gto - w.gfrom + 1 THEN 'dropped: ' || w.reasons
@@ -884,12 +978,27 @@ BEGIN
     ORDER BY i.node, i.incarnation;
     END
     $b$
-    $v$, tbl || '_completeness', tbl, tbl || '_dead', plugin);
+    $v$, tbl || '_completeness', tbl, tbl || '_dead', before);
   -- a reader limited to some mountpoints would see gaps that are other
   -- tenants' rows: only readers of every row are given it
   EXECUTE format('REVOKE ALL ON FUNCTION %I(timestamptz) FROM PUBLIC', tbl || '_completeness');
 
   EXECUTE format('COMMENT ON VIEW %I IS %L', tbl || '_connections', version);
+  -- the view's readers: given by hand before, and by the owner's default
+  -- privileges now; each may call the function the view calls
+  FOR i IN 1 .. coalesce(array_length(readers, 1), 0) LOOP
+    IF readers[i] = 'public' OR to_regrole(quote_ident(readers[i])) IS NOT NULL THEN
+      EXECUTE format('GRANT SELECT ON %I TO %s', tbl || '_connections',
+                     CASE WHEN readers[i] = 'public' THEN 'PUBLIC' ELSE quote_ident(readers[i]) END);
+    END IF;
+  END LOOP;
+  IF NOT dist THEN
+    readers := vmq_pgevents_selectors(tbl || '_connections');
+    FOR i IN 1 .. coalesce(array_length(readers, 1), 0) LOOP
+      EXECUTE format('GRANT EXECUTE ON FUNCTION %I.%I(text, bigint, bigint, timestamptz) TO %s', nsp, tbl || '_node_end',
+                     CASE WHEN readers[i] = 'public' THEN 'PUBLIC' ELSE quote_ident(readers[i]) END);
+    END LOOP;
+  END IF;
   -- made again: the readers' grants on them are gone with the old ones
   PERFORM vmq_pgevents_reader_objects(tbl, r.role, true, r.sees = 'true') FROM vmq_pgevents_readers(tbl) r;
 END
@@ -1170,7 +1279,8 @@ LANGUAGE sql STABLE AS $f$
 $f$;
 
 -- What a reader may read: the table, <tbl>_connections and the client
--- questions (they run with the caller's rights: the policy applies), and
+-- questions (they run with the caller's rights: the policy applies; the
+-- view's <tbl>_node_end tells how a node's incarnation ended), and
 -- a reader of every mountpoint (whole) <tbl>_dead too
 CREATE OR REPLACE FUNCTION vmq_pgevents_reader_objects(tbl text, role name, yes boolean, whole boolean)
 RETURNS void LANGUAGE plpgsql AS $f$
@@ -1186,7 +1296,8 @@ BEGIN
     EXECUTE format(verb, 'SELECT', 'TABLE', quote_ident(tbl || '_connections'), role);
   END IF;
   FOR f IN SELECT p.oid::regprocedure FROM pg_proc p
-           WHERE p.proname IN (tbl || '_failed_logins', tbl || '_timeline', tbl || '_connection', tbl || '_journey')
+           WHERE p.proname IN (tbl || '_failed_logins', tbl || '_timeline', tbl || '_connection', tbl || '_journey',
+                               tbl || '_node_end')
              AND p.pronamespace = (SELECT relnamespace FROM pg_class WHERE oid = to_regclass(quote_ident(tbl))) LOOP
     EXECUTE format(verb, 'EXECUTE', 'FUNCTION', f, role);
   END LOOP;
@@ -1528,9 +1639,9 @@ BEGIN
                    'WHERE hook IN (''auth_on_register'', ''auth_on_register_m5'', ''on_register'', ''on_register_m5'')',
                    t || '_login_idx', t);
     -- the plugin's own rows: how a connection ended, completeness
-    EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (incarnation, node, seq) INCLUDE (hook, ts) '
-                   'WHERE hook IN (''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')',
-                   t || '_plugin_idx', t);
+    IF to_regclass(quote_ident(t || '_plugin_idx')) IS NULL THEN
+      PERFORM vmq_pgevents_plugin_index(t, t || '_plugin_idx');
+    END IF;
     -- publishes and deliveries: the deliveries of a publish (message journey)
     EXECUTE format('CREATE INDEX IF NOT EXISTS %I ON %I (payload_hash, ts) WHERE payload_hash IS NOT NULL '
                    'AND hook IN (''on_publish'', ''on_publish_m5'', ''on_deliver'', ''on_deliver_m5'')',

@@ -136,7 +136,10 @@ nif_refuses_bad_dsn_test() ->
     ?assertEqual({error, <<"table must be a name of 1 to 49 bytes (<table>_failed_logins must fit in 63)">>},
                  vmq_pgevents_nif:start(#{dsn => <<>>, table => <<>>, node => <<"n">>}, self())),
     ?assertEqual({error, <<"table must be a name of 1 to 49 bytes (<table>_failed_logins must fit in 63)">>},
-                 vmq_pgevents_nif:start(#{dsn => <<>>, table => binary:copy(<<"t">>, 50), node => <<"n">>}, self())).
+                 vmq_pgevents_nif:start(#{dsn => <<>>, table => binary:copy(<<"t">>, 50), node => <<"n">>}, self())),
+    [?assertEqual({error, <<"running_row_every_ms must be an integer from 1000 to 3600000">>},
+                  vmq_pgevents_nif:start(#{dsn => <<>>, table => <<"t">>, node => <<"n">>,
+                                           running_row_every_ms => V}, self())) || V <- [999, 3600001]].
 
 %% docs/configuration.md: the table of its "## Keys" section lists every
 %% key of priv/vmq_pgevents.schema once, with the schema's default as

@@ -110,3 +110,65 @@ crashed_test_() ->
         %% a clean stop takes the marker away
         ?assertEqual({error, enoent}, file:read_file(filename:join(Dir, "running")))
     end}.
+
+%% a pgevents_running row every running_row_every_ms: once retention has
+%% taken the start row, a connection without an end row is still known to
+%% be open and its incarnation to run
+running_test_() ->
+    {timeout, 120, fun() ->
+        T = "record_running",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+        pgev_app:start(T, [{running_row_every_ms, 1000}]),
+        S = {"", <<"rec-open">>},
+        next = vmq_pgevents:auth_on_register({{127, 0, 0, 1}, 1}, S, <<"u">>, <<"pw">>, true),
+        ok = vmq_pgevents:on_register({{127, 0, 0, 1}, 1}, S, <<"u">>),
+        Running = fun() -> [R || #{<<"hook">> := <<"pgevents_running">>} = R <- pgev_app:plugin_rows(T)] end,
+        pgev_app:wait_for(running_rows, fun() -> pgev_app:flush(), length(Running()) >= 2 end),
+        [#{<<"extra">> := E, <<"client_id">> := null, <<"conn_id">> := null, <<"mountpoint">> := null} | _] = Running(),
+        ?assertEqual(#{<<"every_ms">> => 1000}, E),
+        Ended = fun() -> string:trim(pgev_pg:sql(
+                             "SELECT ended_how || ' ' || (SELECT ended FROM " ++ T ++ "_completeness(now() - interval '1 hour')) "
+                             "FROM " ++ T ++ "_connections WHERE client_id = 'rec-open'"))
+                end,
+        ?assertEqual("open running", Ended()),
+        %% retention drops the partition that held the start row
+        pgev_pg:sql("DELETE FROM " ++ T ++ " WHERE hook = 'pgevents_start'"),
+        ?assertEqual("open running", Ended()),
+        pgev_app:stop(),
+        ?assertEqual("node stopped stopped", Ended()),
+        %% none after the stop row
+        ?assertEqual("t", string:trim(pgev_pg:sql(
+                              "SELECT max(seq) FILTER (WHERE hook = 'pgevents_running') < "
+                              "max(seq) FILTER (WHERE hook = 'pgevents_stop') FROM " ++ T)))
+    end}.
+
+%% ts is taken as a hook is called, the number as its event is queued: a
+%% row numbered after the first one since `since' may have a ts just
+%% before it, and is no gap
+boundary_test_() ->
+    {timeout, 60, fun() ->
+        T = "record_boundary",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+        pgev_app:start(T, []),
+        pgev_app:wait_for(start_row, fun() ->
+            pgev_app:flush(),
+            case catch pgev_app:plugin_rows(T) of [_ | _] -> true; _ -> false end
+        end),
+        pgev_app:stop(),
+        %% a minute of today (UTC: the partitions' days), taken once
+        Since = "'" ++ string:trim(pgev_pg:sql(
+                           "SELECT greatest(date_trunc('minute', now()), "
+                           "(date_trunc('day', now() AT TIME ZONE 'UTC') + interval '1 minute') AT TIME ZONE 'UTC')"))
+                ++ "'::timestamptz",
+        pgev_pg:sql("INSERT INTO " ++ T ++ " (node, incarnation, seq, ts, hook, client_id) VALUES "
+                    "('b', 1, 1, " ++ Since ++ " - interval '1 s', 'on_publish', 'c'), "
+                    "('b', 1, 2, " ++ Since ++ ", 'on_publish', 'c'), "
+                    "('b', 1, 3, " ++ Since ++ " - interval '1 ms', 'on_publish', 'c'), "
+                    "('b', 1, 4, " ++ Since ++ " + interval '1 ms', 'on_publish', 'c'), "
+                    "('b', 1, 6, " ++ Since ++ " + interval '2 ms', 'on_publish', 'c')"),
+        ?assertEqual([#{<<"first_seq">> => 2, <<"last_seq">> => 6, <<"rows_written">> => 3, <<"missing">> => 1,
+                        <<"missing_ranges">> => [#{<<"from">> => 5, <<"to">> => 5, <<"count">> => 1,
+                                                   <<"why">> => <<"not yet written">>}]}],
+                     pgev_pg:rows("SELECT first_seq, last_seq, rows_written, missing, missing_ranges FROM " ++ T ++
+                                  "_completeness(" ++ Since ++ ") WHERE node = 'b'"))
+    end}.

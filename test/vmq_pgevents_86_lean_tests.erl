@@ -70,13 +70,23 @@ layout_test_() ->
                       "'on_register_m5'::text]))",
                       "btree (incarnation, node, seq) INCLUDE (hook, ts) WHERE (hook = ANY (ARRAY["
                       "'pgevents_start'::text, 'pgevents_stop'::text, 'pgevents_crashed'::text, "
-                      "'pgevents_dropped'::text]))",
+                      "'pgevents_dropped'::text, 'pgevents_running'::text]))",
                       "btree (incarnation, seq, hashtext(node)) WITH (fillfactor='100')",
                       "btree (payload_hash, ts) WHERE ((payload_hash IS NOT NULL) AND (hook = ANY "
                       "(ARRAY['on_publish'::text, 'on_publish_m5'::text, 'on_deliver'::text, 'on_deliver_m5'::text])))"],
                      indexes(P)),
         ?assertEqual("t", trim("SELECT indisunique FROM pg_index WHERE indexrelid = "
                                "'lean_l_p20300101_incarnation_seq_hashtext_idx'::regclass")),
+        %% 0.4.0's plugin index (no pgevents_running) is made again, with its name
+        Plugin = trim("SELECT indexrelid::regclass FROM pg_index WHERE indrelid = '" ++ P ++ "'::regclass "
+                      "AND pg_get_expr(indpred, indrelid) LIKE '%pgevents_start%'"),
+        sql("DROP INDEX " ++ Plugin ++ "; CREATE INDEX " ++ Plugin ++ " ON " ++ P ++
+            " (incarnation, node, seq) INCLUDE (hook, ts) WHERE hook IN "
+            "('pgevents_start', 'pgevents_stop', 'pgevents_crashed', 'pgevents_dropped')"),
+        ?assertEqual("1", trim("SELECT vmq_pgevents_plugin_indexes('" ++ T ++ "')")),
+        ?assertEqual("0", trim("SELECT vmq_pgevents_plugin_indexes('" ++ T ++ "')")),
+        ?assertEqual(Plugin, trim("SELECT indexrelid::regclass FROM pg_index WHERE indrelid = '" ++ P ++ "'::regclass "
+                                  "AND pg_get_expr(indpred, indrelid) LIKE '%pgevents_running%'")),
         %% a replay collides; another node's event of the same incarnation
         %% and seq does not
         ?assertEqual("INSERT 0 1", string:trim(insert(T, "n1", 1, 1))),
@@ -99,6 +109,31 @@ layout_test_() ->
 %% The previous version's table: its partitions keep their layout and key
 %% (a replay collides there too), the next ones are lean, and the views
 %% answer the same as on a table all of the old layout.
+%% vmq_pgevents_plugin_indexes on 0.4.0's plugin index on a table itself
+%% (partitioned before 0.1.0: one index for every partition; a plain
+%% table), names that need quoting
+plugin_indexes_test() ->
+    Pred = "WHERE hook IN ('pgevents_start', 'pgevents_stop', 'pgevents_crashed', 'pgevents_dropped')",
+    sql("DROP TABLE IF EXISTS \"Lean_Parent\", \"Lean_Plain\"; "
+        "CREATE TABLE \"Lean_Parent\" (node text, incarnation bigint, seq bigint, ts timestamptz, hook text) "
+        "PARTITION BY RANGE (ts); "
+        "CREATE TABLE \"Lean_Parent_p1\" PARTITION OF \"Lean_Parent\" FOR VALUES FROM ('2030-01-01') TO ('2030-01-02'); "
+        "CREATE TABLE \"Lean_Parent_p2\" PARTITION OF \"Lean_Parent\" FOR VALUES FROM ('2030-01-02') TO ('2030-01-03'); "
+        "CREATE INDEX \"Lean_Parent_plugin_idx\" ON \"Lean_Parent\" (incarnation, node, seq) INCLUDE (hook, ts) " ++ Pred ++ "; "
+        "CREATE TABLE \"Lean_Plain\" (node text, incarnation bigint, seq bigint, ts timestamptz, hook text); "
+        "CREATE INDEX \"Lean_Plain_plugin_idx\" ON \"Lean_Plain\" (incarnation, node, seq) INCLUDE (hook, ts) " ++ Pred),
+    ?assertEqual(["1", "0", "1", "0"],
+                 [trim("SELECT vmq_pgevents_plugin_indexes('" ++ T ++ "')") || T <- ["Lean_Parent", "Lean_Parent", "Lean_Plain", "Lean_Plain"]]),
+    %% every partition and both tables: the new condition, the names kept
+    ?assertEqual("Lean_Parent:true,Lean_Parent_p1:true,Lean_Parent_p2:true,Lean_Plain:true",
+                 trim("SELECT string_agg(c.relname || ':' || (pg_get_expr(i.indpred, i.indrelid) LIKE '%pgevents_running%'), ',' "
+                      "ORDER BY c.relname COLLATE \"C\") FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+                      "WHERE c.relname LIKE 'Lean\\_P%'")),
+    ?assertEqual("\"Lean_Parent_plugin_idx\",\"Lean_Plain_plugin_idx\"",
+                 trim("SELECT string_agg(i.indexrelid::regclass::text, ',' ORDER BY 1) FROM pg_index i "
+                      "WHERE i.indrelid IN ('\"Lean_Parent\"'::regclass, '\"Lean_Plain\"'::regclass)")),
+    sql("DROP TABLE \"Lean_Parent\", \"Lean_Plain\"").
+
 upgrade_test_() ->
     {timeout, 120, fun() ->
         Old = "lean_old", Mix = "lean_mix",

@@ -57,9 +57,11 @@ scenario_record_drops() {
 #     answer" and the hooks go on. An administrator's disconnect
 #     (vmq-admin session disconnect, what VerneMQ's HTTP API runs).
 scenario_cli_record() {
-    echo " - vmq-admin pgevents client / check; vmq-admin session disconnect"
+    echo " - vmq-admin pgevents client / check; vmq-admin session disconnect; pgevents_running every second"
     local out t0 held
-    broker_start "$BROKER" || { bad "broker starts"; return 1; }
+    cp "$BROKER/etc/vernemq.conf" "$WORK/vernemq.conf.cli"
+    broker_conf "$BROKER" "vmq_pgevents.running_row_every_ms = 1000"
+    broker_start "$BROKER" || { bad "broker starts"; cp "$WORK/vernemq.conf.cli" "$BROKER/etc/vernemq.conf"; return 1; }
     pub -i e2e-cli -q 1 -t e2e/cli/a -m hello "${ALICE[@]}"
     settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-cli' AND hook = 'on_client_gone'" 1 >/dev/null
     out=$(broker_admin "$BROKER" pgevents client client-id=e2e-cli)
@@ -76,7 +78,7 @@ scenario_cli_record() {
     out=$(broker_admin "$BROKER" pgevents check)
     echo "$out" | sed 's/^/     /'
     check_re "check: the database answers" 'database +\| +answers' "$out"
-    check_re "check: the schema's views" 'vmq_pgevents views 5' "$out"
+    check_re "check: the schema's views" 'vmq_pgevents views 6' "$out"
     check_re "check: partitions made ahead" 'partitions made ahead +\| +[1-9]' "$out"
     check_re "check: this start's completeness" 'running; [0-9]+ rows, 0 dead-lettered, 0 missing' "$out"
     # an administrator's disconnect: the client's end is recorded as any
@@ -102,5 +104,13 @@ scenario_cli_record() {
     check "... written after the thaw" 1 \
         "$(settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-cli-frozen' AND hook = 'on_publish'" 1 30)"
     echo "   (both questions with PostgreSQL frozen took $((SECONDS - t0)) s together)"
+    # running_row_every_ms = 1000: rows of this start, a second apart at
+    # most (the frozen seconds too: queued meanwhile)
+    check "pgevents_running rows every second, every_ms 1000" "t|1000" \
+        "$(settle "SELECT count(*) >= 3 AND max(gap) < interval '2 s', min(extra->>'every_ms') FROM
+                     (SELECT extra, ts - lag(ts) OVER (ORDER BY seq) AS gap FROM vmq_events
+                      WHERE hook = 'pgevents_running' AND incarnation = (SELECT max(incarnation) FROM vmq_events
+                                                                        WHERE hook = 'pgevents_start')) r" "t|1000" 20)"
     broker_stop "$BROKER"
+    cp "$WORK/vernemq.conf.cli" "$BROKER/etc/vernemq.conf"
 }
