@@ -51,16 +51,17 @@ $f$;
 -- 0.4.0's plugin index (without pgevents_running) made again, under its
 -- own name, on every partition (and a plain table) that has it; a table
 -- partitioned before 0.1.0 has it on the table itself, for every partition
--- at once. Each is built beside the old one first (a SHARE lock: the
--- writers wait, the readers do not), then the old one is dropped. The
--- queries of pgevents_running rows use it (docs/upgrading.md). Run by the
--- owner, at a quiet time; returns how many it made.
+-- at once. Each is built beside the old one, which is then dropped: each
+-- partition done is locked (its writers and readers wait) until the call
+-- commits. The queries of pgevents_running rows use it
+-- (docs/upgrading.md). Run by the owner, at a quiet time; returns how
+-- many it made.
 CREATE OR REPLACE FUNCTION vmq_pgevents_plugin_indexes(tbl text) RETURNS integer LANGUAGE plpgsql AS $f$
 DECLARE
   o record;
   n integer := 0;
 BEGIN
-  FOR o IN SELECT ic.relname AS idx, tc.relname AS part
+  FOR o IN SELECT i.indexrelid, ic.relname AS idx, tc.relname AS part
            FROM (SELECT p.relid FROM pg_partition_tree(to_regclass(quote_ident(tbl))) p
                  UNION SELECT to_regclass(quote_ident(tbl))) t   -- (a plain table is no tree)
            JOIN pg_index i ON i.indrelid = t.relid
@@ -70,10 +71,11 @@ BEGIN
            WHERE NOT EXISTS (SELECT 1 FROM pg_inherits h WHERE h.inhrelid = i.indexrelid)
              AND pg_get_indexdef(i.indexrelid) LIKE '%(incarnation, node, seq) INCLUDE (hook, ts) WHERE %'
              AND pg_get_expr(i.indpred, i.indrelid) LIKE '%''pgevents_dropped''%'
-             AND pg_get_expr(i.indpred, i.indrelid) NOT LIKE '%''pgevents_running''%' LOOP
-    PERFORM vmq_pgevents_plugin_index(o.part, left(o.idx, 58) || '_next');
-    EXECUTE format('DROP INDEX %I', o.idx);
-    EXECUTE format('ALTER INDEX %I RENAME TO %I', left(o.idx, 58) || '_next', o.idx);
+             AND pg_get_expr(i.indpred, i.indrelid) NOT LIKE '%''pgevents_running''%'
+           ORDER BY tc.relname LOOP
+    PERFORM vmq_pgevents_plugin_index(o.part, 'vmq_pgevents_next_' || o.indexrelid);
+    EXECUTE format('DROP INDEX %s', o.indexrelid::regclass);
+    EXECUTE format('ALTER INDEX %I RENAME TO %I', 'vmq_pgevents_next_' || o.indexrelid, o.idx);
     n := n + 1;
   END LOOP;
   RETURN n;
@@ -561,8 +563,6 @@ DECLARE
   dist constant boolean := vmq_pgevents_distributed(tbl);
   nsp constant text := (SELECT n.nspname FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
                         WHERE c.oid = to_regclass(quote_ident(tbl)));
-  -- the functions of the owner's: pg_catalog first, then the table's schema
-  path constant text := format('%I, pg_temp', nsp);
   version constant text := 'vmq_pgevents views 6, table ' || to_regclass(quote_ident(tbl))::oid
                            || CASE WHEN dist THEN ', distributed' ELSE '' END;
   logins constant text := '(''auth_on_register'', ''auth_on_register_m5'')';
@@ -622,7 +622,7 @@ BEGIN
     -- those of 0.4.0's rows asked apart from pgevents_running)
     EXECUTE format($v$
       CREATE FUNCTION %1$I.%2$I(node text, incarnation bigint, last_seq bigint, connected_at timestamptz)
-      RETURNS text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = %5$s AS $b$
+      RETURNS text LANGUAGE sql STABLE SECURITY DEFINER SET search_path = pg_catalog, pg_temp AS $b$
       SELECT CASE WHEN NOT EXISTS (SELECT 1 FROM %1$I.%3$I s
                                    WHERE s.hook = 'pgevents_start' AND s.incarnation = $2 AND s.node = $1
                                      AND s.ts >= to_timestamp($2 / 1000000.0) - interval '1 hour'
@@ -632,7 +632,8 @@ BEGIN
                                          AND s.ts >= $4 - interval '1 day')
                        AND NOT EXISTS (SELECT 1 FROM %1$I.%3$I s
                                        WHERE s.hook = 'pgevents_running' AND s.incarnation = $2 AND s.node = $1
-                                         AND s.ts >= $4 - interval '1 day') THEN 'unknown'
+                                         AND s.ts >= $4 - interval '1 day' AND s.ts < $4 + interval '1 day')
+                  THEN 'unknown'
                   WHEN EXISTS (SELECT 1 FROM %1$I.%3$I s
                                WHERE s.hook = 'pgevents_stop' AND s.incarnation = $2 AND s.node = $1
                                  AND s.seq > $3 AND s.ts >= $4 - interval '1 hour') THEN 'node stopped'
@@ -641,14 +642,18 @@ BEGIN
                                  AND s.ts >= $4 - interval '1 hour') THEN 'node crashed'
                   ELSE 'open' END
       $b$
-      $v$, nsp, tbl || '_node_end', tbl, before, path);
+      $v$, nsp, tbl || '_node_end', tbl, before);
     ended := format('%I.%I(w.node, w.incarnation, w.last_seq, w.connected_at)', nsp, tbl || '_node_end');
     EXECUTE format('REVOKE ALL ON FUNCTION %I.%I(text, bigint, bigint, timestamptz) FROM PUBLIC',
                    nsp, tbl || '_node_end');
     -- the table owner's, whoever applies this (its rights are what it reads with)
     IF owner IS DISTINCT FROM current_user::name AND pg_has_role(owner, 'MEMBER') THEN
-      EXECUTE format('ALTER FUNCTION %I.%I(text, bigint, bigint, timestamptz) OWNER TO %I',
-                     nsp, tbl || '_node_end', owner);
+      BEGIN
+        EXECUTE format('ALTER FUNCTION %I.%I(text, bigint, bigint, timestamptz) OWNER TO %I',
+                       nsp, tbl || '_node_end', owner);
+      EXCEPTION WHEN insufficient_privilege THEN
+        NULL;   -- a membership without SET (PostgreSQL 16): the applier's, who reads every row too
+      END;
     END IF;
   END IF;
 
@@ -928,15 +933,14 @@ BEGIN
       -- the first pgevents_running row of each incarnation: that it ran
       -- (its start row may be gone with retention)
       (SELECT DISTINCT ON (e.node, e.incarnation) e.node, e.incarnation, e.seq, e.hook, e.extra FROM %2$I e
-       WHERE e.hook = 'pgevents_running'
-         AND e.ts >= least($1, (SELECT to_timestamp(min(i.incarnation) / 1000000.0) FROM i) - interval '1 hour')
+       WHERE e.hook = 'pgevents_running' AND e.ts >= $1 - interval '2 hours'
        ORDER BY e.node, e.incarnation, e.seq)),
     s AS MATERIALIZED (
       SELECT e.node, e.incarnation, e.seq FROM %2$I e JOIN i ON i.node = e.node AND i.incarnation = e.incarnation
-      WHERE e.ts >= $1 - interval '1 minute' AND e.seq >= i.lo AND i.hi - i.lo + 1 > i.n + i.dn
+      WHERE e.ts >= $1 - interval '1 minute' AND e.seq BETWEEN i.lo AND i.hi AND i.hi - i.lo + 1 > i.n + i.dn
       UNION ALL
       SELECT e.node, e.incarnation, e.seq FROM %3$I e JOIN i ON i.node = e.node AND i.incarnation = e.incarnation
-      WHERE e.ts >= $1 - interval '1 minute' AND e.seq >= i.lo AND i.hi - i.lo + 1 > i.n + i.dn),
+      WHERE e.ts >= $1 - interval '1 minute' AND e.seq BETWEEN i.lo AND i.hi AND i.hi - i.lo + 1 > i.n + i.dn),
     gaps AS MATERIALIZED (
       SELECT g.node, g.incarnation, g.prev + 1 AS gfrom, g.seq - 1 AS gto
       FROM (SELECT s.node, s.incarnation, s.seq,

@@ -165,7 +165,9 @@ boundary_test_() ->
                     "('b', 1, 2, " ++ Since ++ ", 'on_publish', 'c'), "
                     "('b', 1, 3, " ++ Since ++ " - interval '1 ms', 'on_publish', 'c'), "
                     "('b', 1, 4, " ++ Since ++ " + interval '1 ms', 'on_publish', 'c'), "
-                    "('b', 1, 6, " ++ Since ++ " + interval '2 ms', 'on_publish', 'c')"),
+                    "('b', 1, 6, " ++ Since ++ " + interval '2 ms', 'on_publish', 'c'), "
+                    %% (not possible from the plugin: past the last row since then)
+                    "('b', 1, 8, " ++ Since ++ " - interval '30 s', 'on_publish', 'c')"),
         ?assertEqual([#{<<"first_seq">> => 2, <<"last_seq">> => 6, <<"rows_written">> => 3, <<"missing">> => 1,
                         <<"missing_ranges">> => [#{<<"from">> => 5, <<"to">> => 5, <<"count">> => 1,
                                                    <<"why">> => <<"not yet written">>}]}],
