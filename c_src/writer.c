@@ -95,6 +95,16 @@ static void record_running(writer_t *w)
     (void)prow_running(w->q, w->cfg.running_every_ms);
 }
 
+/* Between the writer's work and while it waits: the hook path's drops
+ * into the log, and the plugin's rows that are due (a stop's row has
+ * closed the queue before the writer is told to stop: nothing after it). */
+static void tell(writer_t *w)
+{
+    report_queue_drops(w);
+    record_drops(w);
+    record_running(w);
+}
+
 /* Runs while a libpq call waits for the server (pgio's tick). Nonzero: a
  * stop's deadline has passed. */
 static int writer_io_tick(void *ctx)
@@ -104,9 +114,7 @@ static int writer_io_tick(void *ctx)
 
     if (w_stop_requested(w, &past) && past)
         return 1;
-    report_queue_drops(w);
-    record_drops(w);
-    record_running(w);
+    tell(w);
     return 0;
 }
 
@@ -306,10 +314,7 @@ static void *writer_main(void *arg)
     for (;;) {
         int past = 0, stopping = w_stop_requested(w, &past);
 
-        report_queue_drops(w);
-        record_drops(w);
-        if (!stopping)
-            record_running(w);
+        tell(w);
         if (w->j)
             journal_tidy(w->j, queue_taken_seq(w->q));   /* sealed segments from memory to their disk files */
         if (w_upkeeps(w) && w->conn && mono_ms() >= w->upkeep_at_ms &&

@@ -544,10 +544,11 @@ $f$;
 -- conn_id), <tbl>_journey(client_id, since, within, mountpoint). Made again only when
 -- this file's version of them differs from the one in the database (the
 -- version is the comment on <tbl>_connections).
--- The roles other than its owner that may SELECT from rel ('public' for
--- PUBLIC), by name
-CREATE OR REPLACE FUNCTION vmq_pgevents_selectors(rel text) RETURNS name[] LANGUAGE sql STABLE AS $f$
-  SELECT ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'public' ELSE pg_get_userbyid(a.grantee) END
+-- The roles other than its owner that may SELECT from rel, as GRANT names
+-- them (PUBLIC, or the role's name quoted)
+DROP FUNCTION IF EXISTS vmq_pgevents_selectors(text);
+CREATE OR REPLACE FUNCTION vmq_pgevents_selectors(rel text) RETURNS text[] LANGUAGE sql STABLE AS $f$
+  SELECT ARRAY(SELECT DISTINCT CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END
                FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a
                WHERE c.oid = to_regclass(quote_ident(rel)) AND a.privilege_type = 'SELECT'
                  AND a.grantee <> c.relowner)
@@ -574,7 +575,7 @@ DECLARE
   -- those of 0.4.0 (its plugin index has no other)
   before constant text := '(''pgevents_start'', ''pgevents_stop'', ''pgevents_crashed'', ''pgevents_dropped'')';
   owner constant name := (SELECT pg_get_userbyid(c.relowner) FROM pg_class c WHERE c.oid = to_regclass(quote_ident(tbl)));
-  readers name[];   -- who may read the view
+  readers text[];   -- who may read the view
   i integer;
   ended text;  -- how a connection without an end row ended
   head text;   -- a function's CREATE and signature, for both of its bodies
@@ -991,16 +992,13 @@ BEGIN
   -- the view's readers: given by hand before, and by the owner's default
   -- privileges now; each may call the function the view calls
   FOR i IN 1 .. coalesce(array_length(readers, 1), 0) LOOP
-    IF readers[i] = 'public' OR to_regrole(quote_ident(readers[i])) IS NOT NULL THEN
-      EXECUTE format('GRANT SELECT ON %I TO %s', tbl || '_connections',
-                     CASE WHEN readers[i] = 'public' THEN 'PUBLIC' ELSE quote_ident(readers[i]) END);
-    END IF;
+    EXECUTE format('GRANT SELECT ON %I TO %s', tbl || '_connections', readers[i]);
   END LOOP;
   IF NOT dist THEN
     readers := vmq_pgevents_selectors(tbl || '_connections');
     FOR i IN 1 .. coalesce(array_length(readers, 1), 0) LOOP
       EXECUTE format('GRANT EXECUTE ON FUNCTION %I.%I(text, bigint, bigint, timestamptz) TO %s', nsp, tbl || '_node_end',
-                     CASE WHEN readers[i] = 'public' THEN 'PUBLIC' ELSE quote_ident(readers[i]) END);
+                     readers[i]);
     END LOOP;
   END IF;
   -- made again: the readers' grants on them are gone with the old ones
