@@ -32,7 +32,7 @@ endif
 WARN := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes
 CFLAGS_ALL := -std=gnu11 $(OPT) $(WARN) $(SAN) -fPIC -fvisibility=hidden -pthread $(CFLAGS)
 
-CORE_SRC := c_src/buf.c c_src/text.c c_src/jsonw.c c_src/event.c c_src/crc32c.c c_src/journal.c c_src/journal_disk.c c_src/journal_ram.c c_src/queue.c c_src/copy.c c_src/pgio.c c_src/compress.c c_src/recover.c c_src/session.c c_src/copyout.c c_src/writer.c c_src/filter.c c_src/sha256.c c_src/plugin_rows.c
+CORE_SRC := c_src/buf.c c_src/text.c c_src/jsonw.c c_src/event.c c_src/crc32c.c c_src/record.c c_src/journal.c c_src/journal_disk.c c_src/journal_ram.c c_src/queue.c c_src/copy.c c_src/pgio.c c_src/compress.c c_src/recover.c c_src/session.c c_src/copyout.c c_src/writer.c c_src/filter.c c_src/sha256.c c_src/plugin_rows.c c_src/wlog.c
 NIF_SRC := $(CORE_SRC) c_src/terms.c c_src/terms_json.c c_src/nif.c c_src/nif_hook.c c_src/nif_config.c c_src/nif_status.c c_src/nif_query.c
 HDRS := $(wildcard c_src/*.h)
 NIF_SO := priv/vmq_pgevents_nif.so

@@ -13,7 +13,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "writer.h"
+#include "wlog.h"
 
 typedef struct compress_config {
     const char *conninfo;

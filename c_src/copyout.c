@@ -15,7 +15,7 @@
  * cannot have two statements in flight around a COPY (pipeline mode does
  * not support COPY), so this is the overlap there is: the writer's work on
  * batch n+1 against the server's commit of batch n. Events written are
- * freed, which gives their journal space back (event_free). */
+ * freed, which gives their journal space back (queue_release). */
 #include "writer_int.h"
 
 #include <stdio.h>
@@ -138,7 +138,7 @@ static event_t *drop_front(event_t *list, size_t n)
 {
     while (list && n--) {
         event_t *next = list->next;
-        event_free(list);
+        queue_release(list);
         list = next;
     }
     return list;
@@ -445,7 +445,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
                 return batch;
             }
             batch = batch->next;
-            event_free(bad);
+            queue_release(bad);
             *n -= 1;
             again = 0;
             chunk = *n;

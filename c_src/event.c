@@ -5,7 +5,6 @@
 #include <string.h>
 
 #include "hooks.h"
-#include "journal.h"
 #include "text.h"
 
 const struct hook_def hook_defs[EVENT_KINDS] = {
@@ -131,10 +130,7 @@ event_t *event_build(const event_in_t *in)
 
 void event_free(event_t *ev)
 {
-    if (ev->home == EV_JOURNAL)
-        journal_release(ev);
-    else
-        free(ev);
+    free(ev);
 }
 
 int event_check(const event_t *ev, size_t len)
@@ -152,13 +148,4 @@ int event_check(const event_t *ev, size_t len)
             return -1;
     }
     return 0;
-}
-
-void event_free_list(event_t *ev)
-{
-    while (ev) {
-        event_t *next = ev->next;
-        event_free(ev);
-        ev = next;
-    }
 }

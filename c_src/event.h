@@ -5,8 +5,9 @@
  * place on the calling scheduler thread, or found in a journal file an
  * earlier start left) or in one malloc (event_build: no journal). It is
  * owned by the queue while
- * queued, then by the writer thread, which frees it (event_free: releases
- * its journal space) after the row is committed or dead-lettered.
+ * queued, then by the writer thread, which gives it back (queue_release:
+ * its journal space released, or freed) after the row is committed or
+ * dead-lettered.
  * Knows nothing of erl_nif or libpq. */
 #ifndef VMQ_PGEV_EVENT_H
 #define VMQ_PGEV_EVENT_H
@@ -99,11 +100,11 @@ int event_layout(const event_in_t *in, event_layout_t *lay);
 void event_fill(event_t *ev, const event_in_t *in, const event_layout_t *lay);
 /* One allocation holding everything; NULL when out of memory. */
 event_t *event_build(const event_in_t *in);
+/* frees what event_build made (a queued event goes by queue_release) */
 void event_free(event_t *ev);
 /* 0 when the len bytes of ev from seq on (read back from a file) hold a
  * whole event: its size, hook, peer and every field within them */
 int event_check(const event_t *ev, size_t len);
-void event_free_list(event_t *ev);
 
 static inline const char *event_field(const event_t *ev, int f)
 {

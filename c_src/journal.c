@@ -16,7 +16,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "be32.h"
 #include "crc32c.h"
 #include "deadline.h"
 #include "recover.h"
@@ -303,7 +302,7 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
 
 event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal)
 {
-    size_t need = (JOURNAL_HDR + ev_bytes + 7) & ~(size_t)7;
+    size_t need = record_size(ev_bytes);
     jseg_t *s = j->cur;
     unsigned char *rec;
     event_t *ev;
@@ -341,40 +340,34 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal)
     __atomic_store_n(&j->reserved, j->reserved + need, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->live, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&j->busy, 1, __ATOMIC_RELAXED);
-    put32(rec + 12, (uint32_t)need);
-    memcpy(rec + 16, &s, sizeof s);
-    ev = (event_t *)(void *)(rec + JOURNAL_HDR);
+    record_begin(rec, (uint32_t)need, s);
+    ev = record_event(rec);
     ev->next = NULL;
     return ev;
 }
 
 void journal_commit(journal_t *j, event_t *ev)
 {
-    unsigned char *rec = (unsigned char *)ev - JOURNAL_HDR;
-    size_t len = ev->bytes - EV_OFF;
-    const jseg_t *s;
+    unsigned char *rec = record_of(ev);
+    const jseg_t *s = record_seg(rec);   /* its segment (journal_reserve) */
 
-    memcpy(&s, rec + 16, sizeof s);   /* its segment (journal_reserve) */
-    put32(rec + 4, (uint32_t)len);
-    put32(rec + 8, crc32c_seeded(s->salt, (const char *)ev + EV_OFF, len));
-    __atomic_store_n((uint32_t *)(void *)rec, magic_word(), __ATOMIC_RELEASE);
+    record_commit(rec, s->salt);
     __atomic_sub_fetch(&j->busy, 1, __ATOMIC_RELEASE);
 }
 
 int journal_ready(const event_t *ev)
 {
-    const unsigned char *rec = (const unsigned char *)ev - JOURNAL_HDR;
-    return __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE) == magic_word();
+    return record_committed(record_of(ev));
 }
 
 void journal_release(event_t *ev)
 {
-    jseg_t *s;
+    unsigned char *rec = record_of(ev);
+    jseg_t *s = record_seg(rec);
 
-    memcpy(&s, (const unsigned char *)ev - 8, sizeof s);
     /* marked written on disk: a later start that takes the file over
      * (some of its events unwritten) skips it (recover.c) */
-    memcpy((unsigned char *)ev - JOURNAL_HDR, "VPGW", 4);
+    record_mark_written(rec);
     __atomic_sub_fetch(&s->live, 1, __ATOMIC_RELEASE);
 }
 

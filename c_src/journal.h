@@ -14,21 +14,8 @@
  * write-protect them. Without a usable tmpfs (or past mem_bytes of
  * segments in memory) the disk file itself is mapped, as before.
  *
- * A segment starts with a header of JOURNAL_SEG_HDR bytes:
- *   "VPGH" | salt (BE u32) | 4 zero bytes | CRC-32C of the 12 before (BE u32)
- * the salt a random number of that segment's own. Then the records, each
- * 8-byte aligned:
- *   "VPGJ" | length (BE u32) | CRC-32C (BE u32) | size (BE u32) | 8 bytes | event_t
- * "length" is the event's bytes from seq on, which the CRC covers, its
- * register started from the salt (crc32c_seeded): bytes a client sent,
- * in a payload, cannot make a record that passes it, so recovery
- * resynchronises after a damaged record only on a record that does
- * (recover.c). Files of earlier versions have no header (records from 0,
- * CRCs from 0) and are read as they were. "size"
- * is the whole record, written when the space is taken (so a record whose
- * writer died can be skipped); the magic is stored last. The 8 bytes and
- * the event's next pointer are only meaningful in memory. Once the event
- * is written to PostgreSQL its magic becomes "VPGW" (journal_release).
+ * Segments hold records in the format of record.h; once an event is
+ * written to PostgreSQL its record is marked so (journal_release).
  *
  * The sync thread writes the committed records of the segments in memory
  * to their disk files with pwrite and syncs them every sync_ms (what a
@@ -48,8 +35,6 @@
 
 #include "event.h"
 
-#define JOURNAL_HDR 24          /* record bytes before the event_t */
-#define JOURNAL_SEG_HDR 16      /* segment bytes before the first record */
 #define JOURNAL_SEG_MAX (64u * 1024 * 1024)
 #define JOURNAL_SEG_MIN (1u * 1024 * 1024)
 

@@ -14,8 +14,6 @@
 #include <sys/random.h>
 #include <unistd.h>
 
-#include "be32.h"
-#include "crc32c.h"
 #include "deadline.h"
 #include "journal_int.h"
 
@@ -44,10 +42,7 @@ static int write_header(jseg_t *s)
     unsigned char *h = s->base;
 
     s->salt = new_salt();
-    memcpy(h, "VPGH", 4);
-    put32(h + 4, s->salt);
-    memset(h + 8, 0, 4);
-    put32(h + 12, crc32c(h, 12));
+    record_seg_header(h, s->salt);
     if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 &&
         pwrite(s->fd, h, JOURNAL_SEG_HDR, 0) != (ssize_t)JOURNAL_SEG_HDR)
         return -1;

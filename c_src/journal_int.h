@@ -14,6 +14,7 @@
 
 #include "deadline.h"
 #include "journal.h"
+#include "record.h"
 
 #define SPARES 2                 /* segments kept ready ahead of the hook path */
 #define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
@@ -25,7 +26,6 @@
 #endif
 #define TICK_MS 10
 #define RETRY_US 1000000         /* after a segment could not be made */
-#define EV_OFF offsetof(event_t, seq)
 
 typedef struct jseg {
     struct jseg *next;
@@ -103,13 +103,6 @@ struct journal {
     uint64_t ram_missed;         /* atomic: segments made without one (the hooks wrote into the
                                   * disk file's mapping) */
 };
-
-static inline uint32_t magic_word(void)
-{
-    uint32_t m;
-    memcpy(&m, "VPGJ", 4);
-    return m;
-}
 
 
 /* journal_disk.c */

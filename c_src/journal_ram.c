@@ -27,7 +27,6 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
-#include "be32.h"
 #include "journal_int.h"
 
 #define RAM_ROOT "/dev/shm"
@@ -109,17 +108,14 @@ fail:
 size_t ram_committed(const jseg_t *s, size_t from, size_t *last)
 {
     size_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE), off = from;
-    uint32_t w;
 
-    memcpy(&w, "VPGW", 4);
     *last = from;
     while (off + JOURNAL_HDR <= used) {
         const unsigned char *rec = s->base + off;
-        uint32_t m = __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE);
         uint32_t size;
-        if (m != magic_word() && m != w)
+        if (!record_committed(rec))
             break;
-        size = get32(rec + 12);
+        size = record_rsize(rec);
         if (size < JOURNAL_HDR || size > used - off)
             break;
         *last = off;

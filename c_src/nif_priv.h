@@ -19,8 +19,6 @@
 #include "queue.h"
 #include "writer.h"
 
-#include "writer.h"
-
 #define ARGS_MAX 8
 #define DEFAULT_QUEUE_EVENTS 100000
 #define DEFAULT_QUEUE_BYTES (64u * 1024 * 1024)

@@ -32,9 +32,26 @@ out_mutex:
     return -1;
 }
 
+void queue_release(event_t *ev)
+{
+    if (ev->home == EV_JOURNAL)
+        journal_release(ev);
+    else
+        free(ev);
+}
+
+void queue_release_list(event_t *ev)
+{
+    while (ev) {
+        event_t *next = ev->next;
+        queue_release(ev);
+        ev = next;
+    }
+}
+
 void queue_destroy(queue_t *q)
 {
-    event_free_list(q->head);
+    queue_release_list(q->head);
     q->head = q->tail = NULL;
     pthread_cond_destroy(&q->cv);
     pthread_mutex_destroy(&q->mu);

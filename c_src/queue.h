@@ -79,6 +79,11 @@ void queue_attach_journal(queue_t *q, journal_t *j);
  * for the next start) and returns them; *n: their
  * number. The list must not be freed: only forgotten. */
 event_t *queue_detach_journal(queue_t *q, size_t *n);
+/* The writer is done with ev (written or dead-lettered): a journal
+ * record is marked written and its space may go, an event in memory is
+ * freed. The _list form follows the next links. */
+void queue_release(event_t *ev);
+void queue_release_list(event_t *ev);
 /* Takes ev and gives it the next sequence number: 0. Queue full: ev is not
  * taken (the caller frees it), the drop is counted and consumes a number: 1. */
 int queue_push(queue_t *q, event_t *ev, uint64_t *seq);

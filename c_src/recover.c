@@ -13,12 +13,10 @@
 #include <unistd.h>
 
 #include "be32.h"
-#include "crc32c.h"
-#include "journal.h"
+#include "record.h"
 
 #define SPOOL_HDR 12                     /* "VPGS", length, CRC-32 */
 #define SPOOL_REC_MAX (300u * 1024 * 1024)
-#define EV_OFF offsetof(event_t, seq)
 
 uint32_t crc32_buf(uint32_t crc, const void *p, size_t n)
 {
@@ -60,7 +58,7 @@ static void recover_unsalted(unsigned char *base, size_t size, event_t **head, e
 
     while (pos + JOURNAL_HDR <= size) {
         unsigned char *rec = base + pos;
-        uint32_t rsize = get32(rec + 12), len;
+        uint32_t rsize = record_rsize(rec);
         event_t *ev;
 
         if (all_zero(rec, 16)) {
@@ -80,16 +78,13 @@ static void recover_unsalted(unsigned char *base, size_t size, event_t **head, e
             continue;
         }
         pos += rsize;
-        if (memcmp(rec, "VPGW", 4) == 0)
+        if (record_is_written(rec))
             continue;   /* written (journal_release) */
-        len = get32(rec + 4);
-        ev = (event_t *)(void *)(rec + JOURNAL_HDR);
-        if (memcmp(rec, "VPGJ", 4) != 0 || (uint64_t)JOURNAL_HDR + EV_OFF + len > rsize ||
-            crc32c((const char *)ev + EV_OFF, len) != get32(rec + 8) ||
-            event_check(ev, len) != 0 || ev->home != EV_JOURNAL) {
+        if (!record_ok(rec, rsize, 0, 0)) {
             (*corrupt)++;   /* its hook died while writing it, or damaged */
             continue;
         }
+        ev = record_event(rec);
         ev->next = NULL;
         if (*tail)
             (*tail)->next = ev;
@@ -99,20 +94,6 @@ static void recover_unsalted(unsigned char *base, size_t size, event_t **head, e
         (*count)++;
         *bytes += ev->bytes;
     }
-}
-
-/* the record at rec (rsize bytes, within the file) is whole and its CRC,
- * from the file's salt, holds: "VPGJ", or "VPGW" (written: only its magic
- * changed since it was committed) */
-static int salted_record_ok(const unsigned char *rec, uint32_t rsize, uint32_t salt)
-{
-    const event_t *ev = (const event_t *)(const void *)(rec + JOURNAL_HDR);
-    uint32_t len = get32(rec + 4);
-
-    return (memcmp(rec, "VPGJ", 4) == 0 || memcmp(rec, "VPGW", 4) == 0) &&
-           (uint64_t)JOURNAL_HDR + EV_OFF + len <= rsize &&
-           crc32c_seeded(salt, (const char *)ev + EV_OFF, len) == get32(rec + 8) &&
-           event_check(ev, len) == 0 && ev->home == EV_JOURNAL;
 }
 
 /* A segment with a header (journal.h): a record's size is followed only
@@ -129,7 +110,7 @@ static void recover_salted(unsigned char *base, size_t size, uint32_t salt, even
 
     while (pos + JOURNAL_HDR <= size) {
         unsigned char *rec = base + pos;
-        uint32_t rsize = get32(rec + 12);
+        uint32_t rsize = record_rsize(rec);
         event_t *ev;
 
         if (all_zero(rec, 16)) {
@@ -142,8 +123,7 @@ static void recover_salted(unsigned char *base, size_t size, uint32_t salt, even
             }
             continue;
         }
-        if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > size - pos ||
-            !salted_record_ok(rec, rsize, salt)) {
+        if (rsize > size - pos || !record_ok(rec, rsize, salt, 1)) {
             if (!lost)
                 (*corrupt)++;
             lost = 1;
@@ -152,9 +132,9 @@ static void recover_salted(unsigned char *base, size_t size, uint32_t salt, even
         }
         lost = 0;
         pos += rsize;
-        if (memcmp(rec, "VPGW", 4) == 0)
+        if (record_is_written(rec))
             continue;   /* written (journal_release) */
-        ev = (event_t *)(void *)(rec + JOURNAL_HDR);
+        ev = record_event(rec);
         ev->next = NULL;
         if (*tail)
             (*tail)->next = ev;
@@ -171,9 +151,10 @@ void recover_records(unsigned char *base, size_t size, event_t **head, event_t *
 {
     *head = *tail = NULL;
     *count = *bytes = 0;
-    if (size >= JOURNAL_SEG_HDR && memcmp(base, "VPGH", 4) == 0 &&
-        crc32c(base, 12) == get32(base + 12))
-        recover_salted(base, size, get32(base + 4), head, tail, count, bytes, corrupt);
+    uint32_t salt;
+
+    if (record_seg_salt(base, size, &salt))
+        recover_salted(base, size, salt, head, tail, count, bytes, corrupt);
     else
         recover_unsalted(base, size, head, tail, count, bytes, corrupt);
 }
@@ -290,7 +271,7 @@ static int convert_spool(const char *dir, const char *spool, int64_t inc, uint64
             continue;
         }
         pos += step;
-        need = (JOURNAL_HDR + EV_OFF + len + 7) & ~(size_t)7;
+        need = record_size(EV_OFF + len);
         if (need > cap) {
             unsigned char *bigger = realloc(rec, need);
             if (!bigger) {
@@ -301,17 +282,15 @@ static int convert_spool(const char *dir, const char *spool, int64_t inc, uint64
             cap = need;
         }
         memset(rec, 0, need);
-        ev = (event_t *)(void *)(rec + JOURNAL_HDR);
+        ev = record_event(rec);
         memcpy((unsigned char *)ev + EV_OFF, evb, len);
         if (event_check(ev, len) != 0) {
             (*corrupt)++;
             continue;
         }
         ev->home = EV_JOURNAL;
-        memcpy(rec, "VPGJ", 4);
-        put32(rec + 4, len);
-        put32(rec + 8, crc32c((const char *)ev + EV_OFF, len));
-        put32(rec + 12, (uint32_t)need);
+        record_begin(rec, (uint32_t)need, NULL);
+        record_commit_unsalted(rec);
         if (write_all(fd, rec, need) != 0) {
             snprintf(err, errlen, "cannot write %s: %s", out, strerror(errno));
             goto out;

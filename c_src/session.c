@@ -9,7 +9,6 @@
 #include "writer_int.h"
 
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -17,19 +16,6 @@
 #include "deadline.h"
 
 #define UPKEEP_EVERY_MS 60000
-
-void writer_logf(writer_log_fn log, void *ctx, int level, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-
-    if (!log)
-        return;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    log(ctx, level, msg);
-}
 
 /* libpq's message without trailing newline and never with a secret */
 void w_clean_error(const writer_t *w, const char *in, char *out, size_t n)

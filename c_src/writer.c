@@ -136,7 +136,7 @@ static void leave_or_discard(writer_t *w, event_t *list, size_t n)
             continue;   /* not released: its record stays */
         }
         ev->next = NULL;
-        event_free(ev);
+        queue_release(ev);
         gone++;
     }
     pthread_mutex_lock(&w->smu);

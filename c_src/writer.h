@@ -13,13 +13,8 @@
 
 #include "hooks.h"
 #include "queue.h"
+#include "wlog.h"
 
-enum writer_log_level { WLOG_INFO, WLOG_WARNING, WLOG_ERROR };
-typedef void (*writer_log_fn)(void *ctx, int level, const char *msg);
-/* formats a log line (at most 511 bytes) and hands it to log, if any:
- * the writer's and the compressor's one way to log */
-void writer_logf(writer_log_fn log, void *ctx, int level, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 typedef struct writer_config {
     const char *conninfo;     /* libpq connection string or URI; "" = PG* env */

@@ -188,12 +188,12 @@ static void test_queue(void)
     CHECK(queue_drop(&q, HOOK_ON_PUBLISH, DROP_NO_ROOM) == 5);
     list = queue_pop(&q, 2, 0, &n);
     CHECK(n == 2 && list && list->seq == 1 && list->next->seq == 2 && !list->next->next);
-    event_free_list(list);
+    queue_release_list(list);
     ev = make_event();
     CHECK(queue_push(&q, ev, &seq) == 0 && seq == 6);   /* room again */
     list = queue_pop(&q, 10, 0, &n);
     CHECK(n == 2 && list->seq == 3 && list->next->seq == 6);
-    event_free_list(list);
+    queue_release_list(list);
     {
         queue_stats_t st;
         queue_get_stats(&q, &st);
@@ -584,7 +584,7 @@ static void read_back(const char *dir, int64_t inc, size_t batch, readback_t *rb
         /* one origin a batch */
         for (ev = got; ev; ev = ev->next)
             rb->payload_ok &= queue_event_origin(ev) == queue_event_origin(got);
-        event_free_list(got);
+        queue_release_list(got);
     }
     queue_settled(&q);
     got = queue_detach_journal(&q, &n);
@@ -685,7 +685,7 @@ static void test_journal(void)
                   ev->len[F_PAYLOAD] == (int32_t)sizeof payload;
             total++;
         }
-        event_free_list(got);   /* written: released */
+        queue_release_list(got);   /* written: released */
     }
     queue_settled(&q);
     CHECK(ok && total == 3000);
@@ -715,7 +715,7 @@ static void test_journal(void)
     CHECK(queue_add(&q, &in, &seq) == 0);    /* without a journal: in memory */
     got = queue_pop(&q, 10, 0, &n);
     CHECK(n == 1 && got && got->home == EV_HEAP);
-    event_free_list(got);
+    queue_release_list(got);
     queue_settled(&q);
     journal_close(j);
     CHECK(count_files(dir, "journal-7-1-") >= 2);
@@ -742,7 +742,7 @@ static void test_journal(void)
                     last = ev->seq;
                     count++;
                 }
-                event_free_list(got);   /* written: released */
+                queue_release_list(got);   /* written: released */
             }
             queue_settled(&q2);
             CHECK(ok && first == 3001 && last < last_journal && js.corrupt == 0);
@@ -820,7 +820,7 @@ static void test_journal_damage(void)
                     count++;
                     sum += ev->seq;
                 }
-                event_free_list(got);
+                queue_release_list(got);
             }
             queue_settled(&q2);
             CHECK(count == 98 && sum == 5050 - 11 - 51 && js.corrupt == 2 && js.recovered == 98);
@@ -895,7 +895,7 @@ static uint64_t read_all(const char *dir, int64_t inc, int *ok, journal_stats_t 
                    ev->len[F_PAYLOAD] == (int32_t)sizeof payload &&
                    memcmp(event_field(ev, F_PAYLOAD), payload, sizeof payload) == 0;
         }
-        event_free_list(got);   /* written: released */
+        queue_release_list(got);   /* written: released */
     }
     queue_settled(&q);
     (void)queue_detach_journal(&q, &n);
@@ -992,7 +992,7 @@ static void test_journal_ram(void)
                 ok &= ev->seq == count && ev->len[F_PAYLOAD] == (int32_t)sizeof payload &&
                       memcmp(event_field(ev, F_PAYLOAD), payload, sizeof payload) == 0;
             }
-            event_free_list(list);
+            queue_release_list(list);
         }
         queue_settled(&q);
         CHECK(ok && count == 9000);
@@ -1123,7 +1123,7 @@ static void race(journal_t *j)
                   ev->home == (j ? EV_JOURNAL : EV_HEAP);
             total++;
         }
-        event_free_list(got);
+        queue_release_list(got);
         queue_settled(&q);
     }
     for (i = 0; i < 2; i++)

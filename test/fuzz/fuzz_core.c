@@ -28,6 +28,7 @@
 #include "hooks.h"
 #include "jsonw.h"
 #include "journal.h"
+#include "record.h"
 #include "recover.h"
 #include "text.h"
 

@@ -1,0 +1,100 @@
+/* record.c - the journal's file format (see record.h). */
+#include "record.h"
+
+#include <string.h>
+
+#include "be32.h"
+#include "crc32c.h"
+
+static uint32_t word(const char *m)
+{
+    uint32_t w;
+    memcpy(&w, m, 4);
+    return w;
+}
+
+void record_seg_header(unsigned char *h, uint32_t salt)
+{
+    memcpy(h, "VPGH", 4);
+    put32(h + 4, salt);
+    memset(h + 8, 0, 4);
+    put32(h + 12, crc32c(h, 12));
+}
+
+int record_seg_salt(const unsigned char *base, size_t size, uint32_t *salt)
+{
+    if (size < JOURNAL_SEG_HDR || memcmp(base, "VPGH", 4) != 0 ||
+        crc32c(base, 12) != get32(base + 12))
+        return 0;
+    *salt = get32(base + 4);
+    return 1;
+}
+
+void record_begin(unsigned char *rec, uint32_t rsize, const void *seg)
+{
+    put32(rec + 12, rsize);
+    memcpy(rec + 16, &seg, sizeof seg);
+}
+
+void *record_seg(const unsigned char *rec)
+{
+    void *seg;
+    memcpy(&seg, rec + 16, sizeof seg);
+    return seg;
+}
+
+void record_commit(unsigned char *rec, uint32_t salt)
+{
+    const event_t *ev = record_event(rec);
+    size_t len = ev->bytes - EV_OFF;
+
+    put32(rec + 4, (uint32_t)len);
+    put32(rec + 8, crc32c_seeded(salt, (const char *)ev + EV_OFF, len));
+    __atomic_store_n((uint32_t *)(void *)rec, word("VPGJ"), __ATOMIC_RELEASE);
+}
+
+void record_commit_unsalted(unsigned char *rec)
+{
+    const event_t *ev = record_event(rec);
+    size_t len = ev->bytes - EV_OFF;
+
+    put32(rec + 4, (uint32_t)len);
+    put32(rec + 8, crc32c((const char *)ev + EV_OFF, len));
+    memcpy(rec, "VPGJ", 4);
+}
+
+int record_committed(const unsigned char *rec)
+{
+    uint32_t m = __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE);
+    return m == word("VPGJ") || m == word("VPGW");
+}
+
+int record_is_written(const unsigned char *rec)
+{
+    return memcmp(rec, "VPGW", 4) == 0;
+}
+
+void record_mark_written(unsigned char *rec)
+{
+    memcpy(rec, "VPGW", 4);
+}
+
+uint32_t record_rsize(const unsigned char *rec)
+{
+    return get32(rec + 12);
+}
+
+int record_ok(const unsigned char *rec, uint32_t rsize, uint32_t salt, int salted)
+{
+    const event_t *ev = (const event_t *)(const void *)(rec + JOURNAL_HDR);
+    uint32_t len = get32(rec + 4);
+
+    if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8)
+        return 0;
+    if (!(memcmp(rec, "VPGJ", 4) == 0 || (salted && memcmp(rec, "VPGW", 4) == 0)))
+        return 0;
+    return (uint64_t)JOURNAL_HDR + EV_OFF + len <= rsize &&
+           (salted ? crc32c_seeded(salt, (const char *)ev + EV_OFF, len)
+                   : crc32c((const char *)ev + EV_OFF, len)) == get32(rec + 8) &&
+           event_check(ev, len) == 0 && ev->home == EV_JOURNAL;
+}

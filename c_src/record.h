@@ -1,0 +1,71 @@
+/* record.h - the journal's file format, written by the journal (journal.c,
+ * journal_disk.c) and read back by recovery (recover.c).
+ *
+ * A segment starts with a header of JOURNAL_SEG_HDR bytes:
+ *   "VPGH" | salt (BE u32) | 4 zero bytes | CRC-32C of the 12 before (BE u32)
+ * the salt a random number of that segment's own. Then the records, each
+ * 8-byte aligned:
+ *   "VPGJ" | length (BE u32) | CRC-32C (BE u32) | size (BE u32) | 8 bytes | event_t
+ * "length" is the event's bytes from seq on, which the CRC covers, its
+ * register started from the salt (crc32c_seeded): bytes a client sent, in
+ * a payload, cannot make a record that passes it, so recovery resumes after
+ * a damaged record only at one that does. "size" is the whole record,
+ * written when the space is taken (a record whose writer died can be
+ * skipped); the magic is stored last (record_commit). The 8 bytes are only
+ * meaningful in memory (the journal's segment). A record whose event is
+ * written to PostgreSQL has the magic "VPGW" (record_mark_written).
+ *
+ * Files of earlier versions have no header (records from 0, CRCs from 0).
+ * Knows nothing of queues, threads, erl_nif or libpq. */
+#ifndef VMQ_PGEV_RECORD_H
+#define VMQ_PGEV_RECORD_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "event.h"
+
+#define JOURNAL_HDR 24          /* record bytes before the event_t */
+#define JOURNAL_SEG_HDR 16      /* segment bytes before the first record */
+#define EV_OFF offsetof(event_t, seq)
+
+/* the bytes a record of an event of ev_bytes takes */
+static inline size_t record_size(size_t ev_bytes)
+{
+    return (JOURNAL_HDR + ev_bytes + 7) & ~(size_t)7;
+}
+
+static inline event_t *record_event(unsigned char *rec)
+{
+    return (event_t *)(void *)(rec + JOURNAL_HDR);
+}
+
+static inline unsigned char *record_of(const event_t *ev)
+{
+    return (unsigned char *)ev - JOURNAL_HDR;
+}
+
+/* the segment header with this salt into h (JOURNAL_SEG_HDR bytes) */
+void record_seg_header(unsigned char *h, uint32_t salt);
+/* 1 and *salt when base starts with a valid segment header */
+int record_seg_salt(const unsigned char *base, size_t size, uint32_t *salt);
+
+/* the record's size and the 8 in-memory bytes, when its space is taken */
+void record_begin(unsigned char *rec, uint32_t rsize, const void *seg);
+/* the segment record_begin was given */
+void *record_seg(const unsigned char *rec);
+/* length and CRC from salt, then the magic (a release store) */
+void record_commit(unsigned char *rec, uint32_t salt);
+/* record_commit of an earlier version's record: CRC from 0, stored plainly */
+void record_commit_unsalted(unsigned char *rec);
+/* 1 once committed (an acquire load), written or not */
+int record_committed(const unsigned char *rec);
+int record_is_written(const unsigned char *rec);
+void record_mark_written(unsigned char *rec);
+uint32_t record_rsize(const unsigned char *rec);
+/* the record at rec (rsize bytes, all readable) is whole and its CRC from
+ * salt holds, its event checks (event_check); salted 0: CRC from 0 and
+ * only "VPGJ" (an earlier version's file, written records skipped apart) */
+int record_ok(const unsigned char *rec, uint32_t rsize, uint32_t salt, int salted);
+
+#endif
