@@ -300,7 +300,7 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
     return rc;
 }
 
-event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal)
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake)
 {
     size_t need = record_size(ev_bytes);
     jseg_t *s = j->cur;
@@ -327,7 +327,7 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal)
             __atomic_store_n(&j->cur, next, __ATOMIC_RELEASE);
         }
         pthread_mutex_unlock(&j->mu);
-        pthread_cond_signal(&j->cv);
+        *wake = 1;   /* a spare to make: the caller tells the thread (journal_wake) */
         if (!next) {
             if (count_refusal)
                 __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
@@ -353,6 +353,11 @@ void journal_commit(journal_t *j, event_t *ev)
 
     record_commit(rec, s->salt);
     __atomic_sub_fetch(&j->busy, 1, __ATOMIC_RELEASE);
+}
+
+void journal_wake(journal_t *j)
+{
+    pthread_cond_signal(&j->cv);
 }
 
 int journal_ready(const event_t *ev)

@@ -78,8 +78,11 @@ int journal_close_report(journal_t *j, char *err, size_t errlen);
 /* Hook path, under the queue lock: takes space for an event of ev_bytes;
  * NULL when there is no room (counted in no_room when count_refusal: a
  * dropped event). The returned event's next is NULL and its other fields
- * are the caller's to fill before journal_commit. */
-event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal);
+ * are the caller's to fill before journal_commit. *wake is set to 1 when
+ * the journal thread has work (a segment filled): the caller calls
+ * journal_wake once it has let go of the queue lock. */
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake);
+void journal_wake(journal_t *j);
 /* Hook path, no lock: checksums the filled event and publishes it. */
 void journal_commit(journal_t *j, event_t *ev);
 /* 1 once journal_commit has published ev (acquire). */

@@ -119,7 +119,7 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
     event_layout_t lay;
     journal_t *j;
     event_t *ev;
-    int wake;
+    int wake, wake_journal = 0;
 
     if (event_layout(in, &lay) != 0) {
         *seq = queue_drop(q, in->hook, DROP_NO_MEMORY);
@@ -133,12 +133,19 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
         return 3;
     }
     j = q->j;
-    ev = j ? journal_reserve(j, lay.total, !(how & (ADD_IF_ROOM | ADD_LAST))) : NULL;
-    if (j && !ev && !(how & ADD_LAST)) {
-        if (!(how & ADD_IF_ROOM))
-            *seq = drop_locked(q, in->hook, DROP_NO_ROOM);
-        pthread_mutex_unlock(&q->mu);
-        return 1;
+    ev = j ? journal_reserve(j, lay.total, !(how & (ADD_IF_ROOM | ADD_LAST)), &wake_journal)
+           : NULL;
+    if (j && !ev) {
+        /* no room (rare): the journal told under the queue lock, as once
+         * that is let go a writer stop may close it */
+        if (wake_journal)
+            journal_wake(j);
+        if (!(how & ADD_LAST)) {
+            if (!(how & ADD_IF_ROOM))
+                *seq = drop_locked(q, in->hook, DROP_NO_ROOM);
+            pthread_mutex_unlock(&q->mu);
+            return 1;
+        }
     }
     if (ev) {
         *seq = ++q->last_seq;
@@ -148,6 +155,8 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
         ev->bytes = lay.total;
         wake = link_tail(q, ev);
         pthread_mutex_unlock(&q->mu);
+        if (wake_journal)
+            journal_wake(j);   /* j stays open until the event is committed (journal_busy) */
         event_fill(ev, in, &lay);
         ev->seq = *seq;
         journal_commit(j, ev);
@@ -261,7 +270,8 @@ void queue_attach_journal(queue_t *q, journal_t *j)
 event_t *queue_detach_journal(queue_t *q, size_t *n)
 {
     journal_t *j;
-    event_t *ev, *next, *keep = NULL, *keep_tail = NULL, *out = NULL, *out_tail = NULL;
+    event_t *all, *ev, *next, *out = NULL, *last = NULL, *keep = NULL, *keep_tail = NULL;
+    size_t keep_n = 0, keep_bytes = 0;
 
     *n = 0;
     pthread_mutex_lock(&q->mu);
@@ -272,30 +282,47 @@ event_t *queue_detach_journal(queue_t *q, size_t *n)
         return NULL;
     while (journal_busy(j))
         sched_yield();   /* a hook is copying its event: microseconds */
+    /* the whole list taken out under the lock, sorted without it: a hook
+     * never waits for a walk of the backlog (only the writer, the caller,
+     * takes events off the queue) */
     pthread_mutex_lock(&q->mu);
-    for (ev = q->head; ev; ev = next) {
-        next = ev->next;
-        ev->next = NULL;
-        if (ev->home == EV_JOURNAL) {
-            if (out_tail)
-                out_tail->next = ev;
-            else
-                out = ev;
-            out_tail = ev;
-            q->bytes -= ev->bytes;
-            (*n)++;
-        } else {
-            if (keep_tail)
-                keep_tail->next = ev;
-            else
-                keep = ev;
-            keep_tail = ev;
-        }
-    }
-    q->head = keep;
-    q->tail = keep_tail;
-    __atomic_store_n(&q->count, q->count - *n, __ATOMIC_RELAXED);
+    all = q->head;
+    q->head = q->tail = NULL;
+    __atomic_store_n(&q->count, 0, __ATOMIC_RELAXED);
+    q->bytes = 0;
     pthread_mutex_unlock(&q->mu);
+    for (ev = all; ev; ev = next) {
+        next = ev->next;
+        if (ev->home == EV_JOURNAL) {
+            if (!out)
+                out = ev;
+            else if (last->next != ev)
+                last->next = ev;   /* an event in memory was between them */
+            last = ev;
+            (*n)++;
+            continue;
+        }
+        ev->next = NULL;   /* in memory: stays queued, before what came since */
+        if (keep_tail)
+            keep_tail->next = ev;
+        else
+            keep = ev;
+        keep_tail = ev;
+        keep_n++;
+        keep_bytes += ev->bytes;
+    }
+    if (last)
+        last->next = NULL;
+    if (keep) {
+        pthread_mutex_lock(&q->mu);
+        keep_tail->next = q->head;
+        if (!q->head)
+            q->tail = keep_tail;
+        q->head = keep;
+        __atomic_store_n(&q->count, q->count + keep_n, __ATOMIC_RELAXED);
+        q->bytes += keep_bytes;
+        pthread_mutex_unlock(&q->mu);
+    }
     return out;
 }
 

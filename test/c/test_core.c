@@ -759,6 +759,51 @@ static void test_journal(void)
     CHECK(system(cmd) == 0);
 }
 
+/* Detaching the journal (a writer stop) takes its events out of the
+ * queue in order, linked among themselves only; an event in memory queued
+ * among them stays queued, before what comes after. */
+static void test_journal_detach(void)
+{
+    char dir[] = "/tmp/vmq_pgevents_detach_test.XXXXXX", err[256] = "", cmd[300];
+    const uint64_t want[] = {1, 2, 3, 5, 6};
+    journal_t *j;
+    queue_t q;
+    event_in_t in;
+    event_t *got, *ev;
+    uint64_t seq;
+    size_t n, i;
+    int ok = 1;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 9, 4u << 20, 50, MEM, err, sizeof err);
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    CHECK(queue_init(&q, 100, 1u << 20, 1000) == 0);
+    queue_attach_journal(&q, j);
+    event_in_init(&in, HOOK_ON_PUBLISH, 1);
+    for (i = 0; i < 3; i++)
+        CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 1);
+    CHECK(queue_push(&q, make_event(), &seq) == 0 && seq == 4);   /* in memory */
+    for (i = 0; i < 2; i++)
+        CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 5);
+    got = queue_detach_journal(&q, &n);
+    CHECK(n == 5);
+    for (ev = got, i = 0; ev && i < 5; ev = ev->next, i++)
+        ok &= ev->home == EV_JOURNAL && ev->seq == want[i];
+    CHECK(ok && i == 5 && !ev);
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 7);   /* now in memory */
+    got = queue_pop(&q, 10, 0, &n);
+    CHECK(n == 2 && got && got->seq == 4 && got->home == EV_HEAP && got->next &&
+          got->next->seq == 7 && !got->next->next);
+    queue_release_list(got);
+    queue_settled(&q);
+    journal_close(j);
+    queue_destroy(&q);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
+    CHECK(system(cmd) == 0);
+}
+
 /* Records damaged on disk: one whose hook died after taking its space
  * (magic never written), one with a flipped byte (CRC): both skipped and
  * counted, every other record read. */
@@ -1168,7 +1213,10 @@ static uint64_t syncs_of(journal_t *j)
 
 static event_t *reserve_filled(journal_t *j, size_t bytes)
 {
-    event_t *ev = journal_reserve(j, bytes, 1);
+    int wake = 0;
+    event_t *ev = journal_reserve(j, bytes, 1, &wake);
+    if (wake)
+        journal_wake(j);
     if (ev) {
         memset(ev, 0, bytes);
         ev->bytes = bytes;
@@ -1661,6 +1709,7 @@ int main(void)
     test_journal_close_error();
     test_journal_sync_gap();
     test_journal();
+    test_journal_detach();
     test_journal_no_space();
     test_journal_ram();
     test_journal_damage();
