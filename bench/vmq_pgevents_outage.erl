@@ -9,8 +9,11 @@
 %% involuntary context switches and the machine's TLB-shootdown and
 %% function-call interrupts; the CPU of the journal's own threads (the
 %% kernel's per-thread counters, /proc/self/task/*: what
-%% getrusage(RUSAGE_THREAD) reads). Then PostgreSQL is started again and
-%% the backlog written, timed. Prints lines; writes JSON.
+%% getrusage(RUSAGE_THREAD) reads). Then the plugin is stopped with that
+%% backlog, 100 callers timing on_publish from the stop's start to its end
+%% (their events are refused: counted drops), started again (the backlog
+%% taken over from its files, timed), PostgreSQL started and the backlog
+%% written, timed. Prints lines; writes JSON.
 -module(vmq_pgevents_outage).
 
 -export([main/1]).
@@ -18,6 +21,7 @@
 -define(CALLS, 1000000).
 -define(SUSTAINED, 5000000).
 -define(FILL_PROCS, 100).
+-define(STOP_TIMEOUT_MS, 2000).
 
 main([PgDir, OutJson, BacklogS]) ->
     logger:set_primary_config(level, error),
@@ -28,9 +32,12 @@ main([PgDir, OutJson, BacklogS]) ->
     pg("stop"),
     Fill = fill(Backlog),
     Down = [line(H, P, down, C) || {H, P, C} <- lines(), H =/= noop],
+    Stop = writer_stop_line(),
+    Restart = restart(),
     Drain = drain(),
     stop(),
-    Result = #{backlog_events => Backlog, fill => Fill, lines => Lines ++ Down, drain => Drain},
+    Result = #{backlog_events => Backlog, fill => Fill, lines => Lines ++ Down,
+               writer_stop => Stop, restart => Restart, drain => Drain},
     ok = file:write_file(OutJson, vmq_pgevents_bench:json(Result)),
     io:format("JSON: ~ts~n", [OutJson]),
     halt(0).
@@ -50,7 +57,8 @@ pg(Cmd) -> vmq_pgevents_bench:pg(Cmd).
 %% the plugin as the rest of `make bench' runs it, with room on disk for
 %% the backlog and PostgreSQL's absence retried once a second
 start() ->
-    vmq_pgevents_bench:start("bench_outage", [{spool_max_bytes, 64000000000}, {backoff_max_ms, 1000}]).
+    vmq_pgevents_bench:start("bench_outage", [{spool_max_bytes, 64000000000}, {backoff_max_ms, 1000},
+                                              {stop_timeout_ms, ?STOP_TIMEOUT_MS}]).
 
 stop() -> vmq_pgevents_bench:stop().
 
@@ -119,13 +127,61 @@ ipis() ->
 %% seconds is only the bench's shortcut
 settle() -> _ = os:cmd("sync"), ok.
 
-drain() ->
+%% the hooks during a stop of the plugin with the backlog waiting and
+%% PostgreSQL down: the writer tries for stop_timeout_ms, then leaves the
+%% backlog in the journal's files. 100 callers time on_publish from just
+%% before the stop until it has returned.
+writer_stop_line() ->
+    Hist = counters:new(3000, [write_concurrency]),
+    Done = atomics:new(1, []),
     #{queued := Q} = vmq_pgevents:status(),
+    settle(),
+    Self = self(),
+    Stopper = spawn_link(fun() ->
+                                 receive go -> ok end,
+                                 timer:sleep(100),
+                                 T0 = erlang:monotonic_time(millisecond),
+                                 ok = application:stop(vmq_pgevents),
+                                 Self ! {stopped, erlang:monotonic_time(millisecond) - T0},
+                                 atomics:put(Done, 1, 1)
+                         end),
+    Stopper ! go,
+    vmq_pgevents_bench:calls(on_publish, 100, 0, fun(F, _) -> until_done(F, Done, Hist) end),
+    Ms = receive {stopped, M} -> M end,
+    Calls = lists:sum([counters:get(Hist, I) || I <- lists:seq(1, 3000)]),
+    {P50, P99, P999} = vmq_pgevents_bench:percentiles(Hist, Calls),
+    #{spooled_at_stop := Left} = vmq_pgevents_nif:status(),
+    io:format("outage on_publish x100 during a stop of the writer (postgresql down, ~b waiting; the stop took ~.1f s, "
+              "~b left in the journal), ~b calls: p50 ~.2f us, p99 ~.2f us, p99.9 ~.2f us~n",
+              [Q, Ms / 1000, Left, Calls, P50, P99, P999]),
+    #{waiting => Q, stop_seconds => Ms / 1000, left => Left, calls => Calls,
+      p50_us => P50, p99_us => P99, p999_us => P999}.
+
+until_done(F, Done, Hist) ->
+    case atomics:get(Done, 1) of
+        1 -> ok;
+        0 -> vmq_pgevents_bench:timed_calls(F, 100, Hist), until_done(F, Done, Hist)
+    end.
+
+%% the plugin started again (PostgreSQL still down): the journal's files
+%% the stop left are taken over before the start returns
+restart() ->
+    T0 = erlang:monotonic_time(millisecond),
+    {ok, _} = application:ensure_all_started(vmq_pgevents),
+    Ms = erlang:monotonic_time(millisecond) - T0,
+    #{queued := Q0, inflight := I} = vmq_pgevents:status(),
+    Q = Q0 + I,   %% the writer holds its first batch already
+    io:format("outage: started again, ~b events taken over from the journal's files in ~.1f s~n", [Q, Ms / 1000]),
+    #{events => Q, seconds => Ms / 1000}.
+
+drain() ->
+    #{queued := Q0, inflight := I} = vmq_pgevents:status(),
+    Q = Q0 + I,
     pg("start"),
     T0 = erlang:monotonic_time(millisecond),
     {ok, _} = vmq_pgevents:flush(3600000),
     Ms = erlang:monotonic_time(millisecond) - T0,
-    io:format("outage: PostgreSQL back, ~b events written in ~.1f s (~b rows/s)~n",
+    io:format("outage: PostgreSQL back, ~b events (taken over at the start) written in ~.1f s (~b rows/s)~n",
               [Q, Ms / 1000, Q * 1000 div max(1, Ms)]),
     #{events => Q, seconds => Ms / 1000}.
 
