@@ -48,7 +48,7 @@ stage() {
         c_src/filter.c:*) echo filter ;;
         c_src/event.c:*|c_src/buf.c:*|c_src/buf.h:*|*memmove*|*memcpy*|*memset*) echo row ;;
         c_src/crc32c.c:*) echo crc ;;
-        c_src/queue.c:*|c_src/journal.c:*|c_src/journal_int.h:*|c_src/be32.h:*|*pthread_mutex*) echo journal ;;
+        c_src/queue.c:*|c_src/journal.c:*|c_src/journal_int.h:*|c_src/record.[ch]:*|c_src/be32.h:*|*pthread_mutex*) echo journal ;;
         *) echo other ;;
     esac
 }

@@ -3,8 +3,6 @@
 
 #include <string.h>
 
-#include "be32.h"
-#include "crc32c.h"
 
 static uint32_t word(const char *m)
 {
@@ -28,29 +26,6 @@ int record_seg_salt(const unsigned char *base, size_t size, uint32_t *salt)
         return 0;
     *salt = get32(base + 4);
     return 1;
-}
-
-void record_begin(unsigned char *rec, uint32_t rsize, const void *seg)
-{
-    put32(rec + 12, rsize);
-    memcpy(rec + 16, &seg, sizeof seg);
-}
-
-void *record_seg(const unsigned char *rec)
-{
-    void *seg;
-    memcpy(&seg, rec + 16, sizeof seg);
-    return seg;
-}
-
-void record_commit(unsigned char *rec, uint32_t salt)
-{
-    const event_t *ev = record_event(rec);
-    size_t len = ev->bytes - EV_OFF;
-
-    put32(rec + 4, (uint32_t)len);
-    put32(rec + 8, crc32c_seeded(salt, (const char *)ev + EV_OFF, len));
-    __atomic_store_n((uint32_t *)(void *)rec, word("VPGJ"), __ATOMIC_RELEASE);
 }
 
 void record_commit_unsalted(unsigned char *rec)

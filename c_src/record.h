@@ -22,7 +22,10 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
+#include "be32.h"
+#include "crc32c.h"
 #include "event.h"
 
 #define JOURNAL_HDR 24          /* record bytes before the event_t */
@@ -50,12 +53,40 @@ void record_seg_header(unsigned char *h, uint32_t salt);
 /* 1 and *salt when base starts with a valid segment header */
 int record_seg_salt(const unsigned char *base, size_t size, uint32_t *salt);
 
-/* the record's size and the 8 in-memory bytes, when its space is taken */
-void record_begin(unsigned char *rec, uint32_t rsize, const void *seg);
+static inline uint32_t record_magic(void)
+{
+    uint32_t w;
+    memcpy(&w, "VPGJ", 4);
+    return w;
+}
+
+/* The hook path's three (inline: they run on every hook call). The
+ * record's size and the 8 in-memory bytes, when its space is taken: */
+static inline void record_begin(unsigned char *rec, uint32_t rsize, const void *seg)
+{
+    put32(rec + 12, rsize);
+    memcpy(rec + 16, &seg, sizeof seg);
+}
+
 /* the segment record_begin was given */
-void *record_seg(const unsigned char *rec);
+static inline void *record_seg(const unsigned char *rec)
+{
+    void *seg;
+    memcpy(&seg, rec + 16, sizeof seg);
+    return seg;
+}
+
 /* length and CRC from salt, then the magic (a release store) */
-void record_commit(unsigned char *rec, uint32_t salt);
+static inline void record_commit(unsigned char *rec, uint32_t salt)
+{
+    const event_t *ev = record_event(rec);
+    size_t len = ev->bytes - EV_OFF;
+
+    put32(rec + 4, (uint32_t)len);
+    put32(rec + 8, crc32c_seeded(salt, (const char *)ev + EV_OFF, len));
+    __atomic_store_n((uint32_t *)(void *)rec, record_magic(), __ATOMIC_RELEASE);
+}
+
 /* record_commit of an earlier version's record: CRC from 0, stored plainly */
 void record_commit_unsalted(unsigned char *rec);
 /* 1 once committed (an acquire load), written or not */
