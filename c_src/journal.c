@@ -73,7 +73,7 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         s->live = r->count;
         snprintf(s->path, sizeof s->path, "%s", r->path);
         for (ev = r->head; ev; ev = ev->next)
-            memcpy((unsigned char *)ev - 8, &s, sizeof s);   /* journal_release finds it */
+            record_set_seg(record_of(ev), s);   /* journal_release finds it */
         s->next = j->sealed;
         j->sealed = s;
         j->disk_bytes += s->cap;
@@ -362,7 +362,7 @@ void journal_wake(journal_t *j)
 
 int journal_ready(const event_t *ev)
 {
-    return record_committed(record_of(ev));
+    return record_ready(record_of(ev));
 }
 
 void journal_release(event_t *ev)

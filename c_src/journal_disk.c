@@ -35,7 +35,7 @@ static uint32_t new_salt(void)
     return salt ? salt : 0x5A17u;
 }
 
-/* s's header (journal.h) at the start of its mapping, and of its disk
+/* s's header (record.h) at the start of its mapping, and of its disk
  * file when the mapping is its memory file; 0 or -1 */
 static int write_header(jseg_t *s)
 {

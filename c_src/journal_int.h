@@ -35,7 +35,7 @@ typedef struct jseg {
     uint64_t live;               /* atomic: reserved, not yet released */
     int fd;
     int64_t incarnation;         /* of the events in it */
-    uint32_t salt;               /* its records' CRCs start from it (journal.h) */
+    uint32_t salt;               /* its records' CRCs start from it (record.h) */
     int recovered;               /* an earlier start's file (recover.h) */
     int synced;                  /* atomic, set by the sync thread: synced since it was
                                   * sealed, every record reserved in it committed then */

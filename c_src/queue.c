@@ -270,8 +270,7 @@ void queue_attach_journal(queue_t *q, journal_t *j)
 event_t *queue_detach_journal(queue_t *q, size_t *n)
 {
     journal_t *j;
-    event_t *all, *ev, *next, *out = NULL, *last = NULL, *keep = NULL, *keep_tail = NULL;
-    size_t keep_n = 0, keep_bytes = 0;
+    event_t *ev, *next, *keep = NULL, *keep_tail = NULL, *out = NULL, *out_tail = NULL;
 
     *n = 0;
     pthread_mutex_lock(&q->mu);
@@ -282,47 +281,30 @@ event_t *queue_detach_journal(queue_t *q, size_t *n)
         return NULL;
     while (journal_busy(j))
         sched_yield();   /* a hook is copying its event: microseconds */
-    /* the whole list taken out under the lock, sorted without it: a hook
-     * never waits for a walk of the backlog (only the writer, the caller,
-     * takes events off the queue) */
     pthread_mutex_lock(&q->mu);
-    all = q->head;
-    q->head = q->tail = NULL;
-    __atomic_store_n(&q->count, 0, __ATOMIC_RELAXED);
-    q->bytes = 0;
-    pthread_mutex_unlock(&q->mu);
-    for (ev = all; ev; ev = next) {
+    for (ev = q->head; ev; ev = next) {
         next = ev->next;
+        ev->next = NULL;
         if (ev->home == EV_JOURNAL) {
-            if (!out)
+            if (out_tail)
+                out_tail->next = ev;
+            else
                 out = ev;
-            else if (last->next != ev)
-                last->next = ev;   /* an event in memory was between them */
-            last = ev;
+            out_tail = ev;
+            q->bytes -= ev->bytes;
             (*n)++;
-            continue;
+        } else {
+            if (keep_tail)
+                keep_tail->next = ev;
+            else
+                keep = ev;
+            keep_tail = ev;
         }
-        ev->next = NULL;   /* in memory: stays queued, before what came since */
-        if (keep_tail)
-            keep_tail->next = ev;
-        else
-            keep = ev;
-        keep_tail = ev;
-        keep_n++;
-        keep_bytes += ev->bytes;
     }
-    if (last)
-        last->next = NULL;
-    if (keep) {
-        pthread_mutex_lock(&q->mu);
-        keep_tail->next = q->head;
-        if (!q->head)
-            q->tail = keep_tail;
-        q->head = keep;
-        __atomic_store_n(&q->count, q->count + keep_n, __ATOMIC_RELAXED);
-        q->bytes += keep_bytes;
-        pthread_mutex_unlock(&q->mu);
-    }
+    q->head = keep;
+    q->tail = keep_tail;
+    __atomic_store_n(&q->count, q->count - *n, __ATOMIC_RELAXED);
+    pthread_mutex_unlock(&q->mu);
     return out;
 }
 

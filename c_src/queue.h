@@ -76,8 +76,11 @@ void queue_open(queue_t *q);
 void queue_attach_journal(queue_t *q, journal_t *j);
 /* Events stop going to the journal; waits for those being written into
  * it, then takes the journal's events out of the queue (they stay on disk
- * for the next start) and returns them; *n: their
- * number. The list must not be freed: only forgotten. */
+ * for the next start) and returns them; *n: their number. The list must
+ * not be freed: only forgotten. Events in memory stay queued. It walks
+ * the queue under its lock: the writer calls it at its end, once it has
+ * taken everything queued (a stop past its deadline takes the backlog
+ * with queue_pop, which walks without the lock). */
 event_t *queue_detach_journal(queue_t *q, size_t *n);
 /* The writer is done with ev (written or dead-lettered): a journal
  * record is marked written and its space may go, an event in memory is

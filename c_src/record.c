@@ -3,14 +3,6 @@
 
 #include <string.h>
 
-
-static uint32_t word(const char *m)
-{
-    uint32_t w;
-    memcpy(&w, m, 4);
-    return w;
-}
-
 void record_seg_header(unsigned char *h, uint32_t salt)
 {
     memcpy(h, "VPGH", 4);
@@ -36,12 +28,6 @@ void record_commit_unsalted(unsigned char *rec)
     put32(rec + 4, (uint32_t)len);
     put32(rec + 8, crc32c((const char *)ev + EV_OFF, len));
     memcpy(rec, "VPGJ", 4);
-}
-
-int record_committed(const unsigned char *rec)
-{
-    uint32_t m = __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE);
-    return m == word("VPGJ") || m == word("VPGW");
 }
 
 int record_is_written(const unsigned char *rec)

@@ -68,7 +68,13 @@ static inline void record_begin(unsigned char *rec, uint32_t rsize, const void *
     memcpy(rec + 16, &seg, sizeof seg);
 }
 
-/* the segment record_begin was given */
+/* the segment of a record read back from a file (its 8 in-memory bytes) */
+static inline void record_set_seg(unsigned char *rec, const void *seg)
+{
+    memcpy(rec + 16, &seg, sizeof seg);
+}
+
+/* the segment record_begin (or record_set_seg) was given */
 static inline void *record_seg(const unsigned char *rec)
 {
     void *seg;
@@ -89,8 +95,26 @@ static inline void record_commit(unsigned char *rec, uint32_t salt)
 
 /* record_commit of an earlier version's record: CRC from 0, stored plainly */
 void record_commit_unsalted(unsigned char *rec);
-/* 1 once committed (an acquire load), written or not */
-int record_committed(const unsigned char *rec);
+/* 1 once committed and not marked written (an acquire load) */
+static inline int record_ready(const unsigned char *rec)
+{
+    return __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE) == record_magic();
+}
+
+/* 1 once committed, written or not (an acquire load) */
+static inline int record_committed(const unsigned char *rec)
+{
+    uint32_t m = __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE);
+    return m == record_magic() || memcmp(&m, "VPGW", 4) == 0;
+}
+
+/* "VPGJ" or "VPGW" at p: where a record may start (recovery's resync in
+ * files without a segment header) */
+static inline int record_magic_at(const unsigned char *p)
+{
+    return memcmp(p, "VPGJ", 4) == 0 || memcmp(p, "VPGW", 4) == 0;
+}
+
 int record_is_written(const unsigned char *rec);
 void record_mark_written(unsigned char *rec);
 uint32_t record_rsize(const unsigned char *rec);

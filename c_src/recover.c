@@ -72,8 +72,7 @@ static void recover_unsalted(unsigned char *base, size_t size, event_t **head, e
         if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > size - pos) {
             /* damaged: on to the next record's magic */
             (*corrupt)++;
-            for (pos += 8; pos + 4 <= size && memcmp(base + pos, "VPGJ", 4) != 0 &&
-                           memcmp(base + pos, "VPGW", 4) != 0; pos += 8)
+            for (pos += 8; pos + 4 <= size && !record_magic_at(base + pos); pos += 8)
                 ;
             continue;
         }
@@ -96,7 +95,7 @@ static void recover_unsalted(unsigned char *base, size_t size, event_t **head, e
     }
 }
 
-/* A segment with a header (journal.h): a record's size is followed only
+/* A segment with a header (record.h): a record's size is followed only
  * when the record passes its check. After one that does not (damaged,
  * or its hook died while writing it), or after a hole of zeros, reading
  * goes on in 8-byte steps to the next record that does: the bytes in

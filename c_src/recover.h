@@ -4,7 +4,7 @@
  * removed once all its events are written (journal.c).
  *
  * - Journal files, journal-<incarnation>-<epoch>-<number>.dat (records in
- *   journal.h), of any incarnation: mapped shared and read-write, their
+ *   record.h), of any incarnation: mapped shared and read-write, their
  *   valid records linked into one list in place (no copy).
  * - The spool files of versions before the one log, spool-<incarnation>.dat
  *   (records "VPGS" | length | CRC-32 | event bytes): each is converted
@@ -16,7 +16,7 @@
  * written (journal_release) are skipped. A damaged record
  * (bad magic, size or checksum, fields that do not fit, or one whose hook
  * died while writing it) is counted and skipped; the records after it are
- * kept. In a file with a segment header (journal.h) reading resumes after
+ * kept. In a file with a segment header (record.h) reading resumes after
  * one only at a record whose CRC, seeded by the header's salt, holds, so
  * no payload bytes are taken for a record; files without one (earlier
  * versions) resume at the next 8-byte-aligned magic, as they did. Events already committed before a crash are skipped by the

@@ -760,16 +760,18 @@ static void test_journal(void)
 }
 
 /* Detaching the journal (a writer stop) takes its events out of the
- * queue in order, linked among themselves only; an event in memory queued
- * among them stays queued, before what comes after. */
+ * queue in order, linked among themselves only; events in memory queued
+ * among them and after them stay queued, before what comes later, and
+ * the queue's count and bytes are theirs. */
 static void test_journal_detach(void)
 {
     char dir[] = "/tmp/vmq_pgevents_detach_test.XXXXXX", err[256] = "", cmd[300];
     const uint64_t want[] = {1, 2, 3, 5, 6};
     journal_t *j;
     queue_t q;
+    queue_stats_t qs;
     event_in_t in;
-    event_t *got, *ev;
+    event_t *got, *ev, *h1, *h2;
     uint64_t seq;
     size_t n, i;
     int ok = 1;
@@ -784,18 +786,24 @@ static void test_journal_detach(void)
     event_in_init(&in, HOOK_ON_PUBLISH, 1);
     for (i = 0; i < 3; i++)
         CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 1);
-    CHECK(queue_push(&q, make_event(), &seq) == 0 && seq == 4);   /* in memory */
+    h1 = make_event();
+    CHECK(queue_push(&q, h1, &seq) == 0 && seq == 4);   /* in memory */
     for (i = 0; i < 2; i++)
         CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 5);
+    h2 = make_event();
+    CHECK(queue_push(&q, h2, &seq) == 0 && seq == 7);   /* in memory, last */
     got = queue_detach_journal(&q, &n);
     CHECK(n == 5);
     for (ev = got, i = 0; ev && i < 5; ev = ev->next, i++)
         ok &= ev->home == EV_JOURNAL && ev->seq == want[i];
     CHECK(ok && i == 5 && !ev);
-    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 7);   /* now in memory */
+    queue_get_stats(&q, &qs);
+    CHECK(qs.count == 2 && qs.bytes == h1->bytes + h2->bytes);
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 8);   /* now in memory */
     got = queue_pop(&q, 10, 0, &n);
-    CHECK(n == 2 && got && got->seq == 4 && got->home == EV_HEAP && got->next &&
-          got->next->seq == 7 && !got->next->next);
+    CHECK(n == 3 && got && got->seq == 4 && got->home == EV_HEAP && got->next &&
+          got->next->seq == 7 && got->next->next && got->next->next->seq == 8 &&
+          !got->next->next->next);
     queue_release_list(got);
     queue_settled(&q);
     journal_close(j);
