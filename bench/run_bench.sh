@@ -41,5 +41,8 @@ erl -noshell -pa ebin -pa "$BUILD/bench_ebin" -eval "vmq_pgevents_bench:main([\"
 echo "== instructions per hook call (callgrind)"
 bash bench/run_bench_icount.sh
 
+echo "== read back after kill -9, against written live (${EVENTS:-1500000} events)"
+bash bench/run_bench_readback.sh
+
 echo "== the hook path during a long PostgreSQL outage (a backlog of ${BACKLOG:-10000000} events)"
 bash bench/run_bench_outage.sh
