@@ -79,6 +79,12 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
         p->subid_arg[i] = sub ? (int)(sub - r) : -1;
         p->payload_arg[i] = pl ? (int)(pl - r) : -1;
     }
+    for (i = 0; i < HOOK_COUNT; i++) {
+        unsigned k = hook_slot_of(p->hook_atom[i]);
+        while (p->hook_slot[k])
+            k = (k + 1) & (HOOK_SLOTS - 1);
+        p->hook_slot[k] = (uint8_t)(i + 1);
+    }
     p->batch_size = DEFAULT_BATCH;
     p->flush_interval_ms = 200;
     p->json_max = DEFAULT_PAYLOAD_MAX;

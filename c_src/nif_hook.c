@@ -133,14 +133,20 @@ static int topic_payload_mode(ErlNifEnv *env, const priv_t *p, const payload_rul
 
 /* An atom is an immediate term: two are the same atom exactly when their
  * terms are equal, so a plain comparison does what enif_is_identical does
- * here, without a call per hook looked at. */
+ * here. The hooks are placed by their name's term in hook_slot (nif.c),
+ * so a call looks at one or two of them, not at every hook before its
+ * own; the table has empty slots, so a name that is no hook's ends at
+ * one. */
 static int find_hook(const priv_t *p, ERL_NIF_TERM name, unsigned arity)
 {
-    int i;
+    unsigned k = hook_slot_of(name);
+    int h;
 
-    for (i = 0; i < HOOK_COUNT; i++)
-        if (p->hook_atom[i] == name && p->hook_arity[i] == arity)
-            return i;
+    while ((h = p->hook_slot[k]) != 0) {
+        if (p->hook_atom[h - 1] == name && p->hook_arity[h - 1] == arity)
+            return h - 1;
+        k = (k + 1) & (HOOK_SLOTS - 1);
+    }
     return -1;
 }
 

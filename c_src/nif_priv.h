@@ -20,6 +20,9 @@
 #include "writer.h"
 
 #define ARGS_MAX 8
+#define HOOK_SLOTS 64   /* a power of two, over twice HOOK_COUNT */
+_Static_assert(HOOK_SLOTS >= 2 * HOOK_COUNT && (HOOK_SLOTS & (HOOK_SLOTS - 1)) == 0,
+               "hook_slot keeps empty slots");
 #define DEFAULT_QUEUE_EVENTS 100000
 #define DEFAULT_QUEUE_BYTES (64u * 1024 * 1024)
 #define DEFAULT_BATCH 5000
@@ -37,6 +40,7 @@ typedef struct priv {
     atoms_t am;
     ERL_NIF_TERM hook_atom[HOOK_COUNT];
     unsigned hook_arity[HOOK_COUNT];
+    uint8_t hook_slot[HOOK_SLOTS];   /* hook index + 1, placed by hook_slot_of (find_hook); 0: empty */
     queue_t q;
     int64_t incarnation;
 
@@ -96,5 +100,14 @@ void stop_writer(priv_t *p, int timeout_ms);
 /* returns once no writer of an unloaded instance is still being stopped
  * (nif.c, unload); start/2 calls it first */
 void wait_retired(void);
+
+/* where a hook's name starts looking in hook_slot: an atom is an
+ * immediate term whose bits above the lowest six are the atom's index, so
+ * these differ between the hooks' names; any bits would do, only more
+ * slots would be looked at */
+static inline unsigned hook_slot_of(ERL_NIF_TERM atom)
+{
+    return (unsigned)(atom >> 6) & (HOOK_SLOTS - 1);
+}
 
 #endif
