@@ -256,7 +256,8 @@ no_drops(Before) ->
 %% coordinator stopped and started again; all while the stream runs. Events wait in the journal and are written once
 %% each, in order, when the cluster is whole again; nothing dead-lettered;
 %% no prepared transaction left on a worker; each outage logged once as
-%% down and once as up.
+%% down and once as up (two faults with no batch written between them are
+%% one outage).
 faults(C) ->
     T = "cit_faults",
     drop(T),
@@ -303,7 +304,11 @@ faults(C) ->
         Up = [Line || Line <- Logs, contains(binary_to_list(Line), "postgresql available again")],
         io:format(user, "~n    cluster faults: ~b events; logged down ~b, up ~b~n",
                   [N, length(Down), length(Up)]),
-        ?assertEqual({3, 3}, {length(Down), length(Up)})
+        %% three faults, each logged once as down and once as up; when the
+        %% writer gets no batch through between two of them (a slow
+        %% machine, the sanitizer build), they are one outage to it
+        ?assertEqual(length(Down), length(Up)),
+        ?assert(lists:member(length(Down), [2, 3]))
     after
         [catch pgev_pg:pg("thaw", [pgev_citus:dir(C, W)]) || W <- [w1, w2]],
         catch pgev_pg:pg("start", [pgev_citus:dir(C, w2)]),
