@@ -5,7 +5,7 @@
 -module(vmq_pgevents_bench).
 
 -export([main/1, noop_hook/6, hook_fun/2, calls/4, timed_calls/3, percentiles/2, json/1, ingest/1,
-         ingest_turns/1, readback/0, pg/1, start/2, stop/0]).
+         ingest_turns/1, readback/0, publish_n/2, pg/1, start/2, stop/0]).
 
 -define(CALLS, 1000000).
 -define(INGEST, 1000000).

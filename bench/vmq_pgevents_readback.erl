@@ -12,19 +12,18 @@
 
 -export([live/3, leave/3, back/2]).
 
--define(PROCS, 4).
 -define(PAYLOAD, 64).
 
 live(PgDir, Table, N) ->
     start(PgDir, Table),
-    publish(N),
+    vmq_pgevents_bench:publish_n(N, ?PAYLOAD),
     {ok, _} = vmq_pgevents:flush(600000),
     ok = application:stop(vmq_pgevents),
     halt(0).
 
 leave(PgDir, Table, N) ->
     start(PgDir, Table),
-    publish(N),
+    vmq_pgevents_bench:publish_n(N, ?PAYLOAD),
     #{queued := Q, inflight := I} = vmq_pgevents:status(),
     io:format("left ~b ~s~n", [Q + I, os:getpid()]),   %% with the writer's batch (its start row too)
     timer:sleep(infinity).
@@ -45,15 +44,3 @@ start(PgDir, Table) ->
                    {spool_dir, PgDir ++ "_spool"}, {spool_max_bytes, 4000000000},
                    {backoff_min_ms, 20}, {backoff_max_ms, 200}, {stop_timeout_ms, 100}]],
     {ok, _} = application:ensure_all_started(vmq_pgevents).
-
-publish(N) ->
-    Self = self(),
-    P = binary:copy(<<"x">>, ?PAYLOAD),
-    Pids = [spawn_link(fun() ->
-                               S = {"", <<"bench-client-", (integer_to_binary(I))/binary>>},
-                               [vmq_pgevents:on_publish(<<"bench">>, S, 1, [<<"bench">>, <<"topic">>], P, false)
-                                || _ <- lists:seq(1, N div ?PROCS)],
-                               Self ! {done, self()}
-                       end) || I <- lists:seq(1, ?PROCS)],
-    [receive {done, Pid} -> ok end || Pid <- Pids],
-    ok.
