@@ -54,7 +54,8 @@ typedef struct event_in {
 } event_in_t;
 
 typedef struct event {
-    struct event *next;     /* queue link, owned by whoever holds the event */
+    struct event *next;     /* queue link, owned by whoever holds the event (never
+                             * set in a journal record: the writer links copies) */
     uint64_t seq;
     int64_t ts_us;
     int64_t conn_id;

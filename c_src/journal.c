@@ -46,14 +46,13 @@ static unsigned next_epoch(const char *dir, int64_t incarnation)
 }
 
 /* The files earlier starts left become sealed segments of this journal,
- * their events the first the writer takes (journal_take_recovered); each
+ * read first (oldest first, each one's after the next) by the writer; each
  * file goes, like any sealed segment, once all its events are released. */
 static void adopt_recovered(journal_t *j, recovered_t *r)
 {
     while (r) {
         recovered_t *next = r->next;
         jseg_t *s = calloc(1, sizeof *s);
-        event_t *ev;
         if (!s) {
             /* left on disk for the next start */
             munmap(r->base, r->size);
@@ -72,24 +71,24 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         s->synced = 1;
         s->live = r->count;
         snprintf(s->path, sizeof s->path, "%s", r->path);
-        for (ev = r->head; ev; ev = ev->next)
-            record_set_seg(record_of(ev), s);   /* journal_release finds it */
         s->next = j->sealed;
         j->sealed = s;
+        if (j->old_last)
+            j->old_last->after = s;
+        else
+            j->rd_seg = s;
+        j->old_last = s;
         j->disk_bytes += s->cap;
         j->old_bytes += s->cap;
         j->nsegs++;
-        if (j->old_tail)
-            j->old_tail->next = r->head;
-        else
-            j->old_head = r->head;
-        j->old_tail = r->tail;
         j->old_n += r->count;
         j->recovered += r->count;
         j->old_ev_bytes += r->bytes;
         free(r);
         r = next;
     }
+    if (j->rd_seg)
+        recover_reader(&j->rd, j->rd_seg->base, j->rd_seg->cap);
 }
 
 /* stops and joins the first `started` of the journal, sync and copy threads */
@@ -222,6 +221,12 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     }
     j->disk_bytes += j->cur->cap;
     j->nsegs++;
+    if (j->old_last) {
+        j->old_last->after = j->cur;   /* read after earlier starts' files */
+    } else {
+        j->rd_seg = j->cur;
+        j->rd_pos = JOURNAL_SEG_HDR;
+    }
     /* the spares too, so a burst right after the start finds room */
     while (j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes) {
         jseg_t *s = seg_make(j, err, errlen);
@@ -300,12 +305,12 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
     return rc;
 }
 
-event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake)
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake,
+                         uint32_t *salt)
 {
     size_t need = record_size(ev_bytes);
     jseg_t *s = j->cur;
     unsigned char *rec;
-    event_t *ev;
 
     if (need > j->seg_bytes - JOURNAL_SEG_HDR) {
         if (count_refusal)
@@ -324,6 +329,7 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *
             s->next = j->sealed;
             j->sealed = s;
             next->next = NULL;
+            s->after = next;   /* before the writer can see s sealed (release) */
             __atomic_store_n(&j->cur, next, __ATOMIC_RELEASE);
         }
         pthread_mutex_unlock(&j->mu);
@@ -340,18 +346,14 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *
     __atomic_store_n(&j->reserved, j->reserved + need, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->live, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&j->busy, 1, __ATOMIC_RELAXED);
-    record_begin(rec, (uint32_t)need, s);
-    ev = record_event(rec);
-    ev->next = NULL;
-    return ev;
+    record_begin(rec, (uint32_t)need);
+    *salt = s->salt;
+    return record_event(rec);
 }
 
-void journal_commit(journal_t *j, event_t *ev)
+void journal_commit(journal_t *j, event_t *ev, uint32_t salt)
 {
-    unsigned char *rec = record_of(ev);
-    const jseg_t *s = record_seg(rec);   /* its segment (journal_reserve) */
-
-    record_commit(rec, s->salt);
+    record_commit(record_of(ev), salt);
     __atomic_sub_fetch(&j->busy, 1, __ATOMIC_RELEASE);
 }
 
@@ -360,34 +362,164 @@ void journal_wake(journal_t *j)
     pthread_cond_signal(&j->cv);
 }
 
-int journal_ready(const event_t *ev)
+/* The writer is done with s: once every event in it is released too, the
+ * journal thread may delete it. Its next segment is read from here. */
+static void move_on(journal_t *j, jseg_t *s)
 {
-    return record_ready(record_of(ev));
+    jseg_t *next = s->after;
+
+    __atomic_store_n(&s->passed, 1, __ATOMIC_RELEASE);
+    j->rd_seg = next;
+    j->rd_rec = NULL;
+    if (next && next->recovered)
+        recover_reader(&j->rd, next->base, next->cap);
+    else
+        j->rd_pos = JOURNAL_SEG_HDR;
+}
+
+/* The record at the writer's position, committed; NULL: none yet (a hook
+ * is writing it, or none reserved). Moves past segments read to the end. */
+static const unsigned char *next_record(journal_t *j)
+{
+    for (;;) {
+        jseg_t *s = j->rd_seg, *cur;
+        size_t used;
+
+        if (!s)
+            return NULL;
+        if (s->recovered) {
+            if (!j->rd_rec)
+                j->rd_rec = recover_next(&j->rd, NULL);
+            if (j->rd_rec)
+                return j->rd_rec;
+            move_on(j, s);
+            continue;
+        }
+        cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+        used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE);
+        if (j->rd_pos < used) {
+            const unsigned char *rec = s->base + j->rd_pos;
+            return record_committed(rec) ? rec : NULL;
+        }
+        if (s == cur)
+            return NULL;   /* in use: the hooks add to it */
+        move_on(j, s);     /* sealed before used was read: used is its end */
+    }
+}
+
+/* the writer has taken the record next_record returned */
+static void take_record(journal_t *j, const unsigned char *rec)
+{
+    if (j->rd_seg->recovered)
+        j->rd_rec = NULL;
+    else
+        j->rd_pos += record_rsize(rec);
+}
+
+event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, size_t *bytes,
+                      event_t **tail)
+{
+    event_t *head = NULL, *last = NULL;
+    const unsigned char *rec;
+    int64_t origin = 0;
+    int old = journal_reading_old(j);
+
+    *n = *bytes = 0;
+    while (*n < max && (*n == 0 || *bytes < max_bytes) && (rec = next_record(j)) != NULL) {
+        const event_t *ev = record_event((unsigned char *)rec);
+        jseg_t *s = j->rd_seg;
+        size_t len = ev->bytes;
+        unsigned char *m;
+        event_t *copy;
+
+        if (s->recovered != old || (*n && s->incarnation != origin))
+            break;   /* a batch is of one incarnation, and of earlier starts' files or not */
+        m = malloc(sizeof s + len);
+        if (!m)
+            break;   /* tried again at the next read */
+        memcpy(m, &s, sizeof s);   /* journal_release finds the segment */
+        copy = (event_t *)(void *)(m + sizeof s);
+        memcpy(copy, ev, len);
+        copy->next = NULL;
+        copy->home = EV_JOURNAL;
+        take_record(j, rec);
+        origin = s->incarnation;
+        if (last)
+            last->next = copy;
+        else
+            head = copy;
+        last = copy;
+        (*n)++;
+        *bytes += len;
+    }
+    *tail = last;
+    return head;
+}
+
+int journal_peek(journal_t *j, int64_t *origin, int64_t *ts_us)
+{
+    const unsigned char *rec = next_record(j);
+
+    if (!rec)
+        return 0;
+    if (origin)
+        *origin = j->rd_seg->incarnation;
+    if (ts_us)
+        *ts_us = record_event((unsigned char *)rec)->ts_us;
+    return 1;
+}
+
+int journal_reading_old(const journal_t *j)
+{
+    return j->rd_seg && j->rd_seg->recovered;
+}
+
+size_t journal_leave(journal_t *j, uint64_t *per_hook, size_t kinds)
+{
+    const unsigned char *rec;
+    size_t n = 0;
+
+    while ((rec = next_record(j)) != NULL) {
+        uint16_t hook = record_event((unsigned char *)rec)->hook;
+        if (per_hook && hook < kinds)
+            per_hook[hook]++;
+        take_record(j, rec);
+        n++;
+    }
+    return n;
+}
+
+/* the segment of a copy journal_read made */
+static jseg_t *seg_of(const event_t *ev)
+{
+    jseg_t *s;
+
+    memcpy(&s, (const unsigned char *)ev - sizeof s, sizeof s);
+    return s;
 }
 
 void journal_release(event_t *ev)
 {
-    unsigned char *rec = record_of(ev);
-    jseg_t *s = record_seg(rec);
+    __atomic_sub_fetch(&seg_of(ev)->live, 1, __ATOMIC_RELEASE);
+    free((unsigned char *)ev - sizeof(jseg_t *));
+}
 
-    /* marked written on disk: a later start that takes the file over
-     * (some of its events unwritten) skips it (recover.c) */
-    record_mark_written(rec);
-    __atomic_sub_fetch(&s->live, 1, __ATOMIC_RELEASE);
+void journal_forget(event_t *ev)
+{
+    free((unsigned char *)ev - sizeof(jseg_t *));
 }
 
 /* a sealed segment journal_tidy has work for (mu held) */
-static int untidy(const jseg_t *s, uint64_t taken_seq)
+static int untidy(const jseg_t *s)
 {
     if (s->tidying || __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0)
         return 0;
     if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0)
         return !s->recovered && !s->remapped;
-    return __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) &&
-           ((const event_t *)(const void *)(s->base + JOURNAL_SEG_HDR + JOURNAL_HDR))->seq > taken_seq;
+    return __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE);
 }
 
-void journal_tidy(journal_t *j, uint64_t taken_seq)
+void journal_tidy(journal_t *j)
 {
     for (;;) {
         jseg_t *s;
@@ -395,7 +527,7 @@ void journal_tidy(journal_t *j, uint64_t taken_seq)
 
         pthread_mutex_lock(&j->mu);
         for (s = j->sealed; s; s = s->next)
-            if (untidy(s, taken_seq))
+            if (untidy(s))
                 break;
         if (s)
             s->tidying = 1;
@@ -407,7 +539,7 @@ void journal_tidy(journal_t *j, uint64_t taken_seq)
         } else {
             /* made on disk only: the hooks wrote into it through the
              * mapping; mapped afresh (the same file, so nothing can be
-             * lost, whoever writes meanwhile), its pages are no longer
+             * lost, whoever reads meanwhile), its pages are no longer
              * mapped dirty, and writing them back flushes no TLB */
             rc = seg_remap(s);
             s->remapped = 1;   /* once, even if it failed */
@@ -430,24 +562,18 @@ uint64_t journal_busy(const journal_t *j)
     return __atomic_load_n(&j->busy, __ATOMIC_ACQUIRE);
 }
 
-event_t *journal_take_recovered(journal_t *j, size_t *n, size_t *bytes, event_t **tail)
+size_t journal_take_recovered(journal_t *j, size_t *bytes)
 {
-    event_t *head = j->old_head;
+    size_t n = j->old_n;
 
-    *n = j->old_n;
     *bytes = j->old_ev_bytes;
-    *tail = j->old_tail;
-    j->old_head = j->old_tail = NULL;
     j->old_n = j->old_ev_bytes = 0;
-    return head;
+    return n;
 }
 
 int64_t journal_event_incarnation(const event_t *ev)
 {
-    jseg_t *s;
-
-    memcpy(&s, (const unsigned char *)ev - 8, sizeof s);
-    return s->incarnation;
+    return seg_of(ev)->incarnation;
 }
 
 void journal_get_stats(journal_t *j, journal_stats_t *st)

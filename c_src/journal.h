@@ -14,19 +14,24 @@
  * write-protect them. Without a usable tmpfs (or past mem_bytes of
  * segments in memory) the disk file itself is mapped, as before.
  *
- * Segments hold records in the format of record.h; once an event is
- * written to PostgreSQL its record is marked so (journal_release).
+ * Segments hold records in the format of record.h, in seq order. A record
+ * is written once, by its hook, and never again: the writer reads the
+ * segments in order by offset (journal_read), as copies of the events, and
+ * what it has written is known outside the records (in memory, the
+ * segments' counts of events not yet released; after a restart,
+ * PostgreSQL's resume point: writer_int.h).
  *
  * The sync thread writes the committed records of the segments in memory
  * to their disk files with pwrite and syncs them every sync_ms (what a
- * power loss can take); the writer moves each sealed (full) segment to its
- * disk file whole (journal_tidy), mapped where the memory file was. The
- * journal thread deletes a segment once it is sealed and every event in it
- * was released (written). Segments left at close with unwritten events
- * stay on disk; the next journal_open copies a killed start's memory files
- * over their disk files and takes them all over (recover.h) as sealed
- * segments whose events come first: the one way every event goes,
- * whichever start wrote it. Knows nothing of erl_nif or libpq. */
+ * power loss can take); the copy thread writes each sealed (full) segment
+ * to its disk file whole, which the writer then maps where the memory file
+ * was (journal_tidy). The journal thread deletes a segment once it is
+ * sealed, read past and every event in it released (written). Segments
+ * left at close with unwritten events stay on disk; the next journal_open
+ * copies a killed start's memory files over their disk files and takes
+ * them all over (recover.h) as sealed segments read first: the one way
+ * every event goes, whichever start wrote it. Knows nothing of erl_nif or
+ * libpq. */
 #ifndef VMQ_PGEV_JOURNAL_H
 #define VMQ_PGEV_JOURNAL_H
 
@@ -77,35 +82,52 @@ int journal_close_report(journal_t *j, char *err, size_t errlen);
 
 /* Hook path, under the queue lock: takes space for an event of ev_bytes;
  * NULL when there is no room (counted in no_room when count_refusal: a
- * dropped event). The returned event's next is NULL and its other fields
- * are the caller's to fill before journal_commit. *wake is set to 1 when
- * the journal thread has work (a segment filled): the caller calls
- * journal_wake once it has let go of the queue lock. */
-event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake);
+ * dropped event). The returned event's fields are the caller's to fill
+ * before journal_commit (its next is never set), with *salt. *wake is
+ * set to 1 when the journal thread has work (a segment filled): the
+ * caller calls journal_wake once it has let go of the queue lock. */
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake,
+                         uint32_t *salt);
 void journal_wake(journal_t *j);
 /* Hook path, no lock: checksums the filled event and publishes it. */
-void journal_commit(journal_t *j, event_t *ev);
-/* 1 once journal_commit has published ev (acquire). */
-int journal_ready(const event_t *ev);
-/* The event is written: marked so on disk, its space may go (writer thread). */
+void journal_commit(journal_t *j, event_t *ev, uint32_t salt);
+
+/* The writer thread only, from here on. The committed events from its
+ * position on, earlier starts' first: at most max, and more than
+ * max_bytes only when the first is; all of one incarnation, and all from
+ * earlier starts' files or none (journal_reading_old, when called). Copies
+ * (in memory, linked, home EV_JOURNAL): *n of them, *bytes, the last in
+ * *tail; NULL when there is none yet (or the first is of the other kind:
+ * call again). Reading a damaged file may take long: never under a lock
+ * the hooks take. */
+event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, size_t *bytes,
+                      event_t **tail);
+/* 1 when journal_read would return an event now: its incarnation, ts */
+int journal_peek(journal_t *j, int64_t *origin, int64_t *ts_us);
+/* 1 while the position is in an earlier start's file (or at its end) */
+int journal_reading_old(const journal_t *j);
+/* The writer stops reading (no record is being reserved or filled): the
+ * events from its position on stay for the next start; their number, each
+ * counted in per_hook[hook] (hook < kinds). Reads them, writes nothing. */
+size_t journal_leave(journal_t *j, uint64_t *per_hook, size_t kinds);
+/* A copy is written: freed, and its record's space may go. */
 void journal_release(event_t *ev);
-/* The writer thread, between batches: each sealed segment still in
- * memory that the journal thread wrote to its disk file, and none of whose
- * events the writer has taken yet (seq above taken_seq, queue_taken_seq:
- * the writer writes into the events it takes, and only into those), is
- * mapped from its disk file in its place (journal_ram.c); a sealed segment
- * made on disk only is mapped afresh, once. */
-void journal_tidy(journal_t *j, uint64_t taken_seq);
+/* A copy freed, its record not written: it stays for the next start. */
+void journal_forget(event_t *ev);
+/* Each sealed segment still in memory that the copy thread wrote to its
+ * disk file is mapped from that file in its place (journal_ram.c): the
+ * memory file goes; a sealed segment made on disk only is mapped afresh,
+ * once. Nothing in them changes: the writer only reads. */
+void journal_tidy(journal_t *j);
 /* the incarnation of the events this journal takes (not of earlier starts') */
 int64_t journal_incarnation(const journal_t *j);
 /* Records reserved and not yet committed. */
 uint64_t journal_busy(const journal_t *j);
 
-/* The events of earlier starts' files, oldest first, linked (once; then
- * NULL): *n of them, *bytes in all, the last in *tail. They go to the
- * queue before any new event (queue_attach_journal). */
-event_t *journal_take_recovered(journal_t *j, size_t *n, size_t *bytes, event_t **tail);
-/* The incarnation a journal event was recorded in. */
+/* The number of events in earlier starts' files, and their bytes (once;
+ * then 0): queued before any new one (queue_attach_journal). */
+size_t journal_take_recovered(journal_t *j, size_t *bytes);
+/* The incarnation of the events of a copy journal_read made. */
 int64_t journal_event_incarnation(const event_t *ev);
 
 void journal_get_stats(journal_t *j, journal_stats_t *st);

@@ -348,9 +348,8 @@ static void bulk_segments(journal_t *j)
             todo[n++] = s;
         }
     pthread_mutex_unlock(&j->mu);
-    /* oldest first; one not ready yet (a record still being written, or
-     * its last event taken by the writer: it stays in memory until
-     * written) does not hold up the others */
+    /* oldest first; one not ready yet (a record still being written) does
+     * not hold up the others */
     for (i = n - 1; i >= 0; i--) {
         (void)ram_bulk(todo[i]);
         pthread_mutex_lock(&j->mu);
@@ -407,9 +406,10 @@ void *journal_main(void *arg)
         int want;
         int64_t now = mono_us();
 
-        /* sealed segments whose every event is written */
+        /* sealed segments read past, whose every event is written */
         while ((s = *pp) != NULL) {
-            if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0 && !s->syncing && !s->tidying) {
+            if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0 &&
+                __atomic_load_n(&s->passed, __ATOMIC_ACQUIRE) && !s->syncing && !s->tidying) {
                 *pp = s->next;
                 s->next = dead;
                 dead = s;

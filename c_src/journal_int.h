@@ -15,6 +15,7 @@
 #include "deadline.h"
 #include "journal.h"
 #include "record.h"
+#include "recover.h"
 
 #define SPARES 2                 /* segments kept ready ahead of the hook path */
 #define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
@@ -28,7 +29,10 @@
 #define RETRY_US 1000000         /* after a segment could not be made */
 
 typedef struct jseg {
-    struct jseg *next;
+    struct jseg *next;           /* in its list (spares, sealed), under mu */
+    struct jseg *after;          /* the segment read after it: set before it is sealed (the
+                                  * hook that seals it), or at open (earlier starts' files) */
+    int passed;                  /* atomic: the writer read past it (it may go once written) */
     unsigned char *base;
     size_t cap;
     size_t used;                 /* hook path, under the queue lock; read as a hint */
@@ -87,10 +91,16 @@ struct journal {
     uint64_t disk_bytes, nsegs, syncs;
     uint64_t old_bytes;          /* of earlier starts' files still on disk */
     uint64_t corrupt, unreadable;   /* in earlier starts' files (at open) */
-    event_t *old_head, *old_tail;   /* their events, until journal_take_recovered */
     char old_error[256];         /* why one of them could not be read */
-    size_t old_n, old_ev_bytes;
+    size_t old_n, old_ev_bytes;  /* their events, until journal_take_recovered */
     uint64_t recovered;          /* events in them (at open) */
+    jseg_t *old_last;            /* the newest of them (its after: the first own segment) */
+
+    /* the writer's read position (journal_read): only the writer thread */
+    jseg_t *rd_seg;              /* the segment it reads */
+    size_t rd_pos;               /* ... the next record's offset (this start's segments) */
+    rec_reader_t rd;             /* ... its reader (an earlier start's file) */
+    const unsigned char *rd_rec; /* ... the record found there and not yet taken */
     int64_t last_sync_us;
     char error[256];
     char sync_error[256];        /* why the last sync failed ("" once one succeeds), or why a

@@ -152,24 +152,21 @@ int ram_sync(jseg_t *s, int sealed)
         return 0;   /* nothing new: an idle broker writes nothing */
     if (copy_out(s->fd, s->base, from, to) != 0 || fdatasync(s->fd) != 0)
         return -1;
+    (void)last;
     s->copied_end = to;
-    /* all but the last record copied are final as copied (its next is set
-     * only when the one after it is queued): the next copy starts at it */
-    __atomic_store_n(&s->copied, last, __ATOMIC_RELEASE);
+    /* committed records never change: the next copy starts after them */
+    __atomic_store_n(&s->copied, to, __ATOMIC_RELEASE);
     return 0;
 }
 
-/* The journal thread: a sealed segment whose every record is committed
- * and linked (the last one's next is set when the following segment's
- * first event is queued) is written whole to its disk file, which then
- * holds exactly what the memory file does until the writer touches one of
- * its events (journal_tidy decides by their seq). 1: done */
+/* The copy thread: a sealed segment whose every record is committed is
+ * written whole to its disk file, which then holds exactly what the
+ * memory file does (nothing in it changes any more). 1: done */
 int ram_bulk(jseg_t *s)
 {
-    size_t last, end = ram_committed(s, JOURNAL_SEG_HDR, &last);
-    const event_t *ev = (const event_t *)(const void *)(s->base + last + JOURNAL_HDR);
+    size_t last, end = ram_committed(s, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE), &last);
 
-    if (end != s->used || end == JOURNAL_SEG_HDR || !__atomic_load_n(&ev->next, __ATOMIC_ACQUIRE))
+    if (end != s->used || end == JOURNAL_SEG_HDR)
         return 0;
     /* what the sync thread copied before is unchanged since (above) */
     if (copy_out(s->fd, s->base, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE), s->used) != 0)
@@ -178,10 +175,9 @@ int ram_bulk(jseg_t *s)
     return 1;
 }
 
-/* The writer, for a segment ram_bulk wrote none of whose events it has
- * taken yet (so nothing in it changed since): its disk file takes the
- * memory file's place at the same address (the events' pointers stay
- * valid), and the memory file goes. 0, or -1: it stays in memory. */
+/* The writer, for a segment ram_bulk wrote: its disk file takes the
+ * memory file's place at the same address (the writer's position in it
+ * stays valid), and the memory file goes. 0, or -1: it stays in memory. */
 int ram_settle(journal_t *j, jseg_t *s)
 {
     int fd;

@@ -40,6 +40,16 @@ void queue_release(event_t *ev)
         free(ev);
 }
 
+int queue_leave(event_t *ev)
+{
+    if (ev->home == EV_JOURNAL) {
+        journal_forget(ev);
+        return 1;
+    }
+    free(ev);
+    return 0;
+}
+
 void queue_release_list(event_t *ev)
 {
     while (ev) {
@@ -74,7 +84,20 @@ int queue_full_hint(const queue_t *q)
            __atomic_load_n(&q->max_events, __ATOMIC_RELAXED);
 }
 
-/* links ev (its seq set) at the tail; the lock is held. 1: wake the writer */
+/* counts an event of `bytes` in; the lock is held. 1: wake the writer */
+static int count_in(queue_t *q, size_t bytes)
+{
+    __atomic_store_n(&q->count, q->count + 1, __ATOMIC_RELAXED);
+    q->bytes += bytes;
+    if (q->count > q->peak_count)
+        q->peak_count = q->count;
+    if (q->bytes > q->peak_bytes)
+        q->peak_bytes = q->bytes;
+    return q->count == q->wake_at;
+}
+
+/* links ev (in memory, its seq set) at the tail; the lock is held. 1:
+ * wake the writer */
 static int link_tail(queue_t *q, event_t *ev)
 {
     ev->next = NULL;
@@ -83,13 +106,9 @@ static int link_tail(queue_t *q, event_t *ev)
     else
         q->head = ev;
     q->tail = ev;
-    __atomic_store_n(&q->count, q->count + 1, __ATOMIC_RELAXED);
-    q->bytes += ev->bytes;
-    if (q->count > q->peak_count)
-        q->peak_count = q->count;
-    if (q->bytes > q->peak_bytes)
-        q->peak_bytes = q->bytes;
-    return q->count == q->wake_at;
+    if (q->j && !q->heap_after)
+        q->heap_after = ev;   /* written after the journal's events */
+    return count_in(q, ev->bytes);
 }
 
 /* a drop of an event of this hook: its number, counted; the lock is held */
@@ -119,6 +138,7 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
     event_layout_t lay;
     journal_t *j;
     event_t *ev;
+    uint32_t salt = 0;
     int wake, wake_journal = 0;
 
     if (event_layout(in, &lay) != 0) {
@@ -133,7 +153,7 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
         return 3;
     }
     j = q->j;
-    ev = j ? journal_reserve(j, lay.total, !(how & (ADD_IF_ROOM | ADD_LAST)), &wake_journal)
+    ev = j ? journal_reserve(j, lay.total, !(how & (ADD_IF_ROOM | ADD_LAST)), &wake_journal, &salt)
            : NULL;
     if (j && !ev) {
         /* no room (rare): the journal told under the queue lock, as once
@@ -150,16 +170,17 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
     if (ev) {
         *seq = ++q->last_seq;
         q->closed = how & ADD_LAST;
-        ev->home = EV_JOURNAL;  /* linked now, read by the writer once committed */
-        ev->seq = *seq;
-        ev->bytes = lay.total;
-        wake = link_tail(q, ev);
+        if (q->jcount++ == 0)
+            q->joldest_us = in->ts_us;
+        q->jbytes += lay.total;
+        wake = count_in(q, lay.total);
         pthread_mutex_unlock(&q->mu);
         if (wake_journal)
             journal_wake(j);   /* j stays open until the event is committed (journal_busy) */
         event_fill(ev, in, &lay);
+        ev->home = EV_JOURNAL;
         ev->seq = *seq;
-        journal_commit(j, ev);
+        journal_commit(j, ev, salt);
         if (wake)
             pthread_cond_signal(&q->cv);
         return 0;
@@ -244,68 +265,52 @@ int64_t queue_event_origin(const event_t *ev)
 
 void queue_attach_journal(queue_t *q, journal_t *j)
 {
-    size_t n, bytes;
-    event_t *tail, *old = journal_take_recovered(j, &n, &bytes, &tail);
+    size_t bytes, n = journal_take_recovered(j, &bytes);
+    int64_t ts = 0;
 
+    if (n)
+        (void)journal_peek(j, NULL, &ts);
     pthread_mutex_lock(&q->mu);
-    if (old) {
-        /* earlier starts' events: before anything queued */
-        tail->next = q->head;
-        if (!q->head)
-            q->tail = tail;
-        q->head = old;
-        __atomic_store_n(&q->count, q->count + n, __ATOMIC_RELAXED);
-        q->bytes += bytes;
-        if (q->count > q->peak_count)
-            q->peak_count = q->count;
-        if (q->bytes > q->peak_bytes)
-            q->peak_bytes = q->bytes;
-    }
+    /* earlier starts' events are read first (queue_pop), then what is in
+     * memory now, then the journal's new ones */
+    __atomic_store_n(&q->count, q->count + n, __ATOMIC_RELAXED);
+    q->bytes += bytes;
+    q->jcount = n;
+    q->jbytes = bytes;
+    q->joldest_us = ts;
+    q->heap_after = NULL;
+    if (q->count > q->peak_count)
+        q->peak_count = q->count;
+    if (q->bytes > q->peak_bytes)
+        q->peak_bytes = q->bytes;
     __atomic_store_n(&q->j, j, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&q->mu);
-    if (old)
+    if (n)
         pthread_cond_signal(&q->cv);
 }
 
-event_t *queue_detach_journal(queue_t *q, size_t *n)
+size_t queue_detach_journal(queue_t *q, uint64_t *per_hook)
 {
     journal_t *j;
-    event_t *ev, *next, *keep = NULL, *keep_tail = NULL, *out = NULL, *out_tail = NULL;
+    size_t n;
 
-    *n = 0;
     pthread_mutex_lock(&q->mu);
     j = q->j;
     __atomic_store_n(&q->j, NULL, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&q->mu);
     if (!j)
-        return NULL;
+        return 0;
     while (journal_busy(j))
         sched_yield();   /* a hook is copying its event: microseconds */
+    n = journal_leave(j, per_hook, EVENT_KINDS);   /* no lock: nothing else reads it */
     pthread_mutex_lock(&q->mu);
-    for (ev = q->head; ev; ev = next) {
-        next = ev->next;
-        ev->next = NULL;
-        if (ev->home == EV_JOURNAL) {
-            if (out_tail)
-                out_tail->next = ev;
-            else
-                out = ev;
-            out_tail = ev;
-            q->bytes -= ev->bytes;
-            (*n)++;
-        } else {
-            if (keep_tail)
-                keep_tail->next = ev;
-            else
-                keep = ev;
-            keep_tail = ev;
-        }
-    }
-    q->head = keep;
-    q->tail = keep_tail;
-    __atomic_store_n(&q->count, q->count - *n, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->count, q->count - q->jcount, __ATOMIC_RELAXED);
+    q->bytes -= q->jbytes;
+    q->jcount = q->jbytes = 0;
+    q->joldest_us = 0;
+    q->heap_after = NULL;
     pthread_mutex_unlock(&q->mu);
-    return out;
+    return n;
 }
 
 static int push(queue_t *q, event_t *ev, uint64_t *seq, int how)
@@ -356,16 +361,78 @@ static int ready_locked(const queue_t *q)
     return q->count >= q->wake_at || q->flush_req || q->stop;
 }
 
-/* The walk over the batch runs without the lock, so a hook never waits
- * for it: only the writer takes events off the head, and a hook links a
- * new tail with a release store after filling in what the walk reads
- * (bytes, home; a journal event's record is read once journal_ready). */
+/* where the next batch comes from; the lock is held */
+enum { FROM_NONE, FROM_HEAP, FROM_JOURNAL };
+
+static int source_locked(queue_t *q)
+{
+    if (q->jcount && journal_reading_old(q->j))
+        return FROM_JOURNAL;   /* earlier starts' events first */
+    if (q->head && q->head != q->heap_after)
+        return FROM_HEAP;      /* queued in memory before the journal's */
+    if (q->jcount)
+        return FROM_JOURNAL;
+    return q->head ? FROM_HEAP : FROM_NONE;
+}
+
+/* The events in memory: the walk runs without the lock, so a hook never
+ * waits for it: only the writer takes events off the head, and a hook
+ * links a new tail with a release store after filling it in. Up to the
+ * first queued after the journal's events, unless it is the head. */
+static event_t *pop_heap(queue_t *q, size_t max, size_t *n)
+{
+    event_t *first = q->head, *stop = first == q->heap_after ? NULL : q->heap_after;
+    event_t *last = NULL, *cur;
+    size_t k = 0, bytes = 0;
+
+    pthread_mutex_unlock(&q->mu);
+    for (cur = first; cur && cur != stop && k < max;
+         cur = __atomic_load_n(&cur->next, __ATOMIC_ACQUIRE)) {
+        last = cur;
+        bytes += cur->bytes;
+        k++;
+    }
+    pthread_mutex_lock(&q->mu);
+    if (first == q->heap_after)
+        q->heap_after = NULL;   /* the journal's events before it are read */
+    q->head = last->next;       /* hooks may have linked more since the walk */
+    last->next = NULL;
+    if (!q->head)
+        q->tail = NULL;
+    q->bytes -= bytes;
+    *n = k;
+    return first;
+}
+
+/* The journal's events, read as copies without the lock (only the writer
+ * reads the journal). 0 events: the first is still being written by its
+ * hook. */
+static event_t *pop_journal(queue_t *q, size_t max, size_t *n)
+{
+    journal_t *j = q->j;
+    event_t *first, *tail;
+    size_t bytes;
+    int64_t ts = 0;
+
+    pthread_mutex_unlock(&q->mu);
+    first = journal_read(j, max, POP_BYTES, n, &bytes, &tail);
+    if (first && !journal_peek(j, NULL, &ts))
+        ts = tail->ts_us;   /* the next is being written: none is older than this */
+    pthread_mutex_lock(&q->mu);
+    if (first) {
+        q->jcount -= *n;
+        q->jbytes -= bytes;
+        q->bytes -= bytes;
+        q->joldest_us = q->jcount ? ts : 0;
+    }
+    return first;
+}
+
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
 {
     struct timespec deadline;
-    event_t *first, *last, *cur;
-    size_t k, bytes;
-    int64_t origin = 0;
+    event_t *first = NULL;
+    size_t k = 0;
 
     deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&q->mu);
@@ -374,55 +441,23 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
             break;
     }
     for (;;) {
-        first = q->head;
-        pthread_mutex_unlock(&q->mu);
-        k = 0;
-        bytes = 0;
-        last = NULL;
-        /* a journal event is taken once its hook has finished writing it;
-         * a batch holds the events of one incarnation */
-        if (first && (first->home != EV_JOURNAL || journal_ready(first)))
-            origin = queue_event_origin(first);
-        for (cur = first; cur && k < max && (cur->home != EV_JOURNAL || journal_ready(cur)) &&
-                          queue_event_origin(cur) == origin;
-             cur = __atomic_load_n(&cur->next, __ATOMIC_ACQUIRE)) {
-            last = cur;
-            bytes += cur->bytes;
-            k++;
-        }
-        pthread_mutex_lock(&q->mu);
-        if (k || !first)
+        int from = source_locked(q);
+        if (from == FROM_NONE || max == 0)
+            break;
+        first = from == FROM_HEAP ? pop_heap(q, max, &k) : pop_journal(q, max, &k);
+        if (k)
             break;
         pthread_mutex_unlock(&q->mu);
         sched_yield();   /* the first is being written by its hook: microseconds */
         pthread_mutex_lock(&q->mu);
     }
-    if (last) {
-        if (last->home == EV_JOURNAL && q->j && origin == journal_incarnation(q->j))
-            q->taken_seq = last->seq;
-        q->head = last->next;   /* hooks may have linked more since the walk */
-        last->next = NULL;
-        q->bytes -= bytes;
-    }
-    if (!q->head) {
-        q->tail = NULL;
+    if (q->count == k)
         q->flush_req = 0;
-    }
     __atomic_store_n(&q->count, q->count - k, __ATOMIC_RELAXED);
     q->taken += k;
     pthread_mutex_unlock(&q->mu);
     *n = k;
     return k ? first : NULL;
-}
-
-uint64_t queue_taken_seq(queue_t *q)
-{
-    uint64_t seq;
-
-    pthread_mutex_lock(&q->mu);
-    seq = q->taken_seq;
-    pthread_mutex_unlock(&q->mu);
-    return seq;
 }
 
 int queue_ready(queue_t *q)
@@ -437,14 +472,20 @@ int queue_ready(queue_t *q)
 
 int queue_ready_from(queue_t *q, int64_t origin)
 {
-    int ready;
+    journal_t *j;
+    int64_t first;
+    int from = FROM_NONE;
 
     pthread_mutex_lock(&q->mu);
-    /* the head is stable: only the writer takes it */
-    ready = ready_locked(q) && q->head && (q->head->home != EV_JOURNAL || journal_ready(q->head)) &&
-            queue_event_origin(q->head) == origin;
+    if (ready_locked(q))
+        from = source_locked(q);
+    j = q->j;
     pthread_mutex_unlock(&q->mu);
-    return ready;
+    /* the head in memory is stable (only the writer takes it); the
+     * journal's position is the writer's own, read without the lock */
+    if (from == FROM_HEAP)
+        return origin == 0;
+    return from == FROM_JOURNAL && journal_peek(j, &first, NULL) && first == origin;
 }
 
 void queue_settled(queue_t *q)
@@ -481,6 +522,8 @@ void queue_get_stats(queue_t *q, queue_stats_t *st)
     st->last_seq = q->last_seq;
     st->dropped = q->dropped;
     st->oldest_us = q->head ? q->head->ts_us : 0;
+    if (q->jcount && (!st->oldest_us || q->joldest_us < st->oldest_us))
+        st->oldest_us = q->joldest_us;
     pthread_mutex_unlock(&q->mu);
 }
 

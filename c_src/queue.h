@@ -1,6 +1,7 @@
-/* queue.h - the queue between the hook path and the writer thread: a
- * list of events that live in the journal (journal.h: on disk, bounded by
- * its files) or, without one, in memory (bounded by max_events/max_bytes).
+/* queue.h - the queue between the hook path and the writer thread: the
+ * events in the journal (journal.h: on disk, bounded by its files, read by
+ * the writer in order from there) or, without one, a list in memory
+ * (bounded by max_events/max_bytes).
  *
  * Scheduler threads push (never wait: a full queue is a counted drop);
  * the writer thread pops batches. Sequence numbers are assigned under the
@@ -33,15 +34,19 @@ typedef struct drop_ledger {
 typedef struct queue {
     pthread_mutex_t mu;
     pthread_cond_t cv;         /* the writer waits here */
-    event_t *head, *tail;
-    size_t count, bytes;
+    event_t *head, *tail;      /* the events in memory */
+    event_t *heap_after;       /* the first of them queued after the journal's events
+                                * (a stop's row the journal had no room for): taken
+                                * once those are read */
+    size_t count, bytes;       /* all queued: in memory and in the journal */
+    size_t jcount, jbytes;     /* ... of them in the journal, not yet read */
+    int64_t joldest_us;        /* ts of the first of those (writer: at least as old) */
     size_t taken;              /* popped, not yet settled by the writer (see queue_settled) */
     size_t max_events, max_bytes;
     size_t wake_at;            /* signal the writer at this many events */
     size_t peak_count, peak_bytes;
     uint64_t last_seq;         /* the last sequence number handed out */
     uint64_t dropped;          /* events refused because the queue was full */
-    uint64_t taken_seq;        /* the last popped event of the journal's own incarnation */
     journal_t *j;              /* events go here when set (atomic read) */
     int flush_req;             /* write what is queued now */
     int stop;
@@ -75,18 +80,19 @@ void queue_open(queue_t *q);
  * it took over (journal_take_recovered) go before anything queued. */
 void queue_attach_journal(queue_t *q, journal_t *j);
 /* Events stop going to the journal; waits for those being written into
- * it, then takes the journal's events out of the queue (they stay on disk
- * for the next start) and returns them; *n: their number. The list must
- * not be freed: only forgotten. Events in memory stay queued. It walks
- * the queue under its lock: the writer calls it at its end, once it has
- * taken everything queued (a stop past its deadline takes the backlog
- * with queue_pop, which walks without the lock). */
-event_t *queue_detach_journal(queue_t *q, size_t *n);
+ * it; the journal's events not yet read leave the queue (they stay on
+ * disk for the next start): their number, each counted in
+ * per_hook[hook] (EVENT_KINDS of them; may be NULL). Events in memory stay
+ * queued. The writer thread only; no lock is held while it counts. */
+size_t queue_detach_journal(queue_t *q, uint64_t *per_hook);
 /* The writer is done with ev (written or dead-lettered): a journal
- * record is marked written and its space may go, an event in memory is
- * freed. The _list form follows the next links. */
+ * event's space may go, an event in memory is freed. The _list form
+ * follows the next links. */
 void queue_release(event_t *ev);
 void queue_release_list(event_t *ev);
+/* The writer leaves ev unwritten at a stop: an event in memory is lost
+ * (freed), a journal event stays on disk for the next start. 1: it stays */
+int queue_leave(event_t *ev);
 /* Takes ev and gives it the next sequence number: 0. Queue full: ev is not
  * taken (the caller frees it), the drop is counted and consumes a number: 1. */
 int queue_push(queue_t *q, event_t *ev, uint64_t *seq);
@@ -100,14 +106,12 @@ int queue_take_drops(queue_t *q, drop_ledger_t *out);
 void queue_return_drops(queue_t *q, const drop_ledger_t *d);
 
 /* Writer side: waits until wake_at events are queued, a flush or stop is
- * asked, or timeout_ms passes; then detaches up to max events (in order,
- * all of one origin: queue_event_origin) and returns them as a list (NULL
- * when none). *n gets their count. */
+ * asked, or timeout_ms passes; then takes up to max events (in order, all
+ * of one origin: queue_event_origin; journal events read as copies, about
+ * POP_BYTES of them at most) and returns them as a list (NULL when none).
+ * *n gets their count. */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
-/* The seq of the last event queue_pop took of those the attached journal
- * records (not earlier starts'): the writer has written into no later one
- * (journal_tidy). */
-uint64_t queue_taken_seq(queue_t *q);
+#define POP_BYTES (32u << 20)
 /* The incarnation a journal event was recorded in (earlier starts' files
  * hold other incarnations'); 0 for an event in memory (this one's). */
 int64_t queue_event_origin(const event_t *ev);

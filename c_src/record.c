@@ -35,11 +35,6 @@ int record_is_written(const unsigned char *rec)
     return memcmp(rec, "VPGW", 4) == 0;
 }
 
-void record_mark_written(unsigned char *rec)
-{
-    memcpy(rec, "VPGW", 4);
-}
-
 uint32_t record_rsize(const unsigned char *rec)
 {
     return get32(rec + 12);

@@ -5,17 +5,18 @@
  *   "VPGH" | salt (BE u32) | 4 zero bytes | CRC-32C of the 12 before (BE u32)
  * the salt a random number of that segment's own. Then the records, each
  * 8-byte aligned:
- *   "VPGJ" | length (BE u32) | CRC-32C (BE u32) | size (BE u32) | 8 bytes | event_t
+ *   "VPGJ" | length (BE u32) | CRC-32C (BE u32) | size (BE u32) | 8 zero bytes | event_t
  * "length" is the event's bytes from seq on, which the CRC covers, its
  * register started from the salt (crc32c_seeded): bytes a client sent, in
  * a payload, cannot make a record that passes it, so recovery resumes after
  * a damaged record only at one that does. "size" is the whole record,
  * written when the space is taken (a record whose writer died can be
- * skipped); the magic is stored last (record_commit). The 8 bytes are only
- * meaningful in memory (the journal's segment). A record whose event is
- * written to PostgreSQL has the magic "VPGW" (record_mark_written).
+ * skipped); the magic is stored last (record_commit). Once committed a
+ * record is never written again: the writer reads it (a copy, journal.h)
+ * and what it has written is known outside the records.
  *
- * Files of earlier versions have no header (records from 0, CRCs from 0).
+ * Files of earlier versions have no header (records from 0, CRCs from 0),
+ * and may hold records marked written, with the magic "VPGW": skipped.
  * Knows nothing of queues, threads, erl_nif or libpq. */
 #ifndef VMQ_PGEV_RECORD_H
 #define VMQ_PGEV_RECORD_H
@@ -60,26 +61,11 @@ static inline uint32_t record_magic(void)
     return w;
 }
 
-/* The hook path's three (inline: they run on every hook call). The
- * record's size and the 8 in-memory bytes, when its space is taken: */
-static inline void record_begin(unsigned char *rec, uint32_t rsize, const void *seg)
+/* The hook path's two (inline: they run on every hook call). The
+ * record's size, when its space is taken: */
+static inline void record_begin(unsigned char *rec, uint32_t rsize)
 {
     put32(rec + 12, rsize);
-    memcpy(rec + 16, &seg, sizeof seg);
-}
-
-/* the segment of a record read back from a file (its 8 in-memory bytes) */
-static inline void record_set_seg(unsigned char *rec, const void *seg)
-{
-    memcpy(rec + 16, &seg, sizeof seg);
-}
-
-/* the segment record_begin (or record_set_seg) was given */
-static inline void *record_seg(const unsigned char *rec)
-{
-    void *seg;
-    memcpy(&seg, rec + 16, sizeof seg);
-    return seg;
 }
 
 /* length and CRC from salt, then the magic (a release store) */
@@ -95,17 +81,10 @@ static inline void record_commit(unsigned char *rec, uint32_t salt)
 
 /* record_commit of an earlier version's record: CRC from 0, stored plainly */
 void record_commit_unsalted(unsigned char *rec);
-/* 1 once committed and not marked written (an acquire load) */
-static inline int record_ready(const unsigned char *rec)
-{
-    return __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE) == record_magic();
-}
-
-/* 1 once committed, written or not (an acquire load) */
+/* 1 once committed (an acquire load) */
 static inline int record_committed(const unsigned char *rec)
 {
-    uint32_t m = __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE);
-    return m == record_magic() || memcmp(&m, "VPGW", 4) == 0;
+    return __atomic_load_n((const uint32_t *)(const void *)rec, __ATOMIC_ACQUIRE) == record_magic();
 }
 
 /* "VPGJ" or "VPGW" at p: where a record may start (recovery's resync in
@@ -115,8 +94,8 @@ static inline int record_magic_at(const unsigned char *p)
     return memcmp(p, "VPGJ", 4) == 0 || memcmp(p, "VPGW", 4) == 0;
 }
 
+/* an earlier version's record marked written ("VPGW") */
 int record_is_written(const unsigned char *rec);
-void record_mark_written(unsigned char *rec);
 uint32_t record_rsize(const unsigned char *rec);
 /* the record at rec (rsize bytes, all readable) is whole and its CRC from
  * salt holds, its event checks (event_check); salted 0: CRC from 0 and

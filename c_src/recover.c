@@ -49,50 +49,39 @@ static int all_zero(const unsigned char *p, size_t n)
     return 1;
 }
 
-/* a file of an earlier version (no segment header, CRCs from 0): after a
- * damaged size, on to the next 8-byte-aligned magic */
-static void recover_unsalted(unsigned char *base, size_t size, event_t **head, event_t **tail,
-                             uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
+/* A file of an earlier version (no segment header, CRCs from 0): after a
+ * damaged size, on to the next 8-byte-aligned magic. */
+static const unsigned char *next_unsalted(rec_reader_t *r, uint64_t *corrupt)
 {
-    size_t pos = 0;
-
-    while (pos + JOURNAL_HDR <= size) {
-        unsigned char *rec = base + pos;
+    while (r->pos + JOURNAL_HDR <= r->size) {
+        const unsigned char *rec = r->base + r->pos;
         uint32_t rsize = record_rsize(rec);
-        event_t *ev;
 
         if (all_zero(rec, 16)) {
             /* unused space, or pages a power loss took: data after it? */
-            while (pos + 8 <= size && all_zero(base + pos, 8))
-                pos += 8;
-            if (pos + 8 <= size)
+            while (r->pos + 8 <= r->size && all_zero(r->base + r->pos, 8))
+                r->pos += 8;
+            if (r->pos + 8 <= r->size)
                 (*corrupt)++;
             continue;
         }
-        if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > size - pos) {
+        if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > r->size - r->pos) {
             /* damaged: on to the next record's magic */
             (*corrupt)++;
-            for (pos += 8; pos + 4 <= size && !record_magic_at(base + pos); pos += 8)
+            for (r->pos += 8; r->pos + 4 <= r->size && !record_magic_at(r->base + r->pos); r->pos += 8)
                 ;
             continue;
         }
-        pos += rsize;
+        r->pos += rsize;
         if (record_is_written(rec))
-            continue;   /* written (journal_release) */
+            continue;   /* written (an earlier version marked it) */
         if (!record_ok(rec, rsize, 0, 0)) {
             (*corrupt)++;   /* its hook died while writing it, or damaged */
             continue;
         }
-        ev = record_event(rec);
-        ev->next = NULL;
-        if (*tail)
-            (*tail)->next = ev;
-        else
-            *head = ev;
-        *tail = ev;
-        (*count)++;
-        *bytes += ev->bytes;
+        return rec;
     }
+    return NULL;
 }
 
 /* A segment with a header (record.h): a record's size is followed only
@@ -101,61 +90,68 @@ static void recover_unsalted(unsigned char *base, size_t size, event_t **head, e
  * goes on in 8-byte steps to the next record that does: the bytes in
  * between, a payload among them, are never taken for a record, as
  * without the salt they cannot make a CRC that holds. */
-static void recover_salted(unsigned char *base, size_t size, uint32_t salt, event_t **head,
-                           event_t **tail, uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
+static const unsigned char *next_salted(rec_reader_t *r, uint64_t *corrupt)
 {
-    size_t pos = JOURNAL_SEG_HDR;
-    int lost = 0;   /* 1: past a damaged record, looking for the next good one */
-
-    while (pos + JOURNAL_HDR <= size) {
-        unsigned char *rec = base + pos;
+    while (r->pos + JOURNAL_HDR <= r->size) {
+        const unsigned char *rec = r->base + r->pos;
         uint32_t rsize = record_rsize(rec);
-        event_t *ev;
 
         if (all_zero(rec, 16)) {
             /* unused space, or pages a power loss took: data after it? */
-            while (pos + 8 <= size && all_zero(base + pos, 8))
-                pos += 8;
-            if (pos + 8 <= size && !lost) {
+            while (r->pos + 8 <= r->size && all_zero(r->base + r->pos, 8))
+                r->pos += 8;
+            if (r->pos + 8 <= r->size && !r->lost) {
                 (*corrupt)++;
-                lost = 1;
+                r->lost = 1;
             }
             continue;
         }
-        if (rsize > size - pos || !record_ok(rec, rsize, salt, 1)) {
-            if (!lost)
+        if (rsize > r->size - r->pos || !record_ok(rec, rsize, r->salt, 1)) {
+            if (!r->lost)
                 (*corrupt)++;
-            lost = 1;
-            pos += 8;
+            r->lost = 1;
+            r->pos += 8;
             continue;
         }
-        lost = 0;
-        pos += rsize;
+        r->lost = 0;
+        r->pos += rsize;
         if (record_is_written(rec))
-            continue;   /* written (journal_release) */
-        ev = record_event(rec);
-        ev->next = NULL;
-        if (*tail)
-            (*tail)->next = ev;
-        else
-            *head = ev;
-        *tail = ev;
-        (*count)++;
-        *bytes += ev->bytes;
+            continue;   /* written (an earlier version marked it) */
+        return rec;
     }
+    return NULL;
 }
 
-void recover_records(unsigned char *base, size_t size, event_t **head, event_t **tail,
-                     uint64_t *count, uint64_t *bytes, uint64_t *corrupt)
+void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size)
 {
-    *head = *tail = NULL;
-    *count = *bytes = 0;
-    uint32_t salt;
+    memset(r, 0, sizeof *r);
+    r->base = base;
+    r->size = size;
+    r->salted = record_seg_salt(base, size, &r->salt);
+    r->pos = r->salted ? JOURNAL_SEG_HDR : 0;
+}
 
-    if (record_seg_salt(base, size, &salt))
-        recover_salted(base, size, salt, head, tail, count, bytes, corrupt);
-    else
-        recover_unsalted(base, size, head, tail, count, bytes, corrupt);
+const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
+{
+    uint64_t ignored = 0;
+
+    if (!corrupt)
+        corrupt = &ignored;
+    return r->salted ? next_salted(r, corrupt) : next_unsalted(r, corrupt);
+}
+
+void recover_records(const unsigned char *base, size_t size, uint64_t *count, uint64_t *bytes,
+                     uint64_t *corrupt)
+{
+    rec_reader_t r;
+    const unsigned char *rec;
+
+    *count = *bytes = 0;
+    recover_reader(&r, base, size);
+    while ((rec = recover_next(&r, corrupt)) != NULL) {
+        (*count)++;
+        *bytes += record_event((unsigned char *)rec)->bytes;
+    }
 }
 
 /* journal-<incarnation>-<epoch>-<number>.dat; 0 when name is one */
@@ -288,7 +284,7 @@ static int convert_spool(const char *dir, const char *spool, int64_t inc, uint64
             continue;
         }
         ev->home = EV_JOURNAL;
-        record_begin(rec, (uint32_t)need, NULL);
+        record_begin(rec, (uint32_t)need);
         record_commit_unsalted(rec);
         if (write_all(fd, rec, need) != 0) {
             snprintf(err, errlen, "cannot write %s: %s", out, strerror(errno));
@@ -396,21 +392,21 @@ recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreada
         }
         snprintf(r->path, sizeof r->path, "%.3900s/%s", dir, files[i].name);
         r->incarnation = files[i].inc;
-        r->fd = open(r->path, O_RDWR | O_CLOEXEC);
+        r->fd = open(r->path, O_RDONLY | O_CLOEXEC);
         if (r->fd < 0 || fstat(r->fd, &st) != 0) {
             snprintf(err, errlen, "cannot open %s: %s", r->path, strerror(errno));
             goto unreadable;
         }
         r->size = (size_t)st.st_size;
         if (r->size >= JOURNAL_HDR) {
-            r->base = mmap(NULL, r->size, PROT_READ | PROT_WRITE, MAP_SHARED, r->fd, 0);
+            r->base = mmap(NULL, r->size, PROT_READ, MAP_SHARED, r->fd, 0);
             if (r->base == MAP_FAILED) {
                 r->base = NULL;
                 snprintf(err, errlen, "cannot map %s: %s", r->path, strerror(errno));
                 goto unreadable;
             }
             madvise(r->base, r->size, MADV_SEQUENTIAL);
-            recover_records(r->base, r->size, &r->head, &r->tail, &r->count, &r->bytes, corrupt);
+            recover_records(r->base, r->size, &r->count, &r->bytes, corrupt);
         }
         if (!r->count) {
             /* nothing in it to write */

@@ -1,19 +1,21 @@
 /* recover.h - the files an earlier start left in the spool directory,
  * made ready for the journal to take over (journal_open): its events are
- * written before any new one, from the files themselves, and each file is
- * removed once all its events are written (journal.c).
+ * written before any new one, read from the files themselves (never
+ * written), and each file is removed once all its events are written
+ * (journal.c).
  *
  * - Journal files, journal-<incarnation>-<epoch>-<number>.dat (records in
- *   record.h), of any incarnation: mapped shared and read-write, their
- *   valid records linked into one list in place (no copy).
+ *   record.h), of any incarnation: mapped shared and read-only; their
+ *   valid records are counted here and read in order by the journal
+ *   (recover_next).
  * - The spool files of versions before the one log, spool-<incarnation>.dat
  *   (records "VPGS" | length | CRC-32 | event bytes): each is converted
  *   once into a journal file journal-<incarnation>-0-0.dat (epoch 0, before
  *   any of that incarnation's own), synced, then removed. A conversion
  *   interrupted by a crash is simply done again at the next start.
  *
- * Oldest first: by incarnation, then epoch and number. Records marked
- * written (journal_release) are skipped. A damaged record
+ * Oldest first: by incarnation, then epoch and number. Records an earlier
+ * version marked written ("VPGW") are skipped. A damaged record
  * (bad magic, size or checksum, fields that do not fit, or one whose hook
  * died while writing it) is counted and skipped; the records after it are
  * kept. In a file with a segment header (record.h) reading resumes after
@@ -36,10 +38,9 @@ typedef struct recovered {
     struct recovered *next;
     int64_t incarnation;
     int fd;
-    unsigned char *base;   /* mapped shared, read-write */
+    unsigned char *base;   /* mapped shared, read-only */
     size_t size;
-    event_t *head, *tail;  /* its valid events, in order, linked in place */
-    uint64_t count, bytes;
+    uint64_t count, bytes; /* its valid events */
     char path[4096];
 } recovered_t;
 
@@ -49,11 +50,23 @@ typedef struct recovered {
 recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreadable,
                            char *err, size_t errlen);
 
-/* A journal file's bytes: its valid events linked in place (the record
- * bytes outside the CRC, the links, are written), damaged ones counted.
- * Exposed for the fuzz harness. */
-void recover_records(unsigned char *base, size_t size, event_t **head, event_t **tail,
-                     uint64_t *count, uint64_t *bytes, uint64_t *corrupt);
+/* A reader of a journal file's valid records, in order. */
+typedef struct rec_reader {
+    const unsigned char *base;
+    size_t size, pos;
+    uint32_t salt;
+    int salted;            /* the file has a segment header */
+    int lost;              /* past a damaged record, looking for the next good one */
+} rec_reader_t;
+
+void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size);
+/* The next valid record not marked written, NULL at the end; *corrupt
+ * (when not NULL) += the damaged records passed. Reads only. */
+const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt);
+/* A journal file's valid events: their number and bytes; damaged ones
+ * counted. Exposed for the fuzz harness. */
+void recover_records(const unsigned char *base, size_t size, uint64_t *count, uint64_t *bytes,
+                     uint64_t *corrupt);
 
 /* CRC-32 (the spool files' checksum; zlib's polynomial) */
 uint32_t crc32_buf(uint32_t crc, const void *p, size_t n);

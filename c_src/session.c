@@ -67,7 +67,7 @@ static void pause_ms(writer_t *w, int ms)
         struct timespec until;
         int64_t left = end - mono_ms(), stop;
         if (w->j)
-            journal_tidy(w->j, queue_taken_seq(w->q));
+            journal_tidy(w->j);
         if (w->io.tick)
             (void)w->io.tick(w->io.ctx);
         if (left <= 0)

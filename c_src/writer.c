@@ -118,33 +118,53 @@ static int writer_io_tick(void *ctx)
     return 0;
 }
 
+/* journal events left for the next start: counted (per_hook: of each hook) */
+static void count_left(writer_t *w, size_t left, const uint64_t *per_hook)
+{
+    int i;
+
+    pthread_mutex_lock(&w->smu);
+    for (i = 0; i < EVENT_KINDS; i++)
+        w->st.spooled_hook[i] += per_hook[i];
+    w->st.spooled += left;
+    w->st.spooled_at_stop += left;
+    w->st.journal_left += left;
+    pthread_mutex_unlock(&w->smu);
+}
+
 /* At a stop past its deadline: journal events stay on disk (not released:
  * the next start takes their files over), the others are discarded. Both
  * counted. */
 static void leave_or_discard(writer_t *w, event_t *list, size_t n)
 {
+    uint64_t per_hook[EVENT_KINDS] = {0};
     event_t *ev, *next;
     size_t i, left = 0, gone = 0;
 
     for (ev = list, i = 0; ev && i < n; ev = next, i++) {
+        int hook = ev->hook;
         next = ev->next;
-        if (ev->home == EV_JOURNAL) {
-            pthread_mutex_lock(&w->smu);
-            w->st.spooled_hook[ev->hook]++;
-            pthread_mutex_unlock(&w->smu);
+        if (queue_leave(ev)) {
+            per_hook[hook]++;
             left++;
-            continue;   /* not released: its record stays */
+        } else {
+            gone++;
         }
-        ev->next = NULL;
-        queue_release(ev);
-        gone++;
     }
+    count_left(w, left, per_hook);
     pthread_mutex_lock(&w->smu);
-    w->st.spooled += left;
-    w->st.spooled_at_stop += left;
-    w->st.journal_left += left;
     w->st.discarded_at_stop += gone;
     pthread_mutex_unlock(&w->smu);
+}
+
+/* the journal's events not yet read stay for the next start: counted */
+static size_t leave_journal(writer_t *w)
+{
+    uint64_t per_hook[EVENT_KINDS] = {0};
+    size_t n = queue_detach_journal(w->q, per_hook);
+
+    count_left(w, n, per_hook);
+    return n;
 }
 
 /* events go to the journal from now on, after those of the files earlier
@@ -173,15 +193,13 @@ static void open_journal(writer_t *w)
 /* at the end: what the journal still holds stays on disk for the next start */
 static void close_journal(writer_t *w)
 {
-    event_t *left;
     size_t n;
     journal_t *j = w->j;
 
     if (!j)
         return;
-    left = queue_detach_journal(w->q, &n);
+    n = leave_journal(w);
     if (n) {
-        leave_or_discard(w, left, n);
         w_log(w, WLOG_WARNING, "%zu events stay in the journal in %s: written at the next start",
               n, w->spool_dir);
     }
@@ -244,7 +262,7 @@ static void log_start(writer_t *w)
               "directly", js.ram_error, w->spool_dir);
     if (w->recovered_n)
         w_log(w, WLOG_INFO, "%llu events in %s from earlier starts (%llu bytes of files): "
-              "written first", (unsigned long long)w->recovered_n, w->spool_dir,
+              "written first, but for those the table has already", (unsigned long long)w->recovered_n, w->spool_dir,
               (unsigned long long)js.old_bytes);
     if (js.corrupt)
         w_log(w, WLOG_ERROR, "%s: %llu damaged record(s) in earlier starts' files skipped; "
@@ -274,6 +292,7 @@ static void stop_now(writer_t *w, event_t *batch, size_t n)
     left0 = w->st.journal_left;
     pthread_mutex_unlock(&w->smu);
     leave_or_discard(w, batch, n);
+    rest += leave_journal(w);   /* the journal's, uncopied */
     while ((list = queue_pop(w->q, SIZE_MAX, 0, &k)) != NULL) {
         rest += k;
         leave_or_discard(w, list, k);
@@ -316,7 +335,7 @@ static void *writer_main(void *arg)
 
         tell(w);
         if (w->j)
-            journal_tidy(w->j, queue_taken_seq(w->q));   /* sealed segments from memory to their disk files */
+            journal_tidy(w->j);   /* sealed segments from memory to their disk files */
         if (w_upkeeps(w) && w->conn && mono_ms() >= w->upkeep_at_ms &&
             !stopping)
             (void)w_upkeep(w, 0, 0);

@@ -121,15 +121,16 @@ payloads(From, To) ->
 %% (Bin) and each record's offset in it
 stopped_with_100(T) ->
     pgev_app:start(T, [{stop_timeout_ms, 200}]),
-    pgev_app:flush(),           %% the start's rows written (marked so in the file)
+    pgev_app:flush(),           %% the start's row written (it stays in the file)
     pgev_pg:stop(),
     publish(1, 100),
     pgev_app:stop(),
     [File] = filelib:wildcard(filename:join(pgev_app:spool_dir(T), "journal-*.dat")),
     {ok, Bin} = file:read_file(File),
     Recs = [Pos || {Pos, 4} <- binary:matches(Bin, <<"VPGJ">>), Pos rem 8 =:= 0],
-    ?assertEqual(101, length(Recs)),   %% the 100 and the stop's row, last
-    {File, Bin, lists:sublist(Recs, 100)}.
+    %% the start's row (written, first), the 100 and the stop's row, last
+    ?assertEqual(102, length(Recs)),
+    {File, Bin, lists:sublist(Recs, 2, 100)}.
 
 flip(Bin, At) ->
     <<Head:At/binary, B, Tail/binary>> = Bin,
@@ -152,8 +153,11 @@ damaged_journal_test_() ->
             ?assertNot(filelib:is_file(File)),                  %% written: gone
             Logs = pgev_app:captured_logs(),
             ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"damaged">>) =/= nomatch]),
-            %% (the 99 and the stop's row)
-            ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"100 events">>) =/= nomatch])
+            %% (the start's row, which the table has and is not written
+            %% again, the 99 and the stop's row)
+            ?assertMatch([_], [L || L <- Logs, binary:match(L, <<"101 events">>) =/= nomatch]),
+            %% one start row each of the two starts
+            ?assertEqual(2, scalar("SELECT count(*) FROM " ++ T ++ " WHERE hook = 'pgevents_start'"))
         after
             read_back_done()
         end

@@ -267,27 +267,38 @@ static void remove_journal_dir(void)
     rmdir(journal_dir);
 }
 
+/* every record a reader of base returns is a whole event within it, as
+ * many as recover_records counted */
+static void check_records(const unsigned char *base, size_t n)
+{
+    rec_reader_t rd;
+    const unsigned char *rec;
+    uint64_t count, bytes, corrupt = 0;
+
+    recover_records(base, n, &count, &bytes, &corrupt);
+    recover_reader(&rd, base, n);
+    while ((rec = recover_next(&rd, NULL)) != NULL) {
+        check_recovered_event(record_event((unsigned char *)rec), base, n);
+        count--;
+    }
+    REQUIRE(count == 0);
+}
+
 static void check_journal_file(const uint8_t *d, size_t n)
 {
     char path[128], err[256];
     unsigned char *copy;
     recovered_t *r, *next;
-    event_t *head, *tail, *ev;
-    uint64_t count, bytes, corrupt = 0, unreadable = 0;
+    uint64_t corrupt = 0, unreadable = 0;
     FILE *f;
 
     if (n < JOURNAL_HDR)
         return;
-    /* in memory: the records linked in place */
+    /* in memory (aligned, as a mapping is) */
     copy = malloc(n);
     if (copy) {
         memcpy(copy, d, n);
-        recover_records(copy, n, &head, &tail, &count, &bytes, &corrupt);
-        for (ev = head; ev; ev = ev->next) {
-            check_recovered_event(ev, copy, n);
-            count--;
-        }
-        REQUIRE(count == 0);
+        check_records(copy, n);
         free(copy);
     }
     /* on disk: as a journal file and as a spool file (converted) */
@@ -314,8 +325,7 @@ static void check_journal_file(const uint8_t *d, size_t n)
     for (; r; r = next) {
         next = r->next;
         REQUIRE(r->incarnation == 1 || r->incarnation == 2);
-        for (ev = r->head; ev; ev = ev->next)
-            check_recovered_event(ev, r->base, r->size);
+        check_records(r->base, r->size);
         munmap(r->base, r->size);
         close(r->fd);
         unlink(r->path);
