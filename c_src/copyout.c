@@ -161,6 +161,16 @@ static void count_written(writer_t *w, const event_t *list, size_t n)
     pthread_mutex_unlock(&w->smu);
 }
 
+/* n events were in the table already, written by an earlier start (read
+ * again from its journal files) and counted there; rest: what follows */
+static void count_skipped(writer_t *w, const event_t *rest, size_t n)
+{
+    pthread_mutex_lock(&w->smu);
+    w->st.inflight -= n;
+    w->st.inflight_oldest_us = rest ? rest->ts_us : 0;
+    pthread_mutex_unlock(&w->smu);
+}
+
 /* A row PostgreSQL refused (err, its SQLSTATE state): kept in <table>_dead
  * with the error, counted, logged (seq, hook and the error; never the
  * row's values). W_OK: kept, or kept already by an earlier try whose
@@ -358,17 +368,24 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
 
         if (w->resume_check) {
             uint64_t max_seq;
-            size_t skip = 0;
+            size_t skip = 0, mine = 0;
             event_t *ev;
+            int tried = w->tried_inc == w->copy.incarnation;
             if (w_resume_point(w, w->copy.incarnation, batch, &max_seq) < 0)
                 return batch;
-            for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next)
+            for (ev = batch; ev && ev->seq <= max_seq; ev = ev->next) {
                 skip++;
+                mine += tried && ev->seq <= w->tried_seq;
+            }
             if (skip) {
-                /* committed already (the answer to the COMMIT was lost, or
-                 * an earlier start wrote them before it stopped) */
-                count_written(w, batch, skip);
+                /* committed already: the answer to a COMMIT of ours was
+                 * lost (counted as written now), or an earlier start
+                 * wrote them before it stopped (read again from its
+                 * journal files; counted by it) */
+                if (mine)
+                    count_written(w, batch, mine);
                 batch = drop_front(batch, skip);
+                count_skipped(w, batch, skip - mine);
                 *n -= skip;
                 continue;
             }
@@ -376,7 +393,13 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             w->checked_inc = w->copy.incarnation;
         }
         t0 = wall_us();
+        last = NULL;
         rc = copy_send(w, batch, k, NULL, &last, err, sizeof err);
+        if (last) {
+            /* sent: it may be committed though no answer comes */
+            w->tried_inc = w->copy.incarnation;
+            w->tried_seq = last->seq;
+        }
         if (rc == W_OK) {
             if (k == *n)
                 fetched = prefetch(w, batch, n, last);

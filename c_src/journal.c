@@ -417,7 +417,7 @@ static void take_record(journal_t *j, const unsigned char *rec)
 }
 
 event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, size_t *bytes,
-                      event_t **tail)
+                      event_t **tail, int *nomem)
 {
     event_t *head = NULL, *last = NULL;
     const unsigned char *rec;
@@ -425,6 +425,7 @@ event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, siz
     int old = journal_reading_old(j);
 
     *n = *bytes = 0;
+    *nomem = 0;
     while (*n < max && (*n == 0 || *bytes < max_bytes) && (rec = next_record(j)) != NULL) {
         const event_t *ev = record_event((unsigned char *)rec);
         jseg_t *s = j->rd_seg;
@@ -435,8 +436,10 @@ event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, siz
         if (s->recovered != old || (*n && s->incarnation != origin))
             break;   /* a batch is of one incarnation, and of earlier starts' files or not */
         m = malloc(sizeof s + len);
-        if (!m)
-            break;   /* tried again at the next read */
+        if (!m) {
+            *nomem = 1;   /* the record stays: read again */
+            break;
+        }
         memcpy(m, &s, sizeof s);   /* journal_release finds the segment */
         copy = (event_t *)(void *)(m + sizeof s);
         memcpy(copy, ev, len);
@@ -507,49 +510,6 @@ void journal_release(event_t *ev)
 void journal_forget(event_t *ev)
 {
     free((unsigned char *)ev - sizeof(jseg_t *));
-}
-
-/* a sealed segment journal_tidy has work for (mu held) */
-static int untidy(const jseg_t *s)
-{
-    if (s->tidying || __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0)
-        return 0;
-    if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0)
-        return !s->recovered && !s->remapped;
-    return __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE);
-}
-
-void journal_tidy(journal_t *j)
-{
-    for (;;) {
-        jseg_t *s;
-        int rc;
-
-        pthread_mutex_lock(&j->mu);
-        for (s = j->sealed; s; s = s->next)
-            if (untidy(s))
-                break;
-        if (s)
-            s->tidying = 1;
-        pthread_mutex_unlock(&j->mu);
-        if (!s)
-            return;
-        if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0) {
-            rc = ram_settle(j, s);
-        } else {
-            /* made on disk only: the hooks wrote into it through the
-             * mapping; mapped afresh (the same file, so nothing can be
-             * lost, whoever reads meanwhile), its pages are no longer
-             * mapped dirty, and writing them back flushes no TLB */
-            rc = seg_remap(s);
-            s->remapped = 1;   /* once, even if it failed */
-        }
-        pthread_mutex_lock(&j->mu);
-        s->tidying = 0;
-        pthread_mutex_unlock(&j->mu);
-        if (rc != 0)
-            return;   /* again at the next call */
-    }
 }
 
 int64_t journal_incarnation(const journal_t *j)

@@ -24,8 +24,8 @@
  * The sync thread writes the committed records of the segments in memory
  * to their disk files with pwrite and syncs them every sync_ms (what a
  * power loss can take); the copy thread writes each sealed (full) segment
- * to its disk file whole, which the writer then maps where the memory file
- * was (journal_tidy). The journal thread deletes a segment once it is
+ * to its disk file whole and maps that where the memory file was. The
+ * journal thread deletes a segment once it is
  * sealed, read past and every event in it released (written). Segments
  * left at close with unwritten events stay on disk; the next journal_open
  * copies a killed start's memory files over their disk files and takes
@@ -98,10 +98,10 @@ void journal_commit(journal_t *j, event_t *ev, uint32_t salt);
  * earlier starts' files or none (journal_reading_old, when called). Copies
  * (in memory, linked, home EV_JOURNAL): *n of them, *bytes, the last in
  * *tail; NULL when there is none yet (or the first is of the other kind:
- * call again). Reading a damaged file may take long: never under a lock
+ * call again). *nomem: it stopped because a copy found no memory. Reading a damaged file may take long: never under a lock
  * the hooks take. */
 event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, size_t *bytes,
-                      event_t **tail);
+                      event_t **tail, int *nomem);
 /* 1 when journal_read would return an event now: its incarnation, ts */
 int journal_peek(journal_t *j, int64_t *origin, int64_t *ts_us);
 /* 1 while the position is in an earlier start's file (or at its end) */
@@ -114,11 +114,6 @@ size_t journal_leave(journal_t *j, uint64_t *per_hook, size_t kinds);
 void journal_release(event_t *ev);
 /* A copy freed, its record not written: it stays for the next start. */
 void journal_forget(event_t *ev);
-/* Each sealed segment still in memory that the copy thread wrote to its
- * disk file is mapped from that file in its place (journal_ram.c): the
- * memory file goes; a sealed segment made on disk only is mapped afresh,
- * once. Nothing in them changes: the writer only reads. */
-void journal_tidy(journal_t *j);
 /* the incarnation of the events this journal takes (not of earlier starts') */
 int64_t journal_incarnation(const journal_t *j);
 /* Records reserved and not yet committed. */

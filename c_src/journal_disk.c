@@ -1,10 +1,10 @@
 /* journal_disk.c - the journal's own threads (see journal.h): the journal
  * thread makes segments ahead (allocated on disk, in memory, mapped),
- * deletes sealed segments once every event in them is written, and keeps
- * the pages the hooks write next mapped writable; the sync thread writes
- * and syncs the segments in use every sync_ms; the copy thread writes
- * each sealed segment in memory to its disk file. Nothing here runs on the
- * hook path. */
+ * deletes sealed segments once the writer has read past them and every
+ * event in them is written, and keeps the pages the hooks write next
+ * mapped writable; the sync thread writes and syncs the segments in use
+ * every sync_ms; the copy thread writes each sealed segment in memory to
+ * its disk file and maps it there. Nothing here runs on the hook path. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -47,7 +47,7 @@ static int write_header(jseg_t *s)
         pwrite(s->fd, h, JOURNAL_SEG_HDR, 0) != (ssize_t)JOURNAL_SEG_HDR)
         return -1;
     /* records from here on; the disk file holds the header already */
-    s->used = s->copied = s->copied_end = s->checked = JOURNAL_SEG_HDR;
+    s->used = s->copied = s->checked = JOURNAL_SEG_HDR;
     return 0;
 }
 
@@ -258,11 +258,11 @@ static void sync_segments(journal_t *j)
 
     pthread_mutex_lock(&j->mu);
     for (s = j->sealed; s; s = s->next)   /* newest first */
-        if (!s->synced && !s->tidying)
+        if (!s->synced)
             skip++;
     skip = skip > 63 ? skip - 63 : 0;     /* the 63 oldest */
     for (s = j->sealed; s; s = s->next) {
-        if (s->synced || s->tidying)
+        if (s->synced)
             continue;
         if (skip > 0) {
             skip--;
@@ -293,10 +293,9 @@ static void sync_segments(journal_t *j)
             /* the hooks wrote into its mapping: a sealed one needs one
              * sync that starts once all its records are committed (a
              * record committed later would be left to writeback) */
-            size_t last;
             int all = 0;
             if (sealed) {
-                g->checked = ram_committed(g, g->checked, &last);
+                g->checked = ram_committed(g, g->checked);
                 all = g->checked == __atomic_load_n(&g->used, __ATOMIC_ACQUIRE);
             }
             rc = fdatasync(g->fd) != 0 ? -1 : all;
@@ -324,12 +323,25 @@ static void sync_segments(journal_t *j)
     pthread_mutex_unlock(&j->mu);
 }
 
-/* The sealed segments still only in memory (the 16 oldest), oldest first,
- * go whole to their disk files (ram_bulk), for the writer to map in their
- * place (journal_tidy); marked syncing meanwhile, so none is deleted. On a
- * thread of its own: writing that much may be throttled by the kernel's
- * writeback, the journal thread keeps the hooks' pages ready, and the sync
- * thread may wait for the disk for long. */
+/* a sealed segment the copy thread has work for (mu held) */
+static int to_copy(const jseg_t *s)
+{
+    if (s->recovered || __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0)
+        return 0;   /* an earlier start's file, or about to go */
+    if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0)
+        return 1;   /* in memory */
+    return !s->remapped;
+}
+
+/* The sealed segments still in memory (the 16 oldest), oldest first, go
+ * whole to their disk files (ram_bulk), which are then mapped in their
+ * place and the memory files go (ram_settle): the writer reads on from
+ * the same addresses. A sealed segment made on disk only (the hooks wrote
+ * into its mapping) is mapped afresh, once: its pages are no longer mapped
+ * dirty, and writing them back flushes no TLB. Each is marked syncing
+ * meanwhile, so none is deleted. On a thread of its own: writing that much
+ * may be throttled by the kernel's writeback, the journal thread keeps the
+ * hooks' pages ready, and the sync thread may wait for the disk for long. */
 static void bulk_segments(journal_t *j)
 {
     jseg_t *s, *todo[16];
@@ -337,8 +349,7 @@ static void bulk_segments(journal_t *j)
 
     pthread_mutex_lock(&j->mu);
     for (s = j->sealed; s; s = s->next)   /* newest first: the last 16 kept */
-        if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 && !__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) && !s->tidying &&
-            __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) > 0) {
+        if (to_copy(s)) {
             if (n == 16) {
                 todo[0]->syncing--;
                 memmove(todo, todo + 1, 15 * sizeof todo[0]);
@@ -349,9 +360,15 @@ static void bulk_segments(journal_t *j)
         }
     pthread_mutex_unlock(&j->mu);
     /* oldest first; one not ready yet (a record still being written) does
-     * not hold up the others */
+     * not hold up the others; one that fails is tried again next time */
     for (i = n - 1; i >= 0; i--) {
-        (void)ram_bulk(todo[i]);
+        s = todo[i];
+        if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0) {
+            (void)seg_remap(s);   /* the same file: nothing is lost, whoever reads meanwhile */
+            s->remapped = 1;      /* once, even if it failed */
+        } else if (__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) || ram_bulk(s)) {
+            (void)ram_settle(j, s);
+        }
         pthread_mutex_lock(&j->mu);
         todo[i]->syncing--;
         pthread_mutex_unlock(&j->mu);
@@ -409,7 +426,7 @@ void *journal_main(void *arg)
         /* sealed segments read past, whose every event is written */
         while ((s = *pp) != NULL) {
             if (__atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0 &&
-                __atomic_load_n(&s->passed, __ATOMIC_ACQUIRE) && !s->syncing && !s->tidying) {
+                __atomic_load_n(&s->passed, __ATOMIC_ACQUIRE) && !s->syncing) {
                 *pp = s->next;
                 s->next = dead;
                 dead = s;
@@ -424,7 +441,7 @@ void *journal_main(void *arg)
         want = j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes &&
                now >= retry_at;
         /* with a spare ready, the next one waits for room in memory (the
-         * writer moves sealed segments to disk) rather than be mapped from
+         * copy thread moves sealed segments to disk) rather than be mapped from
          * its disk file; without one it is made at once, either way */
         if (want && j->nspares > 0 && j->ram_dir[0] &&
             __atomic_load_n(&j->ram_segs, __ATOMIC_RELAXED) >= j->ram_max)

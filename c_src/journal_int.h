@@ -35,7 +35,8 @@ typedef struct jseg {
     int passed;                  /* atomic: the writer read past it (it may go once written) */
     unsigned char *base;
     size_t cap;
-    size_t used;                 /* hook path, under the queue lock; read as a hint */
+    size_t used;                 /* hook path, under the queue lock; the writer reads up to it
+                                  * (its final value once it has seen cur move on: acquire) */
     uint64_t live;               /* atomic: reserved, not yet released */
     int fd;
     int64_t incarnation;         /* of the events in it */
@@ -53,10 +54,8 @@ typedef struct jseg {
                                   * which settles it; read by the other threads) */
     size_t copied;               /* atomic, set by the sync thread: its disk file holds the
                                   * records up to here, as they are in memory */
-    size_t copied_end;           /* sync thread: ... and its last copy ended here */
     int bulk;                    /* atomic: the copy thread wrote all of it to disk (ram_bulk) */
-    int tidying;                 /* under mu: the writer is settling it; not synced meanwhile */
-    int remapped;                /* writer: made on disk only, mapped afresh once sealed */
+    int remapped;                /* copy thread: made on disk only, mapped afresh once sealed */
     char path[4096];
     char ram_path[4200];
 } jseg_t;
@@ -135,7 +134,7 @@ void *copy_main(void *arg);
 /* journal_ram.c */
 int ram_dir_for(const char *dir, char *out, size_t outlen, char *why, size_t whylen);
 int ram_attach(journal_t *j, jseg_t *s, char *err, size_t errlen);
-size_t ram_committed(const jseg_t *s, size_t from, size_t *last);
+size_t ram_committed(const jseg_t *s, size_t from);
 int ram_sync(jseg_t *s, int sealed);
 int ram_bulk(jseg_t *s);
 int ram_settle(journal_t *j, jseg_t *s);

@@ -6,10 +6,10 @@
  * did, and the hook's next store faulted). The disk file is written with
  * pwrite, never through the VM's mappings: the committed part every
  * sync_ms by the sync thread (what a power loss can take, as before), the
- * whole segment by the journal thread once it is sealed (ram_bulk); the
- * writer then maps the disk file at the same address and removes the
- * memory file (ram_settle), so a backlog of any size is on disk and only
- * a few segments are in memory.
+ * whole segment by the copy thread once it is sealed (ram_bulk), which
+ * then maps the disk file at the same address and removes the memory file
+ * (ram_settle), so a backlog of any size is on disk and only a few
+ * segments are in memory.
  *
  * A kill -9 leaves both files; the memory one is the newer and the next
  * start copies it over the disk one before reading (ram_recover). A power
@@ -103,13 +103,11 @@ fail:
 }
 
 /* the end of the records from `from` on whose hooks have committed them
- * (a record being written, its magic not yet stored, ends the walk);
- * *last: the offset of the last of them */
-size_t ram_committed(const jseg_t *s, size_t from, size_t *last)
+ * (a record being written, its magic not yet stored, ends the walk) */
+size_t ram_committed(const jseg_t *s, size_t from)
 {
     size_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE), off = from;
 
-    *last = from;
     while (off + JOURNAL_HDR <= used) {
         const unsigned char *rec = s->base + off;
         uint32_t size;
@@ -118,7 +116,6 @@ size_t ram_committed(const jseg_t *s, size_t from, size_t *last)
         size = record_rsize(rec);
         if (size < JOURNAL_HDR || size > used - off)
             break;
-        *last = off;
         off += size;
     }
     return off;
@@ -142,18 +139,16 @@ static int copy_out(int fd, const unsigned char *base, size_t from, size_t to)
  * and synced; 1 when the segment's disk file holds all of it (synced) */
 int ram_sync(jseg_t *s, int sealed)
 {
-    size_t last, from, to;
+    size_t from, to;
 
     if (sealed && __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE))
         return fdatasync(s->fd) == 0 ? 1 : -1;   /* ram_bulk wrote it all */
     from = __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE);
-    to = ram_committed(s, from, &last);
-    if (to == s->copied_end)
+    to = ram_committed(s, from);
+    if (to == from)
         return 0;   /* nothing new: an idle broker writes nothing */
     if (copy_out(s->fd, s->base, from, to) != 0 || fdatasync(s->fd) != 0)
         return -1;
-    (void)last;
-    s->copied_end = to;
     /* committed records never change: the next copy starts after them */
     __atomic_store_n(&s->copied, to, __ATOMIC_RELEASE);
     return 0;
@@ -164,7 +159,7 @@ int ram_sync(jseg_t *s, int sealed)
  * memory file does (nothing in it changes any more). 1: done */
 int ram_bulk(jseg_t *s)
 {
-    size_t last, end = ram_committed(s, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE), &last);
+    size_t end = ram_committed(s, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE));
 
     if (end != s->used || end == JOURNAL_SEG_HDR)
         return 0;
@@ -175,7 +170,7 @@ int ram_bulk(jseg_t *s)
     return 1;
 }
 
-/* The writer, for a segment ram_bulk wrote: its disk file takes the
+/* The copy thread, for a segment ram_bulk wrote: its disk file takes the
  * memory file's place at the same address (the writer's position in it
  * stays valid), and the memory file goes. 0, or -1: it stays in memory. */
 int ram_settle(journal_t *j, jseg_t *s)
@@ -213,8 +208,8 @@ int ram_free(journal_t *j, jseg_t *s, int keep)
 {
     int fd = __atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED);
 
-    if (fd < 0)
-        return keep && fdatasync(s->fd) != 0 ? -1 : 0;
+    if (fd < 0)   /* an earlier start's file (read-only) is as it was */
+        return keep && !s->recovered && fdatasync(s->fd) != 0 ? -1 : 0;
     if (keep) {
         void *m = mmap(NULL, s->cap, PROT_READ, MAP_SHARED, fd, 0);
         /* what the hooks took; the rest is zeros in both */

@@ -10,6 +10,8 @@
 
 #include "deadline.h"
 
+#define NOMEM_WAIT_MS 100   /* the writer waits this long when a copy finds no memory */
+
 int queue_init(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at)
 {
     pthread_condattr_t ca;
@@ -382,12 +384,14 @@ static int source_locked(queue_t *q)
 static event_t *pop_heap(queue_t *q, size_t max, size_t *n)
 {
     event_t *first = q->head, *stop = first == q->heap_after ? NULL : q->heap_after;
-    event_t *last = NULL, *cur;
+    event_t *end = q->tail, *last = NULL, *cur;
     size_t k = 0, bytes = 0;
 
+    /* not past the tail now: one linked meanwhile may come after journal
+     * events (heap_after) */
     pthread_mutex_unlock(&q->mu);
     for (cur = first; cur && cur != stop && k < max;
-         cur = __atomic_load_n(&cur->next, __ATOMIC_ACQUIRE)) {
+         cur = cur == end ? NULL : __atomic_load_n(&cur->next, __ATOMIC_ACQUIRE)) {
         last = cur;
         bytes += cur->bytes;
         k++;
@@ -406,8 +410,9 @@ static event_t *pop_heap(queue_t *q, size_t max, size_t *n)
 
 /* The journal's events, read as copies without the lock (only the writer
  * reads the journal). 0 events: the first is still being written by its
- * hook. */
-static event_t *pop_journal(queue_t *q, size_t max, size_t *n)
+ * hook, or is of this start where the last was of an earlier one's files
+ * (source_locked decides again); or, with *nomem, no memory for a copy. */
+static event_t *pop_journal(queue_t *q, size_t max, size_t *n, int *nomem)
 {
     journal_t *j = q->j;
     event_t *first, *tail;
@@ -415,7 +420,7 @@ static event_t *pop_journal(queue_t *q, size_t max, size_t *n)
     int64_t ts = 0;
 
     pthread_mutex_unlock(&q->mu);
-    first = journal_read(j, max, POP_BYTES, n, &bytes, &tail);
+    first = journal_read(j, max, POP_BYTES, n, &bytes, &tail, nomem);
     if (first && !journal_peek(j, NULL, &ts))
         ts = tail->ts_us;   /* the next is being written: none is older than this */
     pthread_mutex_lock(&q->mu);
@@ -433,6 +438,7 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     struct timespec deadline;
     event_t *first = NULL;
     size_t k = 0;
+    int nomem = 0;
 
     deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&q->mu);
@@ -444,9 +450,15 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
         int from = source_locked(q);
         if (from == FROM_NONE || max == 0)
             break;
-        first = from == FROM_HEAP ? pop_heap(q, max, &k) : pop_journal(q, max, &k);
+        first = from == FROM_HEAP ? pop_heap(q, max, &k) : pop_journal(q, max, &k, &nomem);
         if (k)
             break;
+        if (nomem) {
+            /* no memory for a copy: NULL after a while (a stop ends it) */
+            deadline_after(&deadline, NOMEM_WAIT_MS);
+            pthread_cond_timedwait(&q->cv, &q->mu, &deadline);
+            break;
+        }
         pthread_mutex_unlock(&q->mu);
         sched_yield();   /* the first is being written by its hook: microseconds */
         pthread_mutex_lock(&q->mu);

@@ -5,8 +5,10 @@
  *
  * Scheduler threads push (never wait: a full queue is a counted drop);
  * the writer thread pops batches. Sequence numbers are assigned under the
- * queue lock, so queue order is sequence order, and a dropped event still
- * consumes its number (a gap in seq is a drop). Knows nothing of erl_nif
+ * queue lock, and a dropped event still consumes its number (a gap in seq
+ * is a drop). Pops are in sequence order: earlier starts' events first,
+ * then the events in memory queued before the journal's, the journal's,
+ * and the one in memory queued after them (a stop's row). Knows nothing of erl_nif
  * or libpq. */
 #ifndef VMQ_PGEV_QUEUE_H
 #define VMQ_PGEV_QUEUE_H
@@ -93,8 +95,10 @@ void queue_release_list(event_t *ev);
 /* The writer leaves ev unwritten at a stop: an event in memory is lost
  * (freed), a journal event stays on disk for the next start. 1: it stays */
 int queue_leave(event_t *ev);
-/* Takes ev and gives it the next sequence number: 0. Queue full: ev is not
- * taken (the caller frees it), the drop is counted and consumes a number: 1. */
+/* Takes ev (in memory) and gives it the next sequence number: 0. Queue
+ * full: ev is not taken (the caller frees it), the drop is counted and
+ * consumes a number: 1. With a journal attached it is popped after the
+ * journal's events, as a stop's row is. */
 int queue_push(queue_t *q, event_t *ev, uint64_t *seq);
 /* Counts a drop of an event of this hook that was never built (enum
  * drop_reason); returns its number. */

@@ -21,11 +21,14 @@
  * kept. In a file with a segment header (record.h) reading resumes after
  * one only at a record whose CRC, seeded by the header's salt, holds, so
  * no payload bytes are taken for a record; files without one (earlier
- * versions) resume at the next 8-byte-aligned magic, as they did. Events already committed before a crash are skipped by the
- * writer's resume point, so reading a file twice writes nothing twice.
+ * versions) resume at the next 8-byte-aligned magic, as they did. Events
+ * the table has already (written before the start stopped or crashed) are
+ * skipped by the writer's resume point, so reading a file twice writes
+ * nothing twice.
  *
- * Runs at journal_open, before any hook writes. Knows nothing of erl_nif
- * or libpq. */
+ * recover_files runs at journal_open, before any hook writes; the writer
+ * reads the records later (recover_next), while hooks write elsewhere.
+ * Knows nothing of erl_nif or libpq. */
 #ifndef VMQ_PGEV_RECOVER_H
 #define VMQ_PGEV_RECOVER_H
 

@@ -60,14 +60,11 @@ static void pause_ms(writer_t *w, int ms)
 {
     int64_t end = mono_ms() + ms;
 
-    /* in steps of at most 20 ms: the journal's sealed segments go on
-     * to disk meanwhile (journal_tidy), so an outage keeps few in memory,
-     * and the plugin's rows are queued when due (the io tick) */
+    /* in steps of at most 20 ms: the plugin's rows are queued when due
+     * (the io tick) */
     for (;;) {
         struct timespec until;
         int64_t left = end - mono_ms(), stop;
-        if (w->j)
-            journal_tidy(w->j);
         if (w->io.tick)
             (void)w->io.tick(w->io.ctx);
         if (left <= 0)

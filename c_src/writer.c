@@ -262,7 +262,8 @@ static void log_start(writer_t *w)
               "directly", js.ram_error, w->spool_dir);
     if (w->recovered_n)
         w_log(w, WLOG_INFO, "%llu events in %s from earlier starts (%llu bytes of files): "
-              "written first, but for those the table has already", (unsigned long long)w->recovered_n, w->spool_dir,
+              "written first (those the table has already are skipped)",
+              (unsigned long long)w->recovered_n, w->spool_dir,
               (unsigned long long)js.old_bytes);
     if (js.corrupt)
         w_log(w, WLOG_ERROR, "%s: %llu damaged record(s) in earlier starts' files skipped; "
@@ -334,8 +335,6 @@ static void *writer_main(void *arg)
         int past = 0, stopping = w_stop_requested(w, &past);
 
         tell(w);
-        if (w->j)
-            journal_tidy(w->j);   /* sealed segments from memory to their disk files */
         if (w_upkeeps(w) && w->conn && mono_ms() >= w->upkeep_at_ms &&
             !stopping)
             (void)w_upkeep(w, 0, 0);

@@ -653,7 +653,7 @@ static void test_journal(void)
     size_t n, total = 0;
     int i, rc = 0, ok;
     char payload[600];
-    uint64_t dropped = 0, last_journal = 0;
+    uint64_t dropped = 0, last_journal = 0, per_seg = 0;
 
     CHECK(crc32c("123456789", 9) == 0xE3069283u);   /* the standard check value */
     CHECK(mkdtemp(dir) != NULL);
@@ -682,6 +682,7 @@ static void test_journal(void)
         for (ev = got; ev; ev = ev->next) {
             ok &= ev->seq == expect++ && ev->home == EV_JOURNAL && ev->ts_us == (int64_t)(999 + ev->seq) &&
                   ev->len[F_PAYLOAD] == (int32_t)sizeof payload;
+            per_seg = ((1u << 20) - JOURNAL_SEG_HDR) / record_size(ev->bytes);   /* all alike */
             total++;
         }
         queue_release_list(got);   /* written: released */
@@ -746,7 +747,9 @@ static void test_journal(void)
                 queue_release_list(got);   /* written: released */
             }
             queue_settled(&q2);
-            CHECK(ok && first > 1000 && first <= 3001 && last < last_journal && js.corrupt == 0);
+            /* the first of the segment that holds 3001 */
+            CHECK(ok && per_seg > 1000 && first == 3000 / per_seg * per_seg + 1 &&
+                  last < last_journal && js.corrupt == 0);
             CHECK(count == last_journal - 3000 - dropped + (3001 - first) && js.recovered == count);
             CHECK(queue_detach_journal(&q2, NULL) == 0);
             journal_close(j2);
@@ -820,14 +823,43 @@ static void test_journal_detach(void)
 /* No record byte is written after its commit, by anyone: each record's
  * bytes are checksummed right after its hook committed it, and checked
  * again once every later record is in, once the writer side has read them
- * all, and (for the segment in use, which cannot go) once they are
- * released as written. Memory files and disk files alike. */
+ * all (the copy thread moving sealed segments to disk meanwhile), once
+ * most are released as written (in the segment in use, which cannot go),
+ * and in the files the journal keeps at close for the rest. With memory
+ * files and with the disk files mapped. */
 #define IMM_N 3000
+#define IMM_KEPT 100   /* not written: their segment stays */
 static struct imm_rec {
     jseg_t *s;
+    int file;          /* its segment's number in the file names */
     size_t off, len;
     uint32_t crc;
 } imm[IMM_N];
+
+/* the records in the files still there, as they were committed; *seen:
+ * how many were checked */
+static int imm_files_unchanged(const char *dir, int *seen)
+{
+    int i, same = 1;
+
+    *seen = 0;
+    for (i = 0; i < IMM_N; i++) {
+        char path[300];
+        unsigned char *b = malloc(imm[i].len);
+        int fd;
+        snprintf(path, sizeof path, "%s/journal-11-1-%d.dat", dir, imm[i].file);
+        fd = open(path, O_RDONLY);
+        if (fd >= 0 && b) {
+            same &= pread(fd, b, imm[i].len, (off_t)imm[i].off) == (ssize_t)imm[i].len &&
+                    crc32c(b, imm[i].len) == imm[i].crc;
+            (*seen)++;
+        }
+        if (fd >= 0)
+            close(fd);
+        free(b);
+    }
+    return same;
+}
 
 static int imm_unchanged(const jseg_t *only)
 {
@@ -851,10 +883,10 @@ static void test_journal_immutable(void)
         jseg_t *cur;
         queue_t q;
         event_in_t in;
-        event_t *got, *all = NULL, *last = NULL;
+        event_t *got, *all = NULL, *last = NULL, *kept;
         uint64_t seq;
         size_t n, total = 0;
-        int i, ok = 1;
+        int i, ok = 1, file = 0, seen;
 
         CHECK(mkdtemp(dir) != NULL);
         j = journal_open(dir, 11, 8u << 20, 5, mem[m], err, sizeof err);   /* 1 MiB segments */
@@ -870,7 +902,9 @@ static void test_journal_immutable(void)
             in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
             ok &= queue_add(&q, &in, &seq) == 0;
             cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
+            file += cur != before;
             imm[i].s = cur;
+            imm[i].file = file;
             imm[i].off = cur == before ? used : JOURNAL_SEG_HDR;
             imm[i].len = cur->used - imm[i].off;
             imm[i].crc = crc32c(cur->base + imm[i].off, imm[i].len);
@@ -890,16 +924,81 @@ static void test_journal_immutable(void)
         }
         queue_settled(&q);
         CHECK(total == IMM_N && imm_unchanged(NULL));   /* read: none written */
+        for (kept = all, i = 0; i < IMM_N - IMM_KEPT - 1; i++)
+            kept = kept->next;
+        got = kept;
+        kept = kept->next;
+        got->next = NULL;
         queue_release_list(all);                         /* written */
         cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
-        CHECK(imm[IMM_N - 1].s == cur && imm_unchanged(cur));   /* released: none marked */
+        CHECK(imm[IMM_N - 1].s == cur && imm[IMM_N - IMM_KEPT].s == cur && imm_unchanged(cur));
+        while (kept) {                                   /* not written: they stay */
+            got = kept->next;
+            ok &= queue_leave(kept) == 1;
+            kept = got;
+        }
+        CHECK(ok);
         CHECK(queue_detach_journal(&q, NULL) == 0);
         journal_close(j);
         queue_destroy(&q);
-        CHECK(count_files(dir, "journal-") == 0);   /* all written: gone */
+        CHECK(imm_files_unchanged(dir, &seen) && seen >= IMM_KEPT);
+        CHECK(count_files(dir, "journal-") == 1);   /* the rest written: gone */
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
         CHECK(system(cmd) == 0);
     }
+}
+
+/* The order of the pops is seq's: events in memory queued before the
+ * journal was attached come before the journal's; a stop's row the full
+ * journal had no room for comes after all of them, and nothing after it;
+ * a batch is all from memory or all from the journal. */
+static void test_journal_order(void)
+{
+    char dir[] = "/tmp/vmq_pgevents_order.XXXXXX", err[256] = "", cmd[300], payload[600];
+    journal_t *j;
+    queue_t q;
+    event_in_t in;
+    event_t *got, *ev;
+    uint64_t seq, expect = 1, last_seq = 0;
+    size_t n, i;
+    int ok = 1, rc = 0, mixed = 0;
+
+    CHECK(mkdtemp(dir) != NULL && queue_init(&q, 100, 1u << 20, 1) == 0);
+    event_in_init(&in, HOOK_ON_PUBLISH, 1);
+    for (i = 0; i < 3; i++)   /* before the journal: in memory */
+        CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 1);
+    j = journal_open(dir, 12, 2u << 20, 1000, MEM, err, sizeof err);   /* 1 MiB segments, 2 */
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    queue_attach_journal(&q, j);
+    memset(payload, 'o', sizeof payload);
+    in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+    while (rc == 0) {   /* until the journal is full: a drop, its number taken */
+        rc = queue_add(&q, &in, &seq);
+        if (rc == 0)
+            last_seq = seq;
+    }
+    CHECK(rc == 1 && last_seq > 1000);
+    CHECK(queue_add_last(&q, &in, &seq) == 0 && seq == last_seq + 2);   /* in memory, last */
+    CHECK(queue_add(&q, &in, &seq) == 3);   /* closed behind it */
+    while ((got = queue_pop(&q, 500, 0, &n)) != NULL) {
+        for (ev = got; ev; ev = ev->next) {
+            if (expect == last_seq + 1)
+                expect++;   /* the drop */
+            ok &= ev->seq == expect++ &&
+                  ev->home == (ev->seq <= 3 || ev->seq == last_seq + 2 ? EV_HEAP : EV_JOURNAL);
+            mixed |= ev->home != got->home;
+        }
+        queue_release_list(got);
+    }
+    queue_settled(&q);
+    CHECK(ok && !mixed && expect == last_seq + 3);
+    CHECK(queue_detach_journal(&q, NULL) == 0);
+    journal_close(j);
+    queue_destroy(&q);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
 }
 
 /* Records damaged on disk: one whose hook died after taking its space
@@ -1051,7 +1150,7 @@ static uint64_t read_all(const char *dir, int64_t inc, int *ok, journal_stats_t 
  * /dev/shm beside the disk files: a killed process leaves them and the
  * next start reads every event from them, though no sync ran; without them
  * (a reboot, a power loss) what the last sync wrote is read. In the
- * process: sealed segments go to their disk files (journal_tidy) and their
+ * process: sealed segments go to their disk files (the copy thread) and their
  * events stay readable where they were; at most journal_memory_bytes of
  * segments are in memory; with 0, none. */
 static void test_journal_ram(void)
@@ -1089,8 +1188,9 @@ static void test_journal_ram(void)
     CHECK(count_files(dir, "journal-") == 0);
 
     /* in the process: 9,000 events (16 MiB at most, 2 MiB segments) with
-     * nothing written; never more than 8 MiB (4) in memory; tidied: only
-     * the one in use and the spares; every event read back intact */
+     * nothing written; never more than 8 MiB (4) in memory; once the
+     * copy thread has moved the sealed ones to disk, only the one in use
+     * and the spares; every event read back intact */
     {
         journal_t *j = journal_open(dir, 24, 16u << 20, 3600000, 8u << 20, err, sizeof err);
         queue_t q;
@@ -1116,10 +1216,9 @@ static void test_journal_ram(void)
         CHECK(rc == 0 && js.segments >= 4 && js.ram_segments <= 4 && js.no_room == 0);
         /* past 4: made on disk only, counted */
         CHECK(js.ram_missed == 0 || js.segments > 4);
-        /* the journal thread writes the sealed ones to disk; tidied once
-         * it has (waited for, at most 10 s) */
+        /* the copy thread moves the sealed ones to disk (waited for, at
+         * most 10 s) */
         for (i = 0; i < 1000; i++) {
-            journal_tidy(j);
             journal_get_stats(j, &js);
             if (js.ram_segments <= 1 + SPARES)
                 break;
@@ -1127,7 +1226,7 @@ static void test_journal_ram(void)
         }
         CHECK(js.ram_segments <= 1 + SPARES);
         if (js.ram_segments > 1 + SPARES)
-            fprintf(stderr, "tidied: %llu segments in memory\n", (unsigned long long)js.ram_segments);
+            fprintf(stderr, "moved to disk: %llu segments still in memory\n", (unsigned long long)js.ram_segments);
         ok = 1;
         while ((list = queue_pop(&q, 1000, 0, &n)) != NULL) {
             for (ev = list; ev; ev = ev->next) {
@@ -1804,6 +1903,7 @@ int main(void)
     test_journal();
     test_journal_detach();
     test_journal_immutable();
+    test_journal_order();
     test_journal_no_space();
     test_journal_ram();
     test_journal_damage();
