@@ -395,7 +395,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
         t0 = wall_us();
         last = NULL;
         rc = copy_send(w, batch, k, NULL, &last, err, sizeof err);
-        if (last) {
+        if (last && (w->tried_inc != w->copy.incarnation || last->seq > w->tried_seq)) {
             /* sent: it may be committed though no answer comes */
             w->tried_inc = w->copy.incarnation;
             w->tried_seq = last->seq;

@@ -70,6 +70,7 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         s->recovered = 1;
         s->synced = 1;
         s->live = r->count;
+        s->read_from = s->written_to = r->from;
         snprintf(s->path, sizeof s->path, "%s", r->path);
         s->next = j->sealed;
         j->sealed = s;
@@ -88,7 +89,7 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         r = next;
     }
     if (j->rd_seg)
-        recover_reader(&j->rd, j->rd_seg->base, j->rd_seg->cap);
+        recover_reader(&j->rd, j->rd_seg->base, j->rd_seg->cap, j->rd_seg->read_from);
 }
 
 /* stops and joins the first `started` of the journal, sync and copy threads */
@@ -269,6 +270,18 @@ fail_spares:
     return NULL;
 }
 
+/* at close: s goes when all its events are written; else it stays, with
+ * its cursor file when some of them are (the next start reads on from
+ * there) */
+static void close_seg(journal_t *j, jseg_t *s)
+{
+    int done = __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0;
+
+    if (!done && s->written_to > s->read_from)
+        (void)recover_save_cursor(s->path, s->written_to);
+    seg_free(j, s, done);
+}
+
 void journal_close(journal_t *j)
 {
     (void)journal_close_report(j, NULL, 0);
@@ -291,10 +304,10 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
     }
     for (s = j->sealed; s; s = next) {
         next = s->next;
-        seg_free(j, s, __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0);
+        close_seg(j, s);
     }
     if (j->cur)
-        seg_free(j, j->cur, __atomic_load_n(&j->cur->live, __ATOMIC_ACQUIRE) == 0);
+        close_seg(j, j->cur);
     if (j->ram_dir[0])
         rmdir(j->ram_dir);   /* when empty */
     rc = j->sync_error[0] ? -1 : 0;
@@ -372,7 +385,7 @@ static void move_on(journal_t *j, jseg_t *s)
     j->rd_seg = next;
     j->rd_rec = NULL;
     if (next && next->recovered)
-        recover_reader(&j->rd, next->base, next->cap);
+        recover_reader(&j->rd, next->base, next->cap, next->read_from);
     else
         j->rd_pos = JOURNAL_SEG_HDR;
 }
@@ -435,13 +448,17 @@ event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, siz
 
         if (s->recovered != old || (*n && s->incarnation != origin))
             break;   /* a batch is of one incarnation, and of earlier starts' files or not */
-        m = malloc(sizeof s + len);
+        m = malloc(sizeof(copy_hdr_t) + len);
         if (!m) {
             *nomem = 1;   /* the record stays: read again */
             break;
         }
-        memcpy(m, &s, sizeof s);   /* journal_release finds the segment */
-        copy = (event_t *)(void *)(m + sizeof s);
+        {
+            /* journal_release finds the segment and the record's place */
+            copy_hdr_t h = {s, (size_t)(rec - s->base), (size_t)(rec - s->base) + record_rsize(rec)};
+            memcpy(m, &h, sizeof h);
+        }
+        copy = (event_t *)(void *)(m + sizeof(copy_hdr_t));
         memcpy(copy, ev, len);
         copy->next = NULL;
         copy->home = EV_JOURNAL;
@@ -492,24 +509,29 @@ size_t journal_leave(journal_t *j, uint64_t *per_hook, size_t kinds)
     return n;
 }
 
-/* the segment of a copy journal_read made */
-static jseg_t *seg_of(const event_t *ev)
+/* the header of a copy journal_read made */
+static copy_hdr_t *hdr_of(const event_t *ev)
 {
-    jseg_t *s;
-
-    memcpy(&s, (const unsigned char *)ev - sizeof s, sizeof s);
-    return s;
+    return (copy_hdr_t *)(void *)((unsigned char *)ev - sizeof(copy_hdr_t));
 }
 
 void journal_release(event_t *ev)
 {
-    __atomic_sub_fetch(&seg_of(ev)->live, 1, __ATOMIC_RELEASE);
-    free((unsigned char *)ev - sizeof(jseg_t *));
+    copy_hdr_t *h = hdr_of(ev);
+    jseg_t *s = h->s;
+
+    /* released in order (the writer's rule): the written part grows; a
+     * gap (a damaged record skipped, or one released out of order) stops
+     * it there, and the next start reads from there */
+    if (h->start == s->written_to)
+        s->written_to = h->end;
+    __atomic_sub_fetch(&s->live, 1, __ATOMIC_RELEASE);
+    free(h);
 }
 
 void journal_forget(event_t *ev)
 {
-    free((unsigned char *)ev - sizeof(jseg_t *));
+    free(hdr_of(ev));
 }
 
 int64_t journal_incarnation(const journal_t *j)
@@ -533,7 +555,7 @@ size_t journal_take_recovered(journal_t *j, size_t *bytes)
 
 int64_t journal_event_incarnation(const event_t *ev)
 {
-    return seg_of(ev)->incarnation;
+    return hdr_of(ev)->s->incarnation;
 }
 
 void journal_get_stats(journal_t *j, journal_stats_t *st)

@@ -47,7 +47,7 @@ static int write_header(jseg_t *s)
         pwrite(s->fd, h, JOURNAL_SEG_HDR, 0) != (ssize_t)JOURNAL_SEG_HDR)
         return -1;
     /* records from here on; the disk file holds the header already */
-    s->used = s->copied = s->checked = JOURNAL_SEG_HDR;
+    s->used = s->copied = s->checked = s->read_from = s->written_to = JOURNAL_SEG_HDR;
     return 0;
 }
 
@@ -133,8 +133,10 @@ void seg_free(journal_t *j, jseg_t *s, int remove)
     if (ram_free(j, s, !remove) != 0)
         sync_failed(j, "cannot sync", s->path, errno);
     close(s->fd);
-    if (remove)
+    if (remove) {
+        recover_drop_cursor(s->path);   /* first: a file without one is read whole */
         unlink(s->path);
+    }
     free(s);
 }
 
@@ -366,8 +368,9 @@ static void bulk_segments(journal_t *j)
         if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0) {
             (void)seg_remap(s);   /* the same file: nothing is lost, whoever reads meanwhile */
             s->remapped = 1;      /* once, even if it failed */
-        } else if (__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) || ram_bulk(s)) {
-            (void)ram_settle(j, s);
+        } else if ((__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) || ram_bulk(s)) &&
+                   ram_settle(j, s) == 0) {
+            s->remapped = 1;      /* mapped from its disk file: done */
         }
         pthread_mutex_lock(&j->mu);
         todo[i]->syncing--;

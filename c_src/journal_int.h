@@ -28,11 +28,23 @@
 #define TICK_MS 10
 #define RETRY_US 1000000         /* after a segment could not be made */
 
-typedef struct jseg {
+typedef struct jseg jseg_t;
+
+/* before each copy journal_read makes: its segment and the record's place */
+typedef struct copy_hdr {
+    jseg_t *s;
+    size_t start, end;
+} copy_hdr_t;
+
+struct jseg {
     struct jseg *next;           /* in its list (spares, sealed), under mu */
     struct jseg *after;          /* the segment read after it: set before it is sealed (the
                                   * hook that seals it), or at open (earlier starts' files) */
     int passed;                  /* atomic: the writer read past it (it may go once written) */
+    size_t read_from;            /* its records are read from here (an earlier start's file:
+                                  * after what its cursor file says is written) */
+    size_t written_to;           /* writer: every record before this offset is written
+                                  * (released in order); kept at close in its cursor file */
     unsigned char *base;
     size_t cap;
     size_t used;                 /* hook path, under the queue lock; the writer reads up to it
@@ -46,19 +58,20 @@ typedef struct jseg {
                                   * sealed, every record reserved in it committed then */
     size_t checked;              /* sync thread: the records up to here are committed
                                   * (a sealed segment on disk only, ram_committed) */
-    int syncing;                 /* under mu: the sync thread uses its fd; not deleted */
+    int syncing;                 /* under mu: the sync or the copy thread works on it; not
+                                  * deleted */
     size_t populated;            /* atomic: pages made writable up to here (0: again
                                   * from the hooks' offset: a sync cleaned them) */
     int ram_fd;                  /* atomic: its memory file (journal_ram.c) mapped at base;
-                                  * -1: the disk file is (set by its maker and by the writer,
-                                  * which settles it; read by the other threads) */
+                                  * -1: the disk file is (set by its maker and by the copy
+                                  * thread, which settles it; read by the other threads) */
     size_t copied;               /* atomic, set by the sync thread: its disk file holds the
                                   * records up to here, as they are in memory */
     int bulk;                    /* atomic: the copy thread wrote all of it to disk (ram_bulk) */
     int remapped;                /* copy thread: made on disk only, mapped afresh once sealed */
     char path[4096];
     char ram_path[4200];
-} jseg_t;
+};
 
 struct journal {
     char dir[3900];

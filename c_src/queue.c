@@ -398,7 +398,8 @@ static event_t *pop_heap(queue_t *q, size_t max, size_t *n)
     }
     pthread_mutex_lock(&q->mu);
     if (first == q->heap_after)
-        q->heap_after = NULL;   /* the journal's events before it are read */
+        q->heap_after = last->next;   /* the journal's events before it are read; any
+                                       * linked since come after the journal's */
     q->head = last->next;       /* hooks may have linked more since the walk */
     last->next = NULL;
     if (!q->head)
@@ -463,6 +464,7 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
         sched_yield();   /* the first is being written by its hook: microseconds */
         pthread_mutex_lock(&q->mu);
     }
+    q->nomem = nomem;
     if (q->count == k)
         q->flush_req = 0;
     __atomic_store_n(&q->count, q->count - k, __ATOMIC_RELAXED);
@@ -470,6 +472,16 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     pthread_mutex_unlock(&q->mu);
     *n = k;
     return k ? first : NULL;
+}
+
+int queue_short_of_memory(queue_t *q)
+{
+    int nomem;
+
+    pthread_mutex_lock(&q->mu);
+    nomem = q->nomem;
+    pthread_mutex_unlock(&q->mu);
+    return nomem;
 }
 
 int queue_ready(queue_t *q)

@@ -122,13 +122,70 @@ static const unsigned char *next_salted(rec_reader_t *r, uint64_t *corrupt)
     return NULL;
 }
 
-void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size)
+void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size, size_t from)
 {
     memset(r, 0, sizeof *r);
     r->base = base;
     r->size = size;
     r->salted = record_seg_salt(base, size, &r->salt);
     r->pos = r->salted ? JOURNAL_SEG_HDR : 0;
+    if (r->salted && from > r->pos && from <= size && from % 8 == 0)
+        r->pos = from;
+}
+
+static int write_all(int fd, const unsigned char *p, size_t n);
+
+/* <path>.w */
+static void cursor_path(const char *path, char *out, size_t outlen)
+{
+    snprintf(out, outlen, "%s.w", path);
+}
+
+int recover_save_cursor(const char *path, size_t offset)
+{
+    char cp[4200];
+    unsigned char b[16];
+    int fd, ok;
+
+    cursor_path(path, cp, sizeof cp);
+    memcpy(b, "VPGC", 4);
+    put32(b + 4, (uint32_t)((uint64_t)offset >> 32));
+    put32(b + 8, (uint32_t)offset);
+    put32(b + 12, crc32c(b, 12));
+    fd = open(cp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return -1;
+    ok = write_all(fd, b, sizeof b) == 0;
+    close(fd);
+    return ok ? 0 : -1;
+}
+
+size_t recover_cursor(const char *path, size_t size)
+{
+    char cp[4200];
+    unsigned char b[16];
+    uint64_t off;
+    int fd;
+    ssize_t n;
+
+    cursor_path(path, cp, sizeof cp);
+    fd = open(cp, O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    n = read(fd, b, sizeof b);
+    close(fd);
+    if (n != (ssize_t)sizeof b || memcmp(b, "VPGC", 4) != 0 || crc32c(b, 12) != get32(b + 12))
+        return 0;
+    off = (uint64_t)get32(b + 4) << 32 | get32(b + 8);
+    return off <= size && off % 8 == 0 ? (size_t)off : 0;
+}
+
+void recover_drop_cursor(const char *path)
+{
+    char cp[4200];
+
+    cursor_path(path, cp, sizeof cp);
+    unlink(cp);
 }
 
 const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
@@ -140,14 +197,14 @@ const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
     return r->salted ? next_salted(r, corrupt) : next_unsalted(r, corrupt);
 }
 
-void recover_records(const unsigned char *base, size_t size, uint64_t *count, uint64_t *bytes,
-                     uint64_t *corrupt)
+void recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
+                     uint64_t *bytes, uint64_t *corrupt)
 {
     rec_reader_t r;
     const unsigned char *rec;
 
     *count = *bytes = 0;
-    recover_reader(&r, base, size);
+    recover_reader(&r, base, size, from);
     while ((rec = recover_next(&r, corrupt)) != NULL) {
         (*count)++;
         *bytes += record_event((unsigned char *)rec)->bytes;
@@ -406,13 +463,15 @@ recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreada
                 goto unreadable;
             }
             madvise(r->base, r->size, MADV_SEQUENTIAL);
-            recover_records(r->base, r->size, &r->count, &r->bytes, corrupt);
+            r->from = recover_cursor(r->path, r->size);
+            recover_records(r->base, r->size, r->from, &r->count, &r->bytes, corrupt);
         }
         if (!r->count) {
             /* nothing in it to write */
             if (r->base)
                 munmap(r->base, r->size);
             close(r->fd);
+            recover_drop_cursor(r->path);
             unlink(r->path);
             free(r);
             continue;

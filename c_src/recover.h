@@ -43,7 +43,8 @@ typedef struct recovered {
     int fd;
     unsigned char *base;   /* mapped shared, read-only */
     size_t size;
-    uint64_t count, bytes; /* its valid events */
+    size_t from;           /* its records are read from here (recover_cursor) */
+    uint64_t count, bytes; /* its valid events from there */
     char path[4096];
 } recovered_t;
 
@@ -52,6 +53,17 @@ typedef struct recovered {
  * could not be read (left where they are; err names the last). */
 recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreadable,
                            char *err, size_t errlen);
+
+/* The cursor file of a journal file kept at a stop, <file>.w: "VPGC" |
+ * offset (BE u64) | CRC-32C of the 12 bytes before (BE u32). Every
+ * record before the offset was written to PostgreSQL; the next start
+ * reads the file from there. Written (not synced: without it the file is
+ * read whole, and the resume point skips what the table has) by the
+ * journal at close; 0 or -1. */
+int recover_save_cursor(const char *path, size_t offset);
+/* the offset in path's cursor file, 0 when there is none or it is damaged */
+size_t recover_cursor(const char *path, size_t size);
+void recover_drop_cursor(const char *path);
 
 /* A reader of a journal file's valid records, in order. */
 typedef struct rec_reader {
@@ -62,14 +74,15 @@ typedef struct rec_reader {
     int lost;              /* past a damaged record, looking for the next good one */
 } rec_reader_t;
 
-void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size);
+/* from: an offset known to start a record (recover_cursor), or 0 */
+void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size, size_t from);
 /* The next valid record not marked written, NULL at the end; *corrupt
  * (when not NULL) += the damaged records passed. Reads only. */
 const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt);
 /* A journal file's valid events: their number and bytes; damaged ones
  * counted. Exposed for the fuzz harness. */
-void recover_records(const unsigned char *base, size_t size, uint64_t *count, uint64_t *bytes,
-                     uint64_t *corrupt);
+void recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
+                     uint64_t *bytes, uint64_t *corrupt);
 
 /* CRC-32 (the spool files' checksum; zlib's polynomial) */
 uint32_t crc32_buf(uint32_t crc, const void *p, size_t n);

@@ -355,7 +355,9 @@ static void *writer_main(void *arg)
                                                              __ATOMIC_RELAXED),
                               &n);
             if (!batch) {
-                if (stopping)
+                /* at a stop: done once empty; past its deadline, what
+                 * is left stays (close_journal) */
+                if (stopping && (past || !queue_short_of_memory(w->q)))
                     break;
                 continue;
             }

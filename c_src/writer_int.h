@@ -49,7 +49,7 @@ struct writer {
     compressor_t *comp;        /* compress_after set: its own thread and connection */
     int resume_check;          /* ask the table where the batch's incarnation is */
     int64_t checked_inc;       /* the incarnation whose rows were last written or asked for */
-    int64_t tried_inc;         /* the incarnation and the last seq of the rows last sent */
+    int64_t tried_inc;         /* the incarnation and the highest seq of the rows sent */
     uint64_t tried_seq;
     uint64_t recovered_n;      /* events of earlier starts' files at start */
     char last_sqlstate[6];     /* of the last failed statement */

@@ -720,9 +720,8 @@ static void test_journal(void)
     journal_close(j);
     CHECK(count_files(dir, "journal-7-1-") >= 2);
     /* taken over by a later start (incarnation 8): every event not yet
-     * written, in order; of those written, only the ones in the same
-     * segment as the first unwritten (the writer's resume point skips
-     * them: PostgreSQL has them) */
+     * written, in order, none written before (the cursor file of the
+     * segment that holds written ones and not) */
     {
         char err2[256] = "";
         journal_t *j2 = journal_open(dir, 8, 1u << 30, 1000, MEM, err2, sizeof err2);
@@ -747,10 +746,11 @@ static void test_journal(void)
                 queue_release_list(got);   /* written: released */
             }
             queue_settled(&q2);
-            /* the first of the segment that holds 3001 */
-            CHECK(ok && per_seg > 1000 && first == 3000 / per_seg * per_seg + 1 &&
+            /* the segment that holds 3001 is read from it on: its
+             * cursor file says the ones before are written */
+            CHECK(ok && per_seg > 1000 && 3000 % per_seg != 0 && first == 3001 &&
                   last < last_journal && js.corrupt == 0);
-            CHECK(count == last_journal - 3000 - dropped + (3001 - first) && js.recovered == count);
+            CHECK(count == last_journal - 3000 - dropped && js.recovered == count);
             CHECK(queue_detach_journal(&q2, NULL) == 0);
             journal_close(j2);
             queue_destroy(&q2);
@@ -808,14 +808,15 @@ static void test_journal_detach(void)
     queue_settled(&q);
     journal_close(j);
     queue_destroy(&q);
-    /* the four stay for the next start, with the one written before them
-     * in their segment (the writer's resume point skips it) */
+    /* the four stay for the next start, which reads them and not the one
+     * written before them (their file's cursor file) */
+    CHECK(count_files(dir, "journal-9-1-0.dat.w") == 1);
     {
         readback_t rb;
         read_back(dir, 10, 10, &rb);
-        CHECK(rb.count == 5 && rb.seqs[0] == 1 && rb.seqs[1] == 2 && rb.seqs[4] == 5 &&
-              rb.incs[0] == 9);
+        CHECK(rb.count == 4 && rb.seqs[0] == 2 && rb.seqs[3] == 5 && rb.incs[0] == 9);
     }
+    CHECK(count_files(dir, "journal-") == 0);   /* written: gone, the cursor file too */
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
 }
@@ -913,6 +914,18 @@ static void test_journal_immutable(void)
         }
         CHECK(ok && imm[0].s != imm[IMM_N - 1].s);   /* two segments at least */
         CHECK(imm_unchanged(NULL));                  /* the hooks wrote none twice */
+        if (mem[m]) {
+            /* the copy thread moves the sealed ones to their disk files
+             * and maps them there (waited for, at most 10 s) */
+            journal_stats_t js;
+            for (i = 0; i < 1000; i++) {
+                journal_get_stats(j, &js);
+                if (js.ram_segments <= 1 + SPARES)
+                    break;
+                usleep(10000);
+            }
+            CHECK(js.ram_segments <= 1 + SPARES && imm[0].s->ram_fd < 0 && imm_unchanged(NULL));
+        }
         while ((got = queue_pop(&q, 700, 0, &n)) != NULL) {
             if (last)
                 last->next = got;
@@ -942,7 +955,7 @@ static void test_journal_immutable(void)
         journal_close(j);
         queue_destroy(&q);
         CHECK(imm_files_unchanged(dir, &seen) && seen >= IMM_KEPT);
-        CHECK(count_files(dir, "journal-") == 1);   /* the rest written: gone */
+        CHECK(count_files(dir, "journal-") == 2);   /* the file and its cursor file; the rest gone */
         snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
         CHECK(system(cmd) == 0);
     }
@@ -999,6 +1012,64 @@ static void test_journal_order(void)
     queue_destroy(&q);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
     CHECK(system(cmd) == 0);
+}
+
+/* The cursor file a stop leaves beside a file some of whose events are
+ * written: the next start reads from it on; one that is damaged is
+ * ignored (the file is read whole: the resume point skips what the table
+ * has); so is one a start killed before it could write. */
+static void cursor_case(int damage, uint64_t want_first, uint64_t want_count)
+{
+    char dir[] = "/tmp/vmq_pgevents_cursor.XXXXXX", err[256] = "", path[300], cmd[300];
+    journal_t *j;
+    queue_t q;
+    event_in_t in;
+    event_t *got;
+    uint64_t seq;
+    size_t n, i;
+    readback_t rb;
+
+    CHECK(mkdtemp(dir) != NULL);
+    j = journal_open(dir, 13, 4u << 20, 50, MEM, err, sizeof err);
+    CHECK(j != NULL && queue_init(&q, 100, 1u << 20, 1000) == 0);
+    if (!j)
+        return;
+    queue_attach_journal(&q, j);
+    event_in_init(&in, HOOK_ON_PUBLISH, 1);
+    for (i = 0; i < 10; i++)
+        CHECK(queue_add(&q, &in, &seq) == 0);
+    got = queue_pop(&q, 4, 0, &n);
+    CHECK(n == 4);
+    queue_release_list(got);   /* 1..4 written */
+    queue_settled(&q);
+    CHECK(queue_detach_journal(&q, NULL) == 6);
+    journal_close(j);
+    queue_destroy(&q);
+    snprintf(path, sizeof path, "%s/journal-13-1-0.dat.w", dir);
+    CHECK(access(path, F_OK) == 0);
+    if (damage == 1) {   /* a flipped byte */
+        FILE *f = fopen(path, "r+b");
+        CHECK(f != NULL);
+        if (f) {
+            fseek(f, 6, SEEK_SET);
+            fputc(0x5A, f);
+            fclose(f);
+        }
+    } else if (damage == 2) {
+        unlink(path);    /* never written: a kill -9 */
+    }
+    read_back(dir, 14, 100, &rb);
+    CHECK(rb.count == want_count && rb.seqs[0] == want_first && rb.seqs[want_count - 1] == 10);
+    CHECK(count_files(dir, "journal-") == 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
+static void test_journal_cursor(void)
+{
+    cursor_case(0, 5, 6);
+    cursor_case(1, 1, 10);
+    cursor_case(2, 1, 10);
 }
 
 /* Records damaged on disk: one whose hook died after taking its space
@@ -1904,6 +1975,7 @@ int main(void)
     test_journal_detach();
     test_journal_immutable();
     test_journal_order();
+    test_journal_cursor();
     test_journal_no_space();
     test_journal_ram();
     test_journal_damage();
