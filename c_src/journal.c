@@ -70,6 +70,7 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         s->recovered = 1;
         s->synced = 1;
         s->live = r->count;
+        s->salt = r->salt;
         s->read_from = s->written_to = r->from;
         snprintf(s->path, sizeof s->path, "%s", r->path);
         s->next = j->sealed;
@@ -277,8 +278,8 @@ static void close_seg(journal_t *j, jseg_t *s)
 {
     int done = __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0;
 
-    if (!done && s->written_to > s->read_from)
-        (void)recover_save_cursor(s->path, s->written_to);
+    if (!done && s->salt && s->written_to > s->read_from)
+        (void)recover_save_cursor(s->path, s->salt, s->written_to);
     seg_free(j, s, done);
 }
 

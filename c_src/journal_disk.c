@@ -72,6 +72,7 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
         free(s);
         return NULL;
     }
+    recover_drop_cursor(s->path);   /* another file's, left behind: never this one's */
     rc = posix_fallocate(s->fd, 0, (off_t)s->cap);
     if (rc != 0) {
         snprintf(err, errlen, "cannot allocate %zu bytes for %s: %s", s->cap, s->path,

@@ -398,8 +398,8 @@ static event_t *pop_heap(queue_t *q, size_t max, size_t *n)
     }
     pthread_mutex_lock(&q->mu);
     if (first == q->heap_after)
-        q->heap_after = last->next;   /* the journal's events before it are read; any
-                                       * linked since come after the journal's */
+        q->heap_after = last->next;   /* the rest (past max, or linked since) are
+                                       * after the journal's too */
     q->head = last->next;       /* hooks may have linked more since the walk */
     last->next = NULL;
     if (!q->head)

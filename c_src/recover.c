@@ -141,17 +141,18 @@ static void cursor_path(const char *path, char *out, size_t outlen)
     snprintf(out, outlen, "%s.w", path);
 }
 
-int recover_save_cursor(const char *path, size_t offset)
+int recover_save_cursor(const char *path, uint32_t salt, size_t offset)
 {
     char cp[4200];
-    unsigned char b[16];
+    unsigned char b[20];
     int fd, ok;
 
     cursor_path(path, cp, sizeof cp);
     memcpy(b, "VPGC", 4);
-    put32(b + 4, (uint32_t)((uint64_t)offset >> 32));
-    put32(b + 8, (uint32_t)offset);
-    put32(b + 12, crc32c(b, 12));
+    put32(b + 4, salt);
+    put32(b + 8, (uint32_t)((uint64_t)offset >> 32));
+    put32(b + 12, (uint32_t)offset);
+    put32(b + 16, crc32c(b, 16));
     fd = open(cp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
@@ -160,10 +161,10 @@ int recover_save_cursor(const char *path, size_t offset)
     return ok ? 0 : -1;
 }
 
-size_t recover_cursor(const char *path, size_t size)
+size_t recover_cursor(const char *path, size_t size, uint32_t salt)
 {
     char cp[4200];
-    unsigned char b[16];
+    unsigned char b[20];
     uint64_t off;
     int fd;
     ssize_t n;
@@ -174,9 +175,10 @@ size_t recover_cursor(const char *path, size_t size)
         return 0;
     n = read(fd, b, sizeof b);
     close(fd);
-    if (n != (ssize_t)sizeof b || memcmp(b, "VPGC", 4) != 0 || crc32c(b, 12) != get32(b + 12))
+    if (n != (ssize_t)sizeof b || memcmp(b, "VPGC", 4) != 0 || crc32c(b, 16) != get32(b + 16) ||
+        get32(b + 4) != salt)
         return 0;
-    off = (uint64_t)get32(b + 4) << 32 | get32(b + 8);
+    off = (uint64_t)get32(b + 8) << 32 | get32(b + 12);
     return off <= size && off % 8 == 0 ? (size_t)off : 0;
 }
 
@@ -197,18 +199,21 @@ const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
     return r->salted ? next_salted(r, corrupt) : next_unsalted(r, corrupt);
 }
 
-void recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
-                     uint64_t *bytes, uint64_t *corrupt)
+size_t recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
+                       uint64_t *bytes, uint64_t *corrupt)
 {
     rec_reader_t r;
     const unsigned char *rec;
+    size_t start;
 
     *count = *bytes = 0;
     recover_reader(&r, base, size, from);
+    start = r.pos;
     while ((rec = recover_next(&r, corrupt)) != NULL) {
         (*count)++;
         *bytes += record_event((unsigned char *)rec)->bytes;
     }
+    return start;
 }
 
 /* journal-<incarnation>-<epoch>-<number>.dat; 0 when name is one */
@@ -386,7 +391,24 @@ static int cmp_found(const void *a, const void *b)
     return x->number < y->number ? -1 : x->number > y->number;
 }
 
-/* the journal files in dir, sorted; spool files converted first */
+/* a cursor file (<journal file>.w) whose journal file is gone: removed,
+ * so that it can never be taken for a later file's of the same name */
+static void drop_orphan_cursor(const char *dir, const char *name)
+{
+    size_t len = strlen(name);
+    char path[4096];
+
+    if (len < 14 || strncmp(name, "journal-", 8) != 0 || strcmp(name + len - 6, ".dat.w") != 0)
+        return;
+    snprintf(path, sizeof path, "%.3900s/%.*s", dir, (int)(len - 2), name);
+    if (access(path, F_OK) != 0 && errno == ENOENT) {
+        snprintf(path, sizeof path, "%.3900s/%s", dir, name);
+        unlink(path);
+    }
+}
+
+/* the journal files in dir, sorted; spool files converted first, cursor
+ * files without their journal file removed */
 static found_t *list_files(const char *dir, size_t *n, uint64_t *corrupt, uint64_t *unreadable,
                            char *err, size_t errlen)
 {
@@ -414,8 +436,10 @@ static found_t *list_files(const char *dir, size_t *n, uint64_t *corrupt, uint64
                     (*unreadable)++;
                 continue;
             }
-            if (parse_journal_name(e->d_name, &f.inc, &f.epoch, &f.number) != 0)
+            if (parse_journal_name(e->d_name, &f.inc, &f.epoch, &f.number) != 0) {
+                drop_orphan_cursor(dir, e->d_name);
                 continue;
+            }
             snprintf(f.name, sizeof f.name, "%s", e->d_name);
             if (*n == cap) {
                 found_t *bigger = realloc(list, (cap ? cap * 2 : 16) * sizeof *list);
@@ -463,8 +487,9 @@ recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreada
                 goto unreadable;
             }
             madvise(r->base, r->size, MADV_SEQUENTIAL);
-            r->from = recover_cursor(r->path, r->size);
-            recover_records(r->base, r->size, r->from, &r->count, &r->bytes, corrupt);
+            if (record_seg_salt(r->base, r->size, &r->salt))
+                r->from = recover_cursor(r->path, r->size, r->salt);
+            r->from = recover_records(r->base, r->size, r->from, &r->count, &r->bytes, corrupt);
         }
         if (!r->count) {
             /* nothing in it to write */

@@ -43,7 +43,9 @@ typedef struct recovered {
     int fd;
     unsigned char *base;   /* mapped shared, read-only */
     size_t size;
-    size_t from;           /* its records are read from here (recover_cursor) */
+    size_t from;           /* its records are read from here: after the segment header,
+                            * or where its cursor file says (recover_cursor) */
+    uint32_t salt;         /* its segment header's; 0: none (an earlier version's file) */
     uint64_t count, bytes; /* its valid events from there */
     char path[4096];
 } recovered_t;
@@ -55,14 +57,18 @@ recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreada
                            char *err, size_t errlen);
 
 /* The cursor file of a journal file kept at a stop, <file>.w: "VPGC" |
- * offset (BE u64) | CRC-32C of the 12 bytes before (BE u32). Every
- * record before the offset was written to PostgreSQL; the next start
- * reads the file from there. Written (not synced: without it the file is
- * read whole, and the resume point skips what the table has) by the
- * journal at close; 0 or -1. */
-int recover_save_cursor(const char *path, size_t offset);
-/* the offset in path's cursor file, 0 when there is none or it is damaged */
-size_t recover_cursor(const char *path, size_t size);
+ * the file's salt | offset (BE u64) | CRC-32C of the 16 bytes before
+ * (BE u32). Every record before the offset was written to PostgreSQL or
+ * to the dead-letter table (or counted lost there); the next start reads
+ * the file from there. Only for a file with a segment header: the salt
+ * ties the cursor to it, so a cursor left from another file of the same
+ * name is ignored. Written (not synced: without it the file is read
+ * whole, and the resume point skips what the table has) by the journal
+ * at close; 0 or -1. */
+int recover_save_cursor(const char *path, uint32_t salt, size_t offset);
+/* the offset in path's cursor file, 0 when there is none, it is damaged,
+ * or it is another file's (salt) */
+size_t recover_cursor(const char *path, size_t size, uint32_t salt);
 void recover_drop_cursor(const char *path);
 
 /* A reader of a journal file's valid records, in order. */
@@ -80,9 +86,10 @@ void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size, siz
  * (when not NULL) += the damaged records passed. Reads only. */
 const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt);
 /* A journal file's valid events: their number and bytes; damaged ones
- * counted. Exposed for the fuzz harness. */
-void recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
-                     uint64_t *bytes, uint64_t *corrupt);
+ * counted. Returns where its reader starts (from, or after the segment
+ * header). Exposed for the fuzz harness. */
+size_t recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
+                       uint64_t *bytes, uint64_t *corrupt);
 
 /* CRC-32 (the spool files' checksum; zlib's polynomial) */
 uint32_t crc32_buf(uint32_t crc, const void *p, size_t n);

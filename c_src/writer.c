@@ -355,9 +355,14 @@ static void *writer_main(void *arg)
                                                              __ATOMIC_RELAXED),
                               &n);
             if (!batch) {
-                /* at a stop: done once empty; past its deadline, what
-                 * is left stays (close_journal) */
-                if (stopping && (past || !queue_short_of_memory(w->q)))
+                /* at a stop: done once empty; past its deadline (a copy
+                 * may just have found no memory), what is left stays or
+                 * is discarded, counted either way */
+                if (stopping && past) {
+                    stop_now(w, NULL, 0);
+                    break;
+                }
+                if (stopping && !queue_short_of_memory(w->q))
                     break;
                 continue;
             }

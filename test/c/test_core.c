@@ -592,6 +592,29 @@ static void read_back(const char *dir, int64_t inc, size_t batch, readback_t *rb
     queue_destroy(&q);
 }
 
+/* A start (incarnation 14) takes the first 3 of the 10 events earlier
+ * starts left in dir, writes them, and stops. */
+static void write_three(const char *dir)
+{
+    char err[256] = "";
+    journal_t *j = journal_open(dir, 14, 4u << 20, 50, MEM, err, sizeof err);
+    queue_t q;
+    event_t *got;
+    size_t n;
+
+    CHECK(j != NULL && queue_init(&q, 100, 1u << 20, 1000) == 0);
+    if (!j)
+        return;
+    queue_attach_journal(&q, j);
+    got = queue_pop(&q, 3, 0, &n);
+    CHECK(n == 3 && got && got->seq == 1);
+    queue_release_list(got);
+    queue_settled(&q);
+    CHECK(queue_detach_journal(&q, NULL) == 7);
+    journal_close(j);
+    queue_destroy(&q);
+}
+
 /* Earlier versions' spool files: converted into journal files, read back
  * through the journal (oldest incarnation first), a damaged record
  * skipped and counted, a torn one at the end too; gone once written. */
@@ -633,6 +656,15 @@ static void test_recover_legacy(void)
     CHECK(rb.js.recovered == 6 && rb.js.corrupt == 2 && rb.js.unreadable == 0 &&
           rb.js.old_bytes > 0);
     CHECK(count_files(dir, "spool-") == 0 && count_files(dir, "journal-") == 0);
+    /* partly written, then a stop: such a file (no segment header, no
+     * salt) gets no cursor file, and is read whole again */
+    snprintf(path, sizeof path, "%s/spool-14.dat", dir);
+    write_legacy_spool(path, 1, 10);
+    write_three(dir);
+    CHECK(count_files(dir, "journal-14-0-0.dat") == 1 && count_files(dir, "journal-14-0-0.dat.w") == 0);
+    read_back(dir, 15, 100, &rb);
+    CHECK(rb.count == 10 && rb.seqs[0] == 1 && rb.seqs[9] == 10);
+    CHECK(count_files(dir, "journal-") == 0);
     snprintf(cmd, sizeof cmd, "rm -rf %s", dir);
     CHECK(system(cmd) == 0);
 }
@@ -1014,11 +1046,17 @@ static void test_journal_order(void)
     CHECK(system(cmd) == 0);
 }
 
+enum { CUR_KEPT, CUR_FLIPPED, CUR_MISSING, CUR_OTHER_FILE, CUR_THEN_PART, CUR_GAP };
+
 /* The cursor file a stop leaves beside a file some of whose events are
- * written: the next start reads from it on; one that is damaged is
- * ignored (the file is read whole: the resume point skips what the table
- * has); so is one a start killed before it could write. */
-static void cursor_case(int damage, uint64_t want_first, uint64_t want_count)
+ * written: the next start reads from it on. One that is damaged, or that
+ * belongs to another file of the same name, is ignored (the file is read
+ * whole: the resume point skips what the table has); so is one a start
+ * killed before it could write. An earlier start's file partly written
+ * and stopped again gets one too. An event left unwritten among written
+ * ones (a stop past its deadline) stops the cursor before it. A cursor
+ * file without its journal file is removed. */
+static void cursor_case(int kind, uint64_t want_first, uint64_t want_count)
 {
     char dir[] = "/tmp/vmq_pgevents_cursor.XXXXXX", err[256] = "", path[300], cmd[300];
     journal_t *j;
@@ -1028,6 +1066,7 @@ static void cursor_case(int damage, uint64_t want_first, uint64_t want_count)
     uint64_t seq;
     size_t n, i;
     readback_t rb;
+    FILE *f;
 
     CHECK(mkdtemp(dir) != NULL);
     j = journal_open(dir, 13, 4u << 20, 50, MEM, err, sizeof err);
@@ -1039,26 +1078,60 @@ static void cursor_case(int damage, uint64_t want_first, uint64_t want_count)
     for (i = 0; i < 10; i++)
         CHECK(queue_add(&q, &in, &seq) == 0);
     got = queue_pop(&q, 4, 0, &n);
-    CHECK(n == 4);
-    queue_release_list(got);   /* 1..4 written */
+    CHECK(n == 4 && got && got->next && got->next->next);
+    if (kind == CUR_GAP && got && got->next && got->next->next) {
+        event_t *third = got->next->next;
+        got->next->next = third->next;
+        third->next = NULL;
+        queue_release_list(got);   /* 1, 2 and 4 written */
+        CHECK(queue_leave(third) == 1);   /* 3 stays */
+    } else {
+        queue_release_list(got);   /* 1..4 written */
+    }
     queue_settled(&q);
     CHECK(queue_detach_journal(&q, NULL) == 6);
     journal_close(j);
     queue_destroy(&q);
     snprintf(path, sizeof path, "%s/journal-13-1-0.dat.w", dir);
     CHECK(access(path, F_OK) == 0);
-    if (damage == 1) {   /* a flipped byte */
-        FILE *f = fopen(path, "r+b");
+    if (kind == CUR_FLIPPED) {   /* a bit of the offset: still a record's place in the file */
+        f = fopen(path, "r+b");
         CHECK(f != NULL);
         if (f) {
-            fseek(f, 6, SEEK_SET);
-            fputc(0x5A, f);
+            int c;
+            fseek(f, 15, SEEK_SET);
+            c = fgetc(f);
+            fseek(f, 15, SEEK_SET);
+            fputc(c ^ 0x08, f);
             fclose(f);
         }
-    } else if (damage == 2) {
+    } else if (kind == CUR_MISSING || kind == CUR_THEN_PART) {
         unlink(path);    /* never written: a kill -9 */
+    } else if (kind == CUR_OTHER_FILE) {
+        /* a valid cursor, of another file that had this name */
+        unsigned char b[20] = {0};
+        f = fopen(path, "rb");
+        CHECK(f != NULL && fread(b, 1, sizeof b, f) == sizeof b);
+        if (f)
+            fclose(f);
+        path[strlen(path) - 2] = '\0';
+        CHECK(recover_save_cursor(path, (uint32_t)b[4] << 24 ^ (uint32_t)b[5] << 16 ^
+                                            (uint32_t)b[6] << 8 ^ (b[7] ^ 1u),
+                                  (size_t)b[12] << 24 | (size_t)b[13] << 16 |
+                                      (size_t)b[14] << 8 | b[15]) == 0);
     }
-    read_back(dir, 14, 100, &rb);
+    if (kind == CUR_THEN_PART) {
+        write_three(dir);
+        snprintf(path, sizeof path, "%s/journal-13-1-0.dat.w", dir);
+        CHECK(access(path, F_OK) == 0);
+    }
+    /* left by a file removed before its cursor */
+    snprintf(path, sizeof path, "%s/journal-12-1-0.dat.w", dir);
+    f = fopen(path, "wb");
+    CHECK(f != NULL);
+    if (f)
+        fclose(f);
+    read_back(dir, 15, 100, &rb);
     CHECK(rb.count == want_count && rb.seqs[0] == want_first && rb.seqs[want_count - 1] == 10);
     CHECK(count_files(dir, "journal-") == 0);
     snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
@@ -1067,9 +1140,12 @@ static void cursor_case(int damage, uint64_t want_first, uint64_t want_count)
 
 static void test_journal_cursor(void)
 {
-    cursor_case(0, 5, 6);
-    cursor_case(1, 1, 10);
-    cursor_case(2, 1, 10);
+    cursor_case(CUR_KEPT, 5, 6);
+    cursor_case(CUR_FLIPPED, 1, 10);
+    cursor_case(CUR_MISSING, 1, 10);
+    cursor_case(CUR_OTHER_FILE, 1, 10);
+    cursor_case(CUR_THEN_PART, 4, 7);
+    cursor_case(CUR_GAP, 3, 8);
 }
 
 /* Records damaged on disk: one whose hook died after taking its space
