@@ -4,18 +4,30 @@
 #define VMQ_PGEV_BE32_H
 
 #include <stdint.h>
+#include <string.h>
 
+static inline uint32_t be32(uint32_t v)
+{
+#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+    return __builtin_bswap32(v);
+#else
+    return v;
+#endif
+}
+
+/* one load or store each (the hook path writes three per record) */
 static inline void put32(unsigned char *p, uint32_t v)
 {
-    p[0] = (unsigned char)(v >> 24);
-    p[1] = (unsigned char)(v >> 16);
-    p[2] = (unsigned char)(v >> 8);
-    p[3] = (unsigned char)v;
+    v = be32(v);
+    memcpy(p, &v, 4);
 }
 
 static inline uint32_t get32(const unsigned char *p)
 {
-    return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3];
+    uint32_t v;
+
+    memcpy(&v, p, 4);
+    return be32(v);
 }
 
 #endif

@@ -360,7 +360,6 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *
     __atomic_store_n(&j->reserved, j->reserved + need, __ATOMIC_RELAXED);
     __atomic_add_fetch(&s->live, 1, __ATOMIC_RELAXED);
     __atomic_add_fetch(&j->busy, 1, __ATOMIC_RELAXED);
-    record_begin(rec, (uint32_t)need);
     *salt = s->salt;
     return record_event(rec);
 }

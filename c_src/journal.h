@@ -80,9 +80,10 @@ void journal_close(journal_t *j);
  * or synced at the close (its memory file then stays for the next start) */
 int journal_close_report(journal_t *j, char *err, size_t errlen);
 
-/* Hook path, under the queue lock: takes space for an event of ev_bytes;
- * NULL when there is no room (counted in no_room when count_refusal: a
- * dropped event). The returned event's fields are the caller's to fill
+/* Hook path, under the queue lock: takes space for an event of ev_bytes,
+ * and writes none of it (no page is touched there); NULL when there is no
+ * room (counted in no_room when count_refusal: a dropped event). The
+ * returned event's fields are the caller's to fill, outside the lock,
  * before journal_commit (its next is never set), with *salt. *wake is
  * set to 1 when the journal thread has work (a segment filled): the
  * caller calls journal_wake once it has let go of the queue lock. */

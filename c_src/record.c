@@ -27,6 +27,7 @@ void record_commit_unsalted(unsigned char *rec)
 
     put32(rec + 4, (uint32_t)len);
     put32(rec + 8, crc32c((const char *)ev + EV_OFF, len));
+    put32(rec + 12, (uint32_t)record_size(ev->bytes));
     memcpy(rec, "VPGJ", 4);
 }
 

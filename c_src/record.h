@@ -9,11 +9,11 @@
  * "length" is the event's bytes from seq on, which the CRC covers, its
  * register started from the salt (crc32c_seeded): bytes a client sent, in
  * a payload, cannot make a record that passes it, so recovery resumes after
- * a damaged record only at one that does. "size" is the whole record,
- * written when the space is taken (a record whose writer died can be
- * skipped); the magic is stored last (record_commit). Once committed a
- * record is never written again: the writer reads it (a copy, journal.h)
- * and what it has written is known outside the records.
+ * a damaged record (or one whose hook died while filling it) only at one
+ * that does. "size" is the whole record. The hook that took the space
+ * writes all of it, outside any lock, the magic last (record_commit). Once
+ * committed a record is never written again: the writer reads it (a copy,
+ * journal.h) and what it has written is known outside the records.
  *
  * Files of earlier versions have no header (records from 0, CRCs from 0),
  * and may hold records marked written, with the magic "VPGW": skipped.
@@ -61,14 +61,9 @@ static inline uint32_t record_magic(void)
     return w;
 }
 
-/* The hook path's two (inline: they run on every hook call). The
- * record's size, when its space is taken: */
-static inline void record_begin(unsigned char *rec, uint32_t rsize)
-{
-    put32(rec + 12, rsize);
-}
-
-/* length and CRC from salt, then the magic (a release store) */
+/* The hook path's (inline: it runs on every hook call), once the event is
+ * filled in: length, CRC from salt and size, then the magic (a release
+ * store) */
 static inline void record_commit(unsigned char *rec, uint32_t salt)
 {
     const event_t *ev = record_event(rec);
@@ -76,6 +71,7 @@ static inline void record_commit(unsigned char *rec, uint32_t salt)
 
     put32(rec + 4, (uint32_t)len);
     put32(rec + 8, crc32c_seeded(salt, (const char *)ev + EV_OFF, len));
+    put32(rec + 12, (uint32_t)record_size(ev->bytes));
     __atomic_store_n((uint32_t *)(void *)rec, record_magic(), __ATOMIC_RELEASE);
 }
 

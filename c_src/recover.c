@@ -346,7 +346,6 @@ static int convert_spool(const char *dir, const char *spool, int64_t inc, uint64
             continue;
         }
         ev->home = EV_JOURNAL;
-        record_begin(rec, (uint32_t)need);
         record_commit_unsalted(rec);
         if (write_all(fd, rec, need) != 0) {
             snprintf(err, errlen, "cannot write %s: %s", out, strerror(errno));

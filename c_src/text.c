@@ -36,11 +36,30 @@ static size_t utf8_seq(const unsigned char *s, size_t n)
     return 0;
 }
 
+/* the 8 bytes at u are all in 1..0x7F: no high bit set, and none 0 (as
+ * every byte is below 0x80, only a 0 borrows into its high bit when 1 is
+ * taken from each) */
+static int ascii8(const unsigned char *u)
+{
+    uint64_t w;
+
+    memcpy(&w, u, 8);
+    return ((w | (w - 0x0101010101010101ull)) & 0x8080808080808080ull) == 0;
+}
+
 int text_is_clean(const char *s, size_t n)
 {
     const unsigned char *u = (const unsigned char *)s;
     size_t i = 0, k;
 
+    if (n >= 8) {
+        /* ASCII (the common case) 8 bytes at a time, the last 8 too */
+        while (i + 8 <= n && ascii8(u + i))
+            i += 8;
+        if (i + 8 > n && ascii8(u + n - 8))
+            return 1;
+        i = 0;
+    }
     while (i < n) {
         if (u[i] >= 0x01 && u[i] < 0x80) {
             i++;

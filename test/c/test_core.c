@@ -69,6 +69,31 @@ static void test_text(void)
     CHECK(!text_is_clean("\xed\xa0\x80", 3));                     /* surrogate */
     CHECK(!text_is_clean("\xf4\x90\x80\x80", 4));                 /* > U+10FFFF */
     CHECK(!text_is_clean("\xe4\xbd", 2));                         /* truncated */
+    {
+        /* 8 bytes at a time: a NUL, a high byte or a bad sequence at
+         * every place of strings 1..40 long is found */
+        char t[41];
+        size_t len, at, bad = 0;
+        for (len = 1; len <= 40; len++) {
+            memset(t, 'a', len);
+            bad += !text_is_clean(t, len);
+            for (at = 0; at < len; at++) {
+                t[at] = '\0';
+                bad += text_is_clean(t, len);
+                t[at] = '\x80';
+                bad += text_is_clean(t, len);
+                t[at] = 0x7F;   /* DEL: clean */
+                bad += !text_is_clean(t, len);
+                if (at + 1 < len) {
+                    memcpy(t + at, "\xc3\xa9", 2);   /* U+00E9: clean */
+                    bad += !text_is_clean(t, len);
+                    t[at + 1] = 'a';
+                }
+                t[at] = 'a';
+            }
+        }
+        CHECK(bad == 0);
+    }
 
     CHECK(text_escaped_len("a\xff" "b\\\0", 5) == 12);
     text_escape(out, "a\xff" "b\\\0", 5);
