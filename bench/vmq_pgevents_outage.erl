@@ -223,8 +223,7 @@ nvcsw(Tid) ->
 group(Comm) ->
     case re:run(Comm, "^[0-9]+_scheduler$") of
         {match, _} -> [schedulers];
-        nomatch when Comm =:= <<"vmq_pgev_jrnl">>; Comm =:= <<"vmq_pgev_sync">>;
-                     Comm =:= <<"vmq_pgev_copy">> -> [journal];
+        nomatch when Comm =:= <<"vmq_pgev_jrnl">>; Comm =:= <<"vmq_pgev_disk">> -> [journal];
         nomatch -> []
     end.
 

@@ -93,7 +93,7 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         recover_reader(&j->rd, j->rd_seg->base, j->rd_seg->cap, j->rd_seg->read_from);
 }
 
-/* stops and joins the first `started` of the journal, sync and copy threads */
+/* stops and joins the first `started` of the journal and disk threads */
 static void stop_threads(journal_t *j, int started)
 {
     pthread_mutex_lock(&j->mu);
@@ -104,9 +104,7 @@ static void stop_threads(journal_t *j, int started)
     if (started > 0)
         pthread_join(j->thread, NULL);
     if (started > 1)
-        pthread_join(j->sync_thread, NULL);
-    if (started > 2)
-        pthread_join(j->copy_thread, NULL);
+        pthread_join(j->disk_thread, NULL);
 }
 
 /* j's mutex and condition variables (on the monotonic clock); 0 or -1 */
@@ -242,13 +240,8 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         goto fail_threads;
     }
     started = 1;
-    if (pthread_create(&j->sync_thread, NULL, sync_main, j) != 0) {
-        snprintf(err, errlen, "cannot start the journal's sync thread");
-        goto fail_threads;
-    }
-    started = 2;
-    if (pthread_create(&j->copy_thread, NULL, copy_main, j) != 0) {
-        snprintf(err, errlen, "cannot start the journal's copy thread");
+    if (pthread_create(&j->disk_thread, NULL, disk_main, j) != 0) {
+        snprintf(err, errlen, "cannot start the journal's disk thread");
         goto fail_threads;
     }
     return j;
@@ -297,7 +290,7 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
         err[0] = '\0';
     if (!j)
         return 0;
-    stop_threads(j, 3);
+    stop_threads(j, 2);
     j->sync_error[0] = '\0';   /* the threads are gone: what fails from here */
     for (s = j->spares; s; s = next) {
         next = s->next;

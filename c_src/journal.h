@@ -21,11 +21,12 @@
  * segments' counts of events not yet released; after a restart,
  * PostgreSQL's resume point: writer_int.h).
  *
- * The sync thread writes the committed records of the segments in memory
- * to their disk files with pwrite and syncs them every sync_ms (what a
- * power loss can take); the copy thread writes each sealed (full) segment
- * to its disk file whole and maps that where the memory file was. The
- * journal thread deletes a segment once it is
+ * Two threads of the journal's own. The disk thread writes the committed
+ * records of the segments in memory to their disk files with pwrite and
+ * syncs them every sync_ms (what a power loss can take), and writes each
+ * sealed (full) segment to its disk file whole and maps that where the
+ * memory file was. The journal thread makes segments ahead, keeps the
+ * pages the hooks write next writable, and deletes a segment once it is
  * sealed, read past and every event in it released (written). Segments
  * left at close with unwritten events stay on disk; the next journal_open
  * copies a killed start's memory files over their disk files and takes

@@ -2,9 +2,9 @@
  * thread makes segments ahead (allocated on disk, in memory, mapped),
  * deletes sealed segments once the writer has read past them and every
  * event in them is written, and keeps the pages the hooks write next
- * mapped writable; the sync thread writes and syncs the segments in use
- * every sync_ms; the copy thread writes each sealed segment in memory to
- * its disk file and maps it there. Nothing here runs on the hook path. */
+ * mapped writable; the disk thread writes each sealed segment in memory to
+ * its disk file and maps it there, and writes and syncs the segments in
+ * use every sync_ms. Nothing here runs on the hook path. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -185,7 +185,7 @@ static size_t window_of(const journal_t *j, const jseg_t *s)
  * the window ahead of the hooks' offset in the segment in use, and the
  * first window of each spare. Every sync of the segment in use writes its
  * dirty pages and write-protects them again, so they are made writable
- * anew after each sync (the sync thread resets populated).
+ * anew after each sync (the disk thread resets populated).
  * MADV_POPULATE_WRITE does not change the contents, so this may run while
  * hooks write into the same segment. 1: did some. */
 static int populate_step(journal_t *j)
@@ -326,7 +326,7 @@ static void sync_segments(journal_t *j)
     pthread_mutex_unlock(&j->mu);
 }
 
-/* a sealed segment the copy thread has work for (mu held) */
+/* a sealed segment bulk_segments has work for (mu held) */
 static int to_copy(const jseg_t *s)
 {
     if (s->recovered || __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0)
@@ -342,10 +342,11 @@ static int to_copy(const jseg_t *s)
  * the same addresses. A sealed segment made on disk only (the hooks wrote
  * into its mapping) is mapped afresh, once: its pages are no longer mapped
  * dirty, and writing them back flushes no TLB. Each is marked syncing
- * meanwhile, so none is deleted. On a thread of its own: writing that much
- * may be throttled by the kernel's writeback, the journal thread keeps the
- * hooks' pages ready, and the sync thread may wait for the disk for long. */
-static void bulk_segments(journal_t *j)
+ * meanwhile, so none is deleted. Not on the journal thread: writing that
+ * much may be throttled by the kernel's writeback, and the journal thread
+ * keeps the hooks' pages ready. None is started once the next sync is
+ * due (until, mono_us): the syncs keep their interval. */
+static void bulk_segments(journal_t *j, int64_t until)
 {
     jseg_t *s, *todo[16];
     int n = 0, i;
@@ -366,11 +367,12 @@ static void bulk_segments(journal_t *j)
      * not hold up the others; one that fails is tried again next time */
     for (i = n - 1; i >= 0; i--) {
         s = todo[i];
-        if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0) {
+        if (mono_us() >= until) {
+            /* the sync first; the rest at the next tick */
+        } else if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0) {
             (void)seg_remap(s);   /* the same file: nothing is lost, whoever reads meanwhile */
             s->remapped = 1;      /* once, even if it failed */
-        } else if ((__atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE) || ram_bulk(s)) &&
-                   ram_settle(j, s) == 0) {
+        } else if (ram_bulk(s) && ram_settle(j, s) == 0) {
             s->remapped = 1;      /* mapped from its disk file: done */
         }
         pthread_mutex_lock(&j->mu);
@@ -402,15 +404,23 @@ static void *every(journal_t *j, const char *name, int ms, void (*work)(journal_
     return NULL;
 }
 
-void *sync_main(void *arg)
+/* the disk thread's tick: the sync once it is due (sync_ms after the
+ * last one ended), then sealed segments to disk until the next one */
+static void disk_tick(journal_t *j)
 {
-    journal_t *j = arg;
-    return every(j, "vmq_pgev_sync", j->sync_ms, sync_segments);
+    if (mono_us() >= j->sync_at) {
+        sync_segments(j);
+        j->sync_at = mono_us() + (int64_t)j->sync_ms * 1000;
+    }
+    bulk_segments(j, j->sync_at);
 }
 
-void *copy_main(void *arg)
+void *disk_main(void *arg)
 {
-    return every(arg, "vmq_pgev_copy", TICK_MS, bulk_segments);
+    journal_t *j = arg;
+
+    j->sync_at = mono_us() + (int64_t)j->sync_ms * 1000;
+    return every(j, "vmq_pgev_disk", j->sync_ms < TICK_MS ? j->sync_ms : TICK_MS, disk_tick);
 }
 
 void *journal_main(void *arg)
@@ -445,7 +455,7 @@ void *journal_main(void *arg)
         want = j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes &&
                now >= retry_at;
         /* with a spare ready, the next one waits for room in memory (the
-         * copy thread moves sealed segments to disk) rather than be mapped from
+         * disk thread moves sealed segments to disk) rather than be mapped from
          * its disk file; without one it is made at once, either way */
         if (want && j->nspares > 0 && j->ram_dir[0] &&
             __atomic_load_n(&j->ram_segs, __ATOMIC_RELAXED) >= j->ram_max)

@@ -1,7 +1,8 @@
 /* journal_int.h - the journal's inside, shared by journal.c (open, close,
  * the hook path's reserve/commit, the writer's release), journal_disk.c
  * (its own threads: segments made ahead and deleted once written, pages
- * kept writable ahead of the hooks, the periodic sync) and journal_ram.c
+ * kept writable ahead of the hooks; the disk thread: sealed segments to
+ * disk, the periodic sync) and journal_ram.c
  * (the memory files the hooks write into, copied to the disk files). */
 #ifndef VMQ_PGEV_JOURNAL_INT_H
 #define VMQ_PGEV_JOURNAL_INT_H
@@ -54,21 +55,19 @@ struct jseg {
     int64_t incarnation;         /* of the events in it */
     uint32_t salt;               /* its records' CRCs start from it (record.h) */
     int recovered;               /* an earlier start's file (recover.h) */
-    int synced;                  /* atomic, set by the sync thread: synced since it was
+    int synced;                  /* atomic, set by the disk thread: synced since it was
                                   * sealed, every record reserved in it committed then */
-    size_t checked;              /* sync thread: the records up to here are committed
+    size_t checked;              /* disk thread: the records up to here are committed
                                   * (a sealed segment on disk only, ram_committed) */
-    int syncing;                 /* under mu: the sync or the copy thread works on it; not
-                                  * deleted */
+    int syncing;                 /* under mu: the disk thread works on it; not deleted */
     size_t populated;            /* atomic: pages made writable up to here (0: again
                                   * from the hooks' offset: a sync cleaned them) */
     int ram_fd;                  /* atomic: its memory file (journal_ram.c) mapped at base;
                                   * -1: the disk file is (set by its maker and by the copy
                                   * thread, which settles it; read by the other threads) */
-    size_t copied;               /* atomic, set by the sync thread: its disk file holds the
-                                  * records up to here, as they are in memory */
-    int bulk;                    /* atomic: the copy thread wrote all of it to disk (ram_bulk) */
-    int remapped;                /* copy thread: made on disk only, mapped afresh once sealed */
+    size_t copied;               /* disk thread: its disk file holds the records up to here,
+                                  * as they are in memory */
+    int remapped;                /* disk thread: mapped from its disk file once sealed */
     char path[4096];
     char ram_path[4200];
 };
@@ -94,9 +93,10 @@ struct journal {
     pthread_mutex_t mu;          /* never held across I/O */
     pthread_cond_t cv;
     pthread_t thread;            /* makes spares, deletes written segments */
-    pthread_t sync_thread;       /* syncs (its waits never hold up the spares) */
-    pthread_t copy_thread;       /* sealed segments from memory to disk (ram_bulk) */
-    pthread_cond_t sync_cv;
+    pthread_t disk_thread;       /* sealed segments from memory to disk, the syncs (its
+                                  * waits never hold up the spares) */
+    pthread_cond_t sync_cv;      /* the disk thread waits on it */
+    int64_t sync_at;             /* disk thread: the next sync */
     int stop;
     jseg_t *spares, *spares_tail, *sealed;   /* spares: oldest (lowest number) first */
     int nspares;
@@ -138,11 +138,10 @@ void seg_free(journal_t *j, jseg_t *s, int remove);
 void sync_failed(journal_t *j, const char *what, const char *path, int err);
 /* a new spare goes last (mu held, or before the threads start) */
 void push_spare(journal_t *j, jseg_t *s);
-/* the journal thread (spares, deletions, writable pages), the sync thread,
- * the copy thread (wait on sync_cv too) */
+/* the journal thread (spares, deletions, writable pages) and the disk
+ * thread (sealed segments to disk, syncs) */
 void *journal_main(void *arg);
-void *sync_main(void *arg);
-void *copy_main(void *arg);
+void *disk_main(void *arg);
 
 /* journal_ram.c */
 int ram_dir_for(const char *dir, char *out, size_t outlen, char *why, size_t whylen);

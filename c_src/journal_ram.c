@@ -4,10 +4,10 @@
  * tmpfs page is never written back, so no sync and no writeback ever
  * write-protects a page a hook stores into (on a disk file, each sync
  * did, and the hook's next store faulted). The disk file is written with
- * pwrite, never through the VM's mappings: the committed part every
- * sync_ms by the sync thread (what a power loss can take, as before), the
- * whole segment by the copy thread once it is sealed (ram_bulk), which
- * then maps the disk file at the same address and removes the memory file
+ * pwrite, never through the VM's mappings, by the disk thread: the
+ * committed part every sync_ms (what a power loss can take, as before),
+ * the whole segment once it is sealed (ram_bulk), after which the disk
+ * file is mapped at the same address and the memory file removed
  * (ram_settle), so a backlog of any size is on disk and only a few
  * segments are in memory.
  *
@@ -135,42 +135,40 @@ static int copy_out(int fd, const unsigned char *base, size_t from, size_t to)
     return 0;
 }
 
-/* sync thread: the committed records not yet on disk are written there
- * and synced; 1 when the segment's disk file holds all of it (synced) */
+/* The sync: the committed records not yet on disk are written there and
+ * synced; 1 when the segment is sealed and its disk file holds all of it
+ * (synced) */
 int ram_sync(jseg_t *s, int sealed)
 {
-    size_t from, to;
+    size_t from = s->copied, to = ram_committed(s, from);
+    int all = sealed && to == s->used;   /* used is final once sealed */
 
-    if (sealed && __atomic_load_n(&s->bulk, __ATOMIC_ACQUIRE))
-        return fdatasync(s->fd) == 0 ? 1 : -1;   /* ram_bulk wrote it all */
-    from = __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE);
-    to = ram_committed(s, from);
-    if (to == from)
+    if (to == from && !all)
         return 0;   /* nothing new: an idle broker writes nothing */
     if (copy_out(s->fd, s->base, from, to) != 0 || fdatasync(s->fd) != 0)
         return -1;
     /* committed records never change: the next copy starts after them */
-    __atomic_store_n(&s->copied, to, __ATOMIC_RELEASE);
-    return 0;
+    s->copied = to;
+    return all;
 }
 
-/* The copy thread: a sealed segment whose every record is committed is
- * written whole to its disk file, which then holds exactly what the
- * memory file does (nothing in it changes any more). 1: done */
+/* A sealed segment whose every record is committed is written whole to
+ * its disk file, which then holds exactly what the memory file does
+ * (nothing in it changes any more). 1: done */
 int ram_bulk(jseg_t *s)
 {
-    size_t end = ram_committed(s, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE));
+    size_t end = ram_committed(s, s->copied);
 
     if (end != s->used || end == JOURNAL_SEG_HDR)
         return 0;
-    /* what the sync thread copied before is unchanged since (above) */
-    if (copy_out(s->fd, s->base, __atomic_load_n(&s->copied, __ATOMIC_ACQUIRE), s->used) != 0)
+    /* what the syncs copied before is unchanged since (above) */
+    if (copy_out(s->fd, s->base, s->copied, s->used) != 0)
         return 0;
-    __atomic_store_n(&s->bulk, 1, __ATOMIC_RELEASE);
+    s->copied = end;
     return 1;
 }
 
-/* The copy thread, for a segment ram_bulk wrote: its disk file takes the
+/* For a segment ram_bulk wrote: its disk file takes the
  * memory file's place at the same address (the writer's position in it
  * stays valid), and the memory file goes. 0, or -1: it stays in memory. */
 int ram_settle(journal_t *j, jseg_t *s)

@@ -881,7 +881,7 @@ static void test_journal_detach(void)
 /* No record byte is written after its commit, by anyone: each record's
  * bytes are checksummed right after its hook committed it, and checked
  * again once every later record is in, once the writer side has read them
- * all (the copy thread moving sealed segments to disk meanwhile), once
+ * all (the disk thread moving sealed segments to disk meanwhile), once
  * most are released as written (in the segment in use, which cannot go),
  * and in the files the journal keeps at close for the rest. With memory
  * files and with the disk files mapped. */
@@ -967,12 +967,12 @@ static void test_journal_immutable(void)
             imm[i].len = cur->used - imm[i].off;
             imm[i].crc = crc32c(cur->base + imm[i].off, imm[i].len);
             if (i % 500 == 499)
-                usleep(20000);   /* the journal thread makes spares; the sync thread runs */
+                usleep(20000);   /* the journal thread makes spares; the disk thread syncs */
         }
         CHECK(ok && imm[0].s != imm[IMM_N - 1].s);   /* two segments at least */
         CHECK(imm_unchanged(NULL));                  /* the hooks wrote none twice */
         if (mem[m]) {
-            /* the copy thread moves the sealed ones to their disk files
+            /* the disk thread moves the sealed ones to their disk files
              * and maps them there (waited for, at most 10 s) */
             journal_stats_t js;
             for (i = 0; i < 1000; i++) {
@@ -1322,7 +1322,7 @@ static uint64_t read_all(const char *dir, int64_t inc, int *ok, journal_stats_t 
  * /dev/shm beside the disk files: a killed process leaves them and the
  * next start reads every event from them, though no sync ran; without them
  * (a reboot, a power loss) what the last sync wrote is read. In the
- * process: sealed segments go to their disk files (the copy thread) and their
+ * process: sealed segments go to their disk files (the disk thread) and their
  * events stay readable where they were; at most journal_memory_bytes of
  * segments are in memory; with 0, none. */
 static void test_journal_ram(void)
@@ -1361,7 +1361,7 @@ static void test_journal_ram(void)
 
     /* in the process: 9,000 events (16 MiB at most, 2 MiB segments) with
      * nothing written; never more than 8 MiB (4) in memory; once the
-     * copy thread has moved the sealed ones to disk, only the one in use
+     * disk thread has moved the sealed ones to disk, only the one in use
      * and the spares; every event read back intact */
     {
         journal_t *j = journal_open(dir, 24, 16u << 20, 3600000, 8u << 20, err, sizeof err);
@@ -1388,7 +1388,7 @@ static void test_journal_ram(void)
         CHECK(rc == 0 && js.segments >= 4 && js.ram_segments <= 4 && js.no_room == 0);
         /* past 4: made on disk only, counted */
         CHECK(js.ram_missed == 0 || js.segments > 4);
-        /* the copy thread moves the sealed ones to disk (waited for, at
+        /* the disk thread moves the sealed ones to disk (waited for, at
          * most 10 s) */
         for (i = 0; i < 1000; i++) {
             journal_get_stats(j, &js);
