@@ -86,6 +86,8 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         j->old_n += r->count;
         j->recovered += r->count;
         j->old_ev_bytes += r->bytes;
+        for (size_t h = 0; h < EVENT_KINDS; h++)
+            j->old_hook[h] += r->per_hook[h];
         free(r);
         r = next;
     }
@@ -487,21 +489,6 @@ int journal_reading_old(const journal_t *j)
     return j->rd_seg && j->rd_seg->recovered;
 }
 
-size_t journal_leave(journal_t *j, uint64_t *per_hook, size_t kinds)
-{
-    const unsigned char *rec;
-    size_t n = 0;
-
-    while ((rec = next_record(j)) != NULL) {
-        uint16_t hook = record_event((unsigned char *)rec)->hook;
-        if (per_hook && hook < kinds)
-            per_hook[hook]++;
-        take_record(j, rec);
-        n++;
-    }
-    return n;
-}
-
 /* the header of a copy journal_read made */
 static copy_hdr_t *hdr_of(const event_t *ev)
 {
@@ -537,12 +524,14 @@ uint64_t journal_busy(const journal_t *j)
     return __atomic_load_n(&j->busy, __ATOMIC_ACQUIRE);
 }
 
-size_t journal_take_recovered(journal_t *j, size_t *bytes)
+size_t journal_take_recovered(journal_t *j, size_t *bytes, uint64_t *per_hook)
 {
     size_t n = j->old_n;
 
     *bytes = j->old_ev_bytes;
+    memcpy(per_hook, j->old_hook, sizeof j->old_hook);
     j->old_n = j->old_ev_bytes = 0;
+    memset(j->old_hook, 0, sizeof j->old_hook);
     return n;
 }
 

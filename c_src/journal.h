@@ -40,6 +40,7 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "hooks.h"
 
 #define JOURNAL_SEG_MAX (64u * 1024 * 1024)
 #define JOURNAL_SEG_MIN (1u * 1024 * 1024)
@@ -108,10 +109,6 @@ event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, siz
 int journal_peek(journal_t *j, int64_t *origin, int64_t *ts_us);
 /* 1 while the position is in an earlier start's file (or at its end) */
 int journal_reading_old(const journal_t *j);
-/* The writer stops reading (no record is being reserved or filled): the
- * events from its position on stay for the next start; their number, each
- * counted in per_hook[hook] (hook < kinds). Reads them, writes nothing. */
-size_t journal_leave(journal_t *j, uint64_t *per_hook, size_t kinds);
 /* A copy is written: freed, and its record's space may go. */
 void journal_release(event_t *ev);
 /* A copy freed, its record not written: it stays for the next start. */
@@ -121,9 +118,10 @@ int64_t journal_incarnation(const journal_t *j);
 /* Records reserved and not yet committed. */
 uint64_t journal_busy(const journal_t *j);
 
-/* The number of events in earlier starts' files, and their bytes (once;
- * then 0): queued before any new one (queue_attach_journal). */
-size_t journal_take_recovered(journal_t *j, size_t *bytes);
+/* The number of events in earlier starts' files, their bytes and their
+ * number per hook (per_hook: EVENT_KINDS of them); once, then 0: queued
+ * before any new one (queue_attach_journal). */
+size_t journal_take_recovered(journal_t *j, size_t *bytes, uint64_t *per_hook);
 /* The incarnation of the events of a copy journal_read made. */
 int64_t journal_event_incarnation(const event_t *ev);
 

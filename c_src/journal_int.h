@@ -105,6 +105,7 @@ struct journal {
     uint64_t corrupt, unreadable;   /* in earlier starts' files (at open) */
     char old_error[256];         /* why one of them could not be read */
     size_t old_n, old_ev_bytes;  /* their events, until journal_take_recovered */
+    uint64_t old_hook[EVENT_KINDS];   /* ... of each hook */
     uint64_t recovered;          /* events in them (at open) */
     jseg_t *old_last;            /* the newest of them (its after: the first own segment) */
 

@@ -175,6 +175,8 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
         if (q->jcount++ == 0)
             q->joldest_us = in->ts_us;
         q->jbytes += lay.total;
+        if ((unsigned)in->hook < EVENT_KINDS)
+            q->jhook[in->hook]++;
         wake = count_in(q, lay.total);
         pthread_mutex_unlock(&q->mu);
         if (wake_journal)
@@ -267,7 +269,8 @@ int64_t queue_event_origin(const event_t *ev)
 
 void queue_attach_journal(queue_t *q, journal_t *j)
 {
-    size_t bytes, n = journal_take_recovered(j, &bytes);
+    uint64_t per_hook[EVENT_KINDS];
+    size_t bytes, n = journal_take_recovered(j, &bytes, per_hook);
     int64_t ts = 0;
 
     if (n)
@@ -279,6 +282,7 @@ void queue_attach_journal(queue_t *q, journal_t *j)
     q->bytes += bytes;
     q->jcount = n;
     q->jbytes = bytes;
+    memcpy(q->jhook, per_hook, sizeof q->jhook);
     q->joldest_us = ts;
     q->heap_after = NULL;
     if (q->count > q->peak_count)
@@ -304,8 +308,12 @@ size_t queue_detach_journal(queue_t *q, uint64_t *per_hook)
         return 0;
     while (journal_busy(j))
         sched_yield();   /* a hook is copying its event: microseconds */
-    n = journal_leave(j, per_hook, EVENT_KINDS);   /* no lock: nothing else reads it */
     pthread_mutex_lock(&q->mu);
+    n = q->jcount;   /* nothing is read: counted as they came */
+    if (per_hook)
+        for (int h = 0; h < EVENT_KINDS; h++)
+            per_hook[h] += q->jhook[h];
+    memset(q->jhook, 0, sizeof q->jhook);
     __atomic_store_n(&q->count, q->count - q->jcount, __ATOMIC_RELAXED);
     q->bytes -= q->jbytes;
     q->jcount = q->jbytes = 0;
@@ -420,12 +428,20 @@ static event_t *pop_journal(queue_t *q, size_t max, size_t *n, int *nomem)
     size_t bytes;
     int64_t ts = 0;
 
+    uint64_t per_hook[EVENT_KINDS] = {0};
+    event_t *ev;
+
     pthread_mutex_unlock(&q->mu);
     first = journal_read(j, max, POP_BYTES, n, &bytes, &tail, nomem);
     if (first && !journal_peek(j, NULL, &ts))
         ts = tail->ts_us;   /* the next is being written: none is older than this */
+    for (ev = first; ev; ev = ev->next)
+        if (ev->hook < EVENT_KINDS)
+            per_hook[ev->hook]++;
     pthread_mutex_lock(&q->mu);
     if (first) {
+        for (int h = 0; h < EVENT_KINDS; h++)
+            q->jhook[h] -= per_hook[h];
         q->jcount -= *n;
         q->jbytes -= bytes;
         q->bytes -= bytes;

@@ -42,6 +42,7 @@ typedef struct queue {
                                 * once those are read */
     size_t count, bytes;       /* all queued: in memory and in the journal */
     size_t jcount, jbytes;     /* ... of them in the journal, not yet read */
+    uint64_t jhook[EVENT_KINDS];   /* ... of each hook (what a writer stop leaves) */
     int64_t joldest_us;        /* ts of the first of those (writer: at least as old) */
     size_t taken;              /* popped, not yet settled by the writer (see queue_settled) */
     size_t max_events, max_bytes;
@@ -85,8 +86,10 @@ void queue_attach_journal(queue_t *q, journal_t *j);
 /* Events stop going to the journal; waits for those being written into
  * it; the journal's events not yet read leave the queue (they stay on
  * disk for the next start): their number, each counted in
- * per_hook[hook] (EVENT_KINDS of them; may be NULL). Events in memory stay
- * queued. The writer thread only; no lock is held while it counts. */
+ * per_hook[hook] (EVENT_KINDS of them; may be NULL), from counts kept as
+ * they were queued and read: nothing is read here, so a stop with any
+ * backlog takes no longer. Events in memory stay queued. The writer thread
+ * only. */
 size_t queue_detach_journal(queue_t *q, uint64_t *per_hook);
 /* The writer is done with ev (written or dead-lettered): a journal
  * event's space may go, an event in memory is freed. The _list form

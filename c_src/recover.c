@@ -200,7 +200,7 @@ const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
 }
 
 size_t recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
-                       uint64_t *bytes, uint64_t *corrupt)
+                       uint64_t *bytes, uint64_t *per_hook, uint64_t *corrupt)
 {
     rec_reader_t r;
     const unsigned char *rec;
@@ -210,8 +210,11 @@ size_t recover_records(const unsigned char *base, size_t size, size_t from, uint
     recover_reader(&r, base, size, from);
     start = r.pos;
     while ((rec = recover_next(&r, corrupt)) != NULL) {
+        const event_t *ev = record_event((unsigned char *)rec);
         (*count)++;
-        *bytes += record_event((unsigned char *)rec)->bytes;
+        *bytes += ev->bytes;
+        if (per_hook && ev->hook < EVENT_KINDS)
+            per_hook[ev->hook]++;
     }
     return start;
 }
@@ -488,7 +491,8 @@ recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreada
             madvise(r->base, r->size, MADV_SEQUENTIAL);
             if (record_seg_salt(r->base, r->size, &r->salt))
                 r->from = recover_cursor(r->path, r->size, r->salt);
-            r->from = recover_records(r->base, r->size, r->from, &r->count, &r->bytes, corrupt);
+            r->from = recover_records(r->base, r->size, r->from, &r->count, &r->bytes,
+                                      r->per_hook, corrupt);
         }
         if (!r->count) {
             /* nothing in it to write */

@@ -36,6 +36,7 @@
 #include <stdint.h>
 
 #include "event.h"
+#include "hooks.h"
 
 typedef struct recovered {
     struct recovered *next;
@@ -47,6 +48,7 @@ typedef struct recovered {
                             * or where its cursor file says (recover_cursor) */
     uint32_t salt;         /* its segment header's; 0: none (an earlier version's file) */
     uint64_t count, bytes; /* its valid events from there */
+    uint64_t per_hook[EVENT_KINDS];   /* ... of each hook */
     char path[4096];
 } recovered_t;
 
@@ -85,11 +87,12 @@ void recover_reader(rec_reader_t *r, const unsigned char *base, size_t size, siz
 /* The next valid record not marked written, NULL at the end; *corrupt
  * (when not NULL) += the damaged records passed. Reads only. */
 const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt);
-/* A journal file's valid events: their number and bytes; damaged ones
+/* A journal file's valid events: their number and bytes, each counted
+ * in per_hook[hook] (when not NULL; hook < EVENT_KINDS); damaged ones
  * counted. Returns where its reader starts (from, or after the segment
  * header). Exposed for the fuzz harness. */
 size_t recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,
-                       uint64_t *bytes, uint64_t *corrupt);
+                       uint64_t *bytes, uint64_t *per_hook, uint64_t *corrupt);
 
 /* CRC-32 (the spool files' checksum; zlib's polynomial) */
 uint32_t crc32_buf(uint32_t crc, const void *p, size_t n);

@@ -869,6 +869,20 @@ static void test_journal_detach(void)
      * written before them (their file's cursor file) */
     CHECK(count_files(dir, "journal-9-1-0.dat.w") == 1);
     {
+        /* a start that stops at once leaves them, counted per hook too */
+        uint64_t per_hook2[EVENT_KINDS] = {0};
+        journal_t *j2 = journal_open(dir, 10, 4u << 20, 50, MEM, err, sizeof err);
+        queue_t q2;
+        CHECK(j2 != NULL && queue_init(&q2, 100, 1u << 20, 1000) == 0);
+        if (j2) {
+            queue_attach_journal(&q2, j2);
+            n = queue_detach_journal(&q2, per_hook2);
+            CHECK(n == 4 && per_hook2[HOOK_ON_PUBLISH] == 2 && per_hook2[HOOK_ON_DELIVER_7] == 2);
+            journal_close(j2);
+            queue_destroy(&q2);
+        }
+    }
+    {
         readback_t rb;
         read_back(dir, 10, 10, &rb);
         CHECK(rb.count == 4 && rb.seqs[0] == 2 && rb.seqs[3] == 5 && rb.incs[0] == 9);

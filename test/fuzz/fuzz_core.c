@@ -275,7 +275,7 @@ static void check_records(const unsigned char *base, size_t n)
     const unsigned char *rec;
     uint64_t count, bytes, corrupt = 0;
 
-    recover_records(base, n, 0, &count, &bytes, &corrupt);
+    recover_records(base, n, 0, &count, &bytes, NULL, &corrupt);
     recover_reader(&rd, base, n, 0);
     while ((rec = recover_next(&rd, NULL)) != NULL) {
         check_recovered_event(record_event((unsigned char *)rec), base, n);
