@@ -8,7 +8,9 @@
 
 static inline uint32_t be32(uint32_t v)
 {
-#if __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#if !defined(__BYTE_ORDER__)
+#error "be32.h needs __BYTE_ORDER__ (GCC or Clang)"
+#elif __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
     return __builtin_bswap32(v);
 #else
     return v;

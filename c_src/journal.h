@@ -67,14 +67,14 @@ typedef struct journal_stats {
 } journal_stats_t;
 
 /* Takes over the files earlier starts left in dir (recover.h), makes the
- * first segment (synchronously) and starts the journal thread. max_bytes
+ * first segment (synchronously) and starts the journal's two threads. max_bytes
  * bounds the segment files together, the earlier ones included; mem_bytes
  * the memory files (0: none, the hooks write into the disk files'
  * mappings). NULL and err on failure (the earlier files stay where they
  * are). */
 journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
                         int sync_ms, uint64_t mem_bytes, char *err, size_t errlen);
-/* Stops the thread, syncs and unmaps. Files whose events were all
+/* Stops the threads, syncs and unmaps. Files whose events were all
  * released, and spare segments, are removed; the others stay. The caller
  * makes sure no record is being reserved or filled (journal_busy). */
 void journal_close(journal_t *j);

@@ -344,8 +344,9 @@ static int to_copy(const jseg_t *s)
  * dirty, and writing them back flushes no TLB. Each is marked syncing
  * meanwhile, so none is deleted. Not on the journal thread: writing that
  * much may be throttled by the kernel's writeback, and the journal thread
- * keeps the hooks' pages ready. None is started once the next sync is
- * due (until, mono_us): the syncs keep their interval. */
+ * keeps the hooks' pages ready. The copies stop (between steps of
+ * BULK_STEP) once the next sync is due (until, mono_us): the syncs keep
+ * their interval; a copy goes on at the next tick. */
 static void bulk_segments(journal_t *j, int64_t until)
 {
     jseg_t *s, *todo[16];
@@ -372,7 +373,7 @@ static void bulk_segments(journal_t *j, int64_t until)
         } else if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0) {
             (void)seg_remap(s);   /* the same file: nothing is lost, whoever reads meanwhile */
             s->remapped = 1;      /* once, even if it failed */
-        } else if (ram_bulk(s) && ram_settle(j, s) == 0) {
+        } else if (ram_bulk(s, until) && ram_settle(j, s) == 0) {
             s->remapped = 1;      /* mapped from its disk file: done */
         }
         pthread_mutex_lock(&j->mu);

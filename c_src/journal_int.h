@@ -20,6 +20,7 @@
 
 #define SPARES 2                 /* segments kept ready ahead of the hook path */
 #define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
+#define BULK_STEP (4u << 20)     /* a sealed segment goes to disk this much at a time */
 #define WINDOW (16u << 20)       /* at most this far ahead of the hooks pages are kept writable */
 #define WINDOW_MIN (64u << 10)   /* ... at least this far while hooks write */
 #define RATE_US 20000            /* the hooks' rate is measured over this long */
@@ -63,7 +64,7 @@ struct jseg {
     size_t populated;            /* atomic: pages made writable up to here (0: again
                                   * from the hooks' offset: a sync cleaned them) */
     int ram_fd;                  /* atomic: its memory file (journal_ram.c) mapped at base;
-                                  * -1: the disk file is (set by its maker and by the copy
+                                  * -1: the disk file is (set by its maker and by the disk
                                   * thread, which settles it; read by the other threads) */
     size_t copied;               /* disk thread: its disk file holds the records up to here,
                                   * as they are in memory */
@@ -149,7 +150,7 @@ int ram_dir_for(const char *dir, char *out, size_t outlen, char *why, size_t why
 int ram_attach(journal_t *j, jseg_t *s, char *err, size_t errlen);
 size_t ram_committed(const jseg_t *s, size_t from);
 int ram_sync(jseg_t *s, int sealed);
-int ram_bulk(jseg_t *s);
+int ram_bulk(jseg_t *s, int64_t until);
 int ram_settle(journal_t *j, jseg_t *s);
 /* s's disk file mapped afresh at the same address (the old mapping's page
  * table entries dropped, the contents the same); 0 or -1 */

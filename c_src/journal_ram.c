@@ -27,6 +27,7 @@
 #include <sys/vfs.h>
 #include <unistd.h>
 
+#include "deadline.h"
 #include "journal_int.h"
 
 #define RAM_ROOT "/dev/shm"
@@ -154,17 +155,22 @@ int ram_sync(jseg_t *s, int sealed)
 
 /* A sealed segment whose every record is committed is written whole to
  * its disk file, which then holds exactly what the memory file does
- * (nothing in it changes any more). 1: done */
-int ram_bulk(jseg_t *s)
+ * (nothing in it changes any more), BULK_STEP bytes at a time, up to the
+ * time until (mono_us): the rest at the next call. 1: done */
+int ram_bulk(jseg_t *s, int64_t until)
 {
     size_t end = ram_committed(s, s->copied);
 
     if (end != s->used || end == JOURNAL_SEG_HDR)
         return 0;
     /* what the syncs copied before is unchanged since (above) */
-    if (copy_out(s->fd, s->base, s->copied, s->used) != 0)
-        return 0;
-    s->copied = end;
+    while (s->copied < end) {
+        size_t to = end - s->copied > BULK_STEP ? s->copied + BULK_STEP : end;
+        if (mono_us() >= until || copy_out(s->fd, s->base, s->copied, to) != 0)
+            return 0;
+        s->copied = to;
+    }
+    s->checked = end;   /* all committed: a sync of its disk file need not look again */
     return 1;
 }
 

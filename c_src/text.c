@@ -58,7 +58,7 @@ int text_is_clean(const char *s, size_t n)
             i += 8;
         if (i + 8 > n && ascii8(u + n - 8))
             return 1;
-        i = 0;
+        /* the bytes before i are clean: on from there, byte by byte */
     }
     while (i < n) {
         if (u[i] >= 0x01 && u[i] < 0x80) {

@@ -1188,7 +1188,7 @@ static void test_journal_cursor(void)
 }
 
 /* Records damaged on disk: one whose hook died after taking its space
- * (magic never written), one with a flipped byte (CRC): both skipped and
+ * (its header never written), one with a flipped byte (CRC): both skipped and
  * counted, every other record read. */
 static void test_journal_damage(void)
 {
@@ -1226,9 +1226,10 @@ static void test_journal_damage(void)
         CHECK(fread(h, 1, 16, f) == 16 && memcmp(h, "VPGH", 4) == 0);   /* the segment's header */
         CHECK(fread(h, 1, 16, f) == 16 && memcmp(h, "VPGJ", 4) == 0);
         rsize = (uint32_t)h[12] << 24 | (uint32_t)h[13] << 16 | (uint32_t)h[14] << 8 | h[15];
-        /* record 10 (seq 11): its magic never written */
+        /* record 10 (seq 11): its header never written (its hook died
+         * before the commit, which writes it all) */
         fseek(f, JOURNAL_SEG_HDR + (long)rsize * 10, SEEK_SET);
-        fwrite("\0\0\0\0", 1, 4, f);
+        fwrite("\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 1, 16, f);
         /* record 50 (seq 51): a flipped byte in its event */
         fseek(f, JOURNAL_SEG_HDR + (long)rsize * 50 + 60, SEEK_SET);
         fputc(0x5A, f);
