@@ -200,6 +200,15 @@ int seg_remap(jseg_t *s)
         return -1;
     if (mremap(m, s->cap, s->cap, MREMAP_MAYMOVE | MREMAP_FIXED, s->base) == MAP_FAILED) {
         munmap(m, s->cap);
+        /* a failed mremap may have unmapped base already: the disk file
+         * (the same contents) mapped there directly, or else the memory
+         * file again; the writer's next read would fault on a hole */
+        if (mmap(s->base, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, s->fd, 0) !=
+            MAP_FAILED)
+            return 0;
+        if (s->ram_fd < 0 || mmap(s->base, s->cap, PROT_READ | PROT_WRITE,
+                                  MAP_SHARED | MAP_FIXED, s->ram_fd, 0) == MAP_FAILED)
+            abort();   /* nothing can be mapped there: a fault at the next read */
         return -1;
     }
     return 0;

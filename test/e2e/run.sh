@@ -78,6 +78,9 @@ cleanup() {
     for b in "${STARTED[@]}"; do broker_stop "$b"; done
     citus_stop
     jobs -p | xargs -r kill -9 2>/dev/null
+    # clients of this suite still running (a hung one would reconnect to a
+    # later run's broker on the same port)
+    pkill -9 -f "^mosquitto_(pub|sub) -h 127\.0\.0\.1 -p 18[0-9]{3}( |$)" 2>/dev/null
     if [ -z "$epmd_before" ]; then pkill -x epmd 2>/dev/null; fi
     bash test/pg.sh stop "$PGDIR" >/dev/null 2>&1
     rm -rf "$PGDIR"

@@ -7,8 +7,10 @@
 # Needs BROKER, PORT (its MQTT listener), NODE and the helpers of
 # broker.sh and check.sh.
 
-pub() { mosquitto_pub -h 127.0.0.1 -p "$PORT" "$@"; }
-sub() { mosquitto_sub -h 127.0.0.1 -p "$PORT" "$@"; }
+# a client that hangs is ended (it would reconnect to the next broker on
+# the same port and publish into its scenario)
+pub() { timeout 300 mosquitto_pub -h 127.0.0.1 -p "$PORT" "$@"; }
+sub() { timeout 300 mosquitto_sub -h 127.0.0.1 -p "$PORT" "$@"; }
 # a subscriber in the background; its PID in BG (killed by that PID)
 bg_sub() { mosquitto_sub -h 127.0.0.1 -p "$PORT" "$@" & BG=$!; }
 ALICE=(-u alice -P alice-pw)
