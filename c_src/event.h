@@ -67,7 +67,8 @@ typedef struct event {
     uint8_t flags;          /* bit i <= F_TEXT_LAST: text field i was escaped; EV_* below */
     uint16_t peer_port;
     uint8_t peer_addr[16];
-    uint16_t home;          /* EV_HEAP or EV_JOURNAL (earlier versions' spool files: 0) */
+    uint16_t home;          /* EV_JOURNAL for the writer's copies; EV_HEAP: event_build's
+                             * (earlier versions' spool files: 0) */
     uint32_t off[F_COUNT];
     int32_t len[F_COUNT];   /* -1: NULL; at most 256 MiB (payload_max_bytes) */
     char data[];

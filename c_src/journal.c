@@ -46,10 +46,13 @@ static unsigned next_epoch(const char *dir, int64_t incarnation)
 }
 
 /* The files earlier starts left become sealed segments of this journal,
- * read first (oldest first, each one's after the next) by the writer; each
- * file goes, like any sealed segment, once all its events are released. */
+ * read first (oldest first, each one's after the next, the last one's
+ * after it this start's first) by the writer; each file goes, like any
+ * sealed segment, once all its events are released. mu is held. */
 static void adopt_recovered(journal_t *j, recovered_t *r)
 {
+    jseg_t *own = j->rd_seg;   /* the writer reads nothing yet */
+
     while (r) {
         recovered_t *next = r->next;
         jseg_t *s = calloc(1, sizeof *s);
@@ -80,6 +83,7 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         else
             j->rd_seg = s;
         j->old_last = s;
+        s->after = own;
         j->disk_bytes += s->cap;
         j->old_bytes += s->cap;
         j->nsegs++;
@@ -91,8 +95,29 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
         free(r);
         r = next;
     }
-    if (j->rd_seg)
+    if (j->rd_seg != own)
         recover_reader(&j->rd, j->rd_seg->base, j->rd_seg->cap, j->rd_seg->read_from);
+}
+
+void journal_recover(journal_t *j)
+{
+    char rerr[256] = "", own[64];
+    uint64_t corrupt = 0, unreadable = 0;
+    recovered_t *r;
+
+    if (!j->dir[0])
+        return;
+    snprintf(own, sizeof own, "journal-%lld-%u-", (long long)j->incarnation, j->epoch);
+    /* a killed start's memory files first: they hold its newest events */
+    if (j->ram_dir[0])
+        ram_recover(j->ram_dir, j->dir, own, &unreadable, rerr, sizeof rerr);
+    r = recover_files(j->dir, own, &corrupt, &unreadable, rerr, sizeof rerr);
+    pthread_mutex_lock(&j->mu);
+    adopt_recovered(j, r);
+    j->corrupt += corrupt;
+    j->unreadable += unreadable;
+    snprintf(j->old_error, sizeof j->old_error, "%s", rerr);
+    pthread_mutex_unlock(&j->mu);
 }
 
 /* stops and joins the first `started` of the journal and disk threads */
@@ -105,7 +130,7 @@ static void stop_threads(journal_t *j, int started)
     pthread_cond_broadcast(&j->sync_cv);
     if (started > 0)
         pthread_join(j->thread, NULL);
-    if (started > 1)
+    if (started > 1 && j->dir[0])
         pthread_join(j->disk_thread, NULL);
 }
 
@@ -150,7 +175,7 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     int started;
 
     (void)crc32c("", 0);   /* makes its tables before any hook needs them */
-    if (max_bytes < 2ull * JOURNAL_SEG_MIN) {
+    if (dir && max_bytes < 2ull * JOURNAL_SEG_MIN) {
         snprintf(err, errlen, "spool_max_bytes %llu is too small for the journal (at least %u)",
                  (unsigned long long)max_bytes, 2u * JOURNAL_SEG_MIN);
         return NULL;
@@ -166,11 +191,14 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         free(j);
         return NULL;
     }
-    snprintf(j->dir, sizeof j->dir, "%s", dir);
+    snprintf(j->dir, sizeof j->dir, "%s", dir ? dir : "");
     j->incarnation = incarnation;
-    j->max_bytes = max_bytes;
+    /* in memory: the queue's limits bound what is in the segments */
+    j->max_bytes = dir ? max_bytes : UINT64_MAX / 2;
     j->sync_ms = sync_ms > 0 ? sync_ms : 1000;
-    j->window = WINDOW;   /* a burst right after the start finds its pages ready */
+    /* a burst right after the start finds its pages ready; in memory
+     * only, pages are memory in use: made ready at the hooks' rate */
+    j->window = dir ? WINDOW : 0;
     j->rate_at = mono_us();
     j->page = (size_t)sysconf(_SC_PAGESIZE);
     if (j->page == 0 || j->page > JOURNAL_SEG_MIN)
@@ -181,27 +209,24 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     if (seg < JOURNAL_SEG_MIN)
         seg = JOURNAL_SEG_MIN;
     j->seg_bytes = (size_t)(seg / j->page * j->page);
-    if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
+    if (!dir) {
+        j->epoch = 1;
+    } else if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
         snprintf(err, errlen, "cannot make %s: %s", dir, strerror(errno));
         sync_destroy(j);
         free(j);
         return NULL;
     }
     j->ram_max = mem_bytes / j->seg_bytes;
-    if (j->ram_max == 0)
+    if (!dir)
+        ;
+    else if (j->ram_max == 0)
         snprintf(j->ram_error, sizeof j->ram_error, "journal_memory_bytes is %llu, less than a "
                  "segment (%zu bytes)", (unsigned long long)mem_bytes, j->seg_bytes);
     else   /* on failure ram_dir stays empty: the hooks write into the disk files' mappings */
         ram_dir_for(dir, j->ram_dir, sizeof j->ram_dir, j->ram_error, sizeof j->ram_error);
-    {
-        char rerr[256] = "";
-        /* a killed start's memory files first: they hold its newest events */
-        if (j->ram_dir[0])
-            ram_recover(j->ram_dir, dir, &j->unreadable, rerr, sizeof rerr);
-        adopt_recovered(j, recover_files(dir, &j->corrupt, &j->unreadable, rerr, sizeof rerr));
-        snprintf(j->old_error, sizeof j->old_error, "%s", rerr);
-    }
-    j->epoch = next_epoch(dir, incarnation);
+    if (dir)
+        j->epoch = next_epoch(dir, incarnation);
     {
         /* can the kernel fault pages in for us (Linux 5.14+)? */
         void *m = mmap(NULL, j->page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
@@ -212,23 +237,14 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     err[0] = '\0';
     j->cur = seg_make(j, err, errlen);
     if (!j->cur) {
-        while (j->sealed) {
-            jseg_t *next = j->sealed->next;
-            seg_free(j, j->sealed, 0);   /* an earlier start's file: stays */
-            j->sealed = next;
-        }
         sync_destroy(j);
         free(j);
         return NULL;
     }
     j->disk_bytes += j->cur->cap;
     j->nsegs++;
-    if (j->old_last) {
-        j->old_last->after = j->cur;   /* read after earlier starts' files */
-    } else {
-        j->rd_seg = j->cur;
-        j->rd_pos = JOURNAL_SEG_HDR;
-    }
+    j->rd_seg = j->cur;
+    j->rd_pos = JOURNAL_SEG_HDR;
     /* the spares too, so a burst right after the start finds room */
     while (j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes) {
         jseg_t *s = seg_make(j, err, errlen);
@@ -242,6 +258,8 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         goto fail_threads;
     }
     started = 1;
+    if (!dir)
+        return j;   /* nothing to sync or copy */
     if (pthread_create(&j->disk_thread, NULL, disk_main, j) != 0) {
         snprintf(err, errlen, "cannot start the journal's disk thread");
         goto fail_threads;
@@ -256,11 +274,6 @@ fail_spares:
         j->spares = next;
     }
     seg_free(j, j->cur, 1);
-    while (j->sealed) {
-        jseg_t *next = j->sealed->next;
-        seg_free(j, j->sealed, 0);   /* an earlier start's file: stays */
-        j->sealed = next;
-    }
     sync_destroy(j);
     free(j);
     return NULL;
@@ -273,7 +286,7 @@ static void close_seg(journal_t *j, jseg_t *s)
 {
     int done = __atomic_load_n(&s->live, __ATOMIC_ACQUIRE) == 0;
 
-    if (!done && s->salt && s->written_to > s->read_from)
+    if (!done && s->fd >= 0 && s->salt && s->written_to > s->read_from)
         (void)recover_save_cursor(s->path, s->salt, s->written_to);
     seg_free(j, s, done);
 }
@@ -314,19 +327,19 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
     return rc;
 }
 
-event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake,
-                         uint32_t *salt)
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int how, int *wake, uint32_t *salt)
 {
     size_t need = record_size(ev_bytes);
+    size_t keep = how & JR_LAST ? 0 : JOURNAL_LAST_ROOM;   /* the last event's room */
     jseg_t *s = j->cur;
     unsigned char *rec;
 
-    if (need > j->seg_bytes - JOURNAL_SEG_HDR) {
-        if (count_refusal)
+    if (need > j->seg_bytes - JOURNAL_SEG_HDR - keep) {
+        if (how & JR_COUNT)
             __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
         return NULL;
     }
-    if (s->used + need > s->cap) {
+    if (s->used + need + keep > s->cap) {
         jseg_t *next;
         pthread_mutex_lock(&j->mu);
         next = j->spares;
@@ -343,12 +356,15 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *
         }
         pthread_mutex_unlock(&j->mu);
         *wake = 1;   /* a spare to make: the caller tells the thread (journal_wake) */
-        if (!next) {
-            if (count_refusal)
+        if (next)
+            s = next;
+        else if (!keep && s->used + need <= s->cap)
+            ;   /* the last event: in the room every segment keeps for it */
+        else {
+            if (how & JR_COUNT)
                 __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
             return NULL;
         }
-        s = next;
     }
     rec = s->base + s->used;
     __atomic_store_n(&s->used, s->used + need, __ATOMIC_RELAXED);
@@ -509,9 +525,17 @@ void journal_release(event_t *ev)
     free(h);
 }
 
-void journal_forget(event_t *ev)
+int journal_forget(event_t *ev)
 {
+    int kept = hdr_of(ev)->s->fd >= 0;
+
     free(hdr_of(ev));
+    return kept;
+}
+
+int journal_in_memory(const journal_t *j)
+{
+    return !j->dir[0];
 }
 
 int64_t journal_incarnation(const journal_t *j)

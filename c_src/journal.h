@@ -44,6 +44,8 @@
 
 #define JOURNAL_SEG_MAX (64u * 1024 * 1024)
 #define JOURNAL_SEG_MIN (1u * 1024 * 1024)
+/* the end of every segment kept for the last event before a stop */
+#define JOURNAL_LAST_ROOM (8u * 1024)
 
 typedef struct journal journal_t;
 
@@ -66,12 +68,14 @@ typedef struct journal_stats {
     char ram_error[256];        /* why not, or why the first one could not be made; "" */
 } journal_stats_t;
 
-/* Takes over the files earlier starts left in dir (recover.h), makes the
- * first segment (synchronously) and starts the journal's two threads. max_bytes
- * bounds the segment files together, the earlier ones included; mem_bytes
- * the memory files (0: none, the hooks write into the disk files'
- * mappings). NULL and err on failure (the earlier files stay where they
- * are). */
+/* Makes the first segments in dir (synchronously) and starts the
+ * journal's two threads; the files earlier starts left there are taken
+ * over by journal_recover. max_bytes bounds the segment files together,
+ * the earlier ones included; mem_bytes the memory files (0: none, the
+ * hooks write into the disk files' mappings). NULL and err on failure.
+ * dir NULL: the segments are in memory only (no file, no disk
+ * thread, nothing read from earlier starts or kept at close); max_bytes
+ * then only sizes them (the queue's limits bound the events). */
 journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
                         int sync_ms, uint64_t mem_bytes, char *err, size_t errlen);
 /* Stops the threads, syncs and unmaps. Files whose events were all
@@ -84,13 +88,16 @@ int journal_close_report(journal_t *j, char *err, size_t errlen);
 
 /* Hook path, under the queue lock: takes space for an event of ev_bytes,
  * and writes none of it (no page is touched there); NULL when there is no
- * room (counted in no_room when count_refusal: a dropped event). The
+ * room (counted in no_room with JR_COUNT: a dropped event). Only JR_LAST
+ * (the last event before a stop) may take the JOURNAL_LAST_ROOM bytes at
+ * the end of a segment, so it finds room when the journal is full. The
  * returned event's fields are the caller's to fill, outside the lock,
  * before journal_commit (its next is never set), with *salt. *wake is
  * set to 1 when the journal thread has work (a segment filled): the
  * caller calls journal_wake once it has let go of the queue lock. */
-event_t *journal_reserve(journal_t *j, size_t ev_bytes, int count_refusal, int *wake,
-                         uint32_t *salt);
+#define JR_COUNT 1
+#define JR_LAST 2
+event_t *journal_reserve(journal_t *j, size_t ev_bytes, int how, int *wake, uint32_t *salt);
 void journal_wake(journal_t *j);
 /* Hook path, no lock: checksums the filled event and publishes it. */
 void journal_commit(journal_t *j, event_t *ev, uint32_t salt);
@@ -111,16 +118,24 @@ int journal_peek(journal_t *j, int64_t *origin, int64_t *ts_us);
 int journal_reading_old(const journal_t *j);
 /* A copy is written: freed, and its record's space may go. */
 void journal_release(event_t *ev);
-/* A copy freed, its record not written: it stays for the next start. */
-void journal_forget(event_t *ev);
+/* A copy freed, its record not written: it stays for the next start (1),
+ * or is lost with a journal in memory only (0). */
+int journal_forget(event_t *ev);
+/* 1: opened without a directory (journal_open) */
+int journal_in_memory(const journal_t *j);
 /* the incarnation of the events this journal takes (not of earlier starts') */
 int64_t journal_incarnation(const journal_t *j);
 /* Records reserved and not yet committed. */
 uint64_t journal_busy(const journal_t *j);
 
-/* The number of events in earlier starts' files, their bytes and their
- * number per hook (per_hook: EVENT_KINDS of them); once, then 0: queued
- * before any new one (queue_attach_journal). */
+/* Takes over the files earlier starts left in its directory (recover.h),
+ * as segments read before this start's: while hooks write (no lock of
+ * theirs is taken), before the writer reads. Reading a large backlog's
+ * files takes long. Nothing for a journal in memory. */
+void journal_recover(journal_t *j);
+/* The number of events journal_recover found, their bytes and their
+ * number per hook (per_hook: EVENT_KINDS of them); once, then 0
+ * (queue_take_earlier). */
 size_t journal_take_recovered(journal_t *j, size_t *bytes, uint64_t *per_hook);
 /* The incarnation of the events of a copy journal_read made. */
 int64_t journal_event_incarnation(const event_t *ev);

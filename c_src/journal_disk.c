@@ -64,6 +64,18 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
     }
     s->cap = j->seg_bytes;
     s->incarnation = j->incarnation;
+    __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELAXED);
+    if (!j->dir[0]) {
+        /* in memory only: no file */
+        s->fd = -1;
+        s->base = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (s->base == MAP_FAILED) {
+            snprintf(err, errlen, "cannot map %zu bytes of memory: %s", s->cap, strerror(errno));
+            free(s);
+            return NULL;
+        }
+        goto mapped;
+    }
     snprintf(s->path, sizeof s->path, "%s/journal-%lld-%u-%u.dat", j->dir,
              (long long)j->incarnation, j->epoch, j->number++);
     s->fd = open(s->path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
@@ -79,7 +91,6 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
                  strerror(rc));
         goto fail;
     }
-    __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELAXED);
     if (j->ram_dir[0] && __atomic_load_n(&j->ram_segs, __ATOMIC_RELAXED) < j->ram_max) {
         char why[256];
         if (ram_attach(j, s, why, sizeof why) != 0) {
@@ -98,6 +109,7 @@ jseg_t *seg_make(journal_t *j, char *err, size_t errlen)
         s->base = NULL;
         goto fail;
     }
+mapped:
     if (j->touch) {
         /* write-fault every page now, so the hook path does not */
         for (off = 0; off < s->cap; off += j->page)
@@ -129,6 +141,10 @@ void seg_free(journal_t *j, jseg_t *s, int remove)
 {
     if (s->base)
         munmap(s->base, s->cap);
+    if (s->fd < 0) {
+        free(s);   /* in memory only: gone */
+        return;
+    }
     /* kept: its memory file copied to the disk file, which is synced
      * before the memory file goes (ram_free) */
     if (ram_free(j, s, !remove) != 0)

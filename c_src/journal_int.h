@@ -158,7 +158,8 @@ int seg_remap(jseg_t *s);
 /* keep: its disk file gets all of it and is synced first; -1 (errno) when
  * that failed: the memory file stays, for the next start to copy */
 int ram_free(journal_t *j, jseg_t *s, int keep);
-void ram_recover(const char *ram_dir, const char *dir, uint64_t *unreadable, char *err,
-                 size_t errlen);
+/* skip: the names of this start's files begin so (they are not copied) */
+void ram_recover(const char *ram_dir, const char *dir, const char *skip, uint64_t *unreadable,
+                 char *err, size_t errlen);
 
 #endif

@@ -264,8 +264,8 @@ static size_t used_bytes(const unsigned char *m, size_t size)
 /* At open, before the disk files are read: each memory file an earlier
  * start left (it was killed) is copied over its disk file, synced, and
  * removed. A file that cannot be copied stays (counted, err). */
-void ram_recover(const char *ram_dir, const char *dir, uint64_t *unreadable, char *err,
-                 size_t errlen)
+void ram_recover(const char *ram_dir, const char *dir, const char *skip, uint64_t *unreadable,
+                 char *err, size_t errlen)
 {
     DIR *d = opendir(ram_dir);
     struct dirent *e;
@@ -278,7 +278,8 @@ void ram_recover(const char *ram_dir, const char *dir, uint64_t *unreadable, cha
         int in, out = -1, ok = 0;
         void *m = MAP_FAILED;
 
-        if (strncmp(e->d_name, "journal-", 8) != 0)
+        if (strncmp(e->d_name, "journal-", 8) != 0 ||
+            strncmp(e->d_name, skip, strlen(skip)) == 0)   /* this start's own */
             continue;
         snprintf(from, sizeof from, "%s/%s", ram_dir, e->d_name);
         snprintf(to, sizeof to, "%s/%s", dir, e->d_name);

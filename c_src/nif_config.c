@@ -469,7 +469,6 @@ ERL_NIF_TERM nif_start(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     cfg.journal = journal;
     /* an earlier incarnation's running marker: it never stopped */
     crashed = journal && spool_dir ? prow_marker_read(spool_dir) : 0;
-    queue_open(&p->q);   /* closed by the last stop's row */
     __atomic_store_n(&p->refusing, 0, __ATOMIC_RELEASE);   /* recording again (stop_writer) */
     /* the writer logs through log_to_owner, which takes mu: not held here */
     w = writer_start(&cfg, &p->q, log_to_owner, p, err, sizeof err);

@@ -1,15 +1,14 @@
 /* queue.h - the queue between the hook path and the writer thread: the
- * events in the journal (journal.h: on disk, bounded by its files, read by
- * the writer in order from there) or, without one, a list in memory
- * (bounded by max_events/max_bytes).
+ * events in the journal (journal.h), read by the writer in order from
+ * there. On disk it is bounded by its files; in memory only (journal =
+ * off, or no usable spool directory) by max_events/max_bytes.
  *
  * Scheduler threads push (never wait: a full queue is a counted drop);
  * the writer thread pops batches. Sequence numbers are assigned under the
  * queue lock, and a dropped event still consumes its number (a gap in seq
- * is a drop). Pops are in sequence order: earlier starts' events first,
- * then the events in memory queued before the journal's, the journal's,
- * and the one in memory queued after them (a stop's row). Knows nothing of erl_nif
- * or libpq. */
+ * is a drop). Pops are in sequence order, earlier starts' events first.
+ * Events are queued only while a journal is attached. Knows nothing of
+ * erl_nif or libpq. */
 #ifndef VMQ_PGEV_QUEUE_H
 #define VMQ_PGEV_QUEUE_H
 
@@ -36,24 +35,20 @@ typedef struct drop_ledger {
 typedef struct queue {
     pthread_mutex_t mu;
     pthread_cond_t cv;         /* the writer waits here */
-    event_t *head, *tail;      /* the events in memory */
-    event_t *heap_after;       /* the first of them queued after the journal's events
-                                * (a stop's row the journal had no room for): taken
-                                * once those are read */
-    size_t count, bytes;       /* all queued: in memory and in the journal */
-    size_t jcount, jbytes;     /* ... of them in the journal, not yet read */
-    uint64_t jhook[EVENT_KINDS];   /* ... of each hook (what a writer stop leaves) */
-    int64_t joldest_us;        /* ts of the first of those (writer: at least as old) */
+    size_t count, bytes;       /* queued in the journal, not yet read */
+    uint64_t per_hook[EVENT_KINDS];   /* ... of each hook (what a writer stop leaves) */
+    int64_t oldest_us;         /* ts of the first of them (writer: at least as old) */
+    int bounded;               /* the journal is in memory: max_events/max_bytes apply */
     size_t taken;              /* popped, not yet settled by the writer (see queue_settled) */
     size_t max_events, max_bytes;
     size_t wake_at;            /* signal the writer at this many events */
     size_t peak_count, peak_bytes;
     uint64_t last_seq;         /* the last sequence number handed out */
     uint64_t dropped;          /* events refused because the queue was full */
-    journal_t *j;              /* events go here when set (atomic read) */
+    journal_t *j;              /* events go here; none is queued without it */
     int flush_req;             /* write what is queued now */
     int stop;
-    int closed;                /* queue_close: every add is a drop (DROP_STOPPED) */
+    int closed;                /* after the last row: every add is a drop (DROP_STOPPED) */
     int nomem;                 /* the last pop found no memory for a copy */
     drop_ledger_t drops;
 } queue_t;
@@ -63,47 +58,44 @@ int queue_init(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at);
 void queue_destroy(queue_t *q);
 void queue_set_limits(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at);
 
-/* 1 when the queue is at its limit (unlocked read, a hint for callers that
- * want to skip building an event that would be dropped). */
+/* 1 when the queue in memory is at its limit (unlocked read, a hint for
+ * callers that want to skip building an event that would be dropped). */
 int queue_full_hint(const queue_t *q);
-/* The hook path: builds the event from in (into the journal when one is
- * attached, else in one malloc) and queues it with the next sequence
- * number. 0: queued; 1: dropped, no room (queue or journal full); 2:
- * dropped, out of memory or too large; 3: dropped, the queue is closed
- * (the plugin stopped). A drop consumes its number and is in the ledger. */
+/* The hook path: builds the event from in into the journal and queues it
+ * with the next sequence number. 0: queued; 1: dropped, no room (queue or
+ * journal full, or larger than a segment); 2: dropped, out of memory; 3:
+ * dropped, the queue is closed or has no journal (the plugin stopped). A
+ * drop consumes its number and is in the ledger. */
 int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq);
 /* queue_add of the last event before a stop: once it has its number,
- * every later add is a drop (3) until queue_open. Without room in the
- * journal it goes in memory, past the queue's limits. Same results. */
+ * every later add is a drop (3) until queue_open. It goes past the queue's
+ * limits, into the room each journal segment keeps for it. Same results. */
 int queue_add_last(queue_t *q, const event_in_t *in, uint64_t *seq);
 /* queue_add, except that without room it takes no number and counts no
  * drop (1): the caller tries again later */
 int queue_add_if_room(queue_t *q, const event_in_t *in, uint64_t *seq);
 void queue_open(queue_t *q);
-/* From now on events go to the journal j; the events of earlier starts
- * it took over (journal_take_recovered) go before anything queued. */
+/* From now on events go to the journal j (the queue is empty: none is
+ * queued without one). */
 void queue_attach_journal(queue_t *q, journal_t *j);
+/* The events of earlier starts the attached journal took over since
+ * (journal_recover) are queued too, read before the others. The writer
+ * thread, or its starter before it reads. */
+void queue_take_earlier(queue_t *q);
 /* Events stop going to the journal; waits for those being written into
  * it; the journal's events not yet read leave the queue (they stay on
  * disk for the next start): their number, each counted in
  * per_hook[hook] (EVENT_KINDS of them; may be NULL), from counts kept as
  * they were queued and read: nothing is read here, so a stop with any
- * backlog takes no longer. Events in memory stay queued. The writer thread
- * only. */
+ * backlog takes no longer. The writer thread only. */
 size_t queue_detach_journal(queue_t *q, uint64_t *per_hook);
-/* The writer is done with ev (written or dead-lettered): a journal
- * event's space may go, an event in memory is freed. The _list form
- * follows the next links. */
+/* The writer is done with ev (written or dead-lettered): its space in the
+ * journal may go. The _list form follows the next links. */
 void queue_release(event_t *ev);
 void queue_release_list(event_t *ev);
-/* The writer leaves ev unwritten at a stop: an event in memory is lost
- * (freed), a journal event stays on disk for the next start. 1: it stays */
+/* The writer leaves ev unwritten at a stop: it stays on disk for the next
+ * start (1), or with the journal in memory is lost (0). */
 int queue_leave(event_t *ev);
-/* Takes ev (in memory) and gives it the next sequence number: 0. Queue
- * full: ev is not taken (the caller frees it), the drop is counted and
- * consumes a number: 1. With a journal attached it is popped after the
- * journal's events, as a stop's row is. */
-int queue_push(queue_t *q, event_t *ev, uint64_t *seq);
 /* Counts a drop of an event of this hook that was never built (enum
  * drop_reason); returns its number. */
 uint64_t queue_drop(queue_t *q, int hook, int reason);
@@ -123,8 +115,8 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
 /* 1 when the last queue_pop returned nothing for want of memory (the
  * queue is not empty) */
 int queue_short_of_memory(queue_t *q);
-/* The incarnation a journal event was recorded in (earlier starts' files
- * hold other incarnations'); 0 for an event in memory (this one's). */
+/* The incarnation an event was recorded in (earlier starts' files hold
+ * other incarnations'). */
 int64_t queue_event_origin(const event_t *ev);
 /* 1 when queue_pop would return at once: a batch (wake_at events) is
  * waiting, or a flush or stop is asked. */

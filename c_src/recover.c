@@ -409,10 +409,11 @@ static void drop_orphan_cursor(const char *dir, const char *name)
     }
 }
 
-/* the journal files in dir, sorted; spool files converted first, cursor
- * files without their journal file removed */
-static found_t *list_files(const char *dir, size_t *n, uint64_t *corrupt, uint64_t *unreadable,
-                           char *err, size_t errlen)
+/* the journal files in dir but those whose name starts with skip, sorted;
+ * spool files converted first, cursor files without their journal file
+ * removed */
+static found_t *list_files(const char *dir, const char *skip, size_t *n, uint64_t *corrupt,
+                           uint64_t *unreadable, char *err, size_t errlen)
 {
     DIR *d;
     struct dirent *e;
@@ -438,6 +439,8 @@ static found_t *list_files(const char *dir, size_t *n, uint64_t *corrupt, uint64
                     (*unreadable)++;
                 continue;
             }
+            if (skip && strncmp(e->d_name, skip, strlen(skip)) == 0)
+                continue;
             if (parse_journal_name(e->d_name, &f.inc, &f.epoch, &f.number) != 0) {
                 drop_orphan_cursor(dir, e->d_name);
                 continue;
@@ -459,12 +462,12 @@ static found_t *list_files(const char *dir, size_t *n, uint64_t *corrupt, uint64
     return list;
 }
 
-recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreadable,
-                           char *err, size_t errlen)
+recovered_t *recover_files(const char *dir, const char *skip, uint64_t *corrupt,
+                           uint64_t *unreadable, char *err, size_t errlen)
 {
     recovered_t *head = NULL, **tailp = &head;
     size_t n, i;
-    found_t *files = list_files(dir, &n, corrupt, unreadable, err, errlen);
+    found_t *files = list_files(dir, skip, &n, corrupt, unreadable, err, errlen);
 
     for (i = 0; i < n; i++) {
         recovered_t *r = calloc(1, sizeof *r);

@@ -26,8 +26,9 @@
  * skipped by the writer's resume point, so reading a file twice writes
  * nothing twice.
  *
- * recover_files runs at journal_open, before any hook writes; the writer
- * reads the records later (recover_next), while hooks write elsewhere.
+ * recover_files runs at journal_recover, while hooks write into this
+ * start's files (skipped by name); the writer reads the records later
+ * (recover_next).
  * Knows nothing of erl_nif or libpq. */
 #ifndef VMQ_PGEV_RECOVER_H
 #define VMQ_PGEV_RECOVER_H
@@ -52,11 +53,12 @@ typedef struct recovered {
     char path[4096];
 } recovered_t;
 
-/* The files in dir, oldest first (files without an event are removed).
- * *corrupt += the damaged records skipped; *unreadable += the files that
- * could not be read (left where they are; err names the last). */
-recovered_t *recover_files(const char *dir, uint64_t *corrupt, uint64_t *unreadable,
-                           char *err, size_t errlen);
+/* The files in dir but those whose name starts with skip (NULL: none),
+ * oldest first (files without an event are removed). *corrupt += the
+ * damaged records skipped; *unreadable += the files that could not be
+ * read (left where they are; err names the last). */
+recovered_t *recover_files(const char *dir, const char *skip, uint64_t *corrupt,
+                           uint64_t *unreadable, char *err, size_t errlen);
 
 /* The cursor file of a journal file kept at a stop, <file>.w: "VPGC" |
  * the file's salt | offset (BE u64) | CRC-32C of the 16 bytes before

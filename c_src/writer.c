@@ -7,11 +7,12 @@
  * asked once where the table has it up to (the resume point), so nothing
  * an earlier start wrote is written twice. A failed write keeps the batch
  * and retries it after the backoff; the events wait where they are, in the
- * journal on disk (or, with journal off, in the bounded in-memory queue).
+ * journal on disk (or, with journal off, in its segments in memory, bounded
+ * by the queue's limits).
  *
  * At a stop, what is queued is written until the stop's deadline; past it,
- * journal events stay on disk for the next start, events in memory are
- * discarded and counted. */
+ * events on disk stay for the next start, events in memory are discarded
+ * and counted. */
 #define _GNU_SOURCE
 #include "writer_int.h"
 
@@ -39,7 +40,7 @@ static void report_queue_drops(writer_t *w)
     now = wall_us();
     if (w->drops_logged_us && now - w->drops_logged_us < 10000000)
         return;
-    if (w->j) {
+    if (w->st.journal_on) {
         journal_stats_t js;
         journal_get_stats(w->j, &js);
         w_log(w, WLOG_ERROR,
@@ -49,13 +50,15 @@ static void report_queue_drops(writer_t *w)
               (unsigned long long)w->cfg.spool_max_bytes, js.error[0] ? "; " : "", js.error,
               (unsigned long long)qs.dropped);
     } else {
+        journal_stats_t js;
+        journal_get_stats(w->j, &js);   /* in memory: why a segment could not be had */
         w_log(w, WLOG_ERROR,
               "%llu events dropped: the in-memory queue was full (queue_max_events %zu, "
-              "queue_max_bytes %zu; no journal); %llu dropped so far",
+              "queue_max_bytes %zu; no journal%s%s); %llu dropped so far",
               (unsigned long long)(qs.dropped - w->drops_logged),
               __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED),
-              __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED),
-              (unsigned long long)qs.dropped);
+              __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED), js.error[0] ? "; " : "",
+              js.error, (unsigned long long)qs.dropped);
     }
     w->drops_logged = qs.dropped;
     w->drops_logged_us = now;
@@ -157,40 +160,55 @@ static void leave_or_discard(writer_t *w, event_t *list, size_t n)
     pthread_mutex_unlock(&w->smu);
 }
 
-/* the journal's events not yet read stay for the next start: counted */
+/* the journal's events not yet read stay for the next start, or with the
+ * journal in memory are lost: counted */
 static size_t leave_journal(writer_t *w)
 {
     uint64_t per_hook[EVENT_KINDS] = {0};
     size_t n = queue_detach_journal(w->q, per_hook);
 
-    count_left(w, n, per_hook);
+    if (w->st.journal_on) {
+        count_left(w, n, per_hook);
+    } else {
+        pthread_mutex_lock(&w->smu);
+        w->st.discarded_at_stop += n;
+        pthread_mutex_unlock(&w->smu);
+    }
     return n;
 }
 
 /* events go to the journal from now on, after those of the files earlier
- * starts left (writer_start, before the thread) */
-static void open_journal(writer_t *w)
+ * starts left: in spool_dir, or else in memory only (writer_start, before
+ * the thread). -1: not even in memory (err) */
+static int open_journal(writer_t *w, char *err, size_t errlen)
 {
-    char err[256] = "";
-    journal_t *j = journal_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes,
-                                w->cfg.journal_sync_ms, w->cfg.journal_memory_bytes, err,
-                                sizeof err);
+    journal_t *j = NULL;
 
-    if (!j) {
-        pthread_mutex_lock(&w->smu);
-        snprintf(w->st.journal_error, sizeof w->st.journal_error, "%s", err);
-        pthread_mutex_unlock(&w->smu);
-        return;
-    }
+    err[0] = '\0';
+    if (w->spool_dir && !w->st.spool_error[0] && w->cfg.journal)
+        j = journal_open(w->spool_dir, w->cfg.incarnation, w->cfg.spool_max_bytes,
+                         w->cfg.journal_sync_ms, w->cfg.journal_memory_bytes, err, errlen);
     pthread_mutex_lock(&w->smu);
-    w->j = j;
-    w->st.journal_on = 1;
-    w->st.journal_error[0] = '\0';
+    snprintf(w->st.journal_error, sizeof w->st.journal_error, "%s", err);
+    w->st.journal_on = j != NULL;
     pthread_mutex_unlock(&w->smu);
+    if (!j)
+        j = journal_open(NULL, w->cfg.incarnation,
+                         __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED), 0, 0, err, errlen);
+    if (!j)
+        return -1;
+    w->j = j;
     queue_attach_journal(w->q, j);
+    queue_open(w->q);   /* closed by the last stop's row, or never opened */
+    /* hooks write from here on; earlier starts' files are read meanwhile
+     * (long for a large backlog) and written first */
+    journal_recover(j);
+    queue_take_earlier(w->q);
+    return 0;
 }
 
-/* at the end: what the journal still holds stays on disk for the next start */
+/* at the end: what the journal still holds stays on disk for the next
+ * start (in memory: lost) */
 static void close_journal(writer_t *w)
 {
     size_t n;
@@ -199,10 +217,11 @@ static void close_journal(writer_t *w)
     if (!j)
         return;
     n = leave_journal(w);
-    if (n) {
+    if (n && w->st.journal_on)
         w_log(w, WLOG_WARNING, "%zu events stay in the journal in %s: written at the next start",
               n, w->spool_dir);
-    }
+    else if (n)
+        w_log(w, WLOG_ERROR, "%zu events in memory could not be written and are lost", n);
     pthread_mutex_lock(&w->smu);
     w->j = NULL;
     w->st.journal_on = 0;
@@ -242,10 +261,10 @@ static void log_start(writer_t *w)
     if (w->st.spool_error[0])
         w_log(w, WLOG_ERROR, "no journal: %s; events wait in memory (queue_max_events, "
               "queue_max_bytes), what does not fit is dropped", w->st.spool_error);
-    else if (w->cfg.journal && !w->j)
+    else if (w->cfg.journal && !w->st.journal_on)
         w_log(w, WLOG_ERROR, "no journal: %s; events wait in memory (queue_max_events, "
               "queue_max_bytes), what does not fit is dropped", w->st.journal_error);
-    if (!w->j) {
+    if (!w->st.journal_on) {
         size_t files = w->spool_dir ? earlier_files(w->spool_dir) : 0;
         if (files)
             w_log(w, WLOG_WARNING, "journal off: the %zu file(s) earlier starts left in %s are "
@@ -508,14 +527,15 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
      * start returns are kept, after what earlier starts left */
     if (w->spool_dir)
         make_spool_dir(w);
-    if (w->spool_dir && !w->st.spool_error[0] && w->cfg.journal) {
-        open_journal(w);
-        if (w->j) {
-            journal_stats_t js;
-            journal_get_stats(w->j, &js);
-            w->recovered_n = js.recovered;
-            w->st.spool_corrupt = js.corrupt;
-        }
+    if (open_journal(w, err, errlen) != 0) {
+        writer_free(w);
+        return NULL;
+    }
+    if (w->st.journal_on) {
+        journal_stats_t js;
+        journal_get_stats(w->j, &js);
+        w->recovered_n = js.recovered;
+        w->st.spool_corrupt = js.corrupt;
     }
     if (pthread_create(&w->thread, NULL, writer_main, w) != 0) {
         close_journal(w);
@@ -580,7 +600,12 @@ void writer_get_status(writer_t *w, writer_status_t *st)
         compressor_get_status(w->comp, &cs);
         compress_into(st, &cs);
     }
-    if (w->j) {
+    if (w->j && !w->st.journal_on) {
+        journal_stats_t js;
+        journal_get_stats(w->j, &js);   /* in memory: why a segment could not be had */
+        if (js.error[0])
+            snprintf(st->journal_error, sizeof st->journal_error, "%s", js.error);
+    } else if (w->st.journal_on) {
         journal_stats_t js;
         journal_get_stats(w->j, &js);
         st->journal_bytes = js.disk_bytes;

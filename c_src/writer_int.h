@@ -35,7 +35,8 @@ struct writer {
     /* writer thread only */
     PGconn *conn;
     pgio_t io;                 /* every libpq call that waits goes through it */
-    journal_t *j;              /* NULL: events wait in memory (set/cleared under smu) */
+    journal_t *j;              /* the journal, on disk or in memory (st.journal_on);
+                                * set before the thread, cleared under smu */
     char *copy_sql, *dead_sql, *resume_sql;
     char *upkeep_sql;          /* <table>_upkeep's call (granted); NULL: vmq_pgevents_upkeep */
     int access_checked;        /* granted asked of this connection */

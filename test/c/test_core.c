@@ -156,24 +156,69 @@ static void test_jsonw(void)
     buf_free(&b);
 }
 
+/* a journal as the writer opens it: its segments, then earlier starts'
+ * files taken over */
+static journal_t *jopen(const char *dir, int64_t inc, uint64_t max_bytes, int sync_ms,
+                        uint64_t mem_bytes, char *err, size_t errlen)
+{
+    journal_t *j = journal_open(dir, inc, max_bytes, sync_ms, mem_bytes, err, errlen);
+
+    if (j)
+        journal_recover(j);
+    return j;
+}
+
+/* ... attached to q, with those files' events */
+static void attach(queue_t *q, journal_t *j)
+{
+    queue_attach_journal(q, j);
+    queue_take_earlier(q);
+}
+
+static void sample_in(event_in_t *in)
+{
+    event_in_init(in, HOOK_ON_PUBLISH, 946684800000000LL + 1000001);
+    in->qos = 1;
+    in->retain = 0;
+    in->has_conn = 1;
+    in->conn_id = 77;
+    in->f[F_MOUNTPOINT] = (span_t){"", 0, 1};
+    in->f[F_CLIENT_ID] = (span_t){"c\xff", 2, 1};
+    in->f[F_USERNAME] = (span_t){"u", 1, 1};
+    in->f[F_TOPIC] = (span_t){"a/b", 3, 1};
+    in->f[F_PAYLOAD] = (span_t){"{\"a\":1}", 7, 1};
+    in->payload_size = 7;
+}
+
 static event_t *make_event(void)
 {
     event_in_t in;
-    event_t *ev;
 
-    event_in_init(&in, HOOK_ON_PUBLISH, 946684800000000LL + 1000001);
-    in.qos = 1;
-    in.retain = 0;
-    in.has_conn = 1;
-    in.conn_id = 77;
-    in.f[F_MOUNTPOINT] = (span_t){"", 0, 1};
-    in.f[F_CLIENT_ID] = (span_t){"c\xff", 2, 1};
-    in.f[F_USERNAME] = (span_t){"u", 1, 1};
-    in.f[F_TOPIC] = (span_t){"a/b", 3, 1};
-    in.f[F_PAYLOAD] = (span_t){"{\"a\":1}", 7, 1};
-    in.payload_size = 7;
-    ev = event_build(&in);
-    return ev;
+    sample_in(&in);
+    return event_build(&in);
+}
+
+/* a queue whose journal is in memory only (journal = off) */
+static journal_t *mem_queue(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at)
+{
+    char err[256];
+    journal_t *j;
+
+    if (queue_init(q, max_events, max_bytes, wake_at) != 0)
+        return NULL;
+    j = jopen(NULL, 1, max_bytes, 0, 0, err, sizeof err);
+    if (j)
+        attach(q, j);
+    else
+        queue_destroy(q);
+    return j;
+}
+
+static void mem_queue_end(queue_t *q, journal_t *j)
+{
+    CHECK(queue_detach_journal(q, NULL) == 0);
+    journal_close(j);
+    queue_destroy(q);
 }
 
 static void test_event(void)
@@ -192,30 +237,44 @@ static void test_event(void)
     event_free(ev);
 }
 
+/* The queue with its journal in memory only (journal = off): bounded by
+ * max_events and max_bytes exactly, drops counted and numbered; the last
+ * row before a stop goes past the limits; what a stop leaves is lost. */
 static void test_queue(void)
 {
     queue_t q;
-    uint64_t seq;
+    journal_t *j;
+    event_in_t in;
+    uint64_t seq, per_hook[EVENT_KINDS] = {0};
     event_t *list, *ev;
-    size_t n;
+    size_t n, size;
     int i;
 
+    sample_in(&in);
+    ev = make_event();
+    size = ev ? ev->bytes : 0;
+    event_free(ev);
     CHECK(queue_init(&q, 3, 1 << 20, 2) == 0);
+    CHECK(queue_add(&q, &in, &seq) == 3 && seq == 1);   /* no journal yet: a drop, as stopped */
+    queue_destroy(&q);
+    CHECK((j = mem_queue(&q, 3, 1 << 20, 2)) != NULL);
+    if (!j)
+        return;
+    CHECK(journal_in_memory(j));
     for (i = 0; i < 3; i++) {
         CHECK(queue_ready(&q) == (i >= 2));   /* ready from wake_at (2) events on */
-        ev = make_event();
-        CHECK(queue_push(&q, ev, &seq) == 0 && seq == (uint64_t)i + 1);
+        CHECK(queue_add(&q, &in, &seq) == 0 && seq == (uint64_t)i + 1);
     }
     CHECK(queue_full_hint(&q));
-    ev = make_event();
-    CHECK(queue_push(&q, ev, &seq) == 1 && seq == 4);   /* full: a counted drop */
-    event_free(ev);
+    CHECK(queue_add(&q, &in, &seq) == 1 && seq == 4);   /* full: a counted drop */
+    CHECK(queue_add_if_room(&q, &in, &seq) == 1 && seq == 4);   /* no room: no number */
     CHECK(queue_drop(&q, HOOK_ON_PUBLISH, DROP_NO_ROOM) == 5);
     list = queue_pop(&q, 2, 0, &n);
-    CHECK(n == 2 && list && list->seq == 1 && list->next->seq == 2 && !list->next->next);
+    CHECK(n == 2 && list && list->seq == 1 && list->next->seq == 2 && !list->next->next &&
+          list->home == EV_JOURNAL && list->bytes == size &&
+          memcmp(event_field(list, F_TOPIC), "a/b", 3) == 0);
     queue_release_list(list);
-    ev = make_event();
-    CHECK(queue_push(&q, ev, &seq) == 0 && seq == 6);   /* room again */
+    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 6);   /* room again */
     list = queue_pop(&q, 10, 0, &n);
     CHECK(n == 2 && list->seq == 3 && list->next->seq == 6);
     queue_release_list(list);
@@ -231,14 +290,33 @@ static void test_queue(void)
     CHECK(queue_ready(&q));
     list = queue_pop(&q, 10, 1000, &n);
     CHECK(list == NULL && n == 0 && !queue_ready(&q));
+    queue_settled(&q);
+    /* full again; the last row goes past the limits, then nothing */
+    for (i = 0; i < 3; i++)
+        CHECK(queue_add(&q, &in, &seq) == 0);
+    CHECK(queue_add(&q, &in, &seq) == 1 && seq == 10);
+    CHECK(queue_add_last(&q, &in, &seq) == 0 && seq == 11);
+    CHECK(queue_add(&q, &in, &seq) == 3 && seq == 12);
+    list = queue_pop(&q, 1, 0, &n);   /* 7 read, then the stop */
+    CHECK(n == 1 && list && list->seq == 7 && queue_leave(list) == 0);   /* lost */
+    queue_settled(&q);
+    CHECK(queue_detach_journal(&q, per_hook) == 3 && per_hook[HOOK_ON_PUBLISH] == 3);
+    CHECK(queue_add(&q, &in, &seq) == 3);   /* no journal: as stopped */
+    journal_close(j);
     queue_destroy(&q);
 
-    /* byte limit */
-    CHECK(queue_init(&q, 100, 1, 1) == 0);
-    ev = make_event();
-    CHECK(queue_push(&q, ev, &seq) == 1);
-    event_free(ev);
-    queue_destroy(&q);
+    /* byte limit: max_bytes exactly */
+    CHECK((j = mem_queue(&q, 100, 2 * size, 1)) != NULL);
+    if (!j)
+        return;
+    CHECK(!queue_full_hint(&q));
+    CHECK(queue_add(&q, &in, &seq) == 0 && queue_add(&q, &in, &seq) == 0);
+    CHECK(queue_add(&q, &in, &seq) == 1 && !queue_full_hint(&q));
+    list = queue_pop(&q, 10, 0, &n);
+    CHECK(n == 2);
+    queue_release_list(list);
+    queue_settled(&q);
+    mem_queue_end(&q, j);
 }
 
 /* reads COPY BINARY back: returns field i's length (-1 NULL) and data */
@@ -581,7 +659,7 @@ typedef struct readback {
 static void read_back(const char *dir, int64_t inc, size_t batch, readback_t *rb)
 {
     char err[256] = "";
-    journal_t *j = journal_open(dir, inc, 16u << 20, 1000, MEM, err, sizeof err);
+    journal_t *j = jopen(dir, inc, 16u << 20, 1000, MEM, err, sizeof err);
     queue_t q;
     event_t *got, *ev;
     size_t n;
@@ -592,7 +670,7 @@ static void read_back(const char *dir, int64_t inc, size_t batch, readback_t *rb
     if (!j)
         return;
     journal_get_stats(j, &rb->js);
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     while ((got = queue_pop(&q, batch, 0, &n)) != NULL) {
         for (ev = got; ev; ev = ev->next) {
             char p[32];
@@ -622,7 +700,7 @@ static void read_back(const char *dir, int64_t inc, size_t batch, readback_t *rb
 static void write_three(const char *dir)
 {
     char err[256] = "";
-    journal_t *j = journal_open(dir, 14, 4u << 20, 50, MEM, err, sizeof err);
+    journal_t *j = jopen(dir, 14, 4u << 20, 50, MEM, err, sizeof err);
     queue_t q;
     event_t *got;
     size_t n;
@@ -630,7 +708,7 @@ static void write_three(const char *dir)
     CHECK(j != NULL && queue_init(&q, 100, 1u << 20, 1000) == 0);
     if (!j)
         return;
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     got = queue_pop(&q, 3, 0, &n);
     CHECK(n == 3 && got && got->seq == 1);
     queue_release_list(got);
@@ -714,14 +792,14 @@ static void test_journal(void)
 
     CHECK(crc32c("123456789", 9) == 0xE3069283u);   /* the standard check value */
     CHECK(mkdtemp(dir) != NULL);
-    CHECK(journal_open(dir, 7, 1 << 20, 1000, MEM, err, sizeof err) == NULL &&
+    CHECK(jopen(dir, 7, 1 << 20, 1000, MEM, err, sizeof err) == NULL &&
           strstr(err, "too small"));
-    j = journal_open(dir, 7, 4u << 20, 50, MEM, err, sizeof err);   /* 1 MiB segments, 4 at most */
+    j = jopen(dir, 7, 4u << 20, 50, MEM, err, sizeof err);   /* 1 MiB segments, 4 at most */
     CHECK(j != NULL);
     if (!j)
         return;
     CHECK(queue_init(&q, 10, 1000, 1) == 0);   /* memory limits do not apply to the journal */
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     memset(payload, 'p', sizeof payload);
     /* ~700 bytes an event: a segment holds ~1,500; 3,000 events turn it over */
     for (i = 0; i < 3000 && rc == 0; i++) {
@@ -769,31 +847,37 @@ static void test_journal(void)
     /* close: the queued events stay on disk */
     n = queue_detach_journal(&q, NULL);
     CHECK(n > 1000);
-    CHECK(queue_add(&q, &in, &seq) == 0);    /* without a journal: in memory */
-    got = queue_pop(&q, 10, 0, &n);
-    CHECK(n == 1 && got && got->home == EV_HEAP);
-    queue_release_list(got);
-    queue_settled(&q);
+    CHECK(queue_add(&q, &in, &seq) == 3);    /* without a journal: none is queued */
+    CHECK(queue_pop(&q, 10, 0, &n) == NULL);
     journal_close(j);
     CHECK(count_files(dir, "journal-7-1-") >= 2);
     /* taken over by a later start (incarnation 8): every event not yet
      * written, in order, none written before (the cursor file of the
-     * segment that holds written ones and not) */
+     * segment that holds written ones and not); the hooks write while
+     * they are read at its start, their events after them */
     {
         char err2[256] = "";
         journal_t *j2 = journal_open(dir, 8, 1u << 30, 1000, MEM, err2, sizeof err2);
         queue_t q2;
-        uint64_t first = 0, last = 0, count = 0;
+        uint64_t first = 0, last = 0, count = 0, new_seen = 0;
         CHECK(j2 != NULL && queue_init(&q2, 10, 1000, 1) == 0);
         if (j2) {
-            journal_get_stats(j2, &js);
             queue_attach_journal(&q2, j2);
+            for (i = 0; i < 2; i++)
+                CHECK(queue_add(&q2, &in, &seq) == 0 && seq == (uint64_t)i + 1);
+            journal_recover(j2);
+            queue_take_earlier(&q2);
+            journal_get_stats(j2, &js);
             ok = 1;
             while ((got = queue_pop(&q2, 500, 0, &n)) != NULL) {
                 for (ev = got; ev; ev = ev->next) {
+                    if (queue_event_origin(ev) == 8) {   /* this start's: after all */
+                        ok &= ev->seq == ++new_seen;
+                        continue;
+                    }
                     if (!first)
                         first = ev->seq;
-                    ok &= ev->seq > last && ev->home == EV_JOURNAL &&
+                    ok &= ev->seq > last && ev->home == EV_JOURNAL && new_seen == 0 &&
                           queue_event_origin(ev) == 7 &&
                           ev->len[F_PAYLOAD] == (int32_t)sizeof payload &&
                           memcmp(event_field(ev, F_PAYLOAD), payload, sizeof payload) == 0;
@@ -806,7 +890,7 @@ static void test_journal(void)
             /* the segment that holds 3001 is read from it on: its
              * cursor file says the ones before are written */
             CHECK(ok && per_seg > 1000 && 3000 % per_seg != 0 && first == 3001 &&
-                  last < last_journal && js.corrupt == 0);
+                  last < last_journal && js.corrupt == 0 && new_seen == 2);
             CHECK(count == last_journal - 3000 - dropped && js.recovered == count);
             CHECK(queue_detach_journal(&q2, NULL) == 0);
             journal_close(j2);
@@ -821,7 +905,7 @@ static void test_journal(void)
 
 /* Detaching the journal (a writer stop) leaves its unread events where
  * they are, counted by hook, and takes them out of the queue's count;
- * events in memory stay queued, before what comes later. */
+ * nothing is queued after it. */
 static void test_journal_detach(void)
 {
     char dir[] = "/tmp/vmq_pgevents_detach_test.XXXXXX", err[256] = "", cmd[300];
@@ -830,25 +914,23 @@ static void test_journal_detach(void)
     queue_t q;
     queue_stats_t qs;
     event_in_t in;
-    event_t *got, *h1;
+    event_t *got;
     uint64_t seq;
     size_t n, i;
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 9, 4u << 20, 50, MEM, err, sizeof err);
+    j = jopen(dir, 9, 4u << 20, 50, MEM, err, sizeof err);
     CHECK(j != NULL);
     if (!j)
         return;
     CHECK(queue_init(&q, 100, 1u << 20, 1000) == 0);
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     event_in_init(&in, HOOK_ON_PUBLISH, 1);
     for (i = 0; i < 3; i++)
         CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 1);
     event_in_init(&in, HOOK_ON_DELIVER_7, 1);
     for (i = 0; i < 2; i++)
         CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 4);
-    h1 = make_event();
-    CHECK(queue_push(&q, h1, &seq) == 0 && seq == 6);   /* in memory, last */
     got = queue_pop(&q, 1, 0, &n);   /* one read */
     CHECK(n == 1 && got && got->seq == 1 && got->home == EV_JOURNAL);
     queue_release_list(got);
@@ -856,13 +938,9 @@ static void test_journal_detach(void)
     n = queue_detach_journal(&q, per_hook);
     CHECK(n == 4 && per_hook[HOOK_ON_PUBLISH] == 2 && per_hook[HOOK_ON_DELIVER_7] == 2);
     queue_get_stats(&q, &qs);
-    CHECK(qs.count == 1 && qs.bytes == h1->bytes);
-    CHECK(queue_add(&q, &in, &seq) == 0 && seq == 7);   /* now in memory */
-    got = queue_pop(&q, 10, 0, &n);
-    CHECK(n == 2 && got && got->seq == 6 && got->home == EV_HEAP && got->next &&
-          got->next->seq == 7 && !got->next->next);
-    queue_release_list(got);
-    queue_settled(&q);
+    CHECK(qs.count == 0 && qs.bytes == 0 && qs.oldest_us == 0);
+    CHECK(queue_add(&q, &in, &seq) == 3 && seq == 6);   /* none queued without a journal */
+    CHECK(queue_pop(&q, 10, 0, &n) == NULL);
     journal_close(j);
     queue_destroy(&q);
     /* the four stay for the next start, which reads them and not the one
@@ -871,11 +949,11 @@ static void test_journal_detach(void)
     {
         /* a start that stops at once leaves them, counted per hook too */
         uint64_t per_hook2[EVENT_KINDS] = {0};
-        journal_t *j2 = journal_open(dir, 10, 4u << 20, 50, MEM, err, sizeof err);
+        journal_t *j2 = jopen(dir, 10, 4u << 20, 50, MEM, err, sizeof err);
         queue_t q2;
         CHECK(j2 != NULL && queue_init(&q2, 100, 1u << 20, 1000) == 0);
         if (j2) {
-            queue_attach_journal(&q2, j2);
+            attach(&q2, j2);
             n = queue_detach_journal(&q2, per_hook2);
             CHECK(n == 4 && per_hook2[HOOK_ON_PUBLISH] == 2 && per_hook2[HOOK_ON_DELIVER_7] == 2);
             journal_close(j2);
@@ -961,11 +1039,11 @@ static void test_journal_immutable(void)
         int i, ok = 1, file = 0, seen;
 
         CHECK(mkdtemp(dir) != NULL);
-        j = journal_open(dir, 11, 8u << 20, 5, mem[m], err, sizeof err);   /* 1 MiB segments */
+        j = jopen(dir, 11, 8u << 20, 5, mem[m], err, sizeof err);   /* 1 MiB segments */
         CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
         if (!j)
             return;
-        queue_attach_journal(&q, j);
+        attach(&q, j);
         memset(payload, 'i', sizeof payload);
         for (i = 0; i < IMM_N; i++) {
             jseg_t *before = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
@@ -1043,19 +1121,18 @@ static void test_journal_order(void)
     queue_t q;
     event_in_t in;
     event_t *got, *ev;
-    uint64_t seq, expect = 1, last_seq = 0;
-    size_t n, i;
-    int ok = 1, rc = 0, mixed = 0;
+    uint64_t seq, expect = 2, last_seq = 0;
+    size_t n;
+    int ok = 1, rc = 0;
 
     CHECK(mkdtemp(dir) != NULL && queue_init(&q, 100, 1u << 20, 1) == 0);
     event_in_init(&in, HOOK_ON_PUBLISH, 1);
-    for (i = 0; i < 3; i++)   /* before the journal: in memory */
-        CHECK(queue_add(&q, &in, &seq) == 0 && seq == i + 1);
-    j = journal_open(dir, 12, 2u << 20, 1000, MEM, err, sizeof err);   /* 1 MiB segments, 2 */
+    CHECK(queue_add(&q, &in, &seq) == 3 && seq == 1);   /* before the journal: none */
+    j = jopen(dir, 12, 2u << 20, 1000, MEM, err, sizeof err);   /* 1 MiB segments, 2 */
     CHECK(j != NULL);
     if (!j)
         return;
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     memset(payload, 'o', sizeof payload);
     in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
     while (rc == 0) {   /* until the journal is full: a drop, its number taken */
@@ -1064,20 +1141,20 @@ static void test_journal_order(void)
             last_seq = seq;
     }
     CHECK(rc == 1 && last_seq > 1000);
-    CHECK(queue_add_last(&q, &in, &seq) == 0 && seq == last_seq + 2);   /* in memory, last */
+    CHECK(queue_add_if_room(&q, &in, &seq) == 1 && seq == last_seq + 1);   /* not for it */
+    /* the stop's row: in the room each segment keeps for it */
+    CHECK(queue_add_last(&q, &in, &seq) == 0 && seq == last_seq + 2);
     CHECK(queue_add(&q, &in, &seq) == 3);   /* closed behind it */
     while ((got = queue_pop(&q, 500, 0, &n)) != NULL) {
         for (ev = got; ev; ev = ev->next) {
             if (expect == last_seq + 1)
                 expect++;   /* the drop */
-            ok &= ev->seq == expect++ &&
-                  ev->home == (ev->seq <= 3 || ev->seq == last_seq + 2 ? EV_HEAP : EV_JOURNAL);
-            mixed |= ev->home != got->home;
+            ok &= ev->seq == expect++ && ev->home == EV_JOURNAL;
         }
         queue_release_list(got);
     }
     queue_settled(&q);
-    CHECK(ok && !mixed && expect == last_seq + 3);
+    CHECK(ok && expect == last_seq + 3);
     CHECK(queue_detach_journal(&q, NULL) == 0);
     journal_close(j);
     queue_destroy(&q);
@@ -1108,11 +1185,11 @@ static void cursor_case(int kind, uint64_t want_first, uint64_t want_count)
     FILE *f;
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 13, 4u << 20, 50, MEM, err, sizeof err);
+    j = jopen(dir, 13, 4u << 20, 50, MEM, err, sizeof err);
     CHECK(j != NULL && queue_init(&q, 100, 1u << 20, 1000) == 0);
     if (!j)
         return;
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     event_in_init(&in, HOOK_ON_PUBLISH, 1);
     for (i = 0; i < 10; i++)
         CHECK(queue_add(&q, &in, &seq) == 0);
@@ -1203,11 +1280,11 @@ static void test_journal_damage(void)
     FILE *f;
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 9, 8u << 20, 1000, MEM, err, sizeof err);
+    j = jopen(dir, 9, 8u << 20, 1000, MEM, err, sizeof err);
     CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
     if (!j)
         return;
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     for (i = 0; i < 100; i++) {
         event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
         in.f[F_PAYLOAD] = (span_t){"abc", 3, 1};
@@ -1237,13 +1314,13 @@ static void test_journal_damage(void)
     }
     {
         char err2[256] = "";
-        journal_t *j2 = journal_open(dir, 10, 1u << 30, 1000, MEM, err2, sizeof err2);
+        journal_t *j2 = jopen(dir, 10, 1u << 30, 1000, MEM, err2, sizeof err2);
         queue_t q2;
         journal_stats_t js;
         CHECK(j2 != NULL && queue_init(&q2, 10, 1000, 1) == 0);
         if (j2) {
             journal_get_stats(j2, &js);
-            queue_attach_journal(&q2, j2);
+            attach(&q2, j2);
             while ((got = queue_pop(&q2, 30, 0, &n)) != NULL) {
                 for (ev = got; ev; ev = ev->next) {
                     count++;
@@ -1273,7 +1350,7 @@ static int child_writes(const char *dir, int64_t inc, int first, int n, int sync
 
     if (pid == 0) {
         char err[256];
-        journal_t *j = journal_open(dir, inc, 16u << 20, sync_ms, MEM, err, sizeof err);
+        journal_t *j = jopen(dir, inc, 16u << 20, sync_ms, MEM, err, sizeof err);
         queue_t q;
         event_in_t in;
         uint64_t seq;
@@ -1281,7 +1358,7 @@ static int child_writes(const char *dir, int64_t inc, int first, int n, int sync
         int i;
         if (!j || queue_init(&q, 10, 1000, 1) != 0)
             _exit(2);
-        queue_attach_journal(&q, j);
+        attach(&q, j);
         memset(payload, 'r', sizeof payload);
         for (i = 0; i < n; i++) {
             if (i == first)
@@ -1304,7 +1381,7 @@ static int child_writes(const char *dir, int64_t inc, int first, int n, int sync
 static uint64_t read_all(const char *dir, int64_t inc, int *ok, journal_stats_t *js)
 {
     char err[256] = "";
-    journal_t *j = journal_open(dir, inc, 1u << 30, 1000, MEM, err, sizeof err);
+    journal_t *j = jopen(dir, inc, 1u << 30, 1000, MEM, err, sizeof err);
     queue_t q;
     event_t *got, *ev;
     uint64_t count = 0;
@@ -1316,7 +1393,7 @@ static uint64_t read_all(const char *dir, int64_t inc, int *ok, journal_stats_t 
     if (!*ok)
         return 0;
     journal_get_stats(j, js);
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     while ((got = queue_pop(&q, 700, 0, &n)) != NULL) {
         for (ev = got; ev; ev = ev->next) {
             count++;
@@ -1379,7 +1456,7 @@ static void test_journal_ram(void)
      * disk thread has moved the sealed ones to disk, only the one in use
      * and the spares; every event read back intact */
     {
-        journal_t *j = journal_open(dir, 24, 16u << 20, 3600000, 8u << 20, err, sizeof err);
+        journal_t *j = jopen(dir, 24, 16u << 20, 3600000, 8u << 20, err, sizeof err);
         queue_t q;
         event_in_t in;
         event_t *list, *ev;
@@ -1391,7 +1468,7 @@ static void test_journal_ram(void)
         CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
         if (!j)
             return;
-        queue_attach_journal(&q, j);
+        attach(&q, j);
         for (i = 0; i < 9000 && rc == 0; i++) {
             event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
             in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
@@ -1433,7 +1510,7 @@ static void test_journal_ram(void)
     CHECK(access(ram, F_OK) != 0);   /* its directory too, once empty */
     /* journal_memory_bytes 0: no memory files, the reason in the stats */
     {
-        journal_t *j = journal_open(dir, 25, 16u << 20, 1000, 0, err, sizeof err);
+        journal_t *j = jopen(dir, 25, 16u << 20, 1000, 0, err, sizeof err);
         CHECK(j != NULL);
         if (j) {
             journal_get_stats(j, &js);
@@ -1467,15 +1544,15 @@ static void test_journal_no_space(void)
     small = old;
     small.rlim_cur = 512 * 1024;
     CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
-    CHECK(journal_open(dir, 11, 64u << 20, 1000, MEM, err, sizeof err) == NULL &&
+    CHECK(jopen(dir, 11, 64u << 20, 1000, MEM, err, sizeof err) == NULL &&
           strstr(err, "cannot allocate") != NULL);
     setrlimit(RLIMIT_FSIZE, &old);
-    j = journal_open(dir, 11, 16u << 20, 1000, MEM, err, sizeof err);   /* 2 MiB segments: 3 made */
+    j = jopen(dir, 11, 16u << 20, 1000, MEM, err, sizeof err);   /* 2 MiB segments: 3 made */
     CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
     if (!j)
         return;
     CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);   /* no more segments from here */
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     memset(payload, 'n', sizeof payload);
     for (i = 0; i < 20000 && rc == 0; i++) {
         event_in_init(&in, HOOK_ON_PUBLISH, 1);
@@ -1533,8 +1610,7 @@ static void race(journal_t *j)
     int ok = 1, i;
 
     CHECK(queue_init(&q, 2 * RACE_PER, 1u << 30, 1) == 0);   /* room for all: no drop, no gap */
-    if (j)
-        queue_attach_journal(&q, j);
+    attach(&q, j);
     race_done = 0;
     for (i = 0; i < 2; i++)
         CHECK(pthread_create(&t[i], NULL, race_producer, &q) == 0);
@@ -1546,7 +1622,7 @@ static void race(journal_t *j)
         for (ev = got; ev; ev = ev->next) {
             ok &= ev->seq == expect++ && ev->ts_us == 42 && ev->len[F_CLIENT_ID] == 4 &&
                   memcmp(event_field(ev, F_CLIENT_ID), "race", 4) == 0 &&
-                  ev->home == (j ? EV_JOURNAL : EV_HEAP);
+                  ev->home == EV_JOURNAL;
             total++;
         }
         queue_release_list(got);
@@ -1555,11 +1631,10 @@ static void race(journal_t *j)
     for (i = 0; i < 2; i++)
         pthread_join(t[i], NULL);
     if (!ok || total != 2 * RACE_PER)
-        fprintf(stderr, "race (journal %d): ok %d, %zu events, next seq %llu\n", j != NULL, ok, total,
-                (unsigned long long)expect);
+        fprintf(stderr, "race (in memory %d): ok %d, %zu events, next seq %llu\n",
+                journal_in_memory(j), ok, total, (unsigned long long)expect);
     CHECK(ok && total == 2 * RACE_PER && queue_pop(&q, 10, 0, &n) == NULL);
-    if (j)
-        CHECK(queue_detach_journal(&q, NULL) == 0);
+    CHECK(queue_detach_journal(&q, NULL) == 0);
     queue_destroy(&q);
 }
 
@@ -1568,9 +1643,14 @@ static void test_queue_race(void)
     char dir[] = "/tmp/vmq_pgev_race.XXXXXX", err[256];
     journal_t *j;
 
-    race(NULL);
+    j = jopen(NULL, 9, 256u << 20, 0, 0, err, sizeof err);
+    CHECK(j != NULL);
+    if (j) {
+        race(j);
+        journal_close(j);
+    }
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 9, 256u << 20, 1000, MEM, err, sizeof err);
+    j = jopen(dir, 9, 256u << 20, 1000, MEM, err, sizeof err);
     CHECK(j != NULL);
     if (!j)
         return;
@@ -1616,7 +1696,7 @@ static void test_journal_sync_gap(void)
     int i;
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 31, 8u << 20, 5, 0, err, sizeof err);   /* 1 MiB segments, on disk, 5 ms */
+    j = jopen(dir, 31, 8u << 20, 5, 0, err, sizeof err);   /* 1 MiB segments, on disk, 5 ms */
     CHECK(j != NULL);
     if (!j)
         return;
@@ -1660,7 +1740,7 @@ static void test_journal_sync_error(void)
     int pfd[2], saved, i;
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 32, 8u << 20, 5, 0, err, sizeof err);
+    j = jopen(dir, 32, 8u << 20, 5, 0, err, sizeof err);
     CHECK(j != NULL);
     if (!j)
         return;
@@ -1706,11 +1786,11 @@ static void test_journal_close_error(void)
     int pfd[2];
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 33, 8u << 20, 1000, 0, err, sizeof err);
+    j = jopen(dir, 33, 8u << 20, 1000, 0, err, sizeof err);
     CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
     if (!j)
         return;
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     event_in_init(&in, HOOK_ON_PUBLISH, 1);
     CHECK(queue_add(&q, &in, &seq) == 0);
     s = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
@@ -1746,11 +1826,11 @@ static void test_journal_forged_record(void)
     int fd, has_forged = 0;
 
     CHECK(mkdtemp(dir) != NULL);
-    j = journal_open(dir, 41, 8u << 20, 1000, 0, err, sizeof err);   /* on disk: file = mapping */
+    j = jopen(dir, 41, 8u << 20, 1000, 0, err, sizeof err);   /* on disk: file = mapping */
     CHECK(j != NULL && queue_init(&q, 10, 1000, 1) == 0);
     if (!j)
         return;
-    queue_attach_journal(&q, j);
+    attach(&q, j);
     /* the forged record: seq 999999, a CRC-32C as an outsider can compute it */
     event_in_init(&fin, HOOK_ON_PUBLISH, 5);
     fin.f[F_PAYLOAD] = (span_t){"forged", 6, 1};

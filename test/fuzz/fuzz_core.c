@@ -320,7 +320,7 @@ static void check_journal_file(const uint8_t *d, size_t n)
         fclose(f);
     }
     err[0] = '\0';
-    r = recover_files(journal_dir, &corrupt, &unreadable, err, sizeof err);
+    r = recover_files(journal_dir, NULL, &corrupt, &unreadable, err, sizeof err);
     REQUIRE(unreadable == 0);
     for (; r; r = next) {
         next = r->next;
