@@ -186,7 +186,6 @@ ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         /* stopped: nothing writes or keeps it until a start (stop_writer);
          * its seq is used up (a gap), counted apart from the "no room"
          * drops (status dropped and the per-hook counts leave it out) */
-        __atomic_fetch_add(&p->dropped_stopped, 1, __ATOMIC_RELAXED);
         queue_drop(&p->q, hook, DROP_STOPPED);
         return error_tuple(env, p, p->am.am_stopped);
     }
@@ -237,10 +236,8 @@ ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     bad = d.malformed != 0;
     rc = queue_add(&p->q, &d.in, &seq);
     decoded_free(&d);
-    if (rc == 3) {   /* the plugin is stopping: after its stop row */
-        __atomic_fetch_add(&p->dropped_stopped, 1, __ATOMIC_RELAXED);
+    if (rc == 3)   /* the plugin is stopping: after its stop row (counted there) */
         return error_tuple(env, p, p->am.am_stopped);
-    }
     if (rc != 0) {
         __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
         return error_tuple(env, p, rc == 1 ? p->am.am_queue_full : p->am.am_no_memory);

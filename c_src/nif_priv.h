@@ -60,7 +60,6 @@ typedef struct priv {
     uint64_t filtered[HOOK_COUNT];
     uint64_t rejected;           /* unknown hook or arity */
     int refusing;                /* stopped: hooks drop (counted) until the next start */
-    uint64_t dropped_stopped;    /* events those dropped (also in dropped) */
 
     /* guarded by mu */
     pthread_mutex_t mu;

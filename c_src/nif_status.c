@@ -105,10 +105,8 @@ ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         malformed_total += __atomic_load_n(&p->malformed[i], __ATOMIC_RELAXED);
     /* the queue before the writer: an event the writer takes between the
      * two reads is then counted as taken or in flight, never as nowhere */
-    /* before the queue: a hook counts an after-stop drop here first, so
-     * the queue's drops never read fewer than these */
-    stopped_drops = __atomic_load_n(&p->dropped_stopped, __ATOMIC_RELAXED);
     queue_get_stats(&p->q, &qs);
+    stopped_drops = qs.dropped_stopped;   /* of qs.dropped: read together */
     memset(&ws, 0, sizeof ws);
     pthread_mutex_lock(&p->mu);
     running = p->w != NULL;

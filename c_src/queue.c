@@ -94,6 +94,8 @@ static uint64_t drop_locked(queue_t *q, int hook, int reason)
     uint64_t seq = ++q->last_seq;
 
     q->dropped++;
+    if (reason == DROP_STOPPED)
+        q->dropped_stopped++;
     if (q->drops.count++ == 0)
         q->drops.first_seq = seq;
     q->drops.last_seq = seq;
@@ -424,6 +426,7 @@ void queue_get_stats(queue_t *q, queue_stats_t *st)
     st->peak_bytes = q->peak_bytes;
     st->last_seq = q->last_seq;
     st->dropped = q->dropped;
+    st->dropped_stopped = q->dropped_stopped;
     st->oldest_us = q->count ? q->oldest_us : 0;
     pthread_mutex_unlock(&q->mu);
 }

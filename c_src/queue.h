@@ -44,7 +44,8 @@ typedef struct queue {
     size_t wake_at;            /* signal the writer at this many events */
     size_t peak_count, peak_bytes;
     uint64_t last_seq;         /* the last sequence number handed out */
-    uint64_t dropped;          /* events refused because the queue was full */
+    uint64_t dropped;          /* events refused (any drop_reason) */
+    uint64_t dropped_stopped;  /* ... of them DROP_STOPPED (also in dropped) */
     journal_t *j;              /* events go here; none is queued without it */
     int flush_req;             /* write what is queued now */
     int stop;
@@ -132,7 +133,7 @@ void queue_request_stop(queue_t *q);
 
 typedef struct queue_stats {
     size_t count, bytes, peak_count, peak_bytes, taken;
-    uint64_t last_seq, dropped;
+    uint64_t last_seq, dropped, dropped_stopped;
     int64_t oldest_us;         /* ts of the queue's first event, 0: empty */
 } queue_stats_t;
 void queue_get_stats(queue_t *q, queue_stats_t *st);

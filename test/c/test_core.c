@@ -297,6 +297,11 @@ static void test_queue(void)
     CHECK(queue_add(&q, &in, &seq) == 1 && seq == 10);
     CHECK(queue_add_last(&q, &in, &seq) == 0 && seq == 11);
     CHECK(queue_add(&q, &in, &seq) == 3 && seq == 12);
+    {
+        queue_stats_t st;   /* the stopped drop counted with the others, apart */
+        queue_get_stats(&q, &st);
+        CHECK(st.dropped == 4 && st.dropped_stopped == 1);
+    }
     list = queue_pop(&q, 1, 0, &n);   /* 7 read, then the stop */
     CHECK(n == 1 && list && list->seq == 7 && queue_leave(list) == 0);   /* lost */
     queue_settled(&q);
