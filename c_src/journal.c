@@ -20,29 +20,37 @@
 #include "deadline.h"
 #include "recover.h"
 
-/* the next epoch of this incarnation: one more than any file has */
-static unsigned next_epoch(const char *dir, int64_t incarnation)
+/* The files earlier starts left in dir: *epoch raised to the highest
+ * epoch of this incarnation's, their number and bytes added to *files and
+ * *bytes (journal_recover reads them later; until then they count so) */
+static void scan_earlier(const char *dir, int64_t incarnation, unsigned *epoch, uint64_t *files,
+                         uint64_t *bytes)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
-    unsigned max = 0;
     char prefix[64];
     size_t pl;
 
     if (!d)
-        return 1;
+        return;
     pl = (size_t)snprintf(prefix, sizeof prefix, "journal-%lld-", (long long)incarnation);
     while ((e = readdir(d)) != NULL) {
-        unsigned long ep;
-        char *end;
-        if (strncmp(e->d_name, prefix, pl) != 0)
-            continue;
-        ep = strtoul(e->d_name + pl, &end, 10);
-        if (*end == '-' && ep >= max)
-            max = (unsigned)ep;
+        size_t len = strlen(e->d_name);
+        struct stat st;
+        if (strncmp(e->d_name, prefix, pl) == 0) {
+            char *end;
+            unsigned long ep = strtoul(e->d_name + pl, &end, 10);
+            if (*end == '-' && ep >= *epoch)
+                *epoch = (unsigned)ep;
+        }
+        if (len > 4 && strcmp(e->d_name + len - 4, ".dat") == 0 &&
+            (strncmp(e->d_name, "journal-", 8) == 0 || strncmp(e->d_name, "spool-", 6) == 0) &&
+            fstatat(dirfd(d), e->d_name, &st, 0) == 0) {
+            (*files)++;
+            *bytes += (uint64_t)st.st_size;
+        }
     }
     closedir(d);
-    return max + 1;
 }
 
 /* The files earlier starts left become sealed segments of this journal,
@@ -110,9 +118,13 @@ void journal_recover(journal_t *j)
     snprintf(own, sizeof own, "journal-%lld-%u-", (long long)j->incarnation, j->epoch);
     /* a killed start's memory files first: they hold its newest events */
     if (j->ram_dir[0])
-        ram_recover(j->ram_dir, j->dir, own, &unreadable, rerr, sizeof rerr);
+        __atomic_sub_fetch(&j->ram_segs,
+                           ram_recover(j->ram_dir, j->dir, own, &unreadable, rerr, sizeof rerr),
+                           __ATOMIC_RELAXED);
     r = recover_files(j->dir, own, &corrupt, &unreadable, rerr, sizeof rerr);
     pthread_mutex_lock(&j->mu);
+    j->disk_bytes -= j->unread_bytes;   /* counted as they are from here */
+    j->unread_bytes = 0;
     adopt_recovered(j, r);
     j->corrupt += corrupt;
     j->unreadable += unreadable;
@@ -225,8 +237,18 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
                  "segment (%zu bytes)", (unsigned long long)mem_bytes, j->seg_bytes);
     else   /* on failure ram_dir stays empty: the hooks write into the disk files' mappings */
         ram_dir_for(dir, j->ram_dir, sizeof j->ram_dir, j->ram_error, sizeof j->ram_error);
-    if (dir)
-        j->epoch = next_epoch(dir, incarnation);
+    if (dir) {
+        /* earlier starts' files take their room on disk and in memory
+         * from the start, though they are read later; the epoch is past
+         * theirs, memory files included (a killed start's) */
+        uint64_t files = 0, ram_files = 0, ram_bytes = 0;
+        scan_earlier(dir, incarnation, &j->epoch, &files, &j->unread_bytes);
+        if (j->ram_dir[0])
+            scan_earlier(j->ram_dir, incarnation, &j->epoch, &ram_files, &ram_bytes);
+        j->epoch++;
+        j->disk_bytes = j->unread_bytes;
+        j->ram_segs = ram_files;
+    }
     {
         /* can the kernel fault pages in for us (Linux 5.14+)? */
         void *m = mmap(NULL, j->page, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);

@@ -103,6 +103,7 @@ struct journal {
     int nspares;
     uint64_t disk_bytes, nsegs, syncs;
     uint64_t old_bytes;          /* of earlier starts' files still on disk */
+    uint64_t unread_bytes;       /* ... their size at open, in disk_bytes until journal_recover */
     uint64_t corrupt, unreadable;   /* in earlier starts' files (at open) */
     char old_error[256];         /* why one of them could not be read */
     size_t old_n, old_ev_bytes;  /* their events, until journal_take_recovered */
@@ -158,8 +159,9 @@ int seg_remap(jseg_t *s);
 /* keep: its disk file gets all of it and is synced first; -1 (errno) when
  * that failed: the memory file stays, for the next start to copy */
 int ram_free(journal_t *j, jseg_t *s, int keep);
-/* skip: the names of this start's files begin so (they are not copied) */
-void ram_recover(const char *ram_dir, const char *dir, const char *skip, uint64_t *unreadable,
-                 char *err, size_t errlen);
+/* skip: the names of this start's files begin so (they are not copied);
+ * returns how many memory files it removed */
+uint64_t ram_recover(const char *ram_dir, const char *dir, const char *skip,
+                     uint64_t *unreadable, char *err, size_t errlen);
 
 #endif

@@ -192,6 +192,24 @@ int ram_settle(journal_t *j, jseg_t *s)
     return 0;
 }
 
+#ifndef MAP_FIXED_NOREPLACE
+#define MAP_FIXED_NOREPLACE 0x100000   /* Linux 4.17 */
+#endif
+
+/* fd mapped at base where nothing is mapped; 0, or -1 and errno */
+static int refill(unsigned char *base, size_t cap, int fd)
+{
+    void *m = mmap(base, cap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
+
+    if (m == (void *)base)
+        return 0;
+    if (m != MAP_FAILED) {   /* a kernel without it took it as a hint */
+        munmap(m, cap);
+        errno = EEXIST;
+    }
+    return -1;
+}
+
 int seg_remap(jseg_t *s)
 {
     void *m = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
@@ -201,14 +219,13 @@ int seg_remap(jseg_t *s)
     if (mremap(m, s->cap, s->cap, MREMAP_MAYMOVE | MREMAP_FIXED, s->base) == MAP_FAILED) {
         munmap(m, s->cap);
         /* a failed mremap may have unmapped base already: the disk file
-         * (the same contents) mapped there directly, or else the memory
-         * file again; the writer's next read would fault on a hole */
-        if (mmap(s->base, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED, s->fd, 0) !=
-            MAP_FAILED)
+         * (the same contents) mapped into the hole, or else the memory
+         * file again, never over a mapping that is there (still ours, or
+         * another's made meanwhile: EEXIST, left as it is) */
+        if (refill(s->base, s->cap, s->fd) == 0)
             return 0;
-        if (s->ram_fd < 0 || mmap(s->base, s->cap, PROT_READ | PROT_WRITE,
-                                  MAP_SHARED | MAP_FIXED, s->ram_fd, 0) == MAP_FAILED)
-            abort();   /* nothing can be mapped there: a fault at the next read */
+        if (errno != EEXIST && s->ram_fd >= 0)
+            (void)refill(s->base, s->cap, s->ram_fd);
         return -1;
     }
     return 0;
@@ -264,21 +281,24 @@ static size_t used_bytes(const unsigned char *m, size_t size)
 /* At open, before the disk files are read: each memory file an earlier
  * start left (it was killed) is copied over its disk file, synced, and
  * removed. A file that cannot be copied stays (counted, err). */
-void ram_recover(const char *ram_dir, const char *dir, const char *skip, uint64_t *unreadable,
-                 char *err, size_t errlen)
+uint64_t ram_recover(const char *ram_dir, const char *dir, const char *skip,
+                     uint64_t *unreadable, char *err, size_t errlen)
 {
     DIR *d = opendir(ram_dir);
     struct dirent *e;
+    uint64_t removed = 0;
 
     if (!d)
-        return;
+        return 0;
     while ((e = readdir(d)) != NULL) {
         char from[4400], to[8200];
         struct stat sb;
         int in, out = -1, ok = 0;
         void *m = MAP_FAILED;
 
-        if (strncmp(e->d_name, "journal-", 8) != 0 ||
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "journal-", 8) != 0 || len < 5 ||
+            strcmp(e->d_name + len - 4, ".dat") != 0 ||
             strncmp(e->d_name, skip, strlen(skip)) == 0)   /* this start's own */
             continue;
         snprintf(from, sizeof from, "%s/%s", ram_dir, e->d_name);
@@ -301,10 +321,12 @@ void ram_recover(const char *ram_dir, const char *dir, const char *skip, uint64_
             close(in);
         if (ok) {
             unlink(from);
+            removed++;
         } else {
             (*unreadable)++;
             snprintf(err, errlen, "cannot copy %s to %s: %s", from, dir, strerror(errno));
         }
     }
     closedir(d);
+    return removed;
 }

@@ -28,13 +28,15 @@
 #include "plugin_rows.h"
 
 /* The hook path counts the events it could not queue but never logs;
- * the writer says so, at most every 10 s. */
+ * the writer says so, at most every 10 s (the drops for want of room:
+ * those after a stop are told at the next start) */
 static void report_queue_drops(writer_t *w)
 {
     queue_stats_t qs;
     int64_t now;
 
     queue_get_stats(w->q, &qs);
+    qs.dropped -= qs.dropped_stopped;
     if (qs.dropped <= w->drops_logged)
         return;
     now = wall_us();
@@ -344,7 +346,7 @@ static void *writer_main(void *arg)
     {
         queue_stats_t qs;
         queue_get_stats(w->q, &qs);
-        w->drops_logged = qs.dropped;   /* earlier writers reported theirs */
+        w->drops_logged = qs.dropped - qs.dropped_stopped;   /* earlier writers reported theirs */
     }
     /* drops of the time the plugin was stopped: told a second after the
      * start, after the start's own rows (nif_config.c) */

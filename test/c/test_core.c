@@ -1167,6 +1167,48 @@ static void test_journal_order(void)
     CHECK(system(cmd) == 0);
 }
 
+/* Earlier starts' files take their room from the start, before they are
+ * read (journal_recover, while hooks write): no segment is made ahead
+ * past spool_max_bytes with them. A killed start's memory file, its disk
+ * file gone, still moves the epoch past its own, so it is copied, never
+ * taken for one of this start's. */
+static void test_journal_earlier_room(void)
+{
+    char dir[] = "/tmp/vmq_pgev_room.XXXXXX", err[256] = "", cmd[300], ram[64], why[256];
+    char path[400];
+    journal_t *j;
+    journal_stats_t js;
+    FILE *f;
+
+    CHECK(mkdtemp(dir) != NULL);
+    snprintf(path, sizeof path, "%s/journal-20-1-0.dat", dir);   /* 3 MiB, no event */
+    f = fopen(path, "wb");
+    CHECK(f != NULL && ftruncate(fileno(f), 3u << 20) == 0);
+    if (f)
+        fclose(f);
+    CHECK(ram_dir_for(dir, ram, sizeof ram, why, sizeof why) == 0);
+    snprintf(path, sizeof path, "%s/journal-21-5-0.dat", ram);   /* a killed start's */
+    f = fopen(path, "wb");
+    CHECK(f != NULL && fputs("x", f) >= 0);
+    if (f)
+        fclose(f);
+    j = journal_open(dir, 21, 4u << 20, 1000, MEM, err, sizeof err);   /* 1 MiB segments */
+    CHECK(j != NULL);
+    if (!j)
+        return;
+    usleep(100000);   /* the journal thread would make spares now */
+    journal_get_stats(j, &js);
+    CHECK(js.disk_bytes == 4u << 20 && js.segments == 1 && js.ram_segments == 2);
+    CHECK(j->epoch == 6 && strstr(j->cur->path, "journal-21-6-0.dat"));
+    journal_recover(j);   /* the empty file goes; the memory file is copied, then goes */
+    journal_get_stats(j, &js);
+    CHECK(js.recovered == 0 && js.unreadable == 0 && access(path, F_OK) != 0);
+    journal_close(j);
+    CHECK(count_files(dir, "journal-") == 0);
+    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+    CHECK(system(cmd) == 0);
+}
+
 enum { CUR_KEPT, CUR_FLIPPED, CUR_MISSING, CUR_OTHER_FILE, CUR_THEN_PART, CUR_GAP };
 
 /* The cursor file a stop leaves beside a file some of whose events are
@@ -2176,6 +2218,7 @@ int main(void)
     test_journal_detach();
     test_journal_immutable();
     test_journal_order();
+    test_journal_earlier_room();
     test_journal_cursor();
     test_journal_no_space();
     test_journal_ram();
