@@ -21,18 +21,19 @@
 #include "recover.h"
 
 /* The files earlier starts left in dir: *epoch raised to the highest
- * epoch of this incarnation's, their number and bytes added to *files and
- * *bytes (journal_recover reads them later; until then they count so) */
-static void scan_earlier(const char *dir, int64_t incarnation, unsigned *epoch, uint64_t *files,
-                         uint64_t *bytes)
+ * epoch of this incarnation's, their number returned and their bytes
+ * added to *bytes (journal_recover reads them later; until then they
+ * count so) */
+static uint64_t scan_earlier(const char *dir, int64_t incarnation, unsigned *epoch, uint64_t *bytes)
 {
     DIR *d = opendir(dir);
     struct dirent *e;
     char prefix[64];
     size_t pl;
+    uint64_t files = 0;
 
     if (!d)
-        return;
+        return 0;
     pl = (size_t)snprintf(prefix, sizeof prefix, "journal-%lld-", (long long)incarnation);
     while ((e = readdir(d)) != NULL) {
         size_t len = strlen(e->d_name);
@@ -46,11 +47,12 @@ static void scan_earlier(const char *dir, int64_t incarnation, unsigned *epoch, 
         if (len > 4 && strcmp(e->d_name + len - 4, ".dat") == 0 &&
             (strncmp(e->d_name, "journal-", 8) == 0 || strncmp(e->d_name, "spool-", 6) == 0) &&
             fstatat(dirfd(d), e->d_name, &st, 0) == 0) {
-            (*files)++;
+            files++;
             *bytes += (uint64_t)st.st_size;
         }
     }
     closedir(d);
+    return files;
 }
 
 /* The files earlier starts left become sealed segments of this journal,
@@ -230,24 +232,21 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
         return NULL;
     }
     j->ram_max = mem_bytes / j->seg_bytes;
-    if (!dir)
-        ;
-    else if (j->ram_max == 0)
-        snprintf(j->ram_error, sizeof j->ram_error, "journal_memory_bytes is %llu, less than a "
-                 "segment (%zu bytes)", (unsigned long long)mem_bytes, j->seg_bytes);
-    else   /* on failure ram_dir stays empty: the hooks write into the disk files' mappings */
-        ram_dir_for(dir, j->ram_dir, sizeof j->ram_dir, j->ram_error, sizeof j->ram_error);
     if (dir) {
+        uint64_t ram_bytes = 0;
+        if (j->ram_max == 0)
+            snprintf(j->ram_error, sizeof j->ram_error, "journal_memory_bytes is %llu, less than "
+                     "a segment (%zu bytes)", (unsigned long long)mem_bytes, j->seg_bytes);
+        else   /* on failure ram_dir stays empty: the hooks write into the disk files' mappings */
+            ram_dir_for(dir, j->ram_dir, sizeof j->ram_dir, j->ram_error, sizeof j->ram_error);
         /* earlier starts' files take their room on disk and in memory
          * from the start, though they are read later; the epoch is past
          * theirs, memory files included (a killed start's) */
-        uint64_t files = 0, ram_files = 0, ram_bytes = 0;
-        scan_earlier(dir, incarnation, &j->epoch, &files, &j->unread_bytes);
+        (void)scan_earlier(dir, incarnation, &j->epoch, &j->unread_bytes);
         if (j->ram_dir[0])
-            scan_earlier(j->ram_dir, incarnation, &j->epoch, &ram_files, &ram_bytes);
+            j->ram_segs = scan_earlier(j->ram_dir, incarnation, &j->epoch, &ram_bytes);
         j->epoch++;
         j->disk_bytes = j->unread_bytes;
-        j->ram_segs = ram_files;
     }
     {
         /* can the kernel fault pages in for us (Linux 5.14+)? */
@@ -463,7 +462,7 @@ static void take_record(journal_t *j, const unsigned char *rec)
 }
 
 event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, size_t *bytes,
-                      event_t **tail, int *nomem)
+                      uint64_t *per_hook, event_t **tail, int *nomem)
 {
     event_t *head = NULL, *last = NULL;
     const unsigned char *rec;
@@ -504,6 +503,8 @@ event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, siz
         last = copy;
         (*n)++;
         *bytes += len;
+        if (copy->hook < EVENT_KINDS)
+            per_hook[copy->hook]++;
     }
     *tail = last;
     return head;

@@ -106,12 +106,12 @@ void journal_commit(journal_t *j, event_t *ev, uint32_t salt);
  * position on, earlier starts' first: at most max, and more than
  * max_bytes only when the first is; all of one incarnation, and all from
  * earlier starts' files or none (journal_reading_old, when called). Copies
- * (in memory, linked, home EV_JOURNAL): *n of them, *bytes, the last in
- * *tail; NULL when there is none yet (or the first is of the other kind:
+ * (in memory, linked, home EV_JOURNAL): *n of them, *bytes, each counted
+ * in per_hook[hook] (EVENT_KINDS of them), the last in *tail; NULL when there is none yet (or the first is of the other kind:
  * call again). *nomem: it stopped because a copy found no memory. Reading a damaged file may take long: never under a lock
  * the hooks take. */
 event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, size_t *bytes,
-                      event_t **tail, int *nomem);
+                      uint64_t *per_hook, event_t **tail, int *nomem);
 /* 1 when journal_read would return an event now: its incarnation, ts */
 int journal_peek(journal_t *j, int64_t *origin, int64_t *ts_us);
 /* 1 while the position is in an earlier start's file (or at its end) */

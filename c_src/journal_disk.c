@@ -188,13 +188,14 @@ static void update_window(journal_t *j)
 }
 
 /* How far ahead of the hooks s's pages are made writable: a memory file
- * the full WINDOW always (its pages are allocated already and never
- * written to disk by being made writable: an idle broker still writes
- * nothing, and a burst after a pause finds them ready); a disk file
- * mapped, the window of the hooks' rate. */
+ * all of it, from when it is made (its pages are allocated already and
+ * never written to disk by being made writable: an idle broker still
+ * writes nothing, and the hooks find every page of the spares ready
+ * however long this thread waits for a CPU); a disk file mapped or a
+ * segment in memory only, the window of the hooks' rate. */
 static size_t window_of(const journal_t *j, const jseg_t *s)
 {
-    return __atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 ? WINDOW : j->window;
+    return __atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) >= 0 ? s->cap : j->window;
 }
 
 /* Keeps the pages the hooks will write next mapped and writable: up to

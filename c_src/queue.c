@@ -11,13 +11,23 @@
 #include "deadline.h"
 
 #define NOMEM_WAIT_MS 100   /* the writer waits this long when a copy finds no memory */
+#define WRITING_WAIT_US 100000   /* ... and at most this long for a record a hook is writing */
 
 int queue_init(queue_t *q, size_t max_events, size_t max_bytes, size_t wake_at)
 {
     pthread_condattr_t ca;
+    pthread_mutexattr_t ma;
+    int rc;
 
     memset(q, 0, sizeof *q);
-    if (pthread_mutex_init(&q->mu, NULL) != 0)
+    /* held for a few counters: a hook that finds it taken spins briefly
+     * rather than sleep in the kernel and be woken by the other */
+    if (pthread_mutexattr_init(&ma) != 0)
+        return -1;
+    pthread_mutexattr_settype(&ma, PTHREAD_MUTEX_ADAPTIVE_NP);
+    rc = pthread_mutex_init(&q->mu, &ma);
+    pthread_mutexattr_destroy(&ma);
+    if (rc != 0)
         return -1;
     if (pthread_condattr_init(&ca) != 0)
         goto out_mutex;
@@ -74,6 +84,13 @@ int queue_full_hint(const queue_t *q)
     return __atomic_load_n(&q->bounded, __ATOMIC_RELAXED) &&
            __atomic_load_n(&q->count, __ATOMIC_RELAXED) >=
                __atomic_load_n(&q->max_events, __ATOMIC_RELAXED);
+}
+
+/* to[h] += from[h] for every hook */
+static void add_hooks(uint64_t *to, const uint64_t *from)
+{
+    for (int h = 0; h < EVENT_KINDS; h++)
+        to[h] += from[h];
 }
 
 /* counts an event of `bytes` in; the lock is held. 1: wake the writer */
@@ -237,8 +254,7 @@ void queue_take_earlier(queue_t *q)
     pthread_mutex_lock(&q->mu);
     __atomic_store_n(&q->count, q->count + n, __ATOMIC_RELAXED);
     q->bytes += bytes;
-    for (int h = 0; h < EVENT_KINDS; h++)
-        q->per_hook[h] += per_hook[h];
+    add_hooks(q->per_hook, per_hook);
     q->oldest_us = ts;
     if (q->count > q->peak_count)
         q->peak_count = q->count;
@@ -264,8 +280,7 @@ size_t queue_detach_journal(queue_t *q, uint64_t *per_hook)
     pthread_mutex_lock(&q->mu);
     n = q->count;   /* nothing is read: counted as they came */
     if (per_hook)
-        for (int h = 0; h < EVENT_KINDS; h++)
-            per_hook[h] += q->per_hook[h];
+        add_hooks(per_hook, q->per_hook);
     memset(q->per_hook, 0, sizeof q->per_hook);
     __atomic_store_n(&q->count, 0, __ATOMIC_RELAXED);
     q->bytes = 0;
@@ -301,17 +316,12 @@ static event_t *pop_journal(queue_t *q, size_t max, size_t *n, int *nomem)
     event_t *first, *tail;
     size_t bytes;
     int64_t ts = 0;
-
     uint64_t per_hook[EVENT_KINDS] = {0};
-    event_t *ev;
 
     pthread_mutex_unlock(&q->mu);
-    first = journal_read(j, max, POP_BYTES, n, &bytes, &tail, nomem);
+    first = journal_read(j, max, POP_BYTES, n, &bytes, per_hook, &tail, nomem);
     if (first && !journal_peek(j, NULL, &ts))
         ts = tail->ts_us;   /* the next is being written: none is older than this */
-    for (ev = first; ev; ev = ev->next)
-        if (ev->hook < EVENT_KINDS)
-            per_hook[ev->hook]++;
     pthread_mutex_lock(&q->mu);
     if (first) {
         for (int h = 0; h < EVENT_KINDS; h++)
@@ -329,6 +339,7 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     event_t *first = NULL;
     size_t k = 0;
     int nomem = 0;
+    int64_t give_up = 0;
 
     deadline_after(&deadline, timeout_ms);
     pthread_mutex_lock(&q->mu);
@@ -346,8 +357,15 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
             pthread_cond_timedwait(&q->cv, &q->mu, &deadline);
             break;
         }
+        /* the first is being written by its hook: microseconds; a record
+         * never committed (a count that is wrong) ends the wait, not the
+         * writer */
+        if (!give_up)
+            give_up = mono_us() + WRITING_WAIT_US;
+        else if (mono_us() >= give_up)
+            break;
         pthread_mutex_unlock(&q->mu);
-        sched_yield();   /* the first is being written by its hook: microseconds */
+        sched_yield();
         pthread_mutex_lock(&q->mu);
     }
     q->nomem = nomem;

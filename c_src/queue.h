@@ -109,7 +109,8 @@ void queue_return_drops(queue_t *q, const drop_ledger_t *d);
 /* Writer side: waits until wake_at events are queued, a flush or stop is
  * asked, or timeout_ms passes; then takes up to max events (in order, all
  * of one origin: queue_event_origin; journal events read as copies, about
- * POP_BYTES of them at most) and returns them as a list (NULL when none).
+ * POP_BYTES of them at most) and returns them as a list (NULL when none,
+ * or when the first is still being written by its hook after 100 ms).
  * *n gets their count. */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
 #define POP_BYTES (32u << 20)

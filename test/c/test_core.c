@@ -324,6 +324,71 @@ static void test_queue(void)
     mem_queue_end(&q, j);
 }
 
+struct pop_arg {
+    queue_t *q;
+    event_t *list;
+    size_t n;
+};
+
+static void *pop_main(void *arg)
+{
+    struct pop_arg *a = arg;
+
+    a->list = queue_pop(a->q, 10, 0, &a->n);
+    return NULL;
+}
+
+/* A record a hook has reserved and not committed is waited for briefly,
+ * never for ever: queue_pop returns nothing (the writer goes on with its
+ * stop or its next turn), and the record once committed. */
+static void test_queue_unwritten(void)
+{
+    queue_t q;
+    journal_t *j;
+    event_in_t in;
+    event_layout_t lay;
+    event_t *ev;
+    uint32_t salt = 0;
+    int wake = 0, joined;
+    pthread_t t;
+    struct pop_arg a = {&q, NULL, 0};
+    struct timespec dl;
+
+    sample_in(&in);
+    CHECK((j = mem_queue(&q, 100, 1 << 20, 1)) != NULL);
+    if (!j)
+        return;
+    CHECK(event_layout(&in, &lay) == 0);
+    /* queue_add up to the fill: its number, counted, space taken */
+    pthread_mutex_lock(&q.mu);
+    ev = journal_reserve(j, lay.total, JR_COUNT, &wake, &salt);
+    q.last_seq++;
+    q.count++;
+    q.bytes += lay.total;
+    pthread_mutex_unlock(&q.mu);
+    CHECK(ev != NULL);
+    if (!ev)
+        return;
+    CHECK(pthread_create(&t, NULL, pop_main, &a) == 0);
+    clock_gettime(CLOCK_REALTIME, &dl);
+    dl.tv_sec += 10;
+    joined = pthread_timedjoin_np(t, NULL, &dl) == 0;
+    CHECK(joined && a.list == NULL && a.n == 0);
+    event_fill(ev, &in, &lay);
+    ev->home = EV_JOURNAL;
+    ev->seq = q.last_seq;
+    journal_commit(j, ev, salt);
+    if (!joined) {
+        pthread_join(t, NULL);   /* it reads the record now */
+        queue_release_list(a.list);
+    }
+    a.list = queue_pop(&q, 10, 0, &a.n);
+    CHECK(joined && a.n == 1 && a.list && a.list->seq == 1);
+    queue_release_list(a.list);
+    queue_settled(&q);
+    mem_queue_end(&q, j);
+}
+
 /* reads COPY BINARY back: returns field i's length (-1 NULL) and data */
 static int copy_field(const unsigned char *row, int i, const unsigned char **data)
 {
@@ -2235,6 +2300,7 @@ int main(void)
     test_jsonw();
     test_event();
     test_queue();
+    test_queue_unwritten();
     test_queue_race();
     test_copy();
     test_conninfo();
