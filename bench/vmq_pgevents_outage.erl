@@ -13,7 +13,11 @@
 %% backlog, 100 callers timing on_publish from the stop's start to its end
 %% (their events are refused: counted drops), started again (the backlog
 %% taken over from its files, timed), PostgreSQL started and the backlog
-%% written, timed. Prints lines; writes JSON.
+%% written, timed. p99 at 100 callers moves a lot between runs on a small
+%% machine: the on_publish x100 line with PostgreSQL down and the stop's
+%% line are run twice more (each stop followed by a start), the up line
+%% twice more once the backlog is written, and the medians of the three
+%% are compared with the up line's. Prints lines; writes JSON.
 -module(vmq_pgevents_outage).
 
 -export([main/1]).
@@ -34,10 +38,14 @@ main([PgDir, OutJson, BacklogS]) ->
     Down = [line(H, P, down, C) || {H, P, C} <- lines(), H =/= noop],
     Stop = writer_stop_line(),
     Restart = restart(),
+    Again = [again() || _ <- [2, 3]],
     Drain = drain(),
+    Ups = [line(on_publish, 100, up, ?CALLS) || _ <- [2, 3]],
     stop(),
+    Medians = medians(Lines, Ups, Down, Again, Stop),
     Result = #{backlog_events => Backlog, fill => Fill, lines => Lines ++ Down,
-               writer_stop => Stop, restart => Restart, drain => Drain},
+               writer_stop => Stop, restart => Restart, drain => Drain, again => Again,
+               up_again => Ups, p99_medians => Medians},
     ok = file:write_file(OutJson, vmq_pgevents_bench:json(Result)),
     io:format("JSON: ~ts~n", [OutJson]),
     halt(0).
@@ -135,6 +143,7 @@ writer_stop_line() ->
     Hist = counters:new(3000, [write_concurrency]),
     Done = atomics:new(1, []),
     #{queued := Q} = vmq_pgevents:status(),
+    #{spooled_at_stop := Left0} = vmq_pgevents_nif:status(),   %% since the VM started
     settle(),
     Self = self(),
     Stopper = spawn_link(fun() ->
@@ -150,12 +159,37 @@ writer_stop_line() ->
     Ms = receive {stopped, M} -> M end,
     Calls = lists:sum([counters:get(Hist, I) || I <- lists:seq(1, 3000)]),
     {P50, P99, P999} = vmq_pgevents_bench:percentiles(Hist, Calls),
-    #{spooled_at_stop := Left} = vmq_pgevents_nif:status(),
+    #{spooled_at_stop := Left1} = vmq_pgevents_nif:status(),
+    Left = Left1 - Left0,
     io:format("outage on_publish x100 during a stop of the writer (postgresql down, ~b waiting; the stop took ~.1f s, "
               "~b left in the journal), ~b calls: p50 ~.2f us, p99 ~.2f us, p99.9 ~.2f us~n",
               [Q, Ms / 1000, Left, Calls, P50, P99, P999]),
     #{waiting => Q, stop_seconds => Ms / 1000, left => Left, calls => Calls,
       p50_us => P50, p99_us => P99, p999_us => P999}.
+
+%% the down line and the stop again, then a start (the backlog taken over)
+again() ->
+    Down = line(on_publish, 100, down, ?CALLS),
+    Stop = writer_stop_line(),
+    Restart = restart(),
+    #{down => Down, writer_stop => Stop, restart => Restart}.
+
+%% the median p99 of the three runs of each: up, down, during a stop
+medians(Lines, Ups, Down, Again, Stop) ->
+    X100 = fun(Ls) -> [L || L = #{hook := on_publish, procs := 100, calls := ?CALLS} <- Ls] end,
+    P99 = fun(Ls) -> [P || #{p99_us := P} <- Ls] end,
+    Up = P99(X100(Lines) ++ Ups),
+    Dn = P99(X100(Down) ++ [D || #{down := D} <- Again]),
+    St = P99([Stop | [S || #{writer_stop := S} <- Again]]),
+    Med = fun(Ps) -> lists:nth((length(Ps) + 1) div 2, lists:sort(Ps)) end,
+    U = Med(Up),
+    Show = fun(Ps) -> string:join([io_lib:format("~.2f", [P]) || P <- Ps], ", ") end,
+    io:format("outage on_publish x100, p99 median of ~b runs: up ~.2f us (~s); "
+              "postgresql down ~.2f us (~s), ~.2fx up; during a writer stop ~.2f us (~s), ~.2fx up~n",
+              [length(Up), U, Show(Up), Med(Dn), Show(Dn), Med(Dn) / U, Med(St), Show(St),
+               Med(St) / U]),
+    #{up_us => U, down_us => Med(Dn), writer_stop_us => Med(St), down_x_up => Med(Dn) / U,
+      writer_stop_x_up => Med(St) / U, up_runs => Up, down_runs => Dn, writer_stop_runs => St}.
 
 until_done(F, Done, Hist) ->
     case atomics:get(Done, 1) of
