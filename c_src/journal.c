@@ -148,14 +148,18 @@ static void stop_threads(journal_t *j, int started)
         pthread_join(j->disk_thread, NULL);
 }
 
-/* j's mutex and condition variables (on the monotonic clock); 0 or -1 */
+/* j's mutexes and condition variables (on the monotonic clock); 0 or -1 */
 static int sync_init(journal_t *j)
 {
     pthread_condattr_t ca;
     int rc = -1;
 
-    if (pthread_mutex_init(&j->mu, NULL) != 0)
+    if (pthread_mutex_init(&j->rd_mu, NULL) != 0)
         return -1;
+    if (pthread_mutex_init(&j->mu, NULL) != 0) {
+        pthread_mutex_destroy(&j->rd_mu);
+        return -1;
+    }
     if (pthread_condattr_init(&ca) != 0)
         goto out_mu;
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -169,8 +173,10 @@ static int sync_init(journal_t *j)
 out_ca:
     pthread_condattr_destroy(&ca);
 out_mu:
-    if (rc != 0)
+    if (rc != 0) {
         pthread_mutex_destroy(&j->mu);
+        pthread_mutex_destroy(&j->rd_mu);
+    }
     return rc;
 }
 
@@ -179,6 +185,7 @@ static void sync_destroy(journal_t *j)
     pthread_cond_destroy(&j->cv);
     pthread_cond_destroy(&j->sync_cv);
     pthread_mutex_destroy(&j->mu);
+    pthread_mutex_destroy(&j->rd_mu);
 }
 
 journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes,
@@ -471,6 +478,7 @@ event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, siz
 
     *n = *bytes = 0;
     *nomem = 0;
+    pthread_mutex_lock(&j->rd_mu);
     while (*n < max && (*n == 0 || *bytes < max_bytes) && (rec = next_record(j)) != NULL) {
         const event_t *ev = record_event((unsigned char *)rec);
         jseg_t *s = j->rd_seg;
@@ -506,21 +514,23 @@ event_t *journal_read(journal_t *j, size_t max, size_t max_bytes, size_t *n, siz
         if (copy->hook < EVENT_KINDS)
             per_hook[copy->hook]++;
     }
+    pthread_mutex_unlock(&j->rd_mu);
     *tail = last;
     return head;
 }
 
 int journal_peek(journal_t *j, int64_t *origin, int64_t *ts_us)
 {
-    const unsigned char *rec = next_record(j);
+    const unsigned char *rec;
 
-    if (!rec)
-        return 0;
-    if (origin)
+    pthread_mutex_lock(&j->rd_mu);
+    rec = next_record(j);
+    if (rec && origin)
         *origin = j->rd_seg->incarnation;
-    if (ts_us)
+    if (rec && ts_us)
         *ts_us = record_event((unsigned char *)rec)->ts_us;
-    return 1;
+    pthread_mutex_unlock(&j->rd_mu);
+    return rec != NULL;
 }
 
 int journal_reading_old(const journal_t *j)

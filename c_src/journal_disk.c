@@ -238,7 +238,8 @@ static int populate_step(journal_t *j)
         return 0;
     done = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
     n = to - from < POPULATE_STEP ? to - from : POPULATE_STEP;
-    if (madvise(s->base + from, n, MADV_POPULATE_WRITE) != 0 && errno != EINTR)
+    if (madvise(__atomic_load_n(&s->base, __ATOMIC_ACQUIRE) + from, n, MADV_POPULATE_WRITE) != 0 &&
+        errno != EINTR)
         n = s->cap - from;   /* not possible here: the hook path faults them in */
     /* unless a sync reset it meanwhile */
     __atomic_compare_exchange_n(&s->populated, &done, from + n, 0, __ATOMIC_RELAXED,
@@ -354,10 +355,10 @@ static int to_copy(const jseg_t *s)
 }
 
 /* The sealed segments still in memory (the 16 oldest), oldest first, go
- * whole to their disk files (ram_bulk), which are then mapped in their
- * place and the memory files go (ram_settle): the writer reads on from
- * the same addresses. A sealed segment made on disk only (the hooks wrote
- * into its mapping) is mapped afresh, once: its pages are no longer mapped
+ * whole to their disk files (ram_bulk), from which the writer reads them
+ * from then on, and the memory files go (ram_settle). A sealed segment
+ * made on disk only (the hooks wrote into its mapping) is mapped afresh
+ * once all its records are committed: its pages are no longer mapped
  * dirty, and writing them back flushes no TLB. Each is marked syncing
  * meanwhile, so none is deleted. Not on the journal thread: writing that
  * much may be throttled by the kernel's writeback, and the journal thread
@@ -388,8 +389,13 @@ static void bulk_segments(journal_t *j, int64_t until)
         if (mono_us() >= until) {
             /* the sync first; the rest at the next tick */
         } else if (__atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED) < 0) {
-            (void)seg_remap(s);   /* the same file: nothing is lost, whoever reads meanwhile */
-            s->remapped = 1;      /* once, even if it failed */
+            /* no hook writes into it any more: mapped afresh, once even if
+             * that failed */
+            s->checked = ram_committed(s, s->checked);
+            if (s->checked == __atomic_load_n(&s->used, __ATOMIC_ACQUIRE)) {
+                (void)seg_reopen(j, s);
+                s->remapped = 1;
+            }
         } else if (ram_bulk(s, until) && ram_settle(j, s) == 0) {
             s->remapped = 1;      /* mapped from its disk file: done */
         }

@@ -47,7 +47,7 @@ struct jseg {
                                   * after what its cursor file says is written) */
     size_t written_to;           /* writer: every record before this offset is written
                                   * (released in order); kept at close in its cursor file */
-    unsigned char *base;
+    unsigned char *base;         /* changed only by seg_reopen (atomic) */
     size_t cap;
     size_t used;                 /* hook path, under the queue lock; the writer reads up to it
                                   * (its final value once it has seen cur move on: acquire) */
@@ -68,7 +68,7 @@ struct jseg {
                                   * thread, which settles it; read by the other threads) */
     size_t copied;               /* disk thread: its disk file holds the records up to here,
                                   * as they are in memory */
-    int remapped;                /* disk thread: mapped from its disk file once sealed */
+    int remapped;                /* disk thread: read from its disk file once sealed */
     char path[4096];
     char ram_path[4200];
 };
@@ -92,6 +92,9 @@ struct journal {
     int64_t rate_at;
 
     pthread_mutex_t mu;          /* never held across I/O */
+    pthread_mutex_t rd_mu;       /* the writer, while it reads segments (journal_read,
+                                  * journal_peek); the disk thread, to change a sealed
+                                  * segment's base (seg_reopen) */
     pthread_cond_t cv;
     pthread_t thread;            /* makes spares, deletes written segments */
     pthread_t disk_thread;       /* sealed segments from memory to disk, the syncs (its
@@ -153,9 +156,10 @@ size_t ram_committed(const jseg_t *s, size_t from);
 int ram_sync(jseg_t *s, int sealed);
 int ram_bulk(jseg_t *s, int64_t until);
 int ram_settle(journal_t *j, jseg_t *s);
-/* s's disk file mapped afresh at the same address (the old mapping's page
- * table entries dropped, the contents the same); 0 or -1 */
-int seg_remap(jseg_t *s);
+/* s (sealed, every record in it committed) read from its disk file,
+ * mapped afresh and read-only, from now on: its present mapping and its
+ * page table entries go; 0, or -1 (it stays as it is) */
+int seg_reopen(journal_t *j, jseg_t *s);
 /* keep: its disk file gets all of it and is synced first; -1 (errno) when
  * that failed: the memory file stays, for the next start to copy */
 int ram_free(journal_t *j, jseg_t *s, int keep);

@@ -6,10 +6,10 @@
  * did, and the hook's next store faulted). The disk file is written with
  * pwrite, never through the VM's mappings, by the disk thread: the
  * committed part every sync_ms (what a power loss can take, as before),
- * the whole segment once it is sealed (ram_bulk), after which the disk
- * file is mapped at the same address and the memory file removed
- * (ram_settle), so a backlog of any size is on disk and only a few
- * segments are in memory.
+ * the whole segment once it is sealed (ram_bulk), after which the writer
+ * reads it from the disk file (mapped read-only) and the memory file is
+ * removed (ram_settle), so a backlog of any size is on disk and only a
+ * few segments are in memory.
  *
  * A kill -9 leaves both files; the memory one is the newer and the next
  * start copies it over the disk one before reading (ram_recover). A power
@@ -174,14 +174,13 @@ int ram_bulk(jseg_t *s, int64_t until)
     return 1;
 }
 
-/* For a segment ram_bulk wrote: its disk file takes the
- * memory file's place at the same address (the writer's position in it
- * stays valid), and the memory file goes. 0, or -1: it stays in memory. */
+/* For a segment ram_bulk wrote: the writer reads it from its disk file
+ * from now on, and the memory file goes. 0, or -1: it stays in memory. */
 int ram_settle(journal_t *j, jseg_t *s)
 {
     int fd;
 
-    if (seg_remap(s) != 0)
+    if (seg_reopen(j, s) != 0)
         return -1;
     fd = __atomic_load_n(&s->ram_fd, __ATOMIC_RELAXED);
     unlink(s->ram_path);
@@ -192,42 +191,20 @@ int ram_settle(journal_t *j, jseg_t *s)
     return 0;
 }
 
-#ifndef MAP_FIXED_NOREPLACE
-#define MAP_FIXED_NOREPLACE 0x100000   /* Linux 4.17 */
-#endif
-
-/* fd mapped at base where nothing is mapped; 0, or -1 and errno */
-static int refill(unsigned char *base, size_t cap, int fd)
+int seg_reopen(journal_t *j, jseg_t *s)
 {
-    void *m = mmap(base, cap, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
-
-    if (m == (void *)base)
-        return 0;
-    if (m != MAP_FAILED) {   /* a kernel without it took it as a hint */
-        munmap(m, cap);
-        errno = EEXIST;
-    }
-    return -1;
-}
-
-int seg_remap(jseg_t *s)
-{
-    void *m = mmap(NULL, s->cap, PROT_READ | PROT_WRITE, MAP_SHARED, s->fd, 0);
+    void *m = mmap(NULL, s->cap, PROT_READ, MAP_SHARED, s->fd, 0);
+    unsigned char *old;
 
     if (m == MAP_FAILED)
         return -1;
-    if (mremap(m, s->cap, s->cap, MREMAP_MAYMOVE | MREMAP_FIXED, s->base) == MAP_FAILED) {
-        munmap(m, s->cap);
-        /* a failed mremap may have unmapped base already: the disk file
-         * (the same contents) mapped into the hole, or else the memory
-         * file again, never over a mapping that is there (still ours, or
-         * another's made meanwhile: EEXIST, left as it is) */
-        if (refill(s->base, s->cap, s->fd) == 0)
-            return 0;
-        if (errno != EEXIST && s->ram_fd >= 0)
-            (void)refill(s->base, s->cap, s->ram_fd);
-        return -1;
-    }
+    /* the writer holds no address in a segment outside journal_read and
+     * journal_peek: it takes the new one at its next call */
+    pthread_mutex_lock(&j->rd_mu);
+    old = s->base;
+    __atomic_store_n(&s->base, (unsigned char *)m, __ATOMIC_RELEASE);
+    pthread_mutex_unlock(&j->rd_mu);
+    munmap(old, s->cap);
     return 0;
 }
 
