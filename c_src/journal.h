@@ -24,8 +24,8 @@
  * Two threads of the journal's own. The disk thread writes the committed
  * records of the segments in memory to their disk files with pwrite and
  * syncs them every sync_ms (what a power loss can take), and writes each
- * sealed (full) segment to its disk file whole and maps that where the
- * memory file was. The journal thread makes segments ahead, keeps the
+ * sealed (full) segment to its disk file whole, from which the writer
+ * reads it from then on (the memory file goes). The journal thread makes segments ahead, keeps the
  * pages the hooks write next writable, and deletes a segment once it is
  * sealed, read past and every event in it released (written). Segments
  * left at close with unwritten events stay on disk; the next journal_open

@@ -3,8 +3,8 @@
  * deletes sealed segments once the writer has read past them and every
  * event in them is written, and keeps the pages the hooks write next
  * mapped writable; the disk thread writes each sealed segment in memory to
- * its disk file and maps it there, and writes and syncs the segments in
- * use every sync_ms. Nothing here runs on the hook path. */
+ * its disk file, from which it is read from then on, and writes and syncs
+ * the segments in use every sync_ms. Nothing here runs on the hook path. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -233,7 +233,8 @@ static int populate_step(journal_t *j)
         }
     }
     pthread_mutex_unlock(&j->mu);
-    /* the segment cannot go meanwhile: only this thread deletes */
+    /* the segment cannot go meanwhile: only this thread deletes. Once
+     * sealed, its mapping can (seg_reopen): madvise then fails, harmless */
     if (!s)
         return 0;
     done = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
@@ -392,10 +393,9 @@ static void bulk_segments(journal_t *j, int64_t until)
             /* no hook writes into it any more: mapped afresh, once even if
              * that failed */
             s->checked = ram_committed(s, s->checked);
-            if (s->checked == __atomic_load_n(&s->used, __ATOMIC_ACQUIRE)) {
-                (void)seg_reopen(j, s);
+            if (s->checked == __atomic_load_n(&s->used, __ATOMIC_ACQUIRE) &&
+                (seg_reopen(j, s) == 0 || errno != EBUSY))
                 s->remapped = 1;
-            }
         } else if (ram_bulk(s, until) && ram_settle(j, s) == 0) {
             s->remapped = 1;      /* mapped from its disk file: done */
         }

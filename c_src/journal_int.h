@@ -47,7 +47,8 @@ struct jseg {
                                   * after what its cursor file says is written) */
     size_t written_to;           /* writer: every record before this offset is written
                                   * (released in order); kept at close in its cursor file */
-    unsigned char *base;         /* changed only by seg_reopen (atomic) */
+    unsigned char *base;         /* set before others see the segment; changed after only
+                                  * by seg_reopen (atomic, under rd_mu) */
     size_t cap;
     size_t used;                 /* hook path, under the queue lock; the writer reads up to it
                                   * (its final value once it has seen cur move on: acquire) */
@@ -158,7 +159,8 @@ int ram_bulk(jseg_t *s, int64_t until);
 int ram_settle(journal_t *j, jseg_t *s);
 /* s (sealed, every record in it committed) read from its disk file,
  * mapped afresh and read-only, from now on: its present mapping and its
- * page table entries go; 0, or -1 (it stays as it is) */
+ * page table entries go; 0, or -1 and errno (it stays as it is; EBUSY:
+ * the writer is reading) */
 int seg_reopen(journal_t *j, jseg_t *s);
 /* keep: its disk file gets all of it and is synced first; -1 (errno) when
  * that failed: the memory file stays, for the next start to copy */

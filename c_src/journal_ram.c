@@ -199,8 +199,14 @@ int seg_reopen(journal_t *j, jseg_t *s)
     if (m == MAP_FAILED)
         return -1;
     /* the writer holds no address in a segment outside journal_read and
-     * journal_peek: it takes the new one at its next call */
-    pthread_mutex_lock(&j->rd_mu);
+     * journal_peek (earlier starts' files, whose reader keeps one, are
+     * never mapped afresh): it takes the new one at its next call. While
+     * it reads, again at the next tick (the syncs keep their interval). */
+    if (pthread_mutex_trylock(&j->rd_mu) != 0) {
+        munmap(m, s->cap);
+        errno = EBUSY;
+        return -1;
+    }
     old = s->base;
     __atomic_store_n(&s->base, (unsigned char *)m, __ATOMIC_RELEASE);
     pthread_mutex_unlock(&j->rd_mu);

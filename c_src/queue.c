@@ -338,7 +338,7 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     struct timespec deadline;
     event_t *first = NULL;
     size_t k = 0;
-    int nomem = 0;
+    int nomem = 0, held = 0;
     int64_t give_up = 0;
 
     deadline_after(&deadline, timeout_ms);
@@ -362,13 +362,15 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
          * writer */
         if (!give_up)
             give_up = mono_us() + WRITING_WAIT_US;
-        else if (mono_us() >= give_up)
+        else if (mono_us() >= give_up) {
+            held = 1;
             break;
+        }
         pthread_mutex_unlock(&q->mu);
         sched_yield();
         pthread_mutex_lock(&q->mu);
     }
-    q->nomem = nomem;
+    q->held = held || nomem;
     if (q->count == 0)
         q->flush_req = 0;
     q->taken += k;
@@ -377,14 +379,14 @@ event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n)
     return k ? first : NULL;
 }
 
-int queue_short_of_memory(queue_t *q)
+int queue_held_back(queue_t *q)
 {
-    int nomem;
+    int held;
 
     pthread_mutex_lock(&q->mu);
-    nomem = q->nomem;
+    held = q->held;
     pthread_mutex_unlock(&q->mu);
-    return nomem;
+    return held;
 }
 
 int queue_ready(queue_t *q)

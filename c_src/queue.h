@@ -50,7 +50,7 @@ typedef struct queue {
     int flush_req;             /* write what is queued now */
     int stop;
     int closed;                /* after the last row: every add is a drop (DROP_STOPPED) */
-    int nomem;                 /* the last pop found no memory for a copy */
+    int held;                  /* the last pop returned nothing, events queued (queue_held_back) */
     drop_ledger_t drops;
 } queue_t;
 
@@ -114,9 +114,9 @@ void queue_return_drops(queue_t *q, const drop_ledger_t *d);
  * *n gets their count. */
 event_t *queue_pop(queue_t *q, size_t max, int timeout_ms, size_t *n);
 #define POP_BYTES (32u << 20)
-/* 1 when the last queue_pop returned nothing for want of memory (the
- * queue is not empty) */
-int queue_short_of_memory(queue_t *q);
+/* 1 when the last queue_pop returned nothing though events are queued:
+ * a copy found no memory, or the first is still being written */
+int queue_held_back(queue_t *q);
 /* The incarnation an event was recorded in (earlier starts' files hold
  * other incarnations'). */
 int64_t queue_event_origin(const event_t *ev);

@@ -377,13 +377,14 @@ static void *writer_main(void *arg)
                               &n);
             if (!batch) {
                 /* at a stop: done once empty; past its deadline (a copy
-                 * may just have found no memory), what is left stays or
-                 * is discarded, counted either way */
+                 * may just have found no memory, or the first event is
+                 * still being written), what is left stays or is
+                 * discarded, counted either way */
                 if (stopping && past) {
                     stop_now(w, NULL, 0);
                     break;
                 }
-                if (stopping && !queue_short_of_memory(w->q))
+                if (stopping && !queue_held_back(w->q))
                     break;
                 continue;
             }

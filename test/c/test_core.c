@@ -373,7 +373,7 @@ static void test_queue_unwritten(void)
     clock_gettime(CLOCK_REALTIME, &dl);
     dl.tv_sec += 10;
     joined = pthread_timedjoin_np(t, NULL, &dl) == 0;
-    CHECK(joined && a.list == NULL && a.n == 0);
+    CHECK(joined && a.list == NULL && a.n == 0 && queue_held_back(&q));   /* a stop goes on */
     event_fill(ev, &in, &lay);
     ev->home = EV_JOURNAL;
     ev->seq = q.last_seq;
@@ -383,7 +383,7 @@ static void test_queue_unwritten(void)
         queue_release_list(a.list);
     }
     a.list = queue_pop(&q, 10, 0, &a.n);
-    CHECK(joined && a.n == 1 && a.list && a.list->seq == 1);
+    CHECK(joined && a.n == 1 && a.list && a.list->seq == 1 && !queue_held_back(&q));
     queue_release_list(a.list);
     queue_settled(&q);
     mem_queue_end(&q, j);
@@ -1081,13 +1081,17 @@ static int imm_files_unchanged(const char *dir, int *seen)
     return same;
 }
 
-static int imm_unchanged(const jseg_t *only)
+/* as the writer reads: under rd_mu, as the disk thread may map a sealed
+ * segment afresh meanwhile (seg_reopen) */
+static int imm_unchanged(journal_t *j, const jseg_t *only)
 {
     int i, same = 1;
 
+    pthread_mutex_lock(&j->rd_mu);
     for (i = 0; i < IMM_N; i++)
         if (!only || imm[i].s == only)
             same &= crc32c(imm[i].s->base + imm[i].off, imm[i].len) == imm[i].crc;
+    pthread_mutex_unlock(&j->rd_mu);
     return same;
 }
 
@@ -1132,10 +1136,10 @@ static void test_journal_immutable(void)
                 usleep(20000);   /* the journal thread makes spares; the disk thread syncs */
         }
         CHECK(ok && imm[0].s != imm[IMM_N - 1].s);   /* two segments at least */
-        CHECK(imm_unchanged(NULL));                  /* the hooks wrote none twice */
+        CHECK(imm_unchanged(j, NULL));                  /* the hooks wrote none twice */
         if (mem[m]) {
             /* the disk thread moves the sealed ones to their disk files
-             * and maps them there (waited for, at most 10 s) */
+             * and reads them from there (waited for, at most 10 s) */
             journal_stats_t js;
             for (i = 0; i < 1000; i++) {
                 journal_get_stats(j, &js);
@@ -1143,7 +1147,7 @@ static void test_journal_immutable(void)
                     break;
                 usleep(10000);
             }
-            CHECK(js.ram_segments <= 1 + SPARES && imm[0].s->ram_fd < 0 && imm_unchanged(NULL));
+            CHECK(js.ram_segments <= 1 + SPARES && imm[0].s->ram_fd < 0 && imm_unchanged(j, NULL));
         }
         while ((got = queue_pop(&q, 700, 0, &n)) != NULL) {
             if (last)
@@ -1155,7 +1159,7 @@ static void test_journal_immutable(void)
             total += n;
         }
         queue_settled(&q);
-        CHECK(total == IMM_N && imm_unchanged(NULL));   /* read: none written */
+        CHECK(total == IMM_N && imm_unchanged(j, NULL));   /* read: none written */
         for (kept = all, i = 0; i < IMM_N - IMM_KEPT - 1; i++)
             kept = kept->next;
         got = kept;
@@ -1163,7 +1167,7 @@ static void test_journal_immutable(void)
         got->next = NULL;
         queue_release_list(all);                         /* written */
         cur = __atomic_load_n(&j->cur, __ATOMIC_ACQUIRE);
-        CHECK(imm[IMM_N - 1].s == cur && imm[IMM_N - IMM_KEPT].s == cur && imm_unchanged(cur));
+        CHECK(imm[IMM_N - 1].s == cur && imm[IMM_N - IMM_KEPT].s == cur && imm_unchanged(j, cur));
         while (kept) {                                   /* not written: they stay */
             got = kept->next;
             ok &= queue_leave(kept) == 1;
@@ -1581,6 +1585,7 @@ static void test_journal_ram(void)
         if (!j)
             return;
         attach(&q, j);
+        pthread_mutex_lock(&j->rd_mu);   /* as the writer does while it reads */
         for (i = 0; i < 9000 && rc == 0; i++) {
             event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
             in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
@@ -1592,6 +1597,15 @@ static void test_journal_ram(void)
         CHECK(rc == 0 && js.segments >= 4 && js.ram_segments <= 4 && js.no_room == 0);
         /* past 4: made on disk only, counted */
         CHECK(js.ram_missed == 0 || js.segments > 4);
+        /* none was moved while the writer read (rd_mu, held since
+         * before the hooks wrote), though the disk thread ran */
+        usleep(300000);
+        journal_get_stats(j, &js);
+        pthread_mutex_unlock(&j->rd_mu);
+        CHECK(js.ram_segments == 4);
+        if (js.ram_segments != 4)
+            fprintf(stderr, "while the writer reads: %llu segments in memory\n",
+                    (unsigned long long)js.ram_segments);
         /* the disk thread moves the sealed ones to disk (waited for, at
          * most 10 s) */
         for (i = 0; i < 1000; i++) {
