@@ -230,6 +230,9 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     if (seg < JOURNAL_SEG_MIN)
         seg = JOURNAL_SEG_MIN;
     j->seg_bytes = (size_t)(seg / j->page * j->page);
+    j->spares_want = SPARES;
+    if (dir && SPARE_BYTES / j->seg_bytes > SPARES)
+        j->spares_want = (int)(SPARE_BYTES / j->seg_bytes);
     if (!dir) {
         j->epoch = 1;
     } else if (mkdir(dir, 0700) != 0 && errno != EEXIST) {
@@ -274,7 +277,7 @@ journal_t *journal_open(const char *dir, int64_t incarnation, uint64_t max_bytes
     j->rd_seg = j->cur;
     j->rd_pos = JOURNAL_SEG_HDR;
     /* the spares too, so a burst right after the start finds room */
-    while (j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes) {
+    while (j->nspares < j->spares_want && j->disk_bytes + j->seg_bytes <= j->max_bytes) {
         jseg_t *s = seg_make(j, err, errlen);
         if (!s)
             goto fail_spares;

@@ -476,7 +476,7 @@ void *journal_main(void *arg)
                 pp = &s->next;
             }
         }
-        want = j->nspares < SPARES && j->disk_bytes + j->seg_bytes <= j->max_bytes &&
+        want = j->nspares < j->spares_want && j->disk_bytes + j->seg_bytes <= j->max_bytes &&
                now >= retry_at;
         /* with a spare ready, the next one waits for room in memory (the
          * disk thread moves sealed segments to disk) rather than be mapped from

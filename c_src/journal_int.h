@@ -18,7 +18,9 @@
 #include "record.h"
 #include "recover.h"
 
-#define SPARES 2                 /* segments kept ready ahead of the hook path */
+#define SPARES 2                 /* segments kept ready ahead of the hook path ... */
+#define SPARE_BYTES (8u << 20)   /* ... on disk, at least this much of them (small
+                                  * segments: a burst fills one in milliseconds) */
 #define POPULATE_STEP (4u << 20) /* pages faulted in ahead, per step */
 #define BULK_STEP (4u << 20)     /* a sealed segment goes to disk this much at a time */
 #define WINDOW (16u << 20)       /* at most this far ahead of the hooks pages are kept writable */
@@ -105,6 +107,7 @@ struct journal {
     int stop;
     jseg_t *spares, *spares_tail, *sealed;   /* spares: oldest (lowest number) first */
     int nspares;
+    int spares_want;             /* SPARES, or more for SPARE_BYTES (set at open) */
     uint64_t disk_bytes, nsegs, syncs;
     uint64_t old_bytes;          /* of earlier starts' files still on disk */
     uint64_t unread_bytes;       /* ... their size at open, in disk_bytes until journal_recover */
