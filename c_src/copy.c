@@ -284,7 +284,9 @@ static void put_fields(buf_t *b, const copy_ctx_t *ctx, const event_t *ev)
     put_bytes(b, ctx->node, ctx->node_len);                  /* node */
     put_int8(b, ctx->incarnation);                           /* incarnation */
     put_int8(b, (int64_t)ev->seq);                           /* seq */
-    put_int8(b, ev->ts_us - PG_EPOCH_US);                    /* ts */
+    /* ts: wraps, never overflows, on a value no clock gives (PostgreSQL
+     * refuses it as out of range: that row alone is dead-lettered) */
+    put_int8(b, (int64_t)((uint64_t)ev->ts_us - (uint64_t)PG_EPOCH_US));
     put_bytes(b, hook, strlen(hook));                        /* hook */
     if (ev->has_conn)                                        /* conn_id */
         put_int8(b, ev->conn_id);
