@@ -1,10 +1,5 @@
-/* journal_disk.c - the journal's own threads (see journal.h): the journal
- * thread makes segments ahead (allocated on disk, in memory, mapped),
- * deletes sealed segments once the writer has read past them and every
- * event in them is written, and keeps the pages the hooks write next
- * mapped writable; the disk thread writes each sealed segment in memory to
- * its disk file, from which it is read from then on, and writes and syncs
- * the segments in use every sync_ms. Nothing here runs on the hook path. */
+/* journal_disk.c - the journal's two threads (see journal.h) and the
+ * segments they make and free. Nothing here runs on the hook path. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
@@ -209,6 +204,7 @@ static int populate_step(journal_t *j)
 {
     jseg_t *s, *cur;
     size_t from = 0, to = 0, n, done;
+    int rc;
 
     update_window(j);
     pthread_mutex_lock(&j->mu);
@@ -232,15 +228,18 @@ static int populate_step(journal_t *j)
                 break;
         }
     }
+    if (s)
+        __atomic_store_n(&s->populating, 1, __ATOMIC_RELAXED);
     pthread_mutex_unlock(&j->mu);
-    /* the segment cannot go meanwhile: only this thread deletes. Once
-     * sealed, its mapping can (seg_reopen): madvise then fails, harmless */
+    /* the segment cannot go meanwhile: only this thread deletes; nor
+     * can its mapping, once it is sealed (seg_reopen waits for this) */
     if (!s)
         return 0;
     done = __atomic_load_n(&s->populated, __ATOMIC_RELAXED);
     n = to - from < POPULATE_STEP ? to - from : POPULATE_STEP;
-    if (madvise(__atomic_load_n(&s->base, __ATOMIC_ACQUIRE) + from, n, MADV_POPULATE_WRITE) != 0 &&
-        errno != EINTR)
+    rc = madvise(__atomic_load_n(&s->base, __ATOMIC_ACQUIRE) + from, n, MADV_POPULATE_WRITE);
+    __atomic_store_n(&s->populating, 0, __ATOMIC_RELEASE);
+    if (rc != 0 && errno != EINTR)
         n = s->cap - from;   /* not possible here: the hook path faults them in */
     /* unless a sync reset it meanwhile */
     __atomic_compare_exchange_n(&s->populated, &done, from + n, 0, __ATOMIC_RELAXED,

@@ -1,9 +1,6 @@
 /* journal_int.h - the journal's inside, shared by journal.c (open, close,
- * the hook path's reserve/commit, the writer's release), journal_disk.c
- * (its own threads: segments made ahead and deleted once written, pages
- * kept writable ahead of the hooks; the disk thread: sealed segments to
- * disk, the periodic sync) and journal_ram.c
- * (the memory files the hooks write into, copied to the disk files). */
+ * reserve and commit, the writer's reads), journal_disk.c (the two
+ * threads) and journal_ram.c (the memory files). */
 #ifndef VMQ_PGEV_JOURNAL_INT_H
 #define VMQ_PGEV_JOURNAL_INT_H
 
@@ -61,16 +58,18 @@ struct jseg {
     int recovered;               /* an earlier start's file (recover.h) */
     int synced;                  /* atomic, set by the disk thread: synced since it was
                                   * sealed, every record reserved in it committed then */
-    size_t checked;              /* disk thread: the records up to here are committed
-                                  * (a sealed segment on disk only, ram_committed) */
+    size_t checked;              /* disk thread: the records up to here (a record's start)
+                                  * are committed (ram_committed) */
     int syncing;                 /* under mu: the disk thread works on it; not deleted */
     size_t populated;            /* atomic: pages made writable up to here (0: again
                                   * from the hooks' offset: a sync cleaned them) */
+    int populating;              /* the journal thread makes its pages writable: set
+                                  * under mu, cleared atomically (seg_reopen waits) */
     int ram_fd;                  /* atomic: its memory file (journal_ram.c) mapped at base;
                                   * -1: the disk file is (set by its maker and by the disk
                                   * thread, which settles it; read by the other threads) */
-    size_t copied;               /* disk thread: its disk file holds the records up to here,
-                                  * as they are in memory */
+    size_t copied;               /* disk thread: its disk file holds the bytes up to here,
+                                  * as they are in memory (<= checked; may be mid-record) */
     int remapped;                /* disk thread: read from its disk file once sealed */
     char path[4096];
     char ram_path[4200];

@@ -1,19 +1,10 @@
-/* journal_ram.c - the memory side of the journal's segments (see
- * journal.h). A segment the hooks write into is a file in a tmpfs
- * directory (ram_dir, /dev/shm) mapped shared, beside its file on disk: a
- * tmpfs page is never written back, so no sync and no writeback ever
- * write-protects a page a hook stores into (on a disk file, each sync
- * did, and the hook's next store faulted). The disk file is written with
- * pwrite, never through the VM's mappings, by the disk thread: the
- * committed part every sync_ms (what a power loss can take, as before),
- * the whole segment once it is sealed (ram_bulk), after which the writer
- * reads it from the disk file (mapped read-only) and the memory file is
- * removed (ram_settle), so a backlog of any size is on disk and only a
- * few segments are in memory.
- *
- * A kill -9 leaves both files; the memory one is the newer and the next
- * start copies it over the disk one before reading (ram_recover). A power
- * loss or a reboot loses the memory files: what the last sync wrote stays. */
+/* journal_ram.c - the segments' memory files (see journal.h): files in
+ * a tmpfs directory (/dev/shm) mapped shared, which the hooks write into.
+ * A tmpfs page is never written back, so no sync write-protects a page a
+ * hook stores into. The disk thread copies them to the disk files with
+ * pwrite. A kill -9 leaves both files, and the next start copies the
+ * memory one, the newer, over the disk one (ram_recover); a power loss
+ * takes the memory files, and what the last sync wrote stays. */
 #define _GNU_SOURCE
 #include <dirent.h>
 #include <errno.h>
@@ -103,8 +94,9 @@ fail:
     return -1;
 }
 
-/* the end of the records from `from` on whose hooks have committed them
- * (a record being written, its magic not yet stored, ends the walk) */
+/* the end of the records from `from` (a record's start) on whose hooks
+ * have committed them (a record being written, its magic not yet stored,
+ * ends the walk) */
 size_t ram_committed(const jseg_t *s, size_t from)
 {
     size_t used = __atomic_load_n(&s->used, __ATOMIC_ACQUIRE), off = from;
@@ -115,7 +107,7 @@ size_t ram_committed(const jseg_t *s, size_t from)
         if (!record_committed(rec))
             break;
         size = record_rsize(rec);
-        if (size < JOURNAL_HDR || size > used - off)
+        if (size < JOURNAL_HDR || size % 8 || size > used - off)
             break;
         off += size;
     }
@@ -138,18 +130,22 @@ static int copy_out(int fd, const unsigned char *base, size_t from, size_t to)
 
 /* The sync: the committed records not yet on disk are written there and
  * synced; 1 when the segment is sealed and its disk file holds all of it
- * (synced) */
+ * (synced). checked is where the records' walk goes on (a record's
+ * start); copied, where the copy does (ram_bulk may stop it mid-record):
+ * copied <= checked. */
 int ram_sync(jseg_t *s, int sealed)
 {
-    size_t from = s->copied, to = ram_committed(s, from);
-    int all = sealed && to == s->used;   /* used is final once sealed */
+    size_t from = s->copied;
+    int all;
 
-    if (to == from && !all)
+    s->checked = ram_committed(s, s->checked);
+    all = sealed && s->checked == s->used;   /* used is final once sealed */
+    if (s->checked == from && !all)
         return 0;   /* nothing new: an idle broker writes nothing */
-    if (copy_out(s->fd, s->base, from, to) != 0 || fdatasync(s->fd) != 0)
+    if (copy_out(s->fd, s->base, from, s->checked) != 0 || fdatasync(s->fd) != 0)
         return -1;
     /* committed records never change: the next copy starts after them */
-    s->copied = to;
+    s->copied = s->checked;
     return all;
 }
 
@@ -159,18 +155,18 @@ int ram_sync(jseg_t *s, int sealed)
  * time until (mono_us): the rest at the next call. 1: done */
 int ram_bulk(jseg_t *s, int64_t until)
 {
-    size_t end = ram_committed(s, s->copied);
+    size_t end = s->checked = ram_committed(s, s->checked);
 
     if (end != s->used || end == JOURNAL_SEG_HDR)
         return 0;
-    /* what the syncs copied before is unchanged since (above) */
+    /* what the syncs copied before is unchanged since (above); a step
+     * stopped in a record goes on from there at the next call */
     while (s->copied < end) {
         size_t to = end - s->copied > BULK_STEP ? s->copied + BULK_STEP : end;
         if (mono_us() >= until || copy_out(s->fd, s->base, s->copied, to) != 0)
             return 0;
         s->copied = to;
     }
-    s->checked = end;   /* all committed: a sync of its disk file need not look again */
     return 1;
 }
 
@@ -193,9 +189,20 @@ int ram_settle(journal_t *j, jseg_t *s)
 
 int seg_reopen(journal_t *j, jseg_t *s)
 {
-    void *m = mmap(NULL, s->cap, PROT_READ, MAP_SHARED, s->fd, 0);
+    void *m;
     unsigned char *old;
+    int populating;
 
+    /* the journal thread chose s to populate while it was in use, under
+     * mu (once sealed it is never chosen again): not while it does */
+    pthread_mutex_lock(&j->mu);
+    populating = __atomic_load_n(&s->populating, __ATOMIC_ACQUIRE);
+    pthread_mutex_unlock(&j->mu);
+    if (populating) {
+        errno = EBUSY;
+        return -1;
+    }
+    m = mmap(NULL, s->cap, PROT_READ, MAP_SHARED, s->fd, 0);
     if (m == MAP_FAILED)
         return -1;
     /* the writer holds no address in a segment outside journal_read and

@@ -17,6 +17,7 @@
 
 #define SPOOL_HDR 12                     /* "VPGS", length, CRC-32 */
 #define SPOOL_REC_MAX (300u * 1024 * 1024)
+#define LOST_READS 4                     /* recover_next */
 
 uint32_t crc32_buf(uint32_t crc, const void *p, size_t n)
 {
@@ -49,49 +50,23 @@ static int all_zero(const unsigned char *p, size_t n)
     return 1;
 }
 
-/* A file of an earlier version (no segment header, CRCs from 0): after a
- * damaged size, on to the next 8-byte-aligned magic. */
-static const unsigned char *next_unsalted(rec_reader_t *r, uint64_t *corrupt)
+/* The next valid record from r->pos. After a damaged record (or one whose
+ * hook died while writing it) or a hole of zeros, a file with a segment
+ * header (record.h) goes on in 8-byte steps to the next record whose
+ * check holds: the bytes in between, a payload among them, are never
+ * taken for a record, as without the salt they cannot make a CRC that
+ * holds. Such a lost stretch's checks read at most LOST_READS times the
+ * bytes after its start (a check's CRC covers up to a record's size): a
+ * payload full of forged headers cannot make reading take longer; past
+ * that, the rest of the file is given up (counted with the stretch). An
+ * earlier version's file (no header, CRCs from 0) goes on to the next
+ * 8-byte-aligned magic after a damaged size. */
+const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
 {
-    while (r->pos + JOURNAL_HDR <= r->size) {
-        const unsigned char *rec = r->base + r->pos;
-        uint32_t rsize = record_rsize(rec);
+    uint64_t ignored = 0;
 
-        if (all_zero(rec, 16)) {
-            /* unused space, or pages a power loss took: data after it? */
-            while (r->pos + 8 <= r->size && all_zero(r->base + r->pos, 8))
-                r->pos += 8;
-            if (r->pos + 8 <= r->size)
-                (*corrupt)++;
-            continue;
-        }
-        if (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > r->size - r->pos) {
-            /* damaged: on to the next record's magic */
-            (*corrupt)++;
-            for (r->pos += 8; r->pos + 4 <= r->size && !record_magic_at(r->base + r->pos); r->pos += 8)
-                ;
-            continue;
-        }
-        r->pos += rsize;
-        if (record_is_written(rec))
-            continue;   /* written (an earlier version marked it) */
-        if (!record_ok(rec, rsize, 0, 0)) {
-            (*corrupt)++;   /* its hook died while writing it, or damaged */
-            continue;
-        }
-        return rec;
-    }
-    return NULL;
-}
-
-/* A segment with a header (record.h): a record's size is followed only
- * when the record passes its check. After one that does not (damaged,
- * or its hook died while writing it), or after a hole of zeros, reading
- * goes on in 8-byte steps to the next record that does: the bytes in
- * between, a payload among them, are never taken for a record, as
- * without the salt they cannot make a CRC that holds. */
-static const unsigned char *next_salted(rec_reader_t *r, uint64_t *corrupt)
-{
+    if (!corrupt)
+        corrupt = &ignored;
     while (r->pos + JOURNAL_HDR <= r->size) {
         const unsigned char *rec = r->base + r->pos;
         uint32_t rsize = record_rsize(rec);
@@ -102,13 +77,29 @@ static const unsigned char *next_salted(rec_reader_t *r, uint64_t *corrupt)
                 r->pos += 8;
             if (r->pos + 8 <= r->size && !r->lost) {
                 (*corrupt)++;
-                r->lost = 1;
+                r->lost = r->salted;
+                r->budget = LOST_READS * (uint64_t)(r->size - r->pos);
             }
             continue;
         }
-        if (rsize > r->size - r->pos || !record_ok(rec, rsize, r->salt, 1)) {
-            if (!r->lost)
+        if (!r->salted && (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > r->size - r->pos)) {
+            (*corrupt)++;
+            for (r->pos += 8; r->pos + 4 <= r->size && !record_magic_at(r->base + r->pos); r->pos += 8)
+                ;
+            continue;
+        }
+        if (r->salted && r->lost && record_magic_at(rec) && rsize <= r->size - r->pos) {
+            if (rsize > r->budget) {
+                r->pos = r->size;   /* given up */
+                break;
+            }
+            r->budget -= rsize;
+        }
+        if (r->salted && (rsize > r->size - r->pos || !record_ok(rec, rsize, r->salt, 1))) {
+            if (!r->lost) {
                 (*corrupt)++;
+                r->budget = LOST_READS * (uint64_t)(r->size - r->pos);
+            }
             r->lost = 1;
             r->pos += 8;
             continue;
@@ -117,6 +108,10 @@ static const unsigned char *next_salted(rec_reader_t *r, uint64_t *corrupt)
         r->pos += rsize;
         if (record_is_written(rec))
             continue;   /* written (an earlier version marked it) */
+        if (!r->salted && !record_ok(rec, rsize, 0, 0)) {
+            (*corrupt)++;
+            continue;
+        }
         return rec;
     }
     return NULL;
@@ -188,15 +183,6 @@ void recover_drop_cursor(const char *path)
 
     cursor_path(path, cp, sizeof cp);
     unlink(cp);
-}
-
-const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
-{
-    uint64_t ignored = 0;
-
-    if (!corrupt)
-        corrupt = &ignored;
-    return r->salted ? next_salted(r, corrupt) : next_unsalted(r, corrupt);
 }
 
 size_t recover_records(const unsigned char *base, size_t size, size_t from, uint64_t *count,

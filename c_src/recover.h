@@ -82,6 +82,7 @@ typedef struct rec_reader {
     uint32_t salt;
     int salted;            /* the file has a segment header */
     int lost;              /* past a damaged record, looking for the next good one */
+    uint64_t budget;       /* ... bytes its checks may still read (recover_next) */
 } rec_reader_t;
 
 /* from: an offset known to start a record (recover_cursor), or 0 */

@@ -2,6 +2,7 @@
  * event builder, queue, COPY BINARY encoder, dsn masking. No VM, no
  * server. Prints "N passed, N failed" last. */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -9,6 +10,7 @@
 #include <string.h>
 #include <pthread.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -1665,6 +1667,153 @@ static void test_journal_ram(void)
     CHECK(system(cmd) == 0);
 }
 
+/* A record whose hook died while filling it (its header still zeros)
+ * holds a payload full of forged record headers, each claiming the rest
+ * of the file: a reader looking for the next good record would check
+ * every one of them, each check a CRC over the rest of the file. The
+ * reader gives the rest of the file up once a lost stretch's checks have
+ * read LOST_READS times the bytes after it (counted as the one damaged
+ * stretch); the record before is read. A stretch that holds none is read
+ * past to the good record after it. */
+static void forged_file(int forged, uint64_t *count, uint64_t *corrupt)
+{
+    size_t size = 2u << 20, pos = JOURNAL_SEG_HDR, k;
+    unsigned char *m = calloc(1, size);
+    char payload[600];
+    event_in_t in;
+    event_layout_t lay;
+    int i;
+
+    *count = *corrupt = 0;
+    if (!m)
+        return;
+    record_seg_header(m, 77);
+    memset(payload, 'p', sizeof payload);
+    for (i = 0; i < 3; i++) {
+        unsigned char *rec = m + pos;
+        event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
+        in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+        (void)event_layout(&in, &lay);
+        event_fill(record_event(rec), &in, &lay);
+        record_event(rec)->home = EV_JOURNAL;
+        record_event(rec)->seq = (uint64_t)i + 1;
+        if (i != 1) {
+            record_commit(rec, 77);
+            pos += record_size(lay.total);
+            continue;
+        }
+        /* the one being filled: its payload (1 MiB here), not committed */
+        for (k = pos + JOURNAL_HDR + 256; k + 16 <= pos + (1u << 20); k += 16) {
+            if (!forged)
+                continue;
+            memcpy(m + k, "VPGJ", 4);
+            put32(m + k + 4, (uint32_t)(size - k - JOURNAL_HDR - EV_OFF));
+            put32(m + k + 12, (uint32_t)((size - k) & ~(size_t)7));
+        }
+        memset(m + k, 'x', 16);
+        pos += 1u << 20;
+    }
+    (void)recover_records(m, size, 0, count, &(uint64_t){0}, NULL, corrupt);
+    free(m);
+}
+
+static void test_recover_forged_headers(void)
+{
+    uint64_t count, corrupt;
+
+    forged_file(1, &count, &corrupt);
+    CHECK(count == 1 && corrupt == 1);
+    if (count != 1 || corrupt != 1)
+        fprintf(stderr, "forged headers: %llu read, %llu damaged\n", (unsigned long long)count,
+                (unsigned long long)corrupt);
+    forged_file(0, &count, &corrupt);
+    CHECK(count == 2 && corrupt == 1);
+}
+
+/* A sealed memory segment goes to its disk file in BULK_STEP steps; a
+ * step that stops in the middle of a record (the next sync was due, or a
+ * write failed: here the file size limit) is taken up again at the next
+ * call, and so is the sync of that segment, until its disk file holds all
+ * of it. way 0: the next ram_bulk finishes it; 1: the next ram_sync. */
+static void bulk_resumes(int way)
+{
+    char path[] = "/tmp/vmq_pgevents_bulk_test.XXXXXX";
+    size_t cap = 3 * BULK_STEP;
+    jseg_t *s = calloc(1, sizeof *s);
+    struct rlimit old, small;
+    char payload[5000];
+    unsigned char *disk;
+    event_in_t in;
+    event_layout_t lay;
+    int i, done, laid = 1;
+
+    CHECK(s != NULL);
+    if (!s)
+        return;
+    s->fd = mkstemp(path);
+    s->cap = cap;
+    s->base = mmap(NULL, cap, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    CHECK(s->fd >= 0 && s->base != MAP_FAILED && ftruncate(s->fd, (off_t)cap) == 0);
+    s->salt = 0x1234;
+    record_seg_header(s->base, s->salt);
+    CHECK(pwrite(s->fd, s->base, JOURNAL_SEG_HDR, 0) == JOURNAL_SEG_HDR);
+    s->used = s->copied = s->checked = JOURNAL_SEG_HDR;
+    memset(payload, 'b', sizeof payload);
+    /* records of 5 KiB and more: no step boundary falls between two */
+    for (i = 0; s->used + 2 * record_size(sizeof payload + 512) < cap; i++) {
+        unsigned char *rec = s->base + s->used;
+        event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
+        in.f[F_PAYLOAD] = (span_t){payload, sizeof payload - (size_t)(i % 7), 1};
+        laid &= event_layout(&in, &lay) == 0;
+        event_fill(record_event(rec), &in, &lay);
+        record_event(rec)->home = EV_JOURNAL;
+        record_event(rec)->seq = (uint64_t)i + 1;
+        record_commit(rec, s->salt);
+        s->used += record_size(lay.total);
+    }
+    CHECK(laid);
+    /* the first step is written, the second fails past 1.5 steps */
+    signal(SIGXFSZ, SIG_IGN);
+    CHECK(getrlimit(RLIMIT_FSIZE, &old) == 0);
+    small = old;
+    small.rlim_cur = BULK_STEP + BULK_STEP / 2;
+    CHECK(setrlimit(RLIMIT_FSIZE, &small) == 0);
+    CHECK(ram_bulk(s, mono_us() + 60000000) == 0);
+    setrlimit(RLIMIT_FSIZE, &old);
+    CHECK(s->copied == JOURNAL_SEG_HDR + BULK_STEP);
+    done = way == 0 ? ram_bulk(s, mono_us() + 60000000) : ram_sync(s, 1);
+    CHECK(done == 1);
+    disk = malloc(s->used);
+    CHECK(disk && pread(s->fd, disk, s->used, 0) == (ssize_t)s->used &&
+          memcmp(disk, s->base, s->used) == 0);
+    if (done != 1)
+        fprintf(stderr, "bulk copy not taken up again (%s): %zu of %zu bytes on disk\n",
+                way ? "ram_sync" : "ram_bulk", s->copied, s->used);
+    free(disk);
+    if (way == 0) {
+        /* read from its disk file from now on (seg_reopen), but not while
+         * the journal thread makes its pages writable */
+        journal_t *j = calloc(1, sizeof *j);
+        unsigned char *was = s->base;
+        CHECK(j && pthread_mutex_init(&j->mu, NULL) == 0 && pthread_mutex_init(&j->rd_mu, NULL) == 0);
+        s->populating = 1;
+        CHECK(seg_reopen(j, s) == -1 && errno == EBUSY && s->base == was);
+        s->populating = 0;
+        CHECK(seg_reopen(j, s) == 0 && s->base != was && memcmp(s->base, "VPGH", 4) == 0);
+        free(j);
+    }
+    munmap(s->base, cap);
+    close(s->fd);
+    unlink(path);
+    free(s);
+}
+
+static void test_journal_bulk_resumes(void)
+{
+    bulk_resumes(0);
+    bulk_resumes(1);
+}
+
 /* The disk refuses space (here: RLIMIT_FSIZE, as a full disk would with
  * ENOSPC): a segment cannot be made; the error is in the stats, events
  * beyond what is already allocated are counted drops, nothing crashes. */
@@ -2316,6 +2465,8 @@ int main(void)
     test_journal_cursor();
     test_journal_no_space();
     test_journal_ram();
+    test_journal_bulk_resumes();
+    test_recover_forged_headers();
     test_journal_damage();
     test_recover_legacy();
     test_filters();
