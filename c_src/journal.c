@@ -57,51 +57,55 @@ static uint64_t scan_earlier(const char *dir, int64_t incarnation, unsigned *epo
 
 /* The files earlier starts left become sealed segments of this journal,
  * read first (oldest first, each one's after the next, the last one's
- * after it this start's first) by the writer; each file goes, like any
- * sealed segment, once all its events are released. mu is held. */
+ * after it this start's first) by the writer, which reads nothing yet;
+ * each file goes, like any sealed segment, once all its events are
+ * released. Each is made before mu is taken (a hook sealing a segment
+ * waits for it). */
 static void adopt_recovered(journal_t *j, recovered_t *r)
 {
-    jseg_t *own = j->rd_seg;   /* the writer reads nothing yet */
+    jseg_t *own = j->rd_seg;
 
     while (r) {
         recovered_t *next = r->next;
         jseg_t *s = calloc(1, sizeof *s);
-        if (!s) {
+        if (s) {
+            s->base = r->base;
+            s->ram_fd = -1;
+            s->cap = s->used = s->populated = s->copied = r->size;
+            s->fd = r->fd;
+            s->incarnation = r->incarnation;
+            s->recovered = s->synced = 1;
+            s->live = r->count;
+            s->salt = r->salt;
+            s->read_from = s->written_to = r->from;
+            snprintf(s->path, sizeof s->path, "%s", r->path);
+        } else {
             /* left on disk for the next start */
             munmap(r->base, r->size);
             close(r->fd);
-            j->unreadable++;
-            free(r);
-            r = next;
-            continue;
         }
-        s->base = r->base;
-        __atomic_store_n(&s->ram_fd, -1, __ATOMIC_RELAXED);
-        s->cap = s->used = s->populated = s->copied = r->size;
-        s->fd = r->fd;
-        s->incarnation = r->incarnation;
-        s->recovered = 1;
-        s->synced = 1;
-        s->live = r->count;
-        s->salt = r->salt;
-        s->read_from = s->written_to = r->from;
-        snprintf(s->path, sizeof s->path, "%s", r->path);
-        s->next = j->sealed;
-        j->sealed = s;
-        if (j->old_last)
-            j->old_last->after = s;
-        else
-            j->rd_seg = s;
-        j->old_last = s;
-        s->after = own;
-        j->disk_bytes += s->cap;
-        j->old_bytes += s->cap;
-        j->nsegs++;
-        j->old_n += r->count;
-        j->recovered += r->count;
-        j->old_ev_bytes += r->bytes;
-        for (size_t h = 0; h < EVENT_KINDS; h++)
-            j->old_hook[h] += r->per_hook[h];
+        pthread_mutex_lock(&j->mu);
+        if (!s) {
+            j->unreadable++;
+        } else {
+            s->next = j->sealed;
+            j->sealed = s;
+            if (j->old_last)
+                j->old_last->after = s;
+            else
+                j->rd_seg = s;
+            j->old_last = s;
+            s->after = own;
+            j->disk_bytes += s->cap;
+            j->old_bytes += s->cap;
+            j->nsegs++;
+            j->old_n += r->count;
+            j->recovered += r->count;
+            j->old_ev_bytes += r->bytes;
+            for (size_t h = 0; h < EVENT_KINDS; h++)
+                j->old_hook[h] += r->per_hook[h];
+        }
+        pthread_mutex_unlock(&j->mu);
         free(r);
         r = next;
     }
@@ -124,10 +128,10 @@ void journal_recover(journal_t *j)
                            ram_recover(j->ram_dir, j->dir, own, &unreadable, rerr, sizeof rerr),
                            __ATOMIC_RELAXED);
     r = recover_files(j->dir, own, &corrupt, &unreadable, rerr, sizeof rerr);
-    pthread_mutex_lock(&j->mu);
-    j->disk_bytes -= j->unread_bytes;   /* counted as they are from here */
-    j->unread_bytes = 0;
     adopt_recovered(j, r);
+    pthread_mutex_lock(&j->mu);
+    j->disk_bytes -= j->unread_bytes;   /* counted as they are now (above) */
+    j->unread_bytes = 0;
     j->corrupt += corrupt;
     j->unreadable += unreadable;
     snprintf(j->old_error, sizeof j->old_error, "%s", rerr);
@@ -148,36 +152,20 @@ static void stop_threads(journal_t *j, int started)
         pthread_join(j->disk_thread, NULL);
 }
 
-/* j's mutexes and condition variables (on the monotonic clock); 0 or -1 */
+/* j's mutexes and condition variables (on the monotonic clock); 0 or -1
+ * (glibc's own no resource: after a failure there is nothing to destroy) */
 static int sync_init(journal_t *j)
 {
     pthread_condattr_t ca;
-    int rc = -1;
+    int rc = pthread_condattr_init(&ca);
 
-    if (pthread_mutex_init(&j->rd_mu, NULL) != 0)
-        return -1;
-    if (pthread_mutex_init(&j->mu, NULL) != 0) {
-        pthread_mutex_destroy(&j->rd_mu);
-        return -1;
+    if (rc == 0) {
+        pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+        rc = pthread_mutex_init(&j->rd_mu, NULL) | pthread_mutex_init(&j->mu, NULL) |
+             pthread_cond_init(&j->cv, &ca) | pthread_cond_init(&j->sync_cv, &ca);
+        pthread_condattr_destroy(&ca);
     }
-    if (pthread_condattr_init(&ca) != 0)
-        goto out_mu;
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-    if (pthread_cond_init(&j->cv, &ca) != 0)
-        goto out_ca;
-    if (pthread_cond_init(&j->sync_cv, &ca) != 0) {
-        pthread_cond_destroy(&j->cv);
-        goto out_ca;
-    }
-    rc = 0;
-out_ca:
-    pthread_condattr_destroy(&ca);
-out_mu:
-    if (rc != 0) {
-        pthread_mutex_destroy(&j->mu);
-        pthread_mutex_destroy(&j->rd_mu);
-    }
-    return rc;
+    return rc == 0 ? 0 : -1;
 }
 
 static void sync_destroy(journal_t *j)

@@ -1,38 +1,22 @@
-/* journal.h - the hook path's on-disk queue: events are written straight
- * into preallocated, memory-mapped segments, so an event whose hook call
- * returned survives a crash of the VM, and a backlog of any size up to the
- * disk limit costs no memory of the VM's own.
+/* journal.h - the log the hooks append to and the writer reads in order.
  *
- * Files: journal-<incarnation>-<epoch>-<number>.dat in the spool
- * directory (epoch: one per journal_open in an incarnation). A segment is
- * made whole by the journal thread before it is needed: its disk file
- * allocated with posix_fallocate (a full disk is an error here, never a
- * SIGBUS on the hook path), and a memory file of the same name in a tmpfs
- * directory (journal_ram.c) allocated and mapped shared, the pages made
- * writable ahead of the hooks. The hook path only bumps an offset and
- * stores into pages that are never written back, so no sync can
- * write-protect them. Without a usable tmpfs (or past mem_bytes of
- * segments in memory) the disk file itself is mapped, as before.
+ * Segments of seg_bytes, files journal-<incarnation>-<epoch>-<number>.dat
+ * in the spool directory, each made ahead by the journal thread (disk
+ * space taken with posix_fallocate, so a full disk is an error there and
+ * never a SIGBUS on the hook path). The hooks write into a memory file of
+ * the same name in a tmpfs (journal_ram.c), or, without one, into the
+ * disk file's mapping. A record (record.h) is written once, by its hook,
+ * and never again; the writer reads copies by offset, and what it has
+ * written is known outside the records (the segments' counts of events
+ * not yet released; after a restart, PostgreSQL's resume point).
  *
- * Segments hold records in the format of record.h, in seq order. A record
- * is written once, by its hook, and never again: the writer reads the
- * segments in order by offset (journal_read), as copies of the events, and
- * what it has written is known outside the records (in memory, the
- * segments' counts of events not yet released; after a restart,
- * PostgreSQL's resume point: writer_int.h).
- *
- * Two threads of the journal's own. The disk thread writes the committed
- * records of the segments in memory to their disk files with pwrite and
- * syncs them every sync_ms (what a power loss can take), and writes each
- * sealed (full) segment to its disk file whole, from which the writer
- * reads it from then on (the memory file goes). The journal thread makes segments ahead, keeps the
- * pages the hooks write next writable, and deletes a segment once it is
- * sealed, read past and every event in it released (written). Segments
- * left at close with unwritten events stay on disk; the next journal_open
- * copies a killed start's memory files over their disk files and takes
- * them all over (recover.h) as sealed segments read first: the one way
- * every event goes, whichever start wrote it. Knows nothing of erl_nif or
- * libpq. */
+ * Two threads: the journal thread makes segments ahead, keeps the pages
+ * the hooks write next writable and deletes segments read past and
+ * written; the disk thread copies committed records to the disk files and
+ * syncs them every sync_ms (what a power loss can take), and copies each
+ * sealed segment to disk whole, the writer reading it from there. Files
+ * left at close stay; the next open takes them over (recover.h) and they
+ * are read first. Knows nothing of erl_nif or libpq. */
 #ifndef VMQ_PGEV_JOURNAL_H
 #define VMQ_PGEV_JOURNAL_H
 

@@ -93,10 +93,10 @@ static void add_hooks(uint64_t *to, const uint64_t *from)
         to[h] += from[h];
 }
 
-/* counts an event of `bytes` in; the lock is held. 1: wake the writer */
-static int count_in(queue_t *q, size_t bytes)
+/* counts n events of `bytes` in; the lock is held. 1: wake the writer */
+static int count_in(queue_t *q, size_t n, size_t bytes)
 {
-    __atomic_store_n(&q->count, q->count + 1, __ATOMIC_RELAXED);
+    __atomic_store_n(&q->count, q->count + n, __ATOMIC_RELAXED);
     q->bytes += bytes;
     if (q->count > q->peak_count)
         q->peak_count = q->count;
@@ -166,7 +166,7 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
         q->oldest_us = in->ts_us;
     if ((unsigned)in->hook < EVENT_KINDS)
         q->per_hook[in->hook]++;
-    wake = count_in(q, lay.total);
+    wake = count_in(q, 1, lay.total);
     pthread_mutex_unlock(&q->mu);
     if (wake_journal)
         journal_wake(j);   /* j stays open until the event is committed (journal_busy) */
@@ -212,8 +212,6 @@ int queue_take_drops(queue_t *q, drop_ledger_t *out)
 
 void queue_return_drops(queue_t *q, const drop_ledger_t *d)
 {
-    int i;
-
     if (d->count == 0)
         return;
     pthread_mutex_lock(&q->mu);
@@ -222,10 +220,9 @@ void queue_return_drops(queue_t *q, const drop_ledger_t *d)
     if (q->drops.count == 0 || d->last_seq > q->drops.last_seq)
         q->drops.last_seq = d->last_seq;
     q->drops.count += d->count;
-    for (i = 0; i < DROP_REASONS; i++)
+    for (int i = 0; i < DROP_REASONS; i++)
         q->drops.reason[i] += d->reason[i];
-    for (i = 0; i < EVENT_KINDS; i++)
-        q->drops.hook[i] += d->hook[i];
+    add_hooks(q->drops.hook, d->hook);
     pthread_mutex_unlock(&q->mu);
 }
 
@@ -252,14 +249,9 @@ void queue_take_earlier(queue_t *q)
         return;
     (void)journal_peek(q->j, NULL, &ts);   /* read first: the oldest */
     pthread_mutex_lock(&q->mu);
-    __atomic_store_n(&q->count, q->count + n, __ATOMIC_RELAXED);
-    q->bytes += bytes;
+    (void)count_in(q, n, bytes);
     add_hooks(q->per_hook, per_hook);
     q->oldest_us = ts;
-    if (q->count > q->peak_count)
-        q->peak_count = q->count;
-    if (q->bytes > q->peak_bytes)
-        q->peak_bytes = q->bytes;
     pthread_mutex_unlock(&q->mu);
     pthread_cond_signal(&q->cv);
 }
