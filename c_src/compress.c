@@ -108,8 +108,8 @@ static void failed(compressor_t *c, const char *what, const char *why)
 
 static int ensure_connected(compressor_t *c)
 {
-    const char *keys[] = {"fallback_application_name", "dbname", NULL};
-    const char *vals[] = {"vmq_pgevents compress", c->conninfo, NULL};
+    const char *keys[] = {"fallback_application_name", "dbname", "client_encoding", NULL};
+    const char *vals[] = {"vmq_pgevents compress", c->conninfo, "UTF8", NULL};
     char err[256];
 
     if (c->conn && PQstatus(c->conn) == CONNECTION_OK)

@@ -95,7 +95,8 @@ static int copy_send(writer_t *w, event_t *list, size_t n, const char *dead_erro
     }
     if (!sent_ok) {
         /* the connection failed or the server stopped answering: what
-         * state it is in is unknown, so it goes */
+         * state it is in is unknown, so it goes; no SQLSTATE answered */
+        w->last_sqlstate[0] = '\0';
         w_clean_error(w, w_io_error(w, NULL), err, errlen);
         w_disconnect(w);
         return W_DOWN;
@@ -191,7 +192,9 @@ static int dead_letter(writer_t *w, event_t *ev, const char *err, const char *st
     ev->next = NULL;
     rc = copy_events(w, ev, 1, err, derr, derrlen);
     ev->next = next;
-    kept = rc == W_OK || strcmp(w->last_sqlstate, "23505") == 0;
+    /* 23505 only as the server's answer: a send that failed (W_DOWN)
+     * leaves last_sqlstate the row's own */
+    kept = rc == W_OK || (rc == W_DATA && strcmp(w->last_sqlstate, "23505") == 0);
     if (!kept && rc != W_DATA && strcmp(w->last_sqlstate, "42P01") != 0)
         return W_DOWN;
     pthread_mutex_lock(&w->smu);
@@ -288,26 +291,25 @@ static int same_field(const event_t *a, const event_t *b, int f)
  * rolled back: rows unlike bad first (another client or topic: a rule
  * that refuses one client's rows, even a flood of them, passes others),
  * spread over the batch, then the rows after it (waiting events of the
- * same incarnation join a batch that has no other). 1: one was taken, or
- * refused for another reason: the error is bad's own; 0: all refused the
- * same way (or no other row to try): the table's; -1: no answer (why in
- * err). */
+ * same incarnation join a batch that has no other); last, a row of the
+ * plugin's own built here (pgevents_running, bad's seq and ts, no
+ * fields), which counts only when the table takes it: a batch that is a
+ * flood of bad's client's rows, or an earlier start's last row that no
+ * other joins, has no other row to try. 1: one was taken, or refused for
+ * another reason: the error is bad's own; 0: all refused the same way:
+ * the table's; -1: no answer (why in err). */
 static int others_taken(writer_t *w, event_t *bad, size_t *n, const char *state, char *err,
                         size_t errlen)
 {
     event_t *ev, *last = bad, *probe[PROBES];
-    size_t len = 1, unlike = 0, i, k = 0, every;
+    size_t unlike = 0, i, k = 0, every;
+    event_in_t in;
     int t;
 
-    while (last->next) {
+    while (last->next)
         last = last->next;
-        len++;
-    }
-    if (len == 1) {
-        len += take_more(w, bad, last, n);
-        if (len == 1)
-            return 0;
-    }
+    if (last == bad)
+        (void)take_more(w, bad, last, n);
     for (ev = bad->next; ev; ev = ev->next)
         unlike += !same_field(ev, bad, F_CLIENT_ID) || !same_field(ev, bad, F_TOPIC);
     every = unlike > PROBES ? unlike / PROBES : 1;
@@ -322,7 +324,14 @@ static int others_taken(writer_t *w, event_t *bad, size_t *n, const char *state,
         if (t != 0)
             return t < 0 ? -1 : 1;
     }
-    return 0;
+    event_in_init(&in, PROW_RUNNING, bad->ts_us);
+    ev = event_build(&in);
+    if (!ev)
+        return 0;   /* no memory: the table's, tried again later */
+    ev->seq = bad->seq;
+    t = try_rolled_back(w, ev, state, err, errlen);
+    event_free(ev);
+    return t < 0 ? -1 : t == 1;
 }
 
 /* While the COPY just sent commits, the next batch: when one of the same

@@ -23,6 +23,7 @@
 #include <string.h>
 
 #include "nif_priv.h"
+#include "pgio.h"
 
 #ifndef PGEV_BUILD_ID
 #define PGEV_BUILD_ID "unknown"
@@ -64,6 +65,7 @@ static int load(ErlNifEnv *env, void **priv_data, ERL_NIF_TERM info)
     if (!p)
         return 1;
     pin_library();
+    pgio_init();
     p->build = build_id;
     p->size = sizeof *p;
     p->refs = 1;

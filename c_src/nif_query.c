@@ -75,8 +75,8 @@ ERL_NIF_TERM nif_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     priv_t *p = enif_priv_data(env);
     ERL_NIF_TERM head, tail = argv[1], results[QUERY_MAX], result;
     char *conninfo = NULL, *secrets = NULL, *sql = NULL, *params[QUERY_PARAMS_MAX];
-    const char *keys[] = {"dbname", "application_name", NULL};
-    const char *vals[] = {NULL, "vmq_pgevents vmq-admin", NULL};
+    const char *keys[] = {"dbname", "application_name", "client_encoding", NULL};
+    const char *vals[] = {NULL, "vmq_pgevents vmq-admin", "UTF8", NULL};
     pgio_t io = {0};
     int timeout, nq = 0, np = 0, i;
     int64_t deadline;
@@ -98,6 +98,12 @@ ERL_NIF_TERM nif_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
                                  "connection string or URI");
     }
     secrets = pgio_conninfo_secrets(conninfo);
+    if (!secrets) {
+        /* parsed already (above): no memory for the list that masks them */
+        memset(conninfo, 0, strlen(conninfo));
+        free(conninfo);
+        return error_msg(env, p, "out of memory");
+    }
     deadline = mono_ms() + timeout;
     io.timeout_ms = timeout;
     vals[0] = conninfo;

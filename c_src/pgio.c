@@ -258,6 +258,11 @@ int pgio_is_secret(const PQconninfoOption *o)
     return o->dispchar && strchr(o->dispchar, '*') != NULL;
 }
 
+void pgio_init(void)
+{
+    PQsetSSLKeyPassHook_OpenSSL(PQdefaultSSLKeyPassHook_OpenSSL);
+}
+
 char *pgio_conninfo_secrets(const char *conninfo)
 {
     PQconninfoOption *opts = PQconninfoParse(conninfo, NULL), *o;
@@ -269,7 +274,7 @@ char *pgio_conninfo_secrets(const char *conninfo)
     for (o = opts; o->keyword; o++)
         if (pgio_is_secret(o) && o->val && *o->val)
             n += strlen(o->val) + 1;
-    out = n > 1 ? malloc(n) : NULL;
+    out = malloc(n);
     if (out) {
         p = out;
         for (o = opts; o->keyword; o++)

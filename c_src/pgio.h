@@ -66,11 +66,17 @@ int pgio_shape(const PGresult *r, int rows, int fields);
  * makes such functions for a writer role (priv/schema.sql). */
 int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args, char *err, size_t errlen);
 
+/* Once, before any connection (the NIF's load): an encrypted sslkey is
+ * opened with sslpassword only, never a prompt on the terminal, which
+ * would wait for ever (libpq otherwise leaves OpenSSL's prompt in place
+ * when sslpassword is unset); without it the connection fails. */
+void pgio_init(void);
+
 /* Whether libpq marks this connection option secret (password, sslpassword:
  * its dispchar '*'). */
 int pgio_is_secret(const PQconninfoOption *o);
 /* The values of the connection string's secret options as such a list
- * (malloc); NULL: none, or not parsable, or out of memory. */
+ * (malloc; empty: none); NULL: not parsable, or out of memory. */
 char *pgio_conninfo_secrets(const char *conninfo);
 char *pgio_secrets_dup(const char *secrets);   /* NULL for NULL or out of memory */
 void pgio_secrets_free(char *secrets);         /* zeroed, then freed */

@@ -419,8 +419,10 @@ static void ignore_notice(void *arg, const char *message)
 
 int w_ensure_connected(writer_t *w)
 {
-    const char *keys[] = {"fallback_application_name", "dbname", NULL};
-    const char *vals[] = {"vmq_pgevents", w->conninfo, NULL};
+    /* the rows are sent as UTF-8, whatever the DSN or the environment
+     * (PGCLIENTENCODING) say: the server converts them to its encoding */
+    const char *keys[] = {"fallback_application_name", "dbname", "client_encoding", NULL};
+    const char *vals[] = {"vmq_pgevents", w->conninfo, "UTF8", NULL};
     char err[256];
 
     /* a statement that timed out (pgio) is still in progress on the

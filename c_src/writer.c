@@ -491,8 +491,9 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->spool_dir = dup_or_null(cfg->spool_dir);
     w->partition = strdup(cfg->partition ? cfg->partition : "none");
     w->distribute = strdup(cfg->distribute ? cfg->distribute : "off");
-    w->secrets = pgio_conninfo_secrets(w->conninfo);
-    if (!w->conninfo || !w->table || !w->node || !w->partition || !w->distribute ||
+    /* never with conninfo NULL; NULL: out of memory (it was checked) */
+    w->secrets = w->conninfo ? pgio_conninfo_secrets(w->conninfo) : NULL;
+    if (!w->conninfo || !w->secrets || !w->table || !w->node || !w->partition || !w->distribute ||
         (cfg->schema_sql && !w->schema_sql) ||
         (cfg->spool_dir && !w->spool_dir)) {
         writer_free(w);

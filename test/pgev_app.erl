@@ -3,6 +3,7 @@
 -module(pgev_app).
 
 -export([start/1, start/2, restart/2, stop/0, flush/0, rows/1, plugin_rows/1, spool_dir/1, with_plugin/3]).
+-export([logs_so_far/0]).
 -export([capture_logs/0, captured_logs/0, log/2]).
 -export([wait_for/2, wait_for/3, log_seen/1]).
 
@@ -100,6 +101,12 @@ wait_for_(What, Fun, Deadline, TimeoutMs) ->
                 false -> timer:sleep(20), wait_for_(What, Fun, Deadline, TimeoutMs)
             end
     end.
+
+%% the captured lines so far, left in the mailbox (capturing goes on)
+logs_so_far() ->
+    catch vmq_pgevents_server:written_per_second(),
+    {messages, Msgs} = process_info(self(), messages),
+    [L || {pgev_log, L} <- Msgs].
 
 %% a captured log line (capture_logs/0) containing Pattern has arrived:
 %% looks at the test process's mailbox without taking the lines out

@@ -179,3 +179,32 @@ message_drop_test_() ->
             ?assertMatch(#{<<"reason">> := <<"expired">>}, R3)
         end)
     end}.
+
+%% A database in another encoding than UTF-8 (LATIN1 here) gets the rows
+%% converted by the server: the plugin's connection says it sends UTF-8,
+%% whatever the DSN or PGCLIENTENCODING say. Read back as UTF-8 bytes.
+latin1_database_test_() ->
+    {timeout, 60, fun() ->
+        Db = "pgev_latin1",
+        pgev_pg:sql("DROP DATABASE IF EXISTS " ++ Db),
+        pgev_pg:sql("CREATE DATABASE " ++ Db ++ " ENCODING 'LATIN1' LC_COLLATE 'C' LC_CTYPE 'C' "
+                    "TEMPLATE template0"),
+        Dsn = string:replace(pgev_pg:dsn(), "dbname=postgres", "dbname=" ++ Db ++
+                                 " options='-c client_encoding=LATIN1'"),
+        Q = fun(Sql) ->
+                    string:trim(pgev_pg:pg("psql", [pgev_pg:dir(), "-d", Db, "-At", "-c", Sql]))
+            end,
+        pgev_app:start("latin1", [{dsn, lists:flatten(Dsn)}]),
+        try
+            ok = vmq_pgevents:on_publish(<<"u">>, {"", <<"café"/utf8>>}, 0, [<<"t">>, <<"é"/utf8>>],
+                                         <<"p">>, false),
+            pgev_app:flush(),
+            ?assertEqual("636166c3a9 742fc3a9",
+                         Q("SELECT encode(convert_to(client_id, 'UTF8'), 'hex') || ' ' || "
+                           "encode(convert_to(topic, 'UTF8'), 'hex') FROM latin1 "
+                           "WHERE hook = 'on_publish'"))
+        after
+            pgev_app:stop(),
+            pgev_pg:sql("DROP DATABASE IF EXISTS " ++ Db ++ " WITH (FORCE)")
+        end
+    end}.

@@ -570,7 +570,15 @@ static void test_conninfo(void)
         CHECK(strcmp(out, "could not load key *********** for ***") == 0);
         pgio_secrets_free(sec);
         pgio_secrets_free(dup);
-        CHECK(pgio_conninfo_secrets("host=x user=u") == NULL);
+        /* an encrypted sslkey without sslpassword: libpq's hook, never
+         * OpenSSL's prompt on the terminal */
+        pgio_init();
+        CHECK(PQgetSSLKeyPassHook_OpenSSL() == PQdefaultSSLKeyPassHook_OpenSSL);
+        /* none: an empty list (NULL: out of memory, or not parsable) */
+        sec = pgio_conninfo_secrets("host=x user=u");
+        CHECK(sec != NULL && sec[0] == '\0');
+        pgio_secrets_free(sec);
+        CHECK(pgio_conninfo_secrets("host='x") == NULL);
     }
     /* a secret inside a longer one, and a secret cut by the length of
      * the text kept: masked whole, before the cut */
