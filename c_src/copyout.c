@@ -373,8 +373,10 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
         size_t k = chunk < *n ? chunk : *n;
         event_t *last;
         int64_t t0;
-        int rc;
+        int rc, past = 0;
 
+        if (w_stop_requested(w, &past) && past)
+            return batch;   /* a stop's deadline: the rest stays (writer.c) */
         if (w->resume_check) {
             uint64_t max_seq;
             size_t skip = 0, mine = 0;
@@ -425,7 +427,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             *n -= k;
             committed += k;
             again = 0;
-            chunk = *n;
+            chunk = 2 * k;   /* isolating: the next rows in a chunk twice as large */
             if (fetched) {
                 *written = 1;   /* the rest is the next batch */
                 return batch;
@@ -480,7 +482,10 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             queue_release(bad);
             *n -= 1;
             again = 0;
-            chunk = *n;
+            /* the next rows one at a time, then twice as many after each
+             * taken: rows refused one after another cost a COPY each, not
+             * the whole rest each (a batch of them is linear, not square) */
+            chunk = 1;
         } else {
             w_note_down(w, "writing", err);
             w->resume_check = 1;
