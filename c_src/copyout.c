@@ -19,6 +19,7 @@
 #include "writer_int.h"
 
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "hooks.h"
@@ -291,19 +292,21 @@ static int same_field(const event_t *a, const event_t *b, int f)
  * rolled back: rows unlike bad first (another client or topic: a rule
  * that refuses one client's rows, even a flood of them, passes others),
  * spread over the batch, then the rows after it (waiting events of the
- * same incarnation join a batch that has no other); last, a row of the
- * plugin's own built here (pgevents_running, bad's seq and ts, no
- * fields), which counts only when the table takes it: a batch that is a
- * flood of bad's client's rows, or an earlier start's last row that no
- * other joins, has no other row to try. 1: one was taken, or refused for
- * another reason: the error is bad's own; 0: all refused the same way:
- * the table's; -1: no answer (why in err). */
+ * same incarnation join a batch that has no other); last, a copy of bad
+ * without its topic and its client_id (on a distributed table only
+ * without its topic: its client_id keeps it on bad's shard), which
+ * counts only when the table takes it: a batch that is a flood of one
+ * client's rows, or an earlier start's last row that no other joins, has
+ * no other row to try, and a rule on a client or a topic passes the copy
+ * while one on anything else (or a broken index or trigger) refuses it as
+ * it does bad. 1: one was taken, or refused for another reason: the error
+ * is bad's own; 0: all refused the same way: the table's; -1: no answer
+ * (why in err). */
 static int others_taken(writer_t *w, event_t *bad, size_t *n, const char *state, char *err,
                         size_t errlen)
 {
     event_t *ev, *last = bad, *probe[PROBES];
     size_t unlike = 0, i, k = 0, every;
-    event_in_t in;
     int t;
 
     while (last->next)
@@ -324,13 +327,16 @@ static int others_taken(writer_t *w, event_t *bad, size_t *n, const char *state,
         if (t != 0)
             return t < 0 ? -1 : 1;
     }
-    event_in_init(&in, PROW_RUNNING, bad->ts_us);
-    ev = event_build(&in);
+    ev = malloc(bad->bytes);
     if (!ev)
         return 0;   /* no memory: the table's, tried again later */
-    ev->seq = bad->seq;
+    memcpy(ev, bad, bad->bytes);
+    ev->next = NULL;
+    ev->len[F_TOPIC] = -1;
+    if (!w->copy.client_id_required)
+        ev->len[F_CLIENT_ID] = -1;
     t = try_rolled_back(w, ev, state, err, errlen);
-    event_free(ev);
+    free(ev);
     return t < 0 ? -1 : t == 1;
 }
 
@@ -366,7 +372,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
 {
     size_t chunk = *n, committed = 0;
     char err[256];
-    int upkept = 0, fetched = 0, rechecked = 0, again = 0;
+    int upkept = 0, fetched = 0, rechecked = 0, again = 0, refused_run = 0;
 
     *written = 0;
     while (batch) {
@@ -427,6 +433,7 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             *n -= k;
             committed += k;
             again = 0;
+            refused_run = 0;
             chunk = 2 * k;   /* isolating: the next rows in a chunk twice as large */
             if (fetched) {
                 *written = 1;   /* the rest is the next batch */
@@ -482,10 +489,13 @@ event_t *w_write_batch(writer_t *w, event_t *batch, size_t *n, int *written)
             queue_release(bad);
             *n -= 1;
             again = 0;
-            /* the next rows one at a time, then twice as many after each
+            /* the rest at once, as after one refused row the rest is
+             * usually taken; after a second with none taken in between,
+             * the next rows one at a time, then twice as many after each
              * taken: rows refused one after another cost a COPY each, not
              * the whole rest each (a batch of them is linear, not square) */
-            chunk = 1;
+            chunk = refused_run ? 1 : *n;
+            refused_run = 1;
         } else {
             w_note_down(w, "writing", err);
             w->resume_check = 1;

@@ -96,7 +96,10 @@ static void adopt_recovered(journal_t *j, recovered_t *r)
                 j->rd_seg = s;
             j->old_last = s;
             s->after = own;
-            j->disk_bytes += s->cap;
+            /* counted at open already (unread_bytes), as far as it goes */
+            uint64_t counted = s->cap < j->unread_bytes ? s->cap : j->unread_bytes;
+            j->unread_bytes -= counted;
+            j->disk_bytes += s->cap - counted;
             j->old_bytes += s->cap;
             j->nsegs++;
             j->old_n += r->count;
@@ -130,7 +133,7 @@ void journal_recover(journal_t *j)
     r = recover_files(j->dir, own, &corrupt, &unreadable, rerr, sizeof rerr);
     adopt_recovered(j, r);
     pthread_mutex_lock(&j->mu);
-    j->disk_bytes -= j->unread_bytes;   /* counted as they are now (above) */
+    j->disk_bytes -= j->unread_bytes;   /* the files not taken over (removed, unreadable) */
     j->unread_bytes = 0;
     j->corrupt += corrupt;
     j->unreadable += unreadable;
