@@ -50,6 +50,18 @@ static int all_zero(const unsigned char *p, size_t n)
     return 1;
 }
 
+/* A damaged stretch starts at r->pos: counted once; a file with a
+ * segment header is read on lost, its checks within the stretch's budget
+ * (recover_next) */
+static void lose(rec_reader_t *r, uint64_t *corrupt)
+{
+    if (r->lost)
+        return;
+    (*corrupt)++;
+    r->lost = r->salted;
+    r->budget = LOST_READS * (uint64_t)(r->size - r->pos);
+}
+
 /* The next valid record from r->pos. After a damaged record (or one whose
  * hook died while writing it) or a hole of zeros, a file with a segment
  * header (record.h) goes on in 8-byte steps to the next record whose
@@ -75,11 +87,8 @@ const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
             /* unused space, or pages a power loss took: data after it? */
             while (r->pos + 8 <= r->size && all_zero(r->base + r->pos, 8))
                 r->pos += 8;
-            if (r->pos + 8 <= r->size && !r->lost) {
-                (*corrupt)++;
-                r->lost = r->salted;
-                r->budget = LOST_READS * (uint64_t)(r->size - r->pos);
-            }
+            if (r->pos + 8 <= r->size)
+                lose(r, corrupt);
             continue;
         }
         if (!r->salted && (rsize < JOURNAL_HDR + EV_OFF || rsize % 8 || rsize > r->size - r->pos)) {
@@ -96,11 +105,7 @@ const unsigned char *recover_next(rec_reader_t *r, uint64_t *corrupt)
             r->budget -= rsize;
         }
         if (r->salted && (rsize > r->size - r->pos || !record_ok(rec, rsize, r->salt, 1))) {
-            if (!r->lost) {
-                (*corrupt)++;
-                r->budget = LOST_READS * (uint64_t)(r->size - r->pos);
-            }
-            r->lost = 1;
+            lose(r, corrupt);
             r->pos += 8;
             continue;
         }

@@ -1675,6 +1675,23 @@ static void test_journal_ram(void)
     CHECK(system(cmd) == 0);
 }
 
+/* an event of in as a record at rec, with this seq; committed (salt) or,
+ * commit 0, filled but not committed (its hook died); its size */
+static size_t put_record(unsigned char *rec, const event_in_t *in, uint64_t seq, uint32_t salt,
+                         int commit)
+{
+    event_layout_t lay;
+
+    if (event_layout(in, &lay) != 0)
+        return 0;
+    event_fill(record_event(rec), in, &lay);
+    record_event(rec)->home = EV_JOURNAL;
+    record_event(rec)->seq = seq;
+    if (commit)
+        record_commit(rec, salt);
+    return record_size(lay.total);
+}
+
 /* A record whose hook died while filling it (its header still zeros)
  * holds a payload full of forged record headers, each claiming the rest
  * of the file: a reader looking for the next good record would check
@@ -1689,7 +1706,6 @@ static void forged_file(int forged, uint64_t *count, uint64_t *corrupt)
     unsigned char *m = calloc(1, size);
     char payload[600];
     event_in_t in;
-    event_layout_t lay;
     int i;
 
     *count = *corrupt = 0;
@@ -1698,18 +1714,13 @@ static void forged_file(int forged, uint64_t *count, uint64_t *corrupt)
     record_seg_header(m, 77);
     memset(payload, 'p', sizeof payload);
     for (i = 0; i < 3; i++) {
-        unsigned char *rec = m + pos;
         event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
         in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
-        (void)event_layout(&in, &lay);
-        event_fill(record_event(rec), &in, &lay);
-        record_event(rec)->home = EV_JOURNAL;
-        record_event(rec)->seq = (uint64_t)i + 1;
         if (i != 1) {
-            record_commit(rec, 77);
-            pos += record_size(lay.total);
+            pos += put_record(m + pos, &in, (uint64_t)i + 1, 77, 1);
             continue;
         }
+        (void)put_record(m + pos, &in, (uint64_t)i + 1, 77, 0);
         /* the one being filled: its payload (1 MiB here), not committed */
         for (k = pos + JOURNAL_HDR + 256; k + 16 <= pos + (1u << 20); k += 16) {
             if (!forged)
@@ -1752,7 +1763,7 @@ static void bulk_resumes(int way)
     char payload[5000];
     unsigned char *disk;
     event_in_t in;
-    event_layout_t lay;
+    size_t size;
     int i, done, laid = 1;
 
     CHECK(s != NULL);
@@ -1769,15 +1780,13 @@ static void bulk_resumes(int way)
     memset(payload, 'b', sizeof payload);
     /* records of 5 KiB and more: no step boundary falls between two */
     for (i = 0; s->used + 2 * record_size(sizeof payload + 512) < cap; i++) {
-        unsigned char *rec = s->base + s->used;
         event_in_init(&in, HOOK_ON_PUBLISH, 1000 + i);
         in.f[F_PAYLOAD] = (span_t){payload, sizeof payload - (size_t)(i % 7), 1};
-        laid &= event_layout(&in, &lay) == 0;
-        event_fill(record_event(rec), &in, &lay);
-        record_event(rec)->home = EV_JOURNAL;
-        record_event(rec)->seq = (uint64_t)i + 1;
-        record_commit(rec, s->salt);
-        s->used += record_size(lay.total);
+        size = put_record(s->base + s->used, &in, (uint64_t)i + 1, s->salt, 1);
+        laid &= size > 0;
+        if (!size)
+            break;
+        s->used += size;
     }
     CHECK(laid);
     /* the first step is written, the second fails past 1.5 steps */
