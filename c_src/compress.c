@@ -149,10 +149,13 @@ static int call_failed(compressor_t *c, PGresult *r)
     } else if (PQresultStatus(r) == PGRES_TUPLES_OK) {
         snprintf(why, sizeof why, "an answer of an unexpected shape (%d rows of %d columns)",
                  PQntuples(r), PQnfields(r));
-    } else if (primary) {
-        snprintf(why, sizeof why, "%s (SQLSTATE %s)", primary, state ? state : "?");
+    } else if (primary) {   /* masked whole before any cut */
+        size_t k;
+        pgio_clean_error(primary, c->secrets, why, sizeof why - 24);
+        k = strlen(why);
+        snprintf(why + k, sizeof why - k, " (SQLSTATE %.5s)", state ? state : "?");
     } else {
-        snprintf(why, sizeof why, "%s", c->conn ? PQerrorMessage(c->conn) : "no connection");
+        pgio_clean_error(c->conn ? PQerrorMessage(c->conn) : "no connection", c->secrets, why, sizeof why);
         disconnect(c);
     }
     if (state && (strcmp(state, "0A000") == 0 || strcmp(state, "42501") == 0)) {
@@ -277,6 +280,7 @@ compressor_t *compressor_start(const compress_config_t *cfg, writer_log_fn log, 
     c->log = log;
     c->log_ctx = log_ctx;
     c->io.tick = stopping;
+    c->io.secrets = c->secrets;
     c->io.ctx = c;
     if (!c->conninfo || !c->table || (cfg->secrets && !c->secrets)) {
         snprintf(err, errlen, "out of memory");

@@ -106,6 +106,7 @@ ERL_NIF_TERM nif_query(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
     }
     deadline = mono_ms() + timeout;
     io.timeout_ms = timeout;
+    io.secrets = secrets;
     vals[0] = conninfo;
     io.conn = pgio_connect(&io, keys, vals, err, sizeof err);
     if (!io.conn) {

@@ -97,7 +97,7 @@ PGconn *pgio_connect(pgio_t *io, const char *const *keys, const char *const *val
         goto fail;
     return c;
 fail:
-    snprintf(err, errlen, "%s", PQerrorMessage(c));
+    pgio_clean_error(PQerrorMessage(c), io->secrets, err, errlen);
     PQfinish(c);
     return NULL;
 }
@@ -242,7 +242,7 @@ int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char 
     else if (r && PQresultStatus(r) == PGRES_TUPLES_OK)
         snprintf(err, errlen, "an answer of an unexpected shape (%d rows of %d columns)", PQntuples(r), PQnfields(r));
     else
-        snprintf(err, errlen, "%s", r ? PQresultErrorMessage(r) : PQerrorMessage(io->conn));
+        pgio_clean_error(r ? PQresultErrorMessage(r) : PQerrorMessage(io->conn), io->secrets, err, errlen);
     PQclear(r);
     return ok ? yes : -1;
 }

@@ -24,11 +24,13 @@ typedef struct pgio {
     pgio_tick_fn tick;     /* may be NULL */
     void *ctx;
     int timed_out;         /* the last failure was a timeout */
+    const char *secrets;   /* masked in every message written into err (the list
+                            * pgio_clean_error takes); NULL: none */
 } pgio_t;
 
 /* Connects (keys/vals as PQconnectStartParams, expand_dbname 1) within
  * io->timeout_ms and makes the connection non-blocking. NULL on failure,
- * with libpq's message (or the timeout) in err. */
+ * with libpq's message (or the timeout) in err, io->secrets masked. */
 PGconn *pgio_connect(pgio_t *io, const char *const *keys, const char *const *vals,
                      char *err, size_t errlen);
 
@@ -62,7 +64,7 @@ int pgio_shape(const PGresult *r, int rows, int fields);
  * followed by suffix, with these argument types (e.g. "_resume",
  * "(text,bigint,double precision,double precision)"): 1 yes, 0 no such
  * function or no EXECUTE, -1 no (good) answer: why in err (the timeout,
- * libpq's message, or an answer of another shape). vmq_pgevents_grant
+ * libpq's message, io->secrets masked, or an answer of another shape). vmq_pgevents_grant
  * makes such functions for a writer role (priv/schema.sql). */
 int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char *args, char *err, size_t errlen);
 

@@ -245,7 +245,7 @@ int w_check_distributed(writer_t *w)
     ok = pgio_shape(r, 1, 1);
     citus = ok && PQgetvalue(r, 0, 0)[0] == 't';
     if (!ok)
-        snprintf(why, sizeof why, "%s", w_io_error(w, r));
+        w_clean_error(w, w_io_error(w, r), why, sizeof why);
     PQclear(r);
     if (ok && citus) {
         r = pgio_exec(&w->io,
@@ -255,7 +255,7 @@ int w_check_distributed(writer_t *w)
         ok = pgio_shape(r, 1, 1);
         citus = ok && PQgetvalue(r, 0, 0)[0] == 't';
         if (!ok)
-            snprintf(why, sizeof why, "%s", w_io_error(w, r));
+            w_clean_error(w, w_io_error(w, r), why, sizeof why);
         PQclear(r);
     }
     if (ok && citus) {
@@ -271,7 +271,7 @@ int w_check_distributed(writer_t *w)
                               "SET citus.max_cached_conns_per_worker = 4", 0, NULL);
         ok = !w->io.timed_out && PQstatus(w->conn) == CONNECTION_OK;   /* refused: the defaults stay */
         if (!ok)
-            snprintf(why, sizeof why, "%s", w_io_error(w, NULL));
+            w_clean_error(w, w_io_error(w, NULL), why, sizeof why);
         PQclear(r);
     }
     if (!ok) {
@@ -514,15 +514,17 @@ void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
 {
     const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
-    char tmp[256];
+    size_t k;
 
     snprintf(w->last_sqlstate, sizeof w->last_sqlstate, "%s", state ? state : "");
     if (!primary) {
         w_clean_error(w, w_io_error(w, NULL), err, errlen);
         return;
     }
-    snprintf(tmp, sizeof tmp, "%s (SQLSTATE %s)", primary, state ? state : "?");
-    w_clean_error(w, tmp, err, errlen);
+    /* masked whole, then cut: a secret across the cut leaves nothing */
+    w_clean_error(w, primary, err, errlen > 24 ? errlen - 24 : errlen);
+    k = strlen(err);
+    snprintf(err + k, errlen - k, " (SQLSTATE %.5s)", state ? state : "?");
 }
 
 /* The server's state, whatever the rows: its connection (08), its

@@ -509,6 +509,7 @@ writer_t *writer_start(const writer_config_t *cfg, queue_t *q,
     w->cfg.distribute = w->distribute;
     w->io.timeout_ms = cfg->pg_timeout_ms > 0 ? cfg->pg_timeout_ms : 10000;
     w->io.tick = writer_io_tick;
+    w->io.secrets = w->secrets;
     w->io.ctx = w;
     if (w->cfg.backoff_min_ms < 1)
         w->cfg.backoff_min_ms = 1;

@@ -6,8 +6,9 @@
 %% server or a man in the middle could. Each statement answered is sent
 %% to the owner as {standin, Sql}.
 %%
-%% Answer: fun(N, Sql) -> {rows, Columns, Rows} | error, N counting the
-%% statements from 1; Columns a list of names, Rows lists of binaries.
+%% Answer: fun(N, Sql) -> {rows, Columns, Rows} | error | {error, Message},
+%% N counting the statements from 1; Columns a list of names, Rows lists
+%% of binaries; Message the error's primary text (binary).
 -module(pgev_standin).
 
 -export([start/1, stop/1, dsn/1]).
@@ -85,7 +86,9 @@ answer(Owner, Answer, N, Sql) ->
              [msg($D, [<<(length(R)):16>>, [[<<(byte_size(V)):32>>, V] || V <- R]]) || R <- Rows],
              msg($C, <<"SELECT ", (integer_to_binary(length(Rows)))/binary, 0>>)];
         error ->
-            msg($E, <<"SERROR", 0, "C42000", 0, "Mstand-in refuses", 0, 0>>)
+            msg($E, <<"SERROR", 0, "C42000", 0, "Mstand-in refuses", 0, 0>>);
+        {error, M} ->
+            msg($E, <<"SERROR", 0, "C42000", 0, "M", M/binary, 0, 0>>)
     end.
 
 row_description(Cols) ->

@@ -323,6 +323,47 @@ asked(Question, N) ->
 flush_standin() ->
     receive {standin, _} -> flush_standin() after 0 -> ok end.
 
+%% A server that quotes the dsn's password in its error messages, long
+%% enough that the password lies across the place where the message is
+%% cut for the log and status (255 bytes): it is masked whole before the
+%% cut, so not even its first characters come out. Two questions whose
+%% errors are kept in different ways: is Citus there (libpq's whole
+%% message), may the role call the writer's functions (pgio's).
+secret_across_the_cut_test_() ->
+    {timeout, 120, fun() ->
+        Pw = <<"Kq7Vbn3Tz9Wd5Rx1Hy">>,
+        %% "ERROR:  " then the pad: the password from byte 245 to 263
+        Quote = <<(binary:copy(<<"p">>, 237))/binary, Pw/binary, " and more">>,
+        One = fun(V) -> {rows, [<<"v">>], [[V]]} end,
+        secret_across_the_cut(Pw, fun(_, _) -> {error, Quote} end, <<"SELECT to_regclass">>),
+        secret_across_the_cut(Pw, fun(_, <<"SELECT to_regclass", _/binary>>) -> One(<<"f">>);
+                                     (_, _) -> {error, Quote}
+                                  end, <<"SELECT coalesce(has_function_privilege">>)
+    end}.
+
+secret_across_the_cut(Pw, Answer, Question) ->
+    SI = pgev_standin:start(Answer),
+    pgev_app:capture_logs(),
+    pgev_app:start("hostile_standin", [{dsn, pgev_standin:dsn(SI) ++ " password=" ++ binary_to_list(Pw)},
+                                       {auto_create, false}]),
+    try
+        ok = vmq_pgevents:on_client_gone({"", <<"c">>}),
+        asked(Question, 2),
+        #{last_error := Err} = vmq_pgevents:status(),
+        Logs = pgev_app:captured_logs(),
+        [Line | _] = [L || L <- Logs, binary:match(L, <<"pppp">>) =/= nomatch],
+        %% the message was cut inside the password, and masked before
+        ?assertMatch({_, _}, binary:match(Err, <<"ppp**********">>)),
+        ?assertMatch({_, _}, binary:match(Line, <<"ppp**********">>)),
+        Prefix = binary:part(Pw, 0, 4),
+        ?assertEqual([], [X || X <- [Err | Logs], binary:match(X, Prefix) =/= nomatch])
+    after
+        _ = pgev_app:captured_logs(),
+        pgev_app:stop(),
+        pgev_standin:stop(SI),
+        flush_standin()
+    end.
+
 %% ---- a hostile table name ----------------------------------------------------------
 
 table_name_test_() ->
