@@ -139,7 +139,7 @@ static int ensure_connected(compressor_t *c)
  * server cannot compress at all (no columnar storage, not allowed). */
 static int call_failed(compressor_t *c, PGresult *r)
 {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *state = pgio_sqlstate(r);
     const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
     char why[320];
 

@@ -247,6 +247,17 @@ int pgio_may_call(pgio_t *io, const char *table, const char *suffix, const char 
     return ok ? yes : -1;
 }
 
+const char *pgio_sqlstate(const PGresult *r)
+{
+    const char *s = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    size_t i;
+
+    for (i = 0; s && i < 5; i++)
+        if (!((s[i] >= '0' && s[i] <= '9') || (s[i] >= 'A' && s[i] <= 'Z')))
+            return NULL;
+    return s && s[5] == '\0' ? s : NULL;
+}
+
 int pgio_shape(const PGresult *r, int rows, int fields)
 {
     return PQresultStatus(r) == PGRES_TUPLES_OK && (rows < 0 || PQntuples(r) == rows) &&

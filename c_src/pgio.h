@@ -54,6 +54,11 @@ PGresult *pgio_result(pgio_t *io);
  * NULL: none. */
 void pgio_clean_error(const char *in, const char *secrets, char *out, size_t n);
 
+/* r's SQLSTATE when it is one (five of 0-9 and A-Z), else NULL: a server
+ * (or what speaks for it) may send anything in that field, and it is
+ * shown, logged and stored as it is. */
+const char *pgio_sqlstate(const PGresult *r);
+
 /* 1 when r is a result of rows rows (-1: any number) of fields columns:
  * what must hold before any PQgetvalue, since a server (or what speaks
  * for it) may answer with another shape, and PQgetvalue out of range is

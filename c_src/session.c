@@ -513,7 +513,7 @@ int w_resume_point(writer_t *w, int64_t incarnation, const event_t *batch, uint6
 void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
 {
     const char *primary = r ? PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY) : NULL;
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *state = pgio_sqlstate(r);
     size_t k;
 
     snprintf(w->last_sqlstate, sizeof w->last_sqlstate, "%s", state ? state : "");
@@ -522,6 +522,8 @@ void w_result_error(writer_t *w, PGresult *r, char *err, size_t errlen)
         return;
     }
     /* masked whole, then cut: a secret across the cut leaves nothing */
+    if (errlen == 0)
+        return;
     w_clean_error(w, primary, err, errlen > 24 ? errlen - 24 : errlen);
     k = strlen(err);
     snprintf(err + k, errlen - k, " (SQLSTATE %.5s)", state ? state : "?");
@@ -554,9 +556,9 @@ static int server_state(const char *s)
  * (w_write_batch). */
 int w_classify(writer_t *w, PGresult *r)
 {
-    const char *state = r ? PQresultErrorField(r, PG_DIAG_SQLSTATE) : NULL;
+    const char *state = pgio_sqlstate(r);
 
-    if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK || !state || strlen(state) != 5)
+    if (w->io.timed_out || PQstatus(w->conn) != CONNECTION_OK || !state)
         return W_DOWN;
     if (strncmp(state, "22", 2) == 0 || strncmp(state, "23", 2) == 0 ||
         strncmp(state, "54", 2) == 0)

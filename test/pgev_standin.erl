@@ -11,14 +11,23 @@
 %% of binaries; Message the error's primary text (binary).
 -module(pgev_standin).
 
--export([start/1, stop/1, dsn/1]).
+-export([start/1, start/2, stop/1, dsn/1]).
 
 start(Answer) ->
+    start(Answer, #{}).
+
+%% Opts: #{startup_error => fun(Port) -> Message end}: every connection
+%% refused at its startup with a FATAL error of that primary text.
+start(Answer, Opts) ->
     Owner = self(),
     {ok, L} = gen_tcp:listen(0, [binary, {ip, {127, 0, 0, 1}}, {active, false},
                                  {packet, raw}, {reuseaddr, true}]),
     {ok, Port} = inet:port(L),
-    Pid = spawn(fun() -> accept(L, Owner, Answer, 1) end),
+    Opts1 = case Opts of
+                #{startup_error := F} -> Opts#{startup_error := F(Port)};
+                _ -> Opts
+            end,
+    Pid = spawn(fun() -> accept(L, Owner, Answer, 1, Opts1) end),
     ok = gen_tcp:controlling_process(L, Pid),
     {Pid, Port}.
 
@@ -30,19 +39,24 @@ dsn({_Pid, Port}) ->
     "host=127.0.0.1 port=" ++ integer_to_list(Port) ++
         " user=standin dbname=standin sslmode=disable gssencmode=disable".
 
-accept(L, Owner, Answer, N0) ->
+accept(L, Owner, Answer, N0, Opts) ->
     {ok, S} = gen_tcp:accept(L),
-    N = try startup(S), serve(S, Owner, Answer, N0, [])
+    N = try startup(S, Opts), serve(S, Owner, Answer, N0, [])
         catch _:_ -> N0
         end,
     catch gen_tcp:close(S),
-    accept(L, Owner, Answer, N).
+    accept(L, Owner, Answer, N, Opts).
 
 recv(S, Len) ->
     {ok, B} = gen_tcp:recv(S, Len, 60000),
     B.
 
-startup(S) ->
+startup(S, #{startup_error := M}) ->
+    <<Len:32>> = recv(S, 4),
+    _ = recv(S, Len - 4),
+    ok = gen_tcp:send(S, msg($E, <<"SFATAL", 0, "C28000", 0, "M", M/binary, 0, 0>>)),
+    error(refused);
+startup(S, _) ->
     <<Len:32>> = recv(S, 4),
     <<_Version:32, _/binary>> = recv(S, Len - 4),
     ok = gen_tcp:send(S, [msg($R, <<0:32>>),
