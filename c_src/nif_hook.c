@@ -44,11 +44,37 @@ static int subid_mountpoint(ErlNifEnv *env, ERL_NIF_TERM subid, char *buf, size_
     return enif_is_empty_list(env, tail) ? 0 : -1;
 }
 
-/* 1: record this call; 0: a filter leaves it out. Arguments of an
- * unexpected shape pass (they are recorded and marked malformed). */
+/* The call's topic: its topic argument, or on_message_drop's message
+ * {Topic, QoS, Payload, Props}. 0: the hook has none, or the drop's
+ * message could not be read (VerneMQ's promise gave error). */
+static int call_topic(ErlNifEnv *env, const priv_t *p, int hook, const ERL_NIF_TERM *args,
+                      ERL_NIF_TERM *topic)
+{
+    const ERL_NIF_TERM *e;
+    int arity;
+
+    if (p->topic_arg[hook] >= 0) {
+        *topic = args[p->topic_arg[hook]];
+        return 1;
+    }
+    if (p->payload_arg[hook] >= 0 && enif_get_tuple(env, args[p->payload_arg[hook]], &arity, &e) &&
+        arity == 4) {
+        *topic = e[0];
+        return 1;
+    }
+    return 0;
+}
+
+/* 1: record this call; 0: a filter leaves it out. Other arguments of an
+ * unexpected shape pass (they are recorded and marked malformed), but a
+ * topic the topic filters cannot read (not a list of 1 to
+ * FILTER_WORDS_MAX binaries) is left out when any is set: it may be one
+ * they exclude. */
 static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, int hook,
                           const ERL_NIF_TERM *args)
 {
+    ERL_NIF_TERM topic;
+
     if (f->nmountpoints && p->subid_arg[hook] >= 0) {
         char mp[256];
         size_t n;
@@ -56,18 +82,17 @@ static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, i
             !filters_mountpoint_ok(f, mp, n))
             return 0;
     }
-    if ((f->ninclude || f->nexclude) && p->topic_arg[hook] >= 0) {
+    if ((f->ninclude || f->nexclude) && call_topic(env, p, hook, args, &topic)) {
         span_t words[FILTER_WORDS_MAX];
-        ERL_NIF_TERM head, tail = args[p->topic_arg[hook]];
+        ERL_NIF_TERM head, tail = topic;
         ErlNifBinary w;
         size_t n = 0;
         while (enif_get_list_cell(env, tail, &head, &tail)) {
             if (n == FILTER_WORDS_MAX || !enif_inspect_binary(env, head, &w))
-                return 1;
+                return 0;
             words[n++] = (span_t){(const char *)w.data, w.size, 1};
         }
-        if (enif_is_empty_list(env, tail) && n > 0)
-            return filters_topic_ok(f, words, n);
+        return enif_is_empty_list(env, tail) && n > 0 && filters_topic_ok(f, words, n);
     }
     return 1;
 }
@@ -87,18 +112,12 @@ static int topic_payload_mode(ErlNifEnv *env, const priv_t *p, const payload_rul
 {
     span_t words[PAYLOAD_RULE_WORDS_MAX];
     ERL_NIF_TERM head, tail, topic;
-    const ERL_NIF_TERM *e;
     ErlNifBinary w;
     size_t n = 0;
-    int arity, mode;
+    int mode;
 
-    if (p->topic_arg[hook] >= 0) {
-        topic = args[p->topic_arg[hook]];
-    } else if (enif_get_tuple(env, args[p->payload_arg[hook]], &arity, &e) && arity == 4) {
-        topic = e[0];   /* on_message_drop: {Topic, QoS, Payload, Props} */
-    } else {
+    if (!call_topic(env, p, hook, args, &topic))
         return r->strictest;
-    }
     if (enif_inspect_binary(env, topic, &w)) {
         /* a topic as one binary "a/b" */
         const char *c = (const char *)w.data, *end = c + w.size;

@@ -129,12 +129,22 @@ filters_test_() ->
             ok = Pub([<<"a">>, <<"b">>], <<"full payload">>),
             next = vmq_pgevents:on_deliver(<<"u">>, ?S, 0, [<<"a">>], <<"secret">>, false, #{}),
             ok = vmq_pgevents:on_offline_message(?S, 0, [<<"a">>], <<"12345678">>, false),
-            #{per_hook := #{on_publish := #{filtered := F1}}} = vmq_pgevents:status(),
-            ?assertEqual(1, F1 - F0),     %% the $SYS publish
+            %% a dropped message is filtered by its topic too; one whose
+            %% message VerneMQ could not read (no topic, no payload) is not
+            #{per_hook := #{on_message_drop := #{filtered := D0}}} = vmq_pgevents:status(),
+            ok = vmq_pgevents:on_message_drop(?S, fun() -> {[<<"$SYS">>, <<"x">>], 0, <<"p">>, #{}} end, expired),
+            ok = vmq_pgevents:on_message_drop(?S, fun() -> error end, queue_full),
+            %% a topic the filters cannot read (65 levels) may be one they
+            %% exclude: left out
+            ok = Pub([<<"w">> || _ <- lists:seq(1, 65)], <<"deep">>),
+            #{per_hook := #{on_publish := #{filtered := F1}, on_message_drop := #{filtered := D1}}} =
+                vmq_pgevents:status(),
+            ?assertEqual({2, 1}, {F1 - F0, D1 - D0}),     %% the $SYS and the deep publish; the $SYS drop
             Rows = (fun() -> pgev_app:flush(), pgev_app:rows(T) end)(),
             ?assertEqual([{<<"on_publish">>, <<"a/b">>, <<"\\x66756c6c207061796c6f6164">>, false},
                           {<<"on_deliver">>, <<"a">>, <<"\\x">>, true},
-                          {<<"on_offline_message">>, <<"a">>, <<"\\x31323334">>, true}],
+                          {<<"on_offline_message">>, <<"a">>, <<"\\x31323334">>, true},
+                          {<<"on_message_drop">>, null, null, null}],
                          [{maps:get(<<"hook">>, R), maps:get(<<"topic">>, R), maps:get(<<"payload">>, R),
                            maps:get(<<"payload_truncated">>, R)} || R <- Rows]),
             %% vmq-admin set: an include list and a mountpoint list, at run time
@@ -146,7 +156,7 @@ filters_test_() ->
             ok = vmq_pgevents:on_client_gone({"", <<"other">>}),
             ok = Pub([<<"sensors">>, <<"k2">>, <<"temp">>], <<"22">>),    %% default mountpoint: out
             pgev_app:flush(),
-            New = lists:nthtail(3, pgev_app:rows(T)),
+            New = lists:nthtail(4, pgev_app:rows(T)),
             ?assertEqual([{<<"on_publish">>, <<"sensors/k1/temp">>, <<>>},
                           {<<"on_client_gone">>, null, <<"tenant1">>}],
                          [{maps:get(<<"hook">>, R), maps:get(<<"topic">>, R), maps:get(<<"mountpoint">>, R)}
