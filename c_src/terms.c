@@ -49,7 +49,7 @@ int put_topic(ErlNifEnv *env, ERL_NIF_TERM t, buf_t *b)
         if (!enif_inspect_binary(env, t, &w) || w.size > TEXT_BYTES_MAX)
             return -1;
         buf_put(b, w.data, w.size);
-        return 0;
+        return b->failed ? -1 : 0;
     }
     while (enif_get_list_cell(env, tail, &head, &tail)) {
         if (!enif_inspect_binary(env, head, &w) || ++words > TOPIC_WORDS_MAX ||
