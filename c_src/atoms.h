@@ -8,6 +8,7 @@
 #define ATOM_LIST(X)                                                        \
     X(ok) X(error) X(true) X(false) X(undefined) X(empty) X(all_topics)     \
     X(all) X(unknown_hook) X(not_a_list) X(queue_full) X(no_memory)         \
+    X(too_large)                                                            \
     X(disabled) X(already_started) X(not_started) X(badconfig)              \
     X(vmq_pgevents_log) X(info) X(warning)                                  \
     X(p_user_property) X(p_authentication_data) X(p_response_topic)         \

@@ -349,6 +349,13 @@ int journal_close_report(journal_t *j, char *err, size_t errlen)
     return rc;
 }
 
+int journal_fits(const journal_t *j, size_t ev_bytes, int how)
+{
+    size_t keep = how & JR_LAST ? 0 : JOURNAL_LAST_ROOM;
+
+    return record_size(ev_bytes) <= j->seg_bytes - JOURNAL_SEG_HDR - keep;
+}
+
 event_t *journal_reserve(journal_t *j, size_t ev_bytes, int how, int *wake, uint32_t *salt)
 {
     size_t need = record_size(ev_bytes);

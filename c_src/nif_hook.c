@@ -259,7 +259,8 @@ ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         return error_tuple(env, p, p->am.am_stopped);
     if (rc != 0) {
         __atomic_fetch_add(&p->dropped[hook], 1, __ATOMIC_RELAXED);
-        return error_tuple(env, p, rc == 1 ? p->am.am_queue_full : p->am.am_no_memory);
+        return error_tuple(env, p, rc == 1 ? p->am.am_queue_full
+                                   : rc == 4 ? p->am.am_too_large : p->am.am_no_memory);
     }
     __atomic_fetch_add(&p->recorded[hook], 1, __ATOMIC_RELAXED);
     if (bad)

@@ -103,7 +103,8 @@ static void ledger_members(buf_t *b, const drop_ledger_t *d, int *first)
 {
     static const char *const reasons[DROP_REASONS] = {[DROP_NO_ROOM] = "no_room",
                                                       [DROP_NO_MEMORY] = "no_memory",
-                                                      [DROP_STOPPED] = "stopped"};
+                                                      [DROP_STOPPED] = "stopped",
+                                                      [DROP_TOO_LARGE] = "too_large"};
     int i, inner;
 
     jw_key(b, "first_seq", first);

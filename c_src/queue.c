@@ -113,6 +113,8 @@ static uint64_t drop_locked(queue_t *q, int hook, int reason)
     q->dropped++;
     if (reason == DROP_STOPPED)
         q->dropped_stopped++;
+    if (reason == DROP_TOO_LARGE)
+        q->dropped_too_large++;
     if (q->drops.count++ == 0)
         q->drops.first_seq = seq;
     q->drops.last_seq = seq;
@@ -146,6 +148,8 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
     else if (!(how & ADD_LAST) && q->bounded &&
              (q->count >= q->max_events || q->bytes + lay.total > q->max_bytes))
         rc = 1;   /* in memory: the queue's limits */
+    else if (!journal_fits(j, lay.total, how & ADD_LAST ? JR_LAST : 0))
+        rc = 4;
     else if (!(ev = journal_reserve(j, lay.total,
                                     how & ADD_LAST ? JR_LAST : how & ADD_IF_ROOM ? 0 : JR_COUNT,
                                     &wake_journal, &salt)))
@@ -156,7 +160,7 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
         if (wake_journal)
             journal_wake(j);
         if (!(how & ADD_IF_ROOM))   /* a plugin row waiting for room is no drop */
-            *seq = drop_locked(q, in->hook, rc == 3 ? DROP_STOPPED : DROP_NO_ROOM);
+            *seq = drop_locked(q, in->hook, rc == 3 ? DROP_STOPPED : rc == 4 ? DROP_TOO_LARGE : DROP_NO_ROOM);
         pthread_mutex_unlock(&q->mu);
         return rc;
     }
@@ -439,6 +443,7 @@ void queue_get_stats(queue_t *q, queue_stats_t *st)
     st->last_seq = q->last_seq;
     st->dropped = q->dropped;
     st->dropped_stopped = q->dropped_stopped;
+    st->dropped_too_large = q->dropped_too_large;
     st->oldest_us = q->count ? q->oldest_us : 0;
     pthread_mutex_unlock(&q->mu);
 }

@@ -21,7 +21,7 @@
 #include "journal.h"
 
 /* why an event was dropped (a gap in seq) */
-enum drop_reason { DROP_NO_ROOM, DROP_NO_MEMORY, DROP_STOPPED, DROP_REASONS };
+enum drop_reason { DROP_NO_ROOM, DROP_NO_MEMORY, DROP_STOPPED, DROP_TOO_LARGE, DROP_REASONS };
 
 /* The drops since the ledger was last taken: the seq range they fall in
  * (other events' numbers may be within it), how many, why, of which
@@ -46,6 +46,7 @@ typedef struct queue {
     uint64_t last_seq;         /* the last sequence number handed out */
     uint64_t dropped;          /* events refused (any drop_reason) */
     uint64_t dropped_stopped;  /* ... of them DROP_STOPPED (also in dropped) */
+    uint64_t dropped_too_large;   /* ... of them DROP_TOO_LARGE (also in dropped) */
     journal_t *j;              /* events go here; none is queued without it */
     int flush_req;             /* write what is queued now */
     int stop;
@@ -64,9 +65,10 @@ void queue_set_limits(queue_t *q, size_t max_events, size_t max_bytes, size_t wa
 int queue_full_hint(const queue_t *q);
 /* The hook path: builds the event from in into the journal and queues it
  * with the next sequence number. 0: queued; 1: dropped, no room (queue or
- * journal full, or larger than a segment); 2: dropped, out of memory; 3:
- * dropped, the queue is closed or has no journal (the plugin stopped). A
- * drop consumes its number and is in the ledger. */
+ * journal full); 2: dropped, out of memory; 3: dropped, the queue is
+ * closed or has no journal (the plugin stopped); 4: dropped, larger than
+ * a journal segment takes. A drop consumes its number and is in the
+ * ledger. */
 int queue_add(queue_t *q, const event_in_t *in, uint64_t *seq);
 /* queue_add of the last event before a stop: once it has its number,
  * every later add is a drop (3) until queue_open. It goes past the queue's
@@ -134,7 +136,7 @@ void queue_request_stop(queue_t *q);
 
 typedef struct queue_stats {
     size_t count, bytes, peak_count, peak_bytes, taken;
-    uint64_t last_seq, dropped, dropped_stopped;
+    uint64_t last_seq, dropped, dropped_stopped, dropped_too_large;
     int64_t oldest_us;         /* ts of the queue's first event, 0: empty */
 } queue_stats_t;
 void queue_get_stats(queue_t *q, queue_stats_t *st);

@@ -33,6 +33,8 @@
 static void report_queue_drops(writer_t *w)
 {
     queue_stats_t qs;
+    journal_stats_t js;
+    uint64_t big;
     int64_t now;
 
     queue_get_stats(w->q, &qs);
@@ -42,27 +44,35 @@ static void report_queue_drops(writer_t *w)
     now = wall_us();
     if (w->drops_logged_us && now - w->drops_logged_us < 10000000)
         return;
-    if (w->st.journal_on) {
-        journal_stats_t js;
-        journal_get_stats(w->j, &js);
+    big = qs.dropped_too_large - w->big_logged;
+    journal_get_stats(w->j, &js);
+    if (big)
+        w_log(w, WLOG_ERROR,
+              "%llu events dropped: each larger than a journal segment takes (%llu bytes; a "
+              "payload kept whole: payload_mode full, a payload_topics rule full, or "
+              "payload_max_bytes above it); %llu dropped so far",
+              (unsigned long long)big, (unsigned long long)js.seg_bytes,
+              (unsigned long long)qs.dropped);
+    if (qs.dropped - w->drops_logged == big)
+        ;   /* all of them too large */
+    else if (w->st.journal_on) {
         w_log(w, WLOG_ERROR,
               "%llu events dropped: no room in the journal (its files may use spool_max_bytes "
               "%llu in all%s%s); %llu dropped so far",
-              (unsigned long long)(qs.dropped - w->drops_logged),
+              (unsigned long long)(qs.dropped - w->drops_logged - big),
               (unsigned long long)w->cfg.spool_max_bytes, js.error[0] ? "; " : "", js.error,
               (unsigned long long)qs.dropped);
     } else {
-        journal_stats_t js;
-        journal_get_stats(w->j, &js);   /* in memory: why a segment could not be had */
-        w_log(w, WLOG_ERROR,
+        w_log(w, WLOG_ERROR,   /* in memory: js.error, why a segment could not be had */
               "%llu events dropped: the in-memory queue was full (queue_max_events %zu, "
               "queue_max_bytes %zu; no journal%s%s); %llu dropped so far",
-              (unsigned long long)(qs.dropped - w->drops_logged),
+              (unsigned long long)(qs.dropped - w->drops_logged - big),
               __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED),
               __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED), js.error[0] ? "; " : "",
               js.error, (unsigned long long)qs.dropped);
     }
     w->drops_logged = qs.dropped;
+    w->big_logged = qs.dropped_too_large;
     w->drops_logged_us = now;
 }
 
@@ -347,6 +357,7 @@ static void *writer_main(void *arg)
         queue_stats_t qs;
         queue_get_stats(w->q, &qs);
         w->drops_logged = qs.dropped - qs.dropped_stopped;   /* earlier writers reported theirs */
+        w->big_logged = qs.dropped_too_large;
     }
     /* drops of the time the plugin was stopped: told a second after the
      * start, after the start's own rows (nif_config.c) */

@@ -55,6 +55,7 @@ struct writer {
     uint64_t recovered_n;      /* events of earlier starts' files at start */
     char last_sqlstate[6];     /* of the last failed statement */
     uint64_t drops_logged;     /* hook-path drops already reported */
+    uint64_t big_logged;       /* ... of them too large for a segment */
     int64_t drops_logged_us;
     int64_t drops_row_at_ms;   /* the next pgevents_dropped row, at the earliest */
     int64_t drops_row_forced_ms; /* ... tried even while events are dropped */

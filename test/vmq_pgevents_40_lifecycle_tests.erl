@@ -369,6 +369,50 @@ queue_limit_test_() ->
         end
     end}.
 
+%% An event larger than a journal segment takes (a payload kept whole,
+%% payload_mode full): dropped for its size, not for want of room. Counted
+%% in dropped, not in journal_no_room; logged as too large; the drop row
+%% and the completeness function say too_large; the events around it are
+%% written.
+too_large_test_() ->
+    {timeout, 120, fun() ->
+        T = "life_too_large",
+        pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ " CASCADE"),
+        %% the journal in memory: segments of an eighth of queue_max_bytes (1 MiB)
+        pgev_app:start(T, [{payload_mode, "full"}, {journal, false}, {queue_max_bytes, 8388608}]),
+        pgev_app:capture_logs(),
+        try
+            #{dropped := Dr0, journal_no_room := N0, last_seq := L0} = vmq_pgevents:status(),
+            Pub = fun(P) -> ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [<<"big">>], P, false) end,
+            Pub(<<"before">>),
+            Pub(binary:copy(<<"x">>, 2 * 1024 * 1024)),
+            Pub(<<"after">>),
+            pgev_app:flush(),
+            #{dropped := Dr1, journal_no_room := N1} = vmq_pgevents:status(),
+            ?assertEqual({1, 0}, {Dr1 - Dr0, N1 - N0}),
+            ?assertEqual("before after", string:trim(pgev_pg:sql(
+                "SELECT string_agg(convert_from(payload, 'UTF8'), ' ' ORDER BY seq) FROM " ++ T ++
+                " WHERE hook = 'on_publish'"))),
+            pgev_app:wait_for(logged, fun() ->
+                [] =/= [L || L <- pgev_app:logs_so_far(),
+                             binary:match(L, <<"1 events dropped: each larger than a journal segment takes (1048576 bytes">>) =/= nomatch]
+            end),
+            ?assertEqual([], [L || L <- pgev_app:logs_so_far(), binary:match(L, <<"queue was full">>) =/= nomatch]),
+            DropRows = fun() -> [R || R <- pgev_app:plugin_rows(T),
+                                      maps:get(<<"hook">>, R) =:= <<"pgevents_dropped">>] end,
+            pgev_app:wait_for(drop_row, fun() -> pgev_app:flush(), DropRows() =/= [] end),
+            [#{<<"extra">> := Extra}] = DropRows(),
+            ?assertMatch(#{<<"dropped">> := 1, <<"reasons">> := #{<<"too_large">> := 1},
+                           <<"first_seq">> := S, <<"last_seq">> := S} when S =:= L0 + 2, Extra),
+            [#{<<"missing">> := 1, <<"missing_ranges">> := [#{<<"why">> := <<"dropped: too_large">>}]}] =
+                pgev_pg:rows("SELECT missing, missing_ranges FROM " ++ T ++ "_completeness((SELECT min(ts) FROM "
+                             ++ T ++ "))")
+        after
+            _ = pgev_app:captured_logs(),
+            pgev_app:stop()
+        end
+    end}.
+
 %% on_publish of payloads "From".."To", in order, from this process
 publish_range(From, To) ->
     [ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [<<"n">>], integer_to_binary(I), false)

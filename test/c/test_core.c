@@ -921,6 +921,29 @@ static void test_journal(void)
     CHECK(rc == 1);
     journal_get_stats(j, &js);
     CHECK(js.no_room >= 1 && js.disk_bytes <= 4u << 20);
+    /* an event larger than a segment takes: dropped for its size (4,
+     * too_large), not for want of room */
+    {
+        uint64_t no_room = js.no_room;
+        size_t big_n = 1u << 20;
+        char *big = malloc(big_n);
+        queue_stats_t qs;
+        drop_ledger_t d;
+        if (big) {
+            memset(big, 'b', big_n);
+            event_in_init(&in, HOOK_ON_PUBLISH, 5000);
+            in.f[F_PAYLOAD] = (span_t){big, big_n, 1};
+            CHECK(queue_add(&q, &in, &seq) == 4);
+            free(big);
+        }
+        journal_get_stats(j, &js);
+        queue_get_stats(&q, &qs);
+        CHECK(js.no_room == no_room && qs.dropped_too_large == 1);
+        CHECK(queue_take_drops(&q, &d) && d.reason[DROP_TOO_LARGE] == 1 && d.last_seq == seq);
+        queue_return_drops(&q, &d);
+        event_in_init(&in, HOOK_ON_PUBLISH, 5000);
+        in.f[F_PAYLOAD] = (span_t){payload, sizeof payload, 1};
+    }
     {
         queue_stats_t qs;
         queue_get_stats(&q, &qs);
