@@ -145,7 +145,11 @@ static int parse_topics(char *text, topic_filter_t **out, size_t *nout, char *er
             k++;
             goto fail;
         }
-        k++;
+        if (fs[k++].nwords > PAYLOAD_RULE_WORDS_MAX) {
+            snprintf(err, errlen, "a topic filter of more than %d levels: %.*s", PAYLOAD_RULE_WORDS_MAX,
+                     (int)(e - s), s);
+            goto fail;
+        }
     }
     *out = fs;
     *nout = k;

@@ -29,12 +29,14 @@ typedef struct filters {
 
 /* Comma-separated lists; "" for none. In mountpoints, "default" is the
  * default mountpoint (the empty string). NULL when out of memory or a
- * filter is not a valid MQTT topic filter (err says which). */
+ * filter is not a valid MQTT topic filter of at most
+ * PAYLOAD_RULE_WORDS_MAX levels (err says which). */
 filters_t *filters_parse(const char *include, const char *exclude, const char *mountpoints,
                          char *err, size_t errlen);
 void filters_free(filters_t *f);
 
-/* 1 when an event on this topic is to be recorded */
+/* 1 when an event on this topic is to be recorded; words holds the first
+ * min(nwords, PAYLOAD_RULE_WORDS_MAX) words of a topic of nwords words */
 int filters_topic_ok(const filters_t *f, const span_t *words, size_t nwords);
 /* 1 when an event under this mountpoint is to be recorded */
 int filters_mountpoint_ok(const filters_t *f, const char *mp, size_t n);
@@ -51,8 +53,9 @@ static inline int payload_mode_stricter(int a, int b)
     return rank[a] <= rank[b] ? a : b;
 }
 
-/* the most levels a payload_topics filter may have: the hook path looks
- * at this many words of a topic (and counts the rest) */
+/* the most levels a payload_topics, topic_include or topic_exclude filter
+ * may have: the hook path looks at this many words of a topic (and counts
+ * the rest) */
 #define PAYLOAD_RULE_WORDS_MAX 64
 
 typedef struct payload_rule {

@@ -84,7 +84,8 @@ int journal_close_report(journal_t *j, char *err, size_t errlen);
 event_t *journal_reserve(journal_t *j, size_t ev_bytes, int how, int *wake, uint32_t *salt);
 void journal_wake(journal_t *j);
 /* Whether an event of ev_bytes fits in a segment at all (how: 0 or
- * JR_LAST, as journal_reserve); no lock (the segment size is fixed). */
+ * JR_LAST, as journal_reserve); needs no journal lock (the segment size
+ * is fixed at open). */
 int journal_fits(const journal_t *j, size_t ev_bytes, int how);
 /* Hook path, no lock: checksums the filled event and publishes it. */
 void journal_commit(journal_t *j, event_t *ev, uint32_t salt);

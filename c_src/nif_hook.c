@@ -65,11 +65,47 @@ static int call_topic(ErlNifEnv *env, const priv_t *p, int hook, const ERL_NIF_T
     return 0;
 }
 
+/* A topic read in place (word spans into the Erlang binaries): a list of
+ * binary words, or one binary "a/b". The first PAYLOAD_RULE_WORDS_MAX
+ * words are kept, *n counts them all (no filter looks further). -1: not a
+ * topic, as for the decoder (another shape, no word, more than
+ * TOPIC_WORDS_MAX words or TEXT_BYTES_MAX bytes). */
+static int topic_words(ErlNifEnv *env, ERL_NIF_TERM topic, span_t *words, size_t *n)
+{
+    ERL_NIF_TERM head, tail = topic;
+    ErlNifBinary w;
+
+    *n = 0;
+    if (enif_inspect_binary(env, topic, &w)) {
+        const char *c = (const char *)w.data, *end = c + w.size;
+        if (w.size > TEXT_BYTES_MAX)
+            return -1;
+        for (;;) {
+            const char *we = c < end ? memchr(c, '/', (size_t)(end - c)) : NULL;
+            if (!we)
+                we = end;
+            if (*n < PAYLOAD_RULE_WORDS_MAX)
+                words[*n] = (span_t){c, (size_t)(we - c), 1};
+            (*n)++;
+            if (we == end)
+                return 0;
+            c = we + 1;
+        }
+    }
+    while (enif_get_list_cell(env, tail, &head, &tail)) {
+        if (!enif_inspect_binary(env, head, &w) || *n == TOPIC_WORDS_MAX)
+            return -1;
+        if (*n < PAYLOAD_RULE_WORDS_MAX)
+            words[*n] = (span_t){(const char *)w.data, w.size, 1};
+        (*n)++;
+    }
+    return enif_is_empty_list(env, tail) && *n > 0 ? 0 : -1;
+}
+
 /* 1: record this call; 0: a filter leaves it out. Other arguments of an
  * unexpected shape pass (they are recorded and marked malformed), but a
- * topic the topic filters cannot read (not a list of 1 to
- * FILTER_WORDS_MAX binaries) is left out when any is set: it may be one
- * they exclude. */
+ * topic that cannot be read is left out while a topic filter is set: it
+ * may be one the filters exclude. */
 static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, int hook,
                           const ERL_NIF_TERM *args)
 {
@@ -83,16 +119,9 @@ static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, i
             return 0;
     }
     if ((f->ninclude || f->nexclude) && call_topic(env, p, hook, args, &topic)) {
-        span_t words[FILTER_WORDS_MAX];
-        ERL_NIF_TERM head, tail = topic;
-        ErlNifBinary w;
-        size_t n = 0;
-        while (enif_get_list_cell(env, tail, &head, &tail)) {
-            if (n == FILTER_WORDS_MAX || !enif_inspect_binary(env, head, &w))
-                return 0;
-            words[n++] = (span_t){(const char *)w.data, w.size, 1};
-        }
-        return enif_is_empty_list(env, tail) && n > 0 && filters_topic_ok(f, words, n);
+        span_t words[PAYLOAD_RULE_WORDS_MAX];
+        size_t n;
+        return topic_words(env, topic, words, &n) == 0 && filters_topic_ok(f, words, n);
     }
     return 1;
 }
@@ -102,50 +131,17 @@ static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, i
 
 /* The payload mode payload_topics gives a call: the first rule matching
  * its topic; PM_FULL (no restriction) when none does; the strictest mode
- * of any rule when the topic cannot be read (as the decoder, a topic of
- * more than TOPIC_WORDS_MAX words or TEXT_BYTES_MAX bytes is not one). It
- * is read in place (word spans into the Erlang binaries): at most
- * PAYLOAD_RULE_WORDS_MAX words are kept, the rest only counted (no rule
- * looks further). */
+ * of any rule when the topic cannot be read. */
 static int topic_payload_mode(ErlNifEnv *env, const priv_t *p, const payload_rules_t *r, int hook,
                               const ERL_NIF_TERM *args)
 {
     span_t words[PAYLOAD_RULE_WORDS_MAX];
-    ERL_NIF_TERM head, tail, topic;
-    ErlNifBinary w;
-    size_t n = 0;
+    ERL_NIF_TERM topic;
+    size_t n;
     int mode;
 
-    if (!call_topic(env, p, hook, args, &topic))
+    if (!call_topic(env, p, hook, args, &topic) || topic_words(env, topic, words, &n) < 0)
         return r->strictest;
-    if (enif_inspect_binary(env, topic, &w)) {
-        /* a topic as one binary "a/b" */
-        const char *c = (const char *)w.data, *end = c + w.size;
-        if (w.size > TEXT_BYTES_MAX)
-            return r->strictest;
-        for (;;) {
-            const char *we = c < end ? memchr(c, '/', (size_t)(end - c)) : NULL;
-            if (!we)
-                we = end;
-            if (n < PAYLOAD_RULE_WORDS_MAX)
-                words[n] = (span_t){c, (size_t)(we - c), 1};
-            n++;
-            if (we == end)
-                break;
-            c = we + 1;
-        }
-    } else {
-        tail = topic;
-        while (enif_get_list_cell(env, tail, &head, &tail)) {
-            if (!enif_inspect_binary(env, head, &w) || n == TOPIC_WORDS_MAX)
-                return r->strictest;
-            if (n < PAYLOAD_RULE_WORDS_MAX)
-                words[n] = (span_t){(const char *)w.data, w.size, 1};
-            n++;
-        }
-        if (!enif_is_empty_list(env, tail) || n == 0)
-            return r->strictest;
-    }
     mode = payload_rules_mode(r, words, n);
     return mode < 0 ? PM_FULL : mode;
 }

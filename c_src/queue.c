@@ -145,11 +145,11 @@ static int add(queue_t *q, const event_in_t *in, uint64_t *seq, int how)
     j = q->j;
     if (q->closed || !j)
         rc = 3;
+    else if (!journal_fits(j, lay.total, how & ADD_LAST ? JR_LAST : 0))
+        rc = 4;   /* never, whatever the room */
     else if (!(how & ADD_LAST) && q->bounded &&
              (q->count >= q->max_events || q->bytes + lay.total > q->max_bytes))
         rc = 1;   /* in memory: the queue's limits */
-    else if (!journal_fits(j, lay.total, how & ADD_LAST ? JR_LAST : 0))
-        rc = 4;
     else if (!(ev = journal_reserve(j, lay.total,
                                     how & ADD_LAST ? JR_LAST : how & ADD_IF_ROOM ? 0 : JR_COUNT,
                                     &wake_journal, &salt)))

@@ -385,7 +385,8 @@ too_large_test_() ->
             #{dropped := Dr0, journal_no_room := N0, last_seq := L0} = vmq_pgevents:status(),
             Pub = fun(P) -> ok = vmq_pgevents:on_publish(<<"u">>, ?S, 0, [<<"big">>], P, false) end,
             Pub(<<"before">>),
-            Pub(binary:copy(<<"x">>, 2 * 1024 * 1024)),
+            %% larger than the queue's limit too: still too large, not "full"
+            Pub(binary:copy(<<"x">>, 9 * 1024 * 1024)),
             Pub(<<"after">>),
             pgev_app:flush(),
             #{dropped := Dr1, journal_no_room := N1} = vmq_pgevents:status(),

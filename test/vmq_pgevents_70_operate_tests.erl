@@ -134,17 +134,22 @@ filters_test_() ->
             #{per_hook := #{on_message_drop := #{filtered := D0}}} = vmq_pgevents:status(),
             ok = vmq_pgevents:on_message_drop(?S, fun() -> {[<<"$SYS">>, <<"x">>], 0, <<"p">>, #{}} end, expired),
             ok = vmq_pgevents:on_message_drop(?S, fun() -> error end, queue_full),
-            %% a topic the filters cannot read (65 levels) may be one they
-            %% exclude: left out
-            ok = Pub([<<"w">> || _ <- lists:seq(1, 65)], <<"deep">>),
+            %% a topic of more than 64 levels is matched as any other (the
+            %% filters have at most 64); a topic the filters cannot read
+            %% may be one they exclude: left out
+            Deep = [<<"w">> || _ <- lists:seq(1, 65)],
+            ok = Pub([<<"$SYS">> | Deep], <<"deep $SYS">>),
+            ok = Pub(Deep, <<"deep">>),
+            ok = Pub([<<"a">> | <<"b">>], <<"odd">>),
             #{per_hook := #{on_publish := #{filtered := F1}, on_message_drop := #{filtered := D1}}} =
                 vmq_pgevents:status(),
-            ?assertEqual({2, 1}, {F1 - F0, D1 - D0}),     %% the $SYS and the deep publish; the $SYS drop
+            ?assertEqual({3, 1}, {F1 - F0, D1 - D0}),     %% the $SYS, deep $SYS and odd publish; the $SYS drop
             Rows = (fun() -> pgev_app:flush(), pgev_app:rows(T) end)(),
             ?assertEqual([{<<"on_publish">>, <<"a/b">>, <<"\\x66756c6c207061796c6f6164">>, false},
                           {<<"on_deliver">>, <<"a">>, <<"\\x">>, true},
                           {<<"on_offline_message">>, <<"a">>, <<"\\x31323334">>, true},
-                          {<<"on_message_drop">>, null, null, null}],
+                          {<<"on_message_drop">>, null, null, null},
+                          {<<"on_publish">>, iolist_to_binary(lists:join(<<"/">>, Deep)), <<"\\x64656570">>, false}],
                          [{maps:get(<<"hook">>, R), maps:get(<<"topic">>, R), maps:get(<<"payload">>, R),
                            maps:get(<<"payload_truncated">>, R)} || R <- Rows]),
             %% vmq-admin set: an include list and a mountpoint list, at run time
@@ -156,7 +161,7 @@ filters_test_() ->
             ok = vmq_pgevents:on_client_gone({"", <<"other">>}),
             ok = Pub([<<"sensors">>, <<"k2">>, <<"temp">>], <<"22">>),    %% default mountpoint: out
             pgev_app:flush(),
-            New = lists:nthtail(4, pgev_app:rows(T)),
+            New = lists:nthtail(5, pgev_app:rows(T)),
             ?assertEqual([{<<"on_publish">>, <<"sensors/k1/temp">>, <<>>},
                           {<<"on_client_gone">>, null, <<"tenant1">>}],
                          [{maps:get(<<"hook">>, R), maps:get(<<"topic">>, R), maps:get(<<"mountpoint">>, R)}
@@ -164,6 +169,9 @@ filters_test_() ->
             %% a bad filter is refused with a clear message, the old ones stay
             application:set_env(vmq_pgevents, topic_include, "a/#/b"),
             ?assertEqual({error, <<"not a valid MQTT topic filter: a/#/b">>}, vmq_pgevents:reconfigure()),
+            application:set_env(vmq_pgevents, topic_include, lists:join("/", Deep)),
+            ?assertMatch({error, <<"a topic filter of more than 64 levels: w/w/", _/binary>>},
+                         vmq_pgevents:reconfigure()),
             %% and through vmq-admin set, which says so
             ?assertEqual("not applied: not a valid MQTT topic filter: a/#/b",
                          clique:set("vmq_pgevents.topic_include=a/#/b"))

@@ -645,6 +645,20 @@ static void test_filters(void)
     CHECK(match("a/b/c", "a/b") == 0);
     CHECK(filters_parse("a/#/b", "", "", err, sizeof err) == NULL && strstr(err, "a/#/b"));
     CHECK(filters_parse("a+/b", "", "", err, sizeof err) == NULL);
+    {
+        /* at most 64 levels, as payload_topics: the hook path keeps the
+         * first 64 words of a longer topic (and counts them all) */
+        char deep[200] = "";
+        int i;
+        for (i = 0; i < 64; i++)
+            strcat(deep, i ? "/+" : "+");
+        f = filters_parse("", deep, "", err, sizeof err);
+        CHECK(f != NULL);
+        filters_free(f);
+        strcat(deep, "/x");
+        CHECK(filters_parse("", deep, "", err, sizeof err) == NULL &&
+              strstr(err, "a topic filter of more than 64 levels: +/+/") == err);
+    }
 
     f = filters_parse(" a/#, c ", "$SYS/#", "default, tenant1", err, sizeof err);
     CHECK(f && f->ninclude == 2 && f->nexclude == 1 && f->nmountpoints == 2);
