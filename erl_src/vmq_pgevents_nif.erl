@@ -44,7 +44,7 @@ priv_dir() ->
            end,
     filename:join(filename:dirname(filename:dirname(Beam)), "priv").
 
--spec event(atom(), [term()], integer() | undefined) -> ok | disabled | {error, atom()}.
+-spec event(atom(), [term()], integer() | undefined) -> ok | disabled | filtered | {error, atom()}.
 event(_Hook, _Args, _ConnId) -> erlang:nif_error(not_loaded).
 
 -spec start(map(), pid()) -> ok | {error, binary() | atom()}.
