@@ -102,10 +102,10 @@ static int topic_words(ErlNifEnv *env, ERL_NIF_TERM topic, span_t *words, size_t
     return enif_is_empty_list(env, tail) && *n > 0 ? 0 : -1;
 }
 
-/* 1: record this call; 0: a filter leaves it out. Other arguments of an
- * unexpected shape pass (they are recorded and marked malformed), but a
- * topic that cannot be read is left out while a topic filter is set: it
- * may be one the filters exclude. */
+/* 1: record this call; 0: a filter leaves it out. Arguments of an
+ * unexpected shape pass (they are recorded and marked malformed): VerneMQ
+ * gives every topic as a list of words, so a term that is no topic is
+ * not one a filter is about. */
 static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, int hook,
                           const ERL_NIF_TERM *args)
 {
@@ -121,7 +121,7 @@ static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, i
     if ((f->ninclude || f->nexclude) && call_topic(env, p, hook, args, &topic)) {
         span_t words[PAYLOAD_RULE_WORDS_MAX];
         size_t n;
-        return topic_words(env, topic, words, &n) == 0 && filters_topic_ok(f, words, n);
+        return topic_words(env, topic, words, &n) < 0 || filters_topic_ok(f, words, n);
     }
     return 1;
 }
