@@ -363,11 +363,8 @@ event_t *journal_reserve(journal_t *j, size_t ev_bytes, int how, int *wake, uint
     jseg_t *s = j->cur;
     unsigned char *rec;
 
-    if (need > j->seg_bytes - JOURNAL_SEG_HDR - keep) {
-        if (how & JR_COUNT)
-            __atomic_store_n(&j->no_room, j->no_room + 1, __ATOMIC_RELAXED);
-        return NULL;
-    }
+    if (!journal_fits(j, ev_bytes, how))
+        return NULL;   /* a guard: the queue asks journal_fits first (too large, not no room) */
     if (s->used + need + keep > s->cap) {
         jseg_t *next;
         pthread_mutex_lock(&j->mu);

@@ -72,7 +72,8 @@ int journal_close_report(journal_t *j, char *err, size_t errlen);
 
 /* Hook path, under the queue lock: takes space for an event of ev_bytes,
  * and writes none of it (no page is touched there); NULL when there is no
- * room (counted in no_room with JR_COUNT: a dropped event). Only JR_LAST
+ * room (counted in no_room with JR_COUNT: a dropped event), or when it
+ * does not fit at all (journal_fits, which the caller asks first). Only JR_LAST
  * (the last event before a stop) may take the JOURNAL_LAST_ROOM bytes at
  * the end of a segment, so it finds room when the journal is full. The
  * returned event's fields are the caller's to fill, outside the lock,

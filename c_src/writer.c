@@ -34,7 +34,7 @@ static void report_queue_drops(writer_t *w)
 {
     queue_stats_t qs;
     journal_stats_t js;
-    uint64_t big;
+    uint64_t big, room;
     int64_t now;
 
     queue_get_stats(w->q, &qs);
@@ -45,6 +45,7 @@ static void report_queue_drops(writer_t *w)
     if (w->drops_logged_us && now - w->drops_logged_us < 10000000)
         return;
     big = qs.dropped_too_large - w->big_logged;
+    room = qs.dropped - w->drops_logged - big;   /* the others: no room */
     journal_get_stats(w->j, &js);
     if (big)
         w_log(w, WLOG_ERROR,
@@ -53,20 +54,18 @@ static void report_queue_drops(writer_t *w)
               "payload_max_bytes above it); %llu dropped so far",
               (unsigned long long)big, (unsigned long long)js.seg_bytes,
               (unsigned long long)qs.dropped);
-    if (qs.dropped - w->drops_logged == big)
-        ;   /* all of them too large */
-    else if (w->st.journal_on) {
+    if (room && w->st.journal_on) {
         w_log(w, WLOG_ERROR,
               "%llu events dropped: no room in the journal (its files may use spool_max_bytes "
               "%llu in all%s%s); %llu dropped so far",
-              (unsigned long long)(qs.dropped - w->drops_logged - big),
+              (unsigned long long)room,
               (unsigned long long)w->cfg.spool_max_bytes, js.error[0] ? "; " : "", js.error,
               (unsigned long long)qs.dropped);
-    } else {
+    } else if (room) {
         w_log(w, WLOG_ERROR,   /* in memory: js.error, why a segment could not be had */
               "%llu events dropped: the in-memory queue was full (queue_max_events %zu, "
               "queue_max_bytes %zu; no journal%s%s); %llu dropped so far",
-              (unsigned long long)(qs.dropped - w->drops_logged - big),
+              (unsigned long long)room,
               __atomic_load_n(&w->q->max_events, __ATOMIC_RELAXED),
               __atomic_load_n(&w->q->max_bytes, __ATOMIC_RELAXED), js.error[0] ? "; " : "",
               js.error, (unsigned long long)qs.dropped);
