@@ -20,7 +20,7 @@ id postgres >/dev/null 2>&1 || need+=(postgresql)
 # VerneMQ releases need at run time (eleveldb links libsnappy)
 command -v mosquitto_pub >/dev/null || need+=(mosquitto-clients)
 command -v curl >/dev/null || need+=(curl)
-ldconfig -p 2>/dev/null | grep -q 'libsnappy.so.1 ' || need+=(libsnappy1v5)
+ldconfig -p 2>/dev/null | grep 'libsnappy.so.1 ' >/dev/null || need+=(libsnappy1v5)   # not -q: no SIGPIPE under pipefail
 # the image test (test/image/run.sh): the image's root by debootstrap, run
 # with unshare/nsenter/chroot; the alert rules' tests: promtool
 command -v debootstrap >/dev/null || need+=(debootstrap)
@@ -38,7 +38,7 @@ fi
 # Citus (columnar storage for compress_after): not packaged by Debian; the
 # build in ../shared/citus needs postgresql-15 15.20 or later (older
 # servers cannot load citus.so). Installed after the packages, below.
-CITUS_TGZ=${VMQ_CITUS_TGZ:-$(ls "$(dirname "$0")"/../../shared/citus/citus-*-pg15-debian12-amd64.tar.gz 2>/dev/null | tail -n 1)}
+CITUS_TGZ=${VMQ_CITUS_TGZ:-$(ls "$(dirname "$0")"/../../shared/citus/citus-*-pg15-debian12-amd64.tar.gz 2>/dev/null | tail -n 1 || true)}
 citus_ok() { [ -f /usr/lib/postgresql/15/lib/citus_columnar.so ] && pg15_new_enough; }
 pg15_new_enough() {
     local v
