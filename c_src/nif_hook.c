@@ -128,6 +128,9 @@ static int passes_filters(ErlNifEnv *env, const priv_t *p, const filters_t *f, i
 
 /* payloads up to this size are hashed on the calling scheduler (~0.2 ms) */
 #define HASH_ON_SCHEDULER_MAX 65536
+/* ... and up to this many payload bytes copied and checksummed there
+ * (~0.5 ms) */
+#define COPY_ON_SCHEDULER_MAX (1024 * 1024)
 
 /* The payload mode payload_topics gives a call: the first rule matching
  * its topic; PM_FULL (no restriction) when none does; the strictest mode
@@ -228,11 +231,14 @@ ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         default: pmax = __atomic_load_n(&p->payload_max, __ATOMIC_RELAXED);
         }
         decode_event(env, &p->am, hook, args, pmax, &d);
-        if (mode == PM_HASH && d.in.f[F_PAYLOAD].present && d.in.payload_size > HASH_ON_SCHEDULER_MAX &&
+        if (d.in.f[F_PAYLOAD].present &&
+            (mode == PM_HASH ? d.in.payload_size > HASH_ON_SCHEDULER_MAX
+                             : d.in.f[F_PAYLOAD].n > COPY_ON_SCHEDULER_MAX) &&
             enif_thread_type() == ERL_NIF_THR_NORMAL_SCHEDULER) {
-            /* hashing a large payload (~3.6 ms a MiB) would hold a normal
-             * scheduler: the whole call again on a dirty CPU scheduler
-             * (nothing has been counted or taken yet) */
+            /* hashing a large payload (~3.6 ms a MiB) or copying it into
+             * the journal (~0.5 ms a MiB) would hold a normal scheduler:
+             * the whole call again on a dirty CPU scheduler (nothing has
+             * been counted or taken yet) */
             decoded_free(&d);
             return enif_schedule_nif(env, "event", ERL_NIF_DIRTY_JOB_CPU_BOUND, nif_event, argc, argv);
         }

@@ -132,6 +132,13 @@ payload_topics_test_() ->
 
 %% payload_topics at run time (vmq-admin set): a new rule applies to the
 %% next call; a bad value is refused naming the item, the rules stay
+%% the time the dirty CPU schedulers have been busy so far (any unit):
+%% grows when a NIF call is made again on one of them
+dirty_cpu_busy() ->
+    N = erlang:system_info(schedulers),
+    D = erlang:system_info(dirty_cpu_schedulers),
+    lists:sum([A || {I, A, _} <- erlang:statistics(scheduler_wall_time_all), I > N, I =< N + D]).
+
 %% a payload larger than 64 KiB is hashed on a dirty scheduler (the call
 %% made again there): the same row as a small one's
 large_hash_test_() ->
@@ -139,7 +146,10 @@ large_hash_test_() ->
         T = "privacy_large_hash",
         with_plugin(T, [{payload_topics, "#:hash"}, {payload_mode, "full"}], fun() ->
             Big = binary:copy(marker(<<"BIG">>), 100000),
+            erlang:system_flag(scheduler_wall_time, true),
+            Busy = dirty_cpu_busy(),
             ok = vmq_pgevents:on_publish(<<"u">>, ?S, 1, [<<"a">>], Big, false),
+            ?assert(dirty_cpu_busy() > Busy),
             ok = vmq_pgevents:on_publish(<<"u">>, ?S, 1, [<<"a">>], <<"small">>, false),
             ?assertEqual([#{<<"hook">> => <<"on_publish">>, <<"topic">> => <<"a">>,
                             <<"payload">> => hex(sha(Big)), <<"payload_size">> => byte_size(Big),
@@ -149,6 +159,31 @@ large_hash_test_() ->
                             <<"payload">> => hex(sha(<<"small">>)), <<"payload_size">> => 5,
                             <<"payload_truncated">> => true, <<"payload_json">> => null,
                             <<"extra">> => #{<<"payload">> => <<"sha256">>}}],
+                         [row_fields(R) || R <- rows(T)])
+        end)
+    end}.
+
+%% a payload of more than 1 MiB kept whole is copied into the journal on
+%% a dirty scheduler (the call made again there): the row holds it all
+large_full_test_() ->
+    {timeout, 60, fun() ->
+        T = "privacy_large_full",
+        with_plugin(T, [{payload_mode, "full"}], fun() ->
+            Big = binary:copy(marker(<<"BIG">>), 150000),
+            ?assert(byte_size(Big) > 2 * 1024 * 1024),
+            erlang:system_flag(scheduler_wall_time, true),
+            Busy = dirty_cpu_busy(),
+            ok = vmq_pgevents:on_publish(<<"u">>, ?S, 1, [<<"a">>], Big, false),
+            ?assert(dirty_cpu_busy() > Busy),
+            ok = vmq_pgevents:on_publish(<<"u">>, ?S, 1, [<<"a">>], <<"small">>, false),
+            ?assertEqual([#{<<"hook">> => <<"on_publish">>, <<"topic">> => <<"a">>,
+                            <<"payload">> => hex(Big), <<"payload_size">> => byte_size(Big),
+                            <<"payload_truncated">> => false, <<"payload_json">> => null,
+                            <<"extra">> => null},
+                          #{<<"hook">> => <<"on_publish">>, <<"topic">> => <<"a">>,
+                            <<"payload">> => hex(<<"small">>), <<"payload_size">> => 5,
+                            <<"payload_truncated">> => false, <<"payload_json">> => null,
+                            <<"extra">> => null}],
                          [row_fields(R) || R <- rows(T)])
         end)
     end}.
