@@ -224,6 +224,7 @@ static ErlNifFunc nif_funcs[] = {
     {"flush", 0, nif_flush, 0},
     {"status", 0, nif_status, 0},
     {"hooks", 0, nif_hooks, 0},
+    {"mask_dsn", 1, nif_mask_dsn, 0},
     {"query", 3, nif_query, ERL_NIF_DIRTY_JOB_IO_BOUND},   /* a connection of its own */
 };
 

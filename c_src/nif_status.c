@@ -199,3 +199,22 @@ ERL_NIF_TERM nif_status(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
         return error_tuple(env, p, p->am.am_badconfig);
     return map;
 }
+
+/* mask_dsn(Dsn :: iodata) -> binary: the connection string as status
+ * shows the running one (dsn_masked), every value libpq marks secret as
+ * ****; <<>> when libpq cannot read it (vmq-admin show's formatter) */
+ERL_NIF_TERM nif_mask_dsn(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    ErlNifBinary in;
+    char dsn[4096], masked[sizeof ((priv_t *)0)->dsn_masked];
+
+    (void)argc;
+    masked[0] = '\0';
+    if (enif_inspect_iolist_as_binary(env, argv[0], &in) && in.size < sizeof dsn &&
+        !memchr(in.data, '\0', in.size)) {
+        memcpy(dsn, in.data, in.size);
+        dsn[in.size] = '\0';
+        conninfo_masked(dsn, masked, sizeof masked);
+    }
+    return text_bin(env, masked);
+}

@@ -16,6 +16,9 @@ register_cli() ->
     %% clique looks a callback up by the key's words, as cuttlefish splits
     %% them (["vmq_pgevents", "batch_size"]), and prints what it returns
     [clique:register_config(string:tokens(K, "."), fun config_changed/2) || K <- Keys],
+    %% `vmq-admin show KEY' prints any key of the schema from the app env,
+    %% through the key's formatter: the connection strings' secrets masked
+    [clique:register_formatter(["vmq_pgevents", K], fun masked_dsn/1) || K <- ["dsn", "cli_dsn"]],
     ok = whitelist(Keys),
     clique:register_usage(?CMD, usage()),
     clique:register_command(?CMD ++ ["show"], [], [],
@@ -83,6 +86,16 @@ whitelist(Keys) ->
     end.
 
 %% undoes whitelist/1's change to vmq_plugin's default_schema_dir
+%% a connection string as `vmq-admin show' prints it: every value libpq
+%% marks secret (password, sslpassword) as ****, never the string itself
+masked_dsn(V) ->
+    M = try vmq_pgevents_nif:mask_dsn(V) catch _:_ -> <<>> end,
+    case {M, V} of
+        {<<>>, ""} -> "";
+        {<<>>, _} -> "(hidden: libpq cannot read it)";
+        _ -> binary_to_list(M)
+    end.
+
 unregister_cli() ->
     application:set_env(vmq_plugin, default_schema_dir, schema_dirs()),
     ok.

@@ -2,7 +2,7 @@
 %% Only vmq_pgevents (hooks) and vmq_pgevents_server call these.
 -module(vmq_pgevents_nif).
 
--export([event/3, start/2, configure/1, stop/1, flush/0, status/0, hooks/0, query/3]).
+-export([event/3, start/2, configure/1, stop/1, flush/0, status/0, hooks/0, query/3, mask_dsn/1]).
 -export([priv_dir/0, load_error/0]).
 -on_load(init/0).
 
@@ -78,6 +78,11 @@ status() ->
                  spool_error => <<>>, per_hook => #{}, compress_refused => false,
                  compress_error => <<>>,
                  last_error => case load_error() of undefined -> <<>>; E -> E end}).
+
+%% a connection string with every value libpq marks secret as ****;
+%% <<>> when it cannot be read (or without the NIF)
+-spec mask_dsn(iodata()) -> binary().
+mask_dsn(_Dsn) -> <<>>.
 
 -spec hooks() -> [{atom(), non_neg_integer()}].
 hooks() -> erlang:nif_error(not_loaded).

@@ -2,14 +2,15 @@
 %% calls vmq_webhooks_cli makes: register_command/4 (command words, key
 %% specs with typecast, flag specs, fun(Cmd, Keys, Flags) -> [Status]),
 %% register_usage/2, register_config/2 (fun(KeyPath, Value)) and
-%% register_config_whitelist/1. run/1 and set/1 play `vmq-admin ...' and
-%% `vmq-admin set key=value' against what was registered.
+%% register_config_whitelist/1, register_formatter/2 (fun(Value) -> shown).
+%% run/1, set/1 and show/1 play `vmq-admin ...', `vmq-admin set key=value'
+%% and `vmq-admin show key' against what was registered.
 -module(clique).
 -compile({no_auto_import, [registered/0]}).
 
 -export([register_command/4, register_usage/2, register_config/2,
-         register_config_whitelist/1]).
--export([registered/0, reset/0, run/1, set/1]).
+         register_config_whitelist/1, register_formatter/2]).
+-export([registered/0, reset/0, run/1, set/1, show/1]).
 
 -define(KEY, {?MODULE, registered}).
 
@@ -33,6 +34,12 @@ register_usage(Cmd, Usage) when is_list(Cmd) ->
 register_config(KeyPath, Callback) when is_list(KeyPath), is_function(Callback, 2) ->
     [nomatch = string:find(W, ".") || W <- KeyPath],
     add({config, KeyPath, Callback}),
+    ok.
+
+%% KeyPath as for register_config: show/1 passes the app env's value
+%% through it (VerneMQ's clique: clique_config, get_local_env_vals)
+register_formatter(KeyPath, Callback) when is_list(KeyPath), is_function(Callback, 1) ->
+    add({formatter, KeyPath, Callback}),
     ok.
 
 register_config_whitelist(Keys) when is_list(Keys) ->
@@ -69,3 +76,14 @@ set(KeyVal) ->
     application:set_env(vmq_pgevents, list_to_atom(AppKey), Val),
     [{config, _, Callback}] = [C || {config, K, _} = C <- registered(), K =:= Words],
     Callback(Words, Val).
+
+%% show("vmq_pgevents.dsn"): what `vmq-admin show' prints for any key of
+%% the plugin's schema, whitelisted or not: the app env's value, through
+%% the formatter registered for the key's words if there is one
+show(Key) ->
+    ["vmq_pgevents", AppKey] = Words = string:split(Key, "."),
+    {ok, Val} = application:get_env(vmq_pgevents, list_to_atom(AppKey)),
+    case [F || {formatter, K, F} <- registered(), K =:= Words] of
+        [] -> Val;
+        [F | _] -> F(Val)
+    end.

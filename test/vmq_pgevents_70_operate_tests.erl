@@ -38,6 +38,31 @@ registration_test_() ->
         end)
     end}.
 
+%% `vmq-admin show vmq_pgevents.dsn' (or cli_dsn): clique prints any key
+%% of the schema from the app env, whitelisted or not; the plugin's
+%% formatter shows it with its secrets masked
+show_dsn_test_() ->
+    {timeout, 60, fun() ->
+        with_plugin("op_show_dsn", [], fun() ->
+            Dsn = "host=db.example user=vmq password='dsn pw1' sslpassword=key-pw2 dbname=mqtt",
+            application:set_env(vmq_pgevents, cli_dsn, Dsn),
+            Shown = clique:show("vmq_pgevents.cli_dsn"),
+            ?assertEqual(["dbname='mqtt'", "host='db.example'", "password=****",
+                          "sslpassword=****", "user='vmq'"],
+                         lists:sort(string:split(Shown, " ", all))),
+            application:set_env(vmq_pgevents, cli_dsn, "postgresql://vmq:uri-pw3@db.example/mqtt"),
+            ?assertEqual(nomatch, string:find(clique:show("vmq_pgevents.cli_dsn"), "uri-pw3")),
+            ?assertNotEqual(nomatch, string:find(clique:show("vmq_pgevents.cli_dsn"), "password=****")),
+            application:set_env(vmq_pgevents, cli_dsn, "host=x password=pw4 'unclosed"),
+            ?assertEqual("(hidden: libpq cannot read it)", clique:show("vmq_pgevents.cli_dsn")),
+            application:set_env(vmq_pgevents, cli_dsn, ""),
+            ?assertEqual("", clique:show("vmq_pgevents.cli_dsn")),
+            %% the running dsn (the test's, no secret in it) as status shows it
+            ?assertEqual(binary_to_list(maps:get(dsn_masked, vmq_pgevents:status())),
+                         clique:show("vmq_pgevents.dsn"))
+        end)
+    end}.
+
 commands_test_() ->
     {timeout, 60, fun() ->
         T = "op_commands",

@@ -66,6 +66,12 @@ scenario_operate() {
     check "vmq-admin set vmq_pgevents.batch_size=250" "" "$(echo "$out" | grep -iE 'error|invalid|unknown')"
     check "vmq-admin show vmq_pgevents.batch_size" 250 \
         "$(broker_admin "$BROKER" show vmq_pgevents.batch_size | awk -F'|' -v n="$NODE" '$2 ~ n {v=$3; gsub(/ /, "", v); print v}')"
+    out=$(broker_admin "$BROKER" show vmq_pgevents.dsn)
+    check "vmq-admin show vmq_pgevents.dsn: the password as ****, nowhere in clear" "1|0" \
+        "$(grep -c " password=\*\*\*\* " <<<"$out")|$(grep -c e2e-dsn-pw <<<"$out")"
+    out=$({ broker_admin "$BROKER" pgevents show; broker_admin "$BROKER" pgevents status; } 2>&1)
+    check "the dsn's password in neither pgevents show nor status, nor in the logs" "0|0" \
+        "$(grep -c e2e-dsn-pw <<<"$out")|$(cat "$BROKER"/log/*.log | grep -c e2e-dsn-pw)"
     pub -i e2e-set-pub -q 0 -t e2e/set -m after-set "${ALICE[@]}"
     check "recording goes on after vmq-admin set" 1 \
         "$(settle "SELECT count(*) FROM vmq_events WHERE client_id = 'e2e-set-pub' AND hook = 'on_publish'" 1)"

@@ -98,7 +98,9 @@ for src in "${sources[@]}"; do
     VERSION=$(broker_version "$A")
     DB=e2e_$(echo "$VERSION" | tr -c '0-9a-z\n' _)
     bash test/pg.sh psql "$PGDIR" -q -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null
-    DSN="host=$PGDIR port=5432 user=$PGUSER dbname=$DB"
+    # (the socket's trust authentication sends no password: this one is
+    # there to be found nowhere, scenario_admin)
+    DSN="host=$PGDIR port=5432 user=$PGUSER dbname=$DB password=e2e-dsn-pw"
     NODE=VerneMQ@127.0.0.1
     PORT=18830
     HTTP=18831
