@@ -1337,7 +1337,8 @@ BEGIN
   IF rel IS NULL THEN
     RAISE EXCEPTION 'vmq_pgevents_grant: there is no table %', tbl;
   END IF;
-  SELECT r.rolbypassrls INTO bypass FROM pg_roles r WHERE r.rolname = role;
+  -- (a superuser bypasses row-level security as BYPASSRLS does)
+  SELECT r.rolbypassrls OR r.rolsuper INTO bypass FROM pg_roles r WHERE r.rolname = role;
   IF NOT FOUND THEN
     RAISE EXCEPTION 'vmq_pgevents_grant: there is no role % (CREATE ROLE % LOGIN first)', role, role;
   END IF;
@@ -1403,6 +1404,11 @@ BEGIN
         '(views with the caller''s rights)';
     END IF;
     pol := vmq_pgevents_reader_policy(role);
+    IF mountpoints IS NOT NULL AND bypass THEN
+      RAISE EXCEPTION USING ERRCODE = 'insufficient_privilege', MESSAGE = format(
+        'vmq_pgevents_grant: %I bypasses row-level security (BYPASSRLS, or a superuser): it would read the rows of '
+        'every mountpoint. A superuser runs ALTER ROLE %I NOBYPASSRLS; first', role, role);
+    END IF;
     IF mountpoints IS NOT NULL AND NOT rls THEN
       -- every role that may write into it must bypass row-level security
       SELECT string_agg(quote_ident(r.rolname), ', ' ORDER BY r.rolname) INTO others

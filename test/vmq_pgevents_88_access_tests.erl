@@ -102,6 +102,12 @@ readers(Kind) ->
         ?assertMatch("ERROR:  vmq_pgevents_grant: acc_ra (or PUBLIC, or a role it is a member of) reads every table" ++ _,
                      try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
         sql("ALTER DEFAULT PRIVILEGES REVOKE SELECT ON TABLES FROM acc_ra"),
+        %% a role that bypasses row-level security would read every
+        %% mountpoint whatever its policy: refused
+        sql("ALTER ROLE acc_ra BYPASSRLS"),
+        ?assertMatch("ERROR:  vmq_pgevents_grant: acc_ra bypasses row-level security (BYPASSRLS, or a superuser)" ++ _,
+                     try_sql("SELECT vmq_pgevents_grant('" ++ T ++ "', 'acc_ra', 'reader', ARRAY['tenant-a'])")),
+        sql("ALTER ROLE acc_ra NOBYPASSRLS"),
         %% a partition it was given by name is taken away by the grant
         Part = trim("SELECT name FROM vmq_pgevents_partition_list('" ++ T ++ "') WHERE lo <= now() AND hi > now()"),
         sql("GRANT SELECT ON " ++ Part ++ ", " ++ T ++ "_dead TO acc_ra"),
