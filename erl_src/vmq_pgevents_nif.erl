@@ -8,21 +8,27 @@
 
 -define(LOAD_ERROR, {?MODULE, load_error}).
 
-%% A NIF library that cannot be loaded (a library it needs is missing, say)
-%% leaves this module loaded with its stubs, so that the plugin can say why it does not
-%% record (load_error/0, vmq_pgevents_server) instead of being undefined.
+%% A NIF library that cannot be loaded (a library it needs is missing, a
+%% build for another Erlang/OTP, ...) leaves this module loaded with its
+%% stubs, so that the plugin can say why it does not record (load_error/0,
+%% vmq_pgevents_server) instead of being undefined, which would fail the
+%% plugin's start and take VerneMQ down with it.
 init() ->
     case erlang:load_nif(filename:join(priv_dir(), "vmq_pgevents_nif"), 0) of
         ok ->
             persistent_term:erase(?LOAD_ERROR),
             ok;
-        {error, {load_failed, Text}} ->
-            %% the library itself cannot be loaded (dlopen)
-            persistent_term:put(?LOAD_ERROR, unicode:characters_to_binary(io_lib:format("~ts", [Text]))),
+        {error, {upgrade, _}} = Error ->
+            %% another build while one runs (its upgrade refused): the
+            %% load fails and the running code stays
+            Error;
+        {error, {Reason, Text}} ->
+            %% load_failed: dlopen's words; bad_lib: not this module's
+            %% library or another NIF version; load: its load() failed
+            persistent_term:put(?LOAD_ERROR, unicode:characters_to_binary(
+                                                io_lib:format("~0p: ~ts", [Reason, Text]))),
             ok;
         Error ->
-            %% e.g. an upgrade refused (another build): the load fails and
-            %% the running code stays
             Error
     end.
 

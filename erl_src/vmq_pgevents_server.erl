@@ -22,7 +22,7 @@ start_link() ->
 init([]) ->
     process_flag(trap_exit, true),
     persistent_term:erase(?PROBLEM),
-    case vmq_pgevents_nif:load_error() of
+    case try vmq_pgevents_nif:load_error() catch error:undef -> <<"vmq_pgevents_nif is not loaded">> end of
         undefined -> start();
         Why -> not_recording(nif, Why)
     end.
@@ -99,8 +99,8 @@ not_recording(Kind, Why) ->
     {Msg, Hint} =
         case Kind of
             nif -> {<<"the NIF library cannot load: ", Text/binary,
-                      " (install libpq5 and libjansson4, or the release tarball, which carries them;"
-                      " see docs/install.md)">>,
+                      " (install libpq5 and libjansson4, or use the release tarball built for this"
+                      " broker's Erlang/OTP, which carries them; see docs/install.md)">>,
                     "restart the plugin or VerneMQ once the library is there"};
             config -> {Text, "fix the configuration and restart the plugin"}
         end,

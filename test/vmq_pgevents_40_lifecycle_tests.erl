@@ -110,6 +110,30 @@ other_build_refused_test_() ->
         end)
     end}.
 
+%% A library that is not this module's NIF (here crypto's; a build for
+%% another Erlang/OTP fails alike, bad_lib): the plugin starts all the
+%% same, in a VM of its own, records nothing and says why. (The module
+%% left unloaded failed the application's start: VerneMQ down with it.)
+not_our_library_test_() ->
+    {timeout, 60, fun() ->
+        Dir = filename:absname("_build/make/not_our_library"),
+        ok = filelib:ensure_dir(Dir ++ "/ebin/x"),
+        ok = filelib:ensure_dir(Dir ++ "/priv/x"),
+        [{ok, _} = file:copy(B, filename:join(Dir ++ "/ebin", filename:basename(B)))
+         || B <- filelib:wildcard(filename:dirname(code:which(vmq_pgevents)) ++ "/vmq_pgevents*")],
+        [Crypto | _] = filelib:wildcard(code:priv_dir(crypto) ++ "/lib/crypto.so"),
+        {ok, _} = file:copy(Crypto, Dir ++ "/priv/vmq_pgevents_nif.so"),
+        Out = os:cmd(os:find_executable("erl") ++ " -noshell -pa " ++ Dir ++ "/ebin -eval '"
+                     "R = application:ensure_all_started(vmq_pgevents), "
+                     "S = vmq_pgevents:status(), "
+                     "io:format(\"result ~p~nlast_error ~s~n\", [{R, maps:get(state, S)}, maps:get(last_error, S)]), "
+                     "halt().' 2>/dev/null"),
+        ?assertEqual(["result {{ok,[vmq_pgevents]},not_recording}"],
+                     [L || L <- string:split(Out, "\n", all), lists:prefix("result ", L)]),
+        ?assertMatch({match, _}, re:run(Out, "^last_error the NIF library cannot load: bad_lib: .*crypto.*docs/install.md",
+                                        [multiline]))
+    end}.
+
 %% A value the plugin cannot use (as advanced.config can set, unchecked by
 %% the schema) does not fail the start: that would take VerneMQ down. The
 %% plugin records nothing and says why.
