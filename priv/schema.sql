@@ -209,6 +209,9 @@ BEGIN
     RETURN NEXT;   -- a plain table (partition = none), or none at all
     RETURN;
   END IF;
+  -- one upkeep of a table at a time (two brokers after an outage make the
+  -- same partitions): the second finds them made
+  PERFORM pg_advisory_xact_lock(hashtext('vmq_pgevents partitions ' || tbl));
   p := date_trunc(unit, least(coalesce(lo, at), at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
   last := greatest(coalesce(hi, at), at + ahead * step);
   WHILE p <= last LOOP

@@ -100,6 +100,39 @@ plugin_test_() ->
         end
     end}.
 
+%% Two upkeeps at once (two brokers making the same missing partitions
+%% after an outage): one waits for the other and both succeed; the one
+%% that lost failed on a partition the other had just made, and the rows
+%% that needed it were dead-lettered.
+concurrent_upkeep_test_() ->
+    {timeout, 60, fun() ->
+        T = "part_conc",
+        drop(T),
+        pgev_pg:sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
+                    "set_config('vmq_pgevents.partition', 'day', false); " ++ schema_sql()),
+        ?assertEqual(3, length(partitions(T))),
+        Call = "SELECT created FROM vmq_pgevents_partitions('" ++ T ++ "', 'day', 2, 0, now(), "
+               "now() - interval '10 days')",
+        Self = self(),
+        spawn_link(fun() ->
+            Self ! {first, catch pgev_pg:sql("BEGIN; " ++ Call ++ "; SELECT pg_sleep(1.5) AS part_conc; COMMIT")}
+        end),
+        Busy = fun Busy(0) -> error(first_upkeep_never_seen);
+                   Busy(K) ->
+                       case scalar("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
+                                   "AND query LIKE '%AS part_conc%' AND pid <> pg_backend_pid()") of
+                           0 -> timer:sleep(20), Busy(K - 1);
+                           _ -> ok
+                       end
+               end,
+        Busy(500),
+        Second = (catch pgev_pg:sql(Call)),
+        First = receive {first, F} -> F after 30000 -> timeout end,
+        ?assertNotMatch({'EXIT', _}, First),
+        ?assertNotMatch({'EXIT', _}, Second),
+        ?assertEqual(13, length(partitions(T)))
+    end}.
+
 %% A row whose partition is missing (dropped by hand here; old events from
 %% a journal would be the same): the writer makes it and writes the row;
 %% nothing dead-lettered, nothing lost.
