@@ -25,7 +25,7 @@ read() ->
                     backoff_min_ms => int(backoff_min_ms, 1),
                     backoff_max_ms => int(backoff_max_ms, 1),
                     pg_timeout_ms => int(pg_timeout_ms, 100),
-                    stop_timeout_ms => int(stop_timeout_ms, 0),
+                    stop_timeout_ms => at_most(stop_timeout_ms, int(stop_timeout_ms, 0), 3600000),
                     conn_table_max => int(conn_table_max, 0),
                     payload_modes => payload_modes(),
                     payload_topics => text(payload_topics, env(payload_topics, "")),
@@ -149,6 +149,9 @@ text(Key, V) when is_list(V) ->
     end;
 text(Key, V) when is_atom(V) -> text(Key, atom_to_list(V));
 text(Key, _) -> throw({config, io_lib:format("~ts: not a string", [Key])}).
+
+at_most(_Key, V, Max) when V =< Max -> V;
+at_most(Key, _, Max) -> throw({config, io_lib:format("~ts: must be at most ~b", [Key, Max])}).
 
 int(Key, Min) ->
     case env(Key, undefined) of

@@ -9,7 +9,7 @@ start_link() ->
 
 init([]) ->
     StopTimeout = case application:get_env(vmq_pgevents, stop_timeout_ms) of
-                      {ok, N} when is_integer(N), N >= 0 -> N;
+                      {ok, N} when is_integer(N), N >= 0, N =< 3600000 -> N;
                       _ -> 5000    %% a bad value is reported by the server
                   end,
     Server = #{id => vmq_pgevents_server,

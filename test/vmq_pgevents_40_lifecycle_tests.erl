@@ -151,6 +151,18 @@ bad_value_does_not_fail_start_test_() ->
         ?assertEqual(stopped, maps:get(state, vmq_pgevents:status()))
     end}.
 
+%% A stop_timeout_ms past what the NIF's stop takes (advanced.config; the
+%% schema refuses it): refused at start, naming the key, as any bad value.
+%% It was taken, and the stop raised badarg, leaving the writer running.
+stop_timeout_too_large_test_() ->
+    {timeout, 60, fun() ->
+        pgev_app:with_plugin("life_stop_timeout", [{stop_timeout_ms, 1 bsl 31}], fun() ->
+            S = vmq_pgevents:status(),
+            ?assertEqual(not_recording, maps:get(state, S)),
+            ?assertEqual(<<"bad configuration: stop_timeout_ms: must be at most 3600000">>, maps:get(last_error, S))
+        end)
+    end}.
+
 %% A spool directory that cannot be made: the plugin records all the same
 %% (events wait in memory), and status says why there is no journal.
 unusable_spool_dir_test_() ->

@@ -378,9 +378,11 @@ scenario_bad_config() {
         check_re "vernemq.conf: $bad is refused, naming the key" "$want" \
             "$(ERL_EPMD_ADDRESS=127.0.0.1 "$BROKER/bin/vernemq" config generate 2>&1 </dev/null)"
     done <<'EOF2'
-vmq_pgevents.batch_size = 0|vmq_pgevents.batch_size invalid, must be an integer of at least 1
+vmq_pgevents.batch_size = 0|vmq_pgevents.batch_size invalid, must be an integer from 1 to 1000000
+vmq_pgevents.stop_timeout_ms = 2147483648|vmq_pgevents.stop_timeout_ms invalid, must be an integer from 0 to 3600000 .an hour.
+vmq_pgevents.table = events_of_the_broker_in_the_basement_of_building_7|vmq_pgevents.table invalid, must be a name of 1 to 49 bytes
 vmq_pgevents.retention = 30 days|vmq_pgevents.retention invalid, must be off, <N>d or <N>h
-vmq_pgevents.pg_timeout_ms = 50|vmq_pgevents.pg_timeout_ms invalid, must be an integer of at least 100
+vmq_pgevents.pg_timeout_ms = 50|vmq_pgevents.pg_timeout_ms invalid, must be an integer from 100 to 3600000 .an hour.
 vmq_pgevents.partition = none\nvmq_pgevents.compress_after = 1d|vmq_pgevents.compress_after needs vmq_pgevents.partition = day or hour
 EOF2
     cp "$WORK/vernemq.conf.good" "$BROKER/etc/vernemq.conf"
