@@ -7,6 +7,9 @@
 -export([start_link/0, written_per_second/0, problem/0]).
 
 -define(SAMPLE_MS, 5000).
+%% every minute, the connection table's entries of CONNECTs that never
+%% registered within a minute go (vmq_pgevents_conn:sweep/1)
+-define(SWEEP_MS, 60000).
 -define(SAMPLES, 13).                %% one minute of 5 s samples
 -define(PROBLEM, {vmq_pgevents, problem}).
 -export([init/1, handle_call/3, handle_cast/2, handle_info/2, terminate/2]).
@@ -51,6 +54,7 @@ start_writer() ->
                     logger:info("vmq_pgevents: recording to table ~ts via ~ts",
                                 [maps:get(table, Config), masked_dsn()]),
                     erlang:send_after(?SAMPLE_MS, self(), sample),
+                    erlang:start_timer(?SWEEP_MS, self(), sweep_conns),
                     {ok, StopTimeout};
                 {error, Why} ->
                     {error, Why}
@@ -136,6 +140,10 @@ handle_cast(_Msg, State) ->
 handle_info(sample, State = #{samples := Samples}) ->
     erlang:send_after(?SAMPLE_MS, self(), sample),
     {noreply, warn_listeners(State#{samples := lists:sublist([sample() | Samples], ?SAMPLES)})};
+handle_info({timeout, _, sweep_conns}, State) ->
+    erlang:start_timer(?SWEEP_MS, self(), sweep_conns),
+    vmq_pgevents_conn:sweep(?SWEEP_MS),
+    {noreply, State};
 handle_info({vmq_pgevents_log, Level, Msg}, State) ->
     logger:log(Level, "vmq_pgevents: ~ts", [Msg]),
     {noreply, State};

@@ -338,3 +338,31 @@ connection_identity_test_() ->
             pgev_app:stop()
         end
     end}.
+
+%% A CONNECT refused before it registers (auth_on_register and nothing
+%% else) leaves an entry in the connection table; the server's sweep, every
+%% minute, removes those a minute old, and leaves registered clients and
+%% fresh attempts. They stayed: refused logins filled the table up to
+%% conn_table_max, and then no new client's queue events had a conn_id.
+refused_logins_swept_test_() ->
+    {timeout, 60, fun() ->
+        pgev_app:with_plugin("conn_swept", [], fun() ->
+            Tab = vmq_pgevents_conns,
+            Peer = {{127, 0, 0, 1}, 1},
+            Sub = fun(I) -> {"", <<"swept-", (integer_to_binary(I))/binary>>} end,
+            Auth = fun(I) -> next = vmq_pgevents:auth_on_register(Peer, Sub(I), <<"u">>, <<"pw">>, true) end,
+            [Auth(I) || I <- lists:seq(0, 100)],
+            ok = vmq_pgevents:on_register(Peer, Sub(0), <<"u">>),
+            Size = ets:info(Tab, size),
+            Old = erlang:monotonic_time(millisecond) - 61000,
+            [true = ets:update_element(Tab, Sub(I), {4, Old}) || I <- lists:seq(1, 100)],
+            Auth(101),                                              %% a fresh attempt
+            vmq_pgevents_server ! {timeout, make_ref(), sweep_conns},   %% the timer's message
+            _ = sys:get_state(vmq_pgevents_server),                     %% handled
+            ?assertEqual([], [I || I <- lists:seq(1, 100), ets:member(Tab, Sub(I))]),
+            ?assert(ets:member(Tab, Sub(0))),
+            ?assert(ets:member(Tab, Sub(101))),
+            ?assertEqual(Size - 100 + 1, ets:info(Tab, size)),
+            ?assertNotEqual(undefined, vmq_pgevents_conn:current(Sub(0)))
+        end)
+    end}.
