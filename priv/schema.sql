@@ -185,7 +185,10 @@ $f$;
 -- Makes the partitions of tbl from the period of `lo` (default: of `at`)
 -- through `ahead` periods after `at` (and through `hi`), and drops those
 -- that ended keep_seconds or more before `at` (0: none). Returns how many
--- it made and the names it dropped. Never touches a plain table.
+-- it made and the names it dropped. Never touches a plain table. With
+-- `lo` (rows to write now: events written late) it makes their partitions
+-- even when past keep_seconds, and drops none from lo's period on: the
+-- rows are written, and the next upkeep without lo drops them.
 CREATE OR REPLACE FUNCTION vmq_pgevents_partitions(
     tbl text, period text, ahead integer, keep_seconds bigint,
     at timestamptz DEFAULT now(), lo timestamptz DEFAULT NULL, hi timestamptz DEFAULT NULL)
@@ -195,6 +198,8 @@ DECLARE
   fmt text := CASE period WHEN 'hour' THEN 'YYYYMMDDHH24' ELSE 'YYYYMMDD' END;
   unit text := CASE period WHEN 'hour' THEN 'hour' ELSE 'day' END;
   p timestamptz;
+  first timestamptz;
+  late constant boolean := lo IS NOT NULL;   -- rows to write now
   last timestamptz;
   name text;
   r record;
@@ -213,11 +218,12 @@ BEGIN
   -- same partitions): the second finds them made
   PERFORM pg_advisory_xact_lock(hashtext('vmq_pgevents partitions ' || tbl));
   p := date_trunc(unit, least(coalesce(lo, at), at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
+  first := p;
   last := greatest(coalesce(hi, at), at + ahead * step);
   WHILE p <= last LOOP
     name := tbl || '_p' || to_char(p AT TIME ZONE 'UTC', fmt);
     IF to_regclass(quote_ident(name)) IS NULL
-       AND (keep_seconds <= 0 OR p + step > at - make_interval(secs => keep_seconds)) THEN
+       AND (keep_seconds <= 0 OR p + step > at - make_interval(secs => keep_seconds) OR lo IS NOT NULL) THEN
       IF EXISTS (SELECT 1 FROM pg_index WHERE indrelid = to_regclass(quote_ident(tbl))) THEN
         -- an earlier version's layout: the table's key and indexes on it
         EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES FROM (%L) TO (%L)',
@@ -240,7 +246,8 @@ BEGIN
   END LOOP;
   IF keep_seconds > 0 THEN
     FOR r IN SELECT l.name FROM vmq_pgevents_partition_list(tbl) l
-             WHERE l.hi <= at - make_interval(secs => keep_seconds) ORDER BY 1 LOOP
+             WHERE l.hi <= at - make_interval(secs => keep_seconds) AND (NOT late OR l.hi <= first)
+             ORDER BY 1 LOOP
       EXECUTE format('DROP TABLE %I', r.name);
       dropped := dropped || r.name;
     END LOOP;
