@@ -28,7 +28,7 @@
          on_message_drop/3]).
 %% operator API
 -export([status/0, flush/1, set_hooks/1, enable/1, disable/1, hooks_overridden/0,
-         reconfigure/0]).
+         reconfigure/0, keep_applied_env/0, restore_applied_env/1]).
 
 -define(C, vmq_pgevents_conn).
 -define(DELIVER5, '$vmq_pgevents_deliver_m5').
@@ -213,11 +213,32 @@ hooks_overridden() ->
 %% `vmq-admin set vmq_pgevents.KEY=VALUE'); a run-time hook choice stays.
 -spec reconfigure() -> ok | {error, binary()}.
 reconfigure() ->
-    case vmq_pgevents_config:runtime() of
-        {ok, C} ->
-            vmq_pgevents_nif:configure(case hooks_overridden() of
-                                           true -> maps:remove(hooks, C);
-                                           false -> C
-                                       end);
-        Error -> Error
+    R = case vmq_pgevents_config:runtime() of
+            {ok, C} ->
+                vmq_pgevents_nif:configure(case hooks_overridden() of
+                                               true -> maps:remove(hooks, C);
+                                               false -> C
+                                           end);
+            Error -> Error
+        end,
+    R =:= ok andalso keep_applied_env(),
+    R.
+
+%% @doc The run-time keys' values in the application environment, as the
+%% plugin now uses them (at start and after each reconfigure/0 that took).
+-spec keep_applied_env() -> true.
+keep_applied_env() ->
+    persistent_term:put({?MODULE, applied_env},
+                        [{K, application:get_env(vmq_pgevents, K)} || K <- vmq_pgevents_config:runtime_keys()]),
+    true.
+
+%% @doc Puts back Key's applied value (vmq-admin set writes the environment
+%% before the plugin may refuse the value): the environment, `vmq-admin
+%% show' and a restart keep what the plugin uses.
+-spec restore_applied_env(atom()) -> ok.
+restore_applied_env(Key) ->
+    case lists:keyfind(Key, 1, persistent_term:get({?MODULE, applied_env}, [])) of
+        {Key, {ok, V}} -> application:set_env(vmq_pgevents, Key, V);
+        {Key, undefined} -> application:unset_env(vmq_pgevents, Key);
+        false -> ok
     end.

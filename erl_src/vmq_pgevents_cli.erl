@@ -108,12 +108,19 @@ schema_dirs() ->
         _ -> []
     end.
 
-%% the new value is in the application environment: applied now; a value
-%% the plugin cannot use is refused (the one before stays) and said
-config_changed(_Key, _Value) ->
+%% the new value is in the application environment (clique put it there):
+%% applied now; a value the plugin cannot use is refused, the one before
+%% put back into the environment, and logged (VerneMQ's vmq-admin prints
+%% "set to" whatever the callback says)
+config_changed(KeyPath, Value) ->
     case vmq_pgevents:reconfigure() of
         ok -> "";
-        {error, Why} -> "not applied: " ++ unicode:characters_to_list(Why)
+        {error, Why} ->
+            catch vmq_pgevents:restore_applied_env(list_to_existing_atom(lists:last(KeyPath))),
+            Text = "not applied: " ++ unicode:characters_to_list(Why),
+            logger:warning("vmq_pgevents: vmq-admin set ~ts=~0p: ~ts (the value before stays in use)",
+                           [string:join(KeyPath, "."), Value, Text]),
+            Text
     end.
 
 hook_keyspec() ->

@@ -55,6 +55,7 @@ start_writer() ->
                                 [maps:get(table, Config), masked_dsn()]),
                     erlang:send_after(?SAMPLE_MS, self(), sample),
                     erlang:start_timer(?SWEEP_MS, self(), sweep_conns),
+                    vmq_pgevents:keep_applied_env(),
                     {ok, StopTimeout};
                 {error, Why} ->
                     {error, Why}

@@ -197,7 +197,12 @@ filters_test_() ->
                          vmq_pgevents:reconfigure()),
             %% and through vmq-admin set, which says so
             ?assertEqual("not applied: not a valid MQTT topic filter: a/#/b",
-                         clique:set("vmq_pgevents.topic_include=a/#/b"))
+                         clique:set("vmq_pgevents.topic_include=a/#/b")),
+            %% ... and puts back the value in use: shown, and no later set of
+            %% another key fails for it (they all did, with its message)
+            ?assertEqual("sensors/+/temp", clique:show("vmq_pgevents.topic_include")),
+            ?assertEqual("", clique:set("vmq_pgevents.batch_size=100")),
+            ?assertEqual("100", clique:show("vmq_pgevents.batch_size"))
         end)
     end}.
 

@@ -24,7 +24,7 @@ writer_threads() {
 #    and the Prometheus series, against the rows
 scenario_operate() {
     echo " - vmq-admin pgevents, vmq-admin set, Prometheus"
-    local out got
+    local out got i
     out=$(broker_admin "$BROKER" pgevents flush)
     check_re "vmq-admin pgevents flush" '^wrote [0-9]+ rows' "$out"
     check "status: written = rows in the table" "$(q "SELECT count(*) FROM vmq_events")" "$(status_value written)"
@@ -66,6 +66,17 @@ scenario_operate() {
     check "vmq-admin set vmq_pgevents.batch_size=250" "" "$(echo "$out" | grep -iE 'error|invalid|unknown')"
     check "vmq-admin show vmq_pgevents.batch_size" 250 \
         "$(broker_admin "$BROKER" show vmq_pgevents.batch_size | awk -F'|' -v n="$NODE" '$2 ~ n {v=$3; gsub(/ /, "", v); print v}')"
+    broker_admin "$BROKER" set 'vmq_pgevents.topic_exclude=a/#/b' >/dev/null
+    local said='vmq_pgevents: vmq-admin set vmq_pgevents.topic_exclude="a/#/b": not applied: not a valid MQTT topic filter: a/#/b (the value before stays in use)'
+    for i in $(seq 1 50); do   # (the log is written a moment later)
+        grep -qF "$said" "$BROKER/log/console.log" && break
+        sleep 0.1
+    done
+    check "vmq-admin set of a bad filter: not applied, the log says why" 1 "$(grep -cF "$said" "$BROKER/log/console.log")"
+    check "... the value in use is put back (vmq-admin show)" '$SYS/#' \
+        "$(broker_admin "$BROKER" show vmq_pgevents.topic_exclude | awk -F'|' -v n="$NODE" '$2 ~ n {v=$3; gsub(/ /, "", v); print v}')"
+    out=$(broker_admin "$BROKER" set vmq_pgevents.batch_size=300 2>&1)
+    check "... and a later set of another key takes" "" "$(echo "$out" | grep -iE 'error|invalid|unknown|not applied')"
     out=$(broker_admin "$BROKER" show vmq_pgevents.dsn)
     check "vmq-admin show vmq_pgevents.dsn: the password as ****, nowhere in clear" "1|0" \
         "$(grep -c " password=\*\*\*\* " <<<"$out")|$(grep -c e2e-dsn-pw <<<"$out")"
