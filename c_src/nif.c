@@ -218,6 +218,7 @@ static void unload(ErlNifEnv *env, void *priv_data)
 
 static ErlNifFunc nif_funcs[] = {
     {"event", 3, nif_event, 0},
+    {"wants", 2, nif_wants, 0},
     {"start", 2, nif_start, ERL_NIF_DIRTY_JOB_IO_BOUND},   /* makes the journal's files */
     {"configure", 1, nif_configure, 0},
     {"stop", 1, nif_stop, ERL_NIF_DIRTY_JOB_IO_BOUND},

@@ -168,6 +168,24 @@ static int find_hook(const priv_t *p, ERL_NIF_TERM name, unsigned arity)
     return -1;
 }
 
+/* wants(Hook, Arity) -> boolean(): whether event/3 would record a call of
+ * this hook now (it is enabled, the plugin recording), so that a hook can
+ * skip work only the record needs (on_message_drop's promise, which may
+ * read the message store). Never raises. */
+ERL_NIF_TERM nif_wants(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
+{
+    priv_t *p = enif_priv_data(env);
+    unsigned arity;
+    int hook;
+
+    (void)argc;
+    if (!enif_get_uint(env, argv[1], &arity) || (hook = find_hook(p, argv[0], arity)) < 0 ||
+        !(__atomic_load_n(&p->enabled, __ATOMIC_RELAXED) & (1ull << hook)) ||
+        __atomic_load_n(&p->refusing, __ATOMIC_ACQUIRE))
+        return p->am.am_false;
+    return p->am.am_true;
+}
+
 /* event(Hook, Args, ConnId) -> ok | {error, Reason}. Never raises. */
 ERL_NIF_TERM nif_event(ErlNifEnv *env, int argc, const ERL_NIF_TERM argv[])
 {

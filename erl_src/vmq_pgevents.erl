@@ -98,7 +98,13 @@ on_deliver_m5(U, S, Q, T, P, R, Props) ->
 on_topic_unsubscribed(S, Topics) ->
     rec(on_topic_unsubscribed, [S, Topics], ?C:own_or_current(S)), ok.
 on_message_drop(S, Promise, Reason) ->
-    rec(on_message_drop, [S, dropped_message(Promise), Reason], ?C:own_or_current(S)), ok.
+    %% the promise may read the message store: only for a drop to record
+    %% (else the call is made without the message, and counted as before)
+    Msg = case wants(on_message_drop, 3) of
+              true -> dropped_message(Promise);
+              false -> not_read
+          end,
+    rec(on_message_drop, [S, Msg, Reason], ?C:own_or_current(S)), ok.
 
 %% ---- queue process ----------------------------------------------------
 
@@ -118,6 +124,11 @@ on_session_expired(S) ->
 rec(Hook, Args, Conn) ->
     try vmq_pgevents_nif:event(Hook, Args, Conn)
     catch _:_ -> error
+    end.
+
+wants(Hook, Arity) ->
+    try vmq_pgevents_nif:wants(Hook, Arity)
+    catch _:_ -> false
     end.
 
 record_stale_deliver() ->

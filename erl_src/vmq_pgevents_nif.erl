@@ -2,7 +2,7 @@
 %% Only vmq_pgevents (hooks) and vmq_pgevents_server call these.
 -module(vmq_pgevents_nif).
 
--export([event/3, start/2, configure/1, stop/1, flush/0, status/0, hooks/0, query/3, mask_dsn/1]).
+-export([event/3, wants/2, start/2, configure/1, stop/1, flush/0, status/0, hooks/0, query/3, mask_dsn/1]).
 -export([priv_dir/0, load_error/0]).
 -on_load(init/0).
 
@@ -52,6 +52,11 @@ priv_dir() ->
 
 -spec event(atom(), [term()], integer() | undefined) -> ok | disabled | filtered | {error, atom()}.
 event(_Hook, _Args, _ConnId) -> erlang:nif_error(not_loaded).
+
+%% whether event/3 would record a call of Hook/Arity now (enabled, and
+%% the plugin recording)
+-spec wants(atom(), non_neg_integer()) -> boolean().
+wants(_Hook, _Arity) -> false.
 
 -spec start(map(), pid()) -> ok | {error, binary() | atom()}.
 start(_Config, _Owner) -> erlang:nif_error(not_loaded).

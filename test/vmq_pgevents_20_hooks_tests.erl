@@ -180,6 +180,32 @@ message_drop_test_() ->
         end)
     end}.
 
+%% on_message_drop's promise may read the message store (a stored offline
+%% message): it is called only when the drop is recorded, not when the
+%% hook is disabled or the plugin stopped (it was, for every drop)
+message_drop_promise_test_() ->
+    {timeout, 60, fun() ->
+        Self = self(),
+        Promise = fun() -> Self ! promised, {[<<"a">>], 1, <<"p">>, #{}} end,
+        Promised = fun() -> receive promised -> true after 0 -> false end end,
+        with_plugin("message_drop_promise", [], fun() ->
+            ok = vmq_pgevents:on_message_drop(?S, Promise, queue_full),
+            ?assert(Promised()),
+            ?assertEqual(ok, vmq_pgevents:disable("on_message_drop")),
+            ?assertEqual(false, vmq_pgevents_nif:wants(on_message_drop, 3)),
+            ok = vmq_pgevents:on_message_drop(?S, Promise, queue_full),
+            ?assertNot(Promised()),
+            vmq_pgevents:enable("on_message_drop"),
+            ok = vmq_pgevents:on_message_drop(?S, Promise, expired),
+            ?assert(Promised()),
+            ?assertEqual([{<<"queue_full">>, <<"a">>}, {<<"expired">>, <<"a">>}],
+                         [{maps:get(<<"reason">>, R), maps:get(<<"topic">>, R)} || R <- rows("message_drop_promise")])
+        end),
+        %% stopped: VerneMQ may still call the hook
+        ok = vmq_pgevents:on_message_drop(?S, Promise, queue_full),
+        ?assertNot(Promised())
+    end}.
+
 %% A database in another encoding than UTF-8 (LATIN1 here) gets the rows
 %% converted by the server: the plugin's connection says it sends UTF-8,
 %% whatever the DSN or PGCLIENTENCODING say. Read back as UTF-8 bytes.
