@@ -343,7 +343,9 @@ BEGIN
     tmp := 'vmq_pgev_c' || to_regclass(quote_ident(r.name))::oid;
     EXECUTE format('LOCK TABLE %I IN SHARE MODE', r.name);
     -- the period as a constraint from the start: ATTACH below needs no scan
-    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS, CONSTRAINT %I CHECK (ts >= %L AND ts < %L)) '
+    -- (with the table's CHECK constraints, a DBA's too: ATTACH needs them)
+    EXECUTE format('CREATE TABLE %I (LIKE %I INCLUDING DEFAULTS INCLUDING CONSTRAINTS, '
+                   'CONSTRAINT %I CHECK (ts >= %L AND ts < %L)) '
                    'PARTITION BY LIST (hook)', tmp, tbl, tmp || '_period', r.lo, r.hi);
     EXECUTE format('CREATE TABLE %I PARTITION OF %I FOR VALUES IN (%s)', tmp || '_l', tmp, logins);
     -- the columnar part, split by a hash of client_id into 1 to 16

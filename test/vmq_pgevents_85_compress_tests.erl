@@ -106,6 +106,9 @@ function_test_() ->
         ?assert(N > 900),
         Before = answers(T),
         [?assertNotEqual({Q, ""}, {Q, A}) || {Q, A} <- Before],    %% each question has an answer
+        %% a DBA's CHECK constraint on the table: the compressed copy has it
+        %% too (ATTACH needs it; without it every compression failed)
+        sql("ALTER TABLE " ++ T ++ " ADD CONSTRAINT cmp_fn_dba CHECK (coalesce(length(topic), 0) < 10000)"),
         %% at 2030-01-03 06:00, one day old: only the 1st's period ended by
         %% then; its columnar part split into tables of at most 30 rows
         %% (2 million unless set), so 16 of them (at most 16)
@@ -137,6 +140,8 @@ function_test_() ->
          || L <- Leaves],
         ?assertEqual(0, scalar("SELECT count(*) FROM cmp_fn_p20300101_c WHERE hook IN "
                                "('auth_on_register', 'on_register')")),
+        ?assertEqual("t", trim("SELECT count(*) = 1 FROM pg_constraint WHERE conname = 'cmp_fn_dba' "
+                               "AND conrelid = 'cmp_fn_p20300101'::regclass")),
         ?assert(scalar("SELECT count(*) FROM cmp_fn_p20300101_l") > 0),
         ?assertEqual(Before, answers(T)),
         %% a client and a time range: one of the 16 tables read, its chunks
