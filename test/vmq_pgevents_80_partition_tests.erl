@@ -206,7 +206,7 @@ upgrade_from_plain_test_() ->
             pgev_pg:sql("SELECT vmq_pgevents_partitions('" ++ T ++ "', 'day', 2, 0, now(), "
                         "(SELECT min(ts) FROM " ++ T ++ "_old)); "
                         "INSERT INTO " ++ T ++ " SELECT * FROM " ++ T ++ "_old; "
-                        "DROP TABLE " ++ T ++ "_old"),
+                        "DROP TABLE " ++ T ++ "_old; DROP TABLE " ++ T ++ "_old_dead"),
             ?assertEqual(150, scalar("SELECT count(*) FROM " ++ T ++ ?HOOKS)),
             ?assertEqual(150, scalar("SELECT count(DISTINCT (incarnation, seq)) FROM " ++ T ++ ?HOOKS))
         after
