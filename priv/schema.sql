@@ -200,6 +200,7 @@ DECLARE
   p timestamptz;
   first timestamptz;
   late constant boolean := lo IS NOT NULL;   -- rows to write now
+  was text;
   last timestamptz;
   name text;
   r record;
@@ -245,12 +246,23 @@ BEGIN
     p := p + step;
   END LOOP;
   IF keep_seconds > 0 THEN
+    -- a partition another session holds (a compression copies it under
+    -- SHARE for minutes) is left to a later upkeep: waiting for it, this
+    -- DROP would hold every write to the table behind it, and deadlock
+    -- with that compression's swap
+    was := current_setting('lock_timeout');
+    PERFORM set_config('lock_timeout', '500ms', true);
     FOR r IN SELECT l.name FROM vmq_pgevents_partition_list(tbl) l
              WHERE l.hi <= at - make_interval(secs => keep_seconds) AND (NOT late OR l.hi <= first)
              ORDER BY 1 LOOP
-      EXECUTE format('DROP TABLE %I', r.name);
-      dropped := dropped || r.name;
+      BEGIN
+        EXECUTE format('DROP TABLE %I', r.name);
+        dropped := dropped || r.name;
+      EXCEPTION WHEN lock_not_available THEN
+        RAISE NOTICE 'vmq_pgevents_partitions: % is in use (a compression?): dropped at a later upkeep', r.name;
+      END;
     END LOOP;
+    PERFORM set_config('lock_timeout', was, true);
   END IF;
   RETURN NEXT;
 END

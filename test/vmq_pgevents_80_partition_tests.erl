@@ -146,6 +146,46 @@ concurrent_upkeep_test_() ->
         ?assertEqual(13, length(partitions(T)))
     end}.
 
+%% Retention meets a partition another session holds (a compression
+%% copying it, under SHARE): it is left to a later upkeep, which drops it.
+%% The DROP waited for it, every write to the table queued behind.
+retention_skips_held_test_() ->
+    {timeout, 60, fun() ->
+        T = "part_held",
+        drop(T),
+        pgev_pg:sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
+                    "set_config('vmq_pgevents.partition', 'hour', false); " ++ schema_sql()),
+        "2|{}" = string:trim(pgev_pg:sql("SELECT created, dropped FROM vmq_pgevents_partitions('" ++ T ++
+                                         "', 'hour', 0, 0, '2030-01-01 10:30+00', '2030-01-01 09:10+00')")),
+        Self = self(),
+        spawn_link(fun() ->
+            Self ! {held, catch pgev_pg:sql("BEGIN; LOCK TABLE part_held_p2030010109 IN SHARE MODE; "
+                                           "SELECT pg_sleep(3) AS part_held; COMMIT")}
+        end),
+        Busy = fun Busy(0) -> error(lock_never_seen);
+                   Busy(K) ->
+                       case scalar("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
+                                   "WHERE c.relname = 'part_held_p2030010109' AND l.mode = 'ShareLock' "
+                                   "AND l.granted") of
+                           0 -> timer:sleep(20), Busy(K - 1);
+                           _ -> ok
+                       end
+               end,
+        Busy(500),
+        Retention = "SELECT array_to_string(dropped, ' ') FROM vmq_pgevents_partitions('" ++ T ++
+                    "', 'hour', 0, 3600, '2030-01-01 12:30+00')",
+        Dropped = fun() -> string:lexemes(lists:last(string:lexemes(pgev_pg:sql(Retention), "\n")), " ") end,
+        First = Dropped(),
+        ?assert(lists:member("part_held_p2030010110", First)),
+        ?assertNot(lists:member("part_held_p2030010109", First)),
+        receive {held, _} -> ok after 30000 -> error(held_never_ended) end,
+        ?assertEqual(["part_held_p2030010109"], Dropped()),
+        ?assertEqual("0", string:trim(pgev_pg:sql("SELECT current_setting('lock_timeout') FROM "
+                                                     "vmq_pgevents_partitions('" ++ T ++ "', 'hour', 0, 3600, "
+                                                     "'2030-01-01 12:30+00')"))),
+        drop(T)
+    end}.
+
 %% A row whose partition is missing (dropped by hand here; old events from
 %% a journal would be the same): the writer makes it and writes the row;
 %% nothing dead-lettered, nothing lost.
