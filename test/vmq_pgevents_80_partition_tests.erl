@@ -23,6 +23,12 @@ partitions(T) ->
                                "JOIN pg_class c ON c.oid = i.inhrelid WHERE i.inhparent = '" ++ T ++ "'::regclass"),
                    " \n").
 
+%% T made afresh by schema.sql, partitioned by Period (day or hour)
+new_table(T, Period) ->
+    drop(T),
+    pgev_pg:sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
+                "set_config('vmq_pgevents.partition', '" ++ Period ++ "', false); " ++ schema_sql()).
+
 drop(T) ->
     pgev_pg:sql("DROP TABLE IF EXISTS " ++ T ++ ", " ++ T ++ "_dead, " ++ T ++ "_old, " ++ T ++ "_old_dead CASCADE").
 
@@ -31,9 +37,7 @@ drop(T) ->
 function_test_() ->
     {timeout, 60, fun() ->
         T = "part_fn",
-        drop(T),
-        pgev_pg:sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
-                    "set_config('vmq_pgevents.partition', 'hour', false); " ++ schema_sql()),
+        new_table(T, "hour"),
         Now = partitions(T),
         ?assertEqual(3, length(Now)),                       %% this hour and two ahead
         %% at 10:30, with rows from 08:10: 08 through 12
@@ -120,9 +124,7 @@ plugin_test_() ->
 concurrent_upkeep_test_() ->
     {timeout, 60, fun() ->
         T = "part_conc",
-        drop(T),
-        pgev_pg:sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
-                    "set_config('vmq_pgevents.partition', 'day', false); " ++ schema_sql()),
+        new_table(T, "day"),
         ?assertEqual(3, length(partitions(T))),
         Call = "SELECT created FROM vmq_pgevents_partitions('" ++ T ++ "', 'day', 2, 0, now(), "
                "now() - interval '10 days')",
@@ -152,9 +154,7 @@ concurrent_upkeep_test_() ->
 retention_skips_held_test_() ->
     {timeout, 60, fun() ->
         T = "part_held",
-        drop(T),
-        pgev_pg:sql("SELECT set_config('vmq_pgevents.table', '" ++ T ++ "', false), "
-                    "set_config('vmq_pgevents.partition', 'hour', false); " ++ schema_sql()),
+        new_table(T, "hour"),
         "2|{}" = string:trim(pgev_pg:sql("SELECT created, dropped FROM vmq_pgevents_partitions('" ++ T ++
                                          "', 'hour', 0, 0, '2030-01-01 10:30+00', '2030-01-01 09:10+00')")),
         Self = self(),
