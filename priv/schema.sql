@@ -221,6 +221,12 @@ BEGIN
   p := date_trunc(unit, least(coalesce(lo, at), at) AT TIME ZONE 'UTC') AT TIME ZONE 'UTC';
   first := p;
   last := greatest(coalesce(hi, at), at + ahead * step);
+  -- (a row stamped 1970 by a clock not yet set would make hundreds of
+  -- thousands: its batch is refused, the row dead-lettered)
+  IF last - first > 1000 * step THEN
+    RAISE EXCEPTION 'vmq_pgevents_partitions: from % to % would need more than 1000 partitions of % at once',
+      first, last, tbl;
+  END IF;
   WHILE p <= last LOOP
     name := tbl || '_p' || to_char(p AT TIME ZONE 'UTC', fmt);
     IF to_regclass(quote_ident(name)) IS NULL
@@ -245,24 +251,33 @@ BEGIN
     END IF;
     p := p + step;
   END LOOP;
+  -- A DROP of a partition takes the whole table first, and every write
+  -- and read of it queues behind the DROP while it waits. So retention
+  -- waits for nobody: not while a compression or an erasure runs on the
+  -- table (they hold it, and its oldest partitions, for minutes; the
+  -- DROP would also deadlock with the compression's swap), nor more than
+  -- 500 ms behind a long query on it. What it leaves goes at a later
+  -- upkeep.
   IF keep_seconds > 0 THEN
-    -- a partition another session holds (a compression copies it under
-    -- SHARE for minutes) is left to a later upkeep: waiting for it, this
-    -- DROP would hold every write to the table behind it, and deadlock
-    -- with that compression's swap
-    was := current_setting('lock_timeout');
-    PERFORM set_config('lock_timeout', '500ms', true);
-    FOR r IN SELECT l.name FROM vmq_pgevents_partition_list(tbl) l
-             WHERE l.hi <= at - make_interval(secs => keep_seconds) AND (NOT late OR l.hi <= first)
-             ORDER BY 1 LOOP
-      BEGIN
-        EXECUTE format('DROP TABLE %I', r.name);
-        dropped := dropped || r.name;
-      EXCEPTION WHEN lock_not_available THEN
-        RAISE NOTICE 'vmq_pgevents_partitions: % is in use (a compression?): dropped at a later upkeep', r.name;
-      END;
-    END LOOP;
-    PERFORM set_config('lock_timeout', was, true);
+    IF NOT pg_try_advisory_xact_lock(hashtext('vmq_pgevents compress ' || tbl)) THEN
+      RAISE NOTICE 'vmq_pgevents_partitions: % is being compressed or erased: retention at a later upkeep', tbl;
+    ELSE
+      was := current_setting('lock_timeout');
+      PERFORM set_config('lock_timeout', '500ms', true);
+      FOR r IN SELECT l.name FROM vmq_pgevents_partition_list(tbl) l
+               WHERE l.hi <= at - make_interval(secs => keep_seconds) AND (NOT late OR l.hi <= first)
+               ORDER BY 1 LOOP
+        BEGIN
+          EXECUTE format('DROP TABLE %I', r.name);
+          dropped := dropped || r.name;
+        EXCEPTION WHEN lock_not_available THEN
+          RAISE NOTICE 'vmq_pgevents_partitions: % is in use (a long query?): it and the ones after it at a later upkeep',
+            r.name;
+          EXIT;
+        END;
+      END LOOP;
+      PERFORM set_config('lock_timeout', was, true);
+    END IF;
   END IF;
   RETURN NEXT;
 END
@@ -311,6 +326,7 @@ DECLARE
   leaf_rows constant bigint := coalesce(nullif(current_setting('vmq_pgevents.compress_leaf_rows', true), '')::bigint,
                                         2000000);
   locked boolean := false;
+  was constant text := current_setting('lock_timeout');   -- the caller's, put back after the swap's
 BEGIN
   IF NOT EXISTS (SELECT 1 FROM pg_partitioned_table WHERE partrelid = to_regclass(quote_ident(tbl))) THEN
     RAISE EXCEPTION 'vmq_pgevents_compress: % is not a partitioned events table (partition = day or hour)', tbl;
@@ -419,7 +435,7 @@ BEGIN
     END;
     EXIT WHEN locked;
   END LOOP;
-  PERFORM set_config('lock_timeout', '0', true);
+  PERFORM set_config('lock_timeout', was, true);
   IF NOT locked THEN
     RAISE EXCEPTION USING ERRCODE = 'lock_not_available', MESSAGE = format(
       'vmq_pgevents_compress: %I was never free for a moment in 90 s (long queries on it?); nothing changed', tbl);
@@ -1298,7 +1314,12 @@ $f$;
 -- The readers of tbl (vmq_pgevents_grant ... 'reader') and the rows each sees
 CREATE OR REPLACE FUNCTION vmq_pgevents_readers(tbl text) RETURNS TABLE (role name, sees text)
 LANGUAGE sql STABLE AS $f$
-  SELECT r.rolname, pg_get_expr(p.polqual, p.polrelid)
+  -- a limited reader that bypasses row-level security (BYPASSRLS given
+  -- after its grant, or a superuser) reads every row whatever its policy
+  SELECT r.rolname, CASE WHEN (r.rolbypassrls OR r.rolsuper) AND pg_get_expr(p.polqual, p.polrelid) <> 'true'
+                         THEN 'every row: the role bypasses row-level security (not '
+                              || pg_get_expr(p.polqual, p.polrelid) || ')'
+                         ELSE pg_get_expr(p.polqual, p.polrelid) END
   FROM pg_policy p CROSS JOIN LATERAL unnest(p.polroles) u(oid) JOIN pg_roles r ON r.oid = u.oid
   WHERE p.polrelid = to_regclass(quote_ident(tbl)) AND p.polname = vmq_pgevents_reader_policy(r.rolname)
   ORDER BY 1

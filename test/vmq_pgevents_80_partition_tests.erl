@@ -73,6 +73,13 @@ function_test_() ->
             "'2030-01-01 15:00+00')"))),
         ?assertEqual(["part_fn_p2030010113", "part_fn_p2030010114", "part_fn_p2030010115",
                       "part_fn_p2030010116", "part_fn_p2030010117"], partitions(T)),
+        %% a row stamped 1970 (a clock not yet set) would need hundreds of
+        %% thousands: refused, nothing made
+        {'EXIT', {{command_failed, _, Refused}, _}} =
+            (catch pgev_pg:sql("SELECT created FROM vmq_pgevents_partitions('" ++ T ++ "', 'hour', 2, 7200, "
+                               "'2030-01-01 15:00+00', '1970-01-01 00:00:01+00')")),
+        ?assertNotEqual(nomatch, binary:match(Refused, <<"would need more than 1000 partitions of part_fn at once">>)),
+        ?assertEqual(5, length(partitions(T))),
         %% a plain table is left alone
         pgev_pg:sql("CREATE TABLE IF NOT EXISTS part_fn_plain (ts timestamptz)"),
         ?assertEqual("0|{}", string:trim(pgev_pg:sql(
@@ -117,6 +124,25 @@ plugin_test_() ->
         end
     end}.
 
+%% Wait until a session whose query carries Tag sleeps in pg_sleep (the
+%% statements before it in its transaction done)
+sleeping(Tag) -> sleeping(Tag, 500).
+sleeping(Tag, 0) -> error({never_sleeping, Tag});
+sleeping(Tag, K) ->
+    case scalar("SELECT count(*) FROM pg_stat_activity WHERE wait_event = 'PgSleep' "
+                "AND query LIKE '%AS " ++ Tag ++ "%' AND pid <> pg_backend_pid()") of
+        0 -> timer:sleep(20), sleeping(Tag, K - 1);
+        _ -> ok
+    end.
+
+%% Sql run by a process of its own; await/1 waits for it to end
+session(Sql) ->
+    Self = self(),
+    spawn_link(fun() -> Self ! {session, catch pgev_pg:sql(Sql)} end),
+    ok.
+await() ->
+    receive {session, R} -> R after 30000 -> error(session_never_ended) end.
+
 %% Two upkeeps at once (two brokers making the same missing partitions
 %% after an outage): one waits for the other and both succeed; the one
 %% that lost failed on a partition the other had just made, and the rows
@@ -125,64 +151,61 @@ concurrent_upkeep_test_() ->
     {timeout, 60, fun() ->
         T = "part_conc",
         new_table(T, "day"),
-        ?assertEqual(3, length(partitions(T))),
-        Call = "SELECT created FROM vmq_pgevents_partitions('" ++ T ++ "', 'day', 2, 0, now(), "
-               "now() - interval '10 days')",
-        Self = self(),
-        spawn_link(fun() ->
-            Self ! {first, catch pgev_pg:sql("BEGIN; " ++ Call ++ "; SELECT pg_sleep(1.5) AS part_conc; COMMIT")}
-        end),
-        Busy = fun Busy(0) -> error(first_upkeep_never_seen);
-                   Busy(K) ->
-                       case scalar("SELECT count(*) FROM pg_stat_activity WHERE state = 'active' "
-                                   "AND query LIKE '%AS part_conc%' AND pid <> pg_backend_pid()") of
-                           0 -> timer:sleep(20), Busy(K - 1);
-                           _ -> ok
-                       end
-               end,
-        Busy(500),
-        Second = (catch pgev_pg:sql(Call)),
-        First = receive {first, F} -> F after 30000 -> timeout end,
+        Call = "SELECT created FROM vmq_pgevents_partitions('" ++ T ++ "', 'day', 2, 0, '2030-06-01 12:00+00', "
+               "'2030-05-22 12:00+00')",
+        %% the first has made its 13 (uncommitted) when the second starts
+        session("BEGIN; " ++ Call ++ "; SELECT pg_sleep(1.5) AS part_conc; COMMIT"),
+        sleeping("part_conc"),
+        Second = (catch string:trim(pgev_pg:sql(Call))),
+        First = await(),
         ?assertNotMatch({'EXIT', _}, First),
-        ?assertNotMatch({'EXIT', _}, Second),
-        ?assertEqual(13, length(partitions(T)))
+        ?assertEqual("0", Second),
+        ?assertEqual(3 + 13, length(partitions(T)))
     end}.
 
-%% Retention meets a partition another session holds (a compression
-%% copying it, under SHARE): it is left to a later upkeep, which drops it.
-%% The DROP waited for it, every write to the table queued behind.
-retention_skips_held_test_() ->
+%% Retention waits for nobody (a DROP of a partition takes the whole table
+%% first: every write and read queued behind it while it waited): not
+%% while a compression runs on the table (its advisory lock, its SHARE
+%% lock on the partition it copies), nor more than 500 ms behind a long
+%% query. What it leaves goes at the next upkeep.
+retention_waits_for_nobody_test_() ->
     {timeout, 60, fun() ->
         T = "part_held",
         new_table(T, "hour"),
-        "2|{}" = string:trim(pgev_pg:sql("SELECT created, dropped FROM vmq_pgevents_partitions('" ++ T ++
-                                         "', 'hour', 0, 0, '2030-01-01 10:30+00', '2030-01-01 09:10+00')")),
-        Self = self(),
-        spawn_link(fun() ->
-            Self ! {held, catch pgev_pg:sql("BEGIN; LOCK TABLE part_held_p2030010109 IN SHARE MODE; "
-                                           "SELECT pg_sleep(3) AS part_held; COMMIT")}
-        end),
-        Busy = fun Busy(0) -> error(lock_never_seen);
-                   Busy(K) ->
-                       case scalar("SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation "
-                                   "WHERE c.relname = 'part_held_p2030010109' AND l.mode = 'ShareLock' "
-                                   "AND l.granted") of
-                           0 -> timer:sleep(20), Busy(K - 1);
-                           _ -> ok
-                       end
-               end,
-        Busy(500),
-        Retention = "SELECT array_to_string(dropped, ' ') FROM vmq_pgevents_partitions('" ++ T ++
-                    "', 'hour', 0, 3600, '2030-01-01 12:30+00')",
-        Dropped = fun() -> string:lexemes(lists:last(string:lexemes(pgev_pg:sql(Retention), "\n")), " ") end,
-        First = Dropped(),
-        ?assert(lists:member("part_held_p2030010110", First)),
-        ?assertNot(lists:member("part_held_p2030010109", First)),
-        receive {held, _} -> ok after 30000 -> error(held_never_ended) end,
-        ?assertEqual(["part_held_p2030010109"], Dropped()),
+        "5|{}" = string:trim(pgev_pg:sql("SELECT created, dropped FROM vmq_pgevents_partitions('" ++ T ++
+                                         "', 'hour', 0, 0, '2030-01-01 13:30+00', '2030-01-01 09:10+00')")),
+        Retention = "SELECT 'dropped:' || array_to_string(dropped, ' ') FROM vmq_pgevents_partitions('" ++ T ++
+                    "', 'hour', 0, 3600, '2030-01-01 13:30+00')",
+        Old = fun() -> [P || P <- partitions(T), lists:prefix("part_held_p2030", P)] end,
+        %% what it dropped, and its notices
+        Run = fun() ->
+                      Lines = string:lexemes(pgev_pg:sql(Retention), "\n"),
+                      [Line] = [L || "dropped:" ++ L <- Lines],
+                      {[P || P <- string:lexemes(Line, " "), lists:prefix("part_held_p2030", P)],
+                       [N || "NOTICE:  vmq_pgevents_partitions: " ++ N <- Lines]}
+              end,
+        %% a compression, as vmq_pgevents_compress holds the table
+        session("BEGIN; SELECT pg_advisory_xact_lock(hashtext('vmq_pgevents compress " ++ T ++ "')); "
+                "LOCK TABLE part_held_p2030010109 IN SHARE MODE; SELECT count(*) FROM " ++ T ++ "; "
+                "SELECT pg_sleep(2) AS part_held_c; COMMIT"),
+        sleeping("part_held_c"),
+        ?assertEqual({[], ["part_held is being compressed or erased: retention at a later upkeep"]}, Run()),
+        await(),
+        %% a long query on the table
+        session("BEGIN; SELECT count(*) FROM " ++ T ++ "; SELECT pg_sleep(2) AS part_held_q; COMMIT"),
+        sleeping("part_held_q"),
+        ?assertEqual(["part_held_p2030010109", "part_held_p2030010110", "part_held_p2030010111",
+                      "part_held_p2030010112", "part_held_p2030010113"], Old()),
+        {[], [InUse]} = Run(),          %% one wait of 500 ms, not one per partition
+        ?assertMatch({match, _}, re:run(InUse, "^part_held_p[0-9]+ is in use \\(a long query\\?\\): it and the "
+                                               "ones after it at a later upkeep$")),
+        await(),
+        ?assertEqual({["part_held_p2030010109", "part_held_p2030010110", "part_held_p2030010111"], []}, Run()),
+        ?assertEqual(["part_held_p2030010112", "part_held_p2030010113"], Old()),
+        %% the caller's lock_timeout is as it was
         ?assertEqual("0", string:trim(pgev_pg:sql("SELECT current_setting('lock_timeout') FROM "
-                                                     "vmq_pgevents_partitions('" ++ T ++ "', 'hour', 0, 3600, "
-                                                     "'2030-01-01 12:30+00')"))),
+                                                   "vmq_pgevents_partitions('" ++ T ++ "', 'hour', 0, 3600, "
+                                                   "'2030-01-01 13:30+00')"))),
         drop(T)
     end}.
 

@@ -117,6 +117,12 @@ readers(Kind) ->
         ?assertEqual("t", Rls()),
         ?assertEqual("acc_ra|(mountpoint = ANY ('{tenant-a}'::text[]))\nacc_rall|true",
                      trim("SELECT role || '|' || sees FROM vmq_pgevents_readers('" ++ T ++ "')")),
+        %% BYPASSRLS given after the grant: the listing says what it reads
+        sql("ALTER ROLE acc_ra BYPASSRLS"),
+        ?assertEqual("acc_ra|every row: the role bypasses row-level security (not (mountpoint = ANY "
+                     "('{tenant-a}'::text[])))",
+                     trim("SELECT role || '|' || sees FROM vmq_pgevents_readers('" ++ T ++ "') WHERE role = 'acc_ra'")),
+        sql("ALTER ROLE acc_ra NOBYPASSRLS"),
         Sees = fun(Role) ->
             [as(Role, "SELECT string_agg(DISTINCT coalesce(mountpoint, 'NULL'), ',') FROM " ++ T),
              as(Role, "SELECT string_agg(DISTINCT mountpoint, ',') FROM " ++ T ++ "_connections"),
