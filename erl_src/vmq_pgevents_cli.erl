@@ -21,48 +21,62 @@ register_cli() ->
     [clique:register_formatter(["vmq_pgevents", K], fun masked_dsn/1) || K <- ["dsn", "cli_dsn"]],
     ok = whitelist(Keys),
     clique:register_usage(?CMD, usage()),
-    clique:register_command(?CMD ++ ["show"], [], [],
-                            fun(_, [], []) ->
-                                    [clique_status:table(show_rows(vmq_pgevents:status(),
-                                                                   vmq_pgevents:hooks_overridden()))];
-                               (_, _, _) -> usage_alert()
-                            end),
-    clique:register_command(?CMD ++ ["status"], [], [],
-                            fun(_, [], []) ->
-                                    [clique_status:table(status_rows(vmq_pgevents:status(),
-                                                                     vmq_pgevents_server:written_per_second()))];
-                               (_, _, _) -> usage_alert()
-                            end),
-    [clique:register_command(?CMD ++ [atom_to_list(Op)], [hook_keyspec()], [],
-                             fun(_, [{hook, H}], []) ->
-                                     R = vmq_pgevents:Op(H),
-                                     [clique_status:text(switch_text(Op, H, R))];
-                                (_, _, _) -> usage_alert()
-                             end) || Op <- [enable, disable]],
-    clique:register_command(?CMD ++ ["client"], client_keyspecs(), [],
-                            fun(_, Args, []) ->
-                                    case proplists:get_value('client-id', Args) of
-                                        undefined -> usage_alert();
-                                        C -> client_output(C, proplists:get_value(mountpoint, Args, ""),
-                                                           proplists:get_value(limit, Args, 20))
-                                    end;
-                               (_, _, _) -> usage_alert()
-                            end),
-    clique:register_command(?CMD ++ ["check"], [], [],
-                            fun(_, [], []) -> [clique_status:table(vmq_pgevents_ask:check())];
-                               (_, _, _) -> usage_alert()
-                            end),
-    clique:register_command(?CMD ++ ["flush"], [], [],
-                            fun(_, [], []) ->
-                                    case vmq_pgevents:flush(30000) of
-                                        {ok, N} -> [clique_status:text(io_lib:format("wrote ~b rows", [N]))];
-                                        {error, timeout} ->
-                                            [clique_status:alert([clique_status:text(
-                                               "not everything was written within 30 s (see status)")])]
-                                    end;
-                               (_, _, _) -> usage_alert()
-                            end),
+    command(["show"], [],
+            fun(_, [], []) ->
+                    [clique_status:table(show_rows(vmq_pgevents:status(),
+                                                   vmq_pgevents:hooks_overridden()))];
+               (_, _, _) -> usage_alert()
+            end),
+    command(["status"], [],
+            fun(_, [], []) ->
+                    [clique_status:table(status_rows(vmq_pgevents:status(),
+                                                     vmq_pgevents_server:written_per_second()))];
+               (_, _, _) -> usage_alert()
+            end),
+    [command([atom_to_list(Op)], [hook_keyspec()],
+             fun(_, [{hook, H}], []) ->
+                     R = vmq_pgevents:Op(H),
+                     [clique_status:text(switch_text(Op, H, R))];
+                (_, _, _) -> usage_alert()
+             end) || Op <- [enable, disable]],
+    command(["client"], client_keyspecs(),
+            fun(_, Args, []) ->
+                    case proplists:get_value('client-id', Args) of
+                        undefined -> usage_alert();
+                        C -> client_output(C, proplists:get_value(mountpoint, Args, ""),
+                                           proplists:get_value(limit, Args, 20))
+                    end;
+               (_, _, _) -> usage_alert()
+            end),
+    command(["check"], [],
+            fun(_, [], []) -> [clique_status:table(vmq_pgevents_ask:check())];
+               (_, _, _) -> usage_alert()
+            end),
+    command(["flush"], [],
+            fun(_, [], []) ->
+                    case vmq_pgevents:flush(30000) of
+                        {ok, N} -> [clique_status:text(io_lib:format("wrote ~b rows", [N]))];
+                        {error, timeout} ->
+                            [clique_status:alert([clique_status:text(
+                               "not everything was written within 30 s (see status)")])]
+                    end;
+               (_, _, _) -> usage_alert()
+            end),
     ok.
+
+%% a vmq-admin pgevents command, answered only while the plugin runs: its
+%% commands stay registered after `vmq-admin plugin disable' (clique has no
+%% way to take them back), when its server and its hook list are gone
+command(Words, KeySpecs, Callback) ->
+    clique:register_command(?CMD ++ Words, KeySpecs, [],
+                            fun(Cmd, Keys, Flags) ->
+                                    case whereis(vmq_pgevents_server) of
+                                        undefined ->
+                                            [clique_status:alert([clique_status:text(
+                                               "vmq_pgevents is not running (vmq-admin plugin show)")])];
+                                        _ -> Callback(Cmd, Keys, Flags)
+                                    end
+                            end).
 
 %% VerneMQ's plugin manager loads each plugin's schema into clique from
 %% code:priv_dir(App) whenever a plugin is enabled or disabled, and finds
@@ -125,8 +139,10 @@ config_changed(KeyPath, Value) ->
 
 hook_keyspec() ->
     {hook, [{typecast, fun(H) when is_list(H) ->
-                               case H =:= "all" orelse
-                                   lists:member(H, [atom_to_list(K) || K <- vmq_pgevents_config:hook_names()]) of
+                               Known = vmq_pgevents_config:hook_names(),
+                               %% (none known: the plugin is not running, the command says so)
+                               case H =:= "all" orelse Known =:= [] orelse
+                                   lists:member(H, [atom_to_list(K) || K <- Known]) of
                                    true -> H;
                                    false -> {error, {invalid_value, H}}
                                end;

@@ -114,6 +114,7 @@ parse_hooks([C | _] = Str) when is_integer(C) ->
 parse_hooks(List) when is_list(List) ->
     Known = hook_names(),
     lists:usort([hook_name(H, Known) || H <- List]);
+parse_hooks(Hook) when is_atom(Hook) -> parse_hooks([Hook]);
 parse_hooks(Other) ->
     throw({config, io_lib:format("hooks: expected all or a list of hook names, got ~0p", [Other])}).
 
@@ -134,9 +135,9 @@ hook_name(H, _) ->
 
 %% the hook names this plugin declares to VerneMQ
 -spec hook_names() -> [atom()].
+%% ([] once the application is unloaded: `vmq-admin plugin disable')
 hook_names() ->
-    {ok, Hooks} = application:get_env(?APP, vmq_plugin_hooks),
-    lists:usort([F || {_, F, _, _} <- Hooks]).
+    lists:usort([F || {_, F, _, _} <- application:get_env(?APP, vmq_plugin_hooks, [])]).
 
 env(Key, Default) ->
     application:get_env(?APP, Key, Default).

@@ -183,8 +183,11 @@ drain_logs() ->
         ok
     end.
 
+%% (0.0 while the server is busy starting or not there: for status only)
 written_per_second() ->
-    gen_server:call(?MODULE, written_per_second).
+    try gen_server:call(?MODULE, written_per_second, 2000)
+    catch exit:_ -> 0.0
+    end.
 
 sample() ->
     #{written := W} = vmq_pgevents_nif:status(),

@@ -63,6 +63,18 @@ show_dsn_test_() ->
         end)
     end}.
 
+%% After `vmq-admin plugin disable' the plugin's commands stay registered
+%% (clique cannot take them back): each says the plugin is not running.
+%% They crashed (noproc, or a badmatch on the unloaded hook list).
+stopped_commands_test_() ->
+    {timeout, 60, fun() ->
+        with_plugin("op_stopped", [], fun() -> ok end),
+        NotRunning = [{alert, [{text, "vmq_pgevents is not running (vmq-admin plugin show)"}]}],
+        [?assertEqual({C, NotRunning}, {C, clique:run(["vmq-admin", "pgevents" | C])})
+         || C <- [["show"], ["status"], ["enable", "hook=on_publish"], ["disable", "hook=on_publish"],
+                  ["flush"], ["check"], ["client", "client-id=x"]]]
+    end}.
+
 commands_test_() ->
     {timeout, 60, fun() ->
         T = "op_commands",

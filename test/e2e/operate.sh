@@ -99,6 +99,9 @@ scenario_plugin_reenable() {
     out=$(broker_admin "$BROKER" plugin disable --name vmq_pgevents)
     check "vmq-admin plugin disable" Done "$out"
     pub -i e2e-re-pub1 -q 1 -t e2e/re -m while-disabled "${ALICE[@]}"
+    out=$({ broker_admin "$BROKER" pgevents status; broker_admin "$BROKER" pgevents disable hook=on_deliver; } 2>&1)
+    check "while disabled: vmq-admin pgevents status and disable say the plugin is not running" "2|0" \
+        "$(grep -c 'vmq_pgevents is not running' <<<"$out")|$(grep -ciE 'crash|error|exception' <<<"$out")"
     out=$(broker_admin "$BROKER" plugin enable --name vmq_pgevents --path "$PLUGIN")
     check "vmq-admin plugin enable --path" Done "$out"
     pub -i e2e-re-pub2 -q 1 -t e2e/re -m re-enabled "${ALICE[@]}"
