@@ -133,9 +133,9 @@ hook_name(H, Known) when is_list(H); is_binary(H) ->
 hook_name(H, _) ->
     throw({config, io_lib:format("hooks: not a hook name: ~0p", [H])}).
 
-%% the hook names this plugin declares to VerneMQ
+%% the hook names this plugin declares to VerneMQ ([] once the application
+%% is unloaded: `vmq-admin plugin disable')
 -spec hook_names() -> [atom()].
-%% ([] once the application is unloaded: `vmq-admin plugin disable')
 hook_names() ->
     lists:usort([F || {_, F, _, _} <- application:get_env(?APP, vmq_plugin_hooks, [])]).
 
